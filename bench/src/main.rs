@@ -1,0 +1,39 @@
+//! `quasar-bench`: programs that print figures. One module per subcommand; `report` holds
+//! the shared header, percentile and JSON output.
+
+use clap::{Parser, Subcommand};
+
+mod raft;
+mod report;
+mod rpc;
+mod wal;
+
+/// quasar-bench: load generator and micro-benchmarks for Quasar. Prints figures (one JSON
+/// line with `--json`); never asserts on them.
+#[derive(Parser, Debug)]
+#[command(name = "quasar-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Group-commit throughput and latency of one shard's write-ahead log.
+    Wal(wal::WalArgs),
+    /// Reopen (recovery) time of a write-ahead log holding about a GiB.
+    WalRecover(wal::WalRecoverArgs),
+    /// Committed entries/s through the pure Raft core (in-memory delivery, one thread).
+    Raft(raft::RaftArgs),
+    /// Frame streaming and ping-pong between two executors over loopback TCP.
+    Rpc(rpc::RpcArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Wal(args) => wal::run(args),
+        Command::WalRecover(args) => wal::run_recover(args),
+        Command::Raft(args) => raft::run(args),
+        Command::Rpc(args) => rpc::run(args),
+    }
+}

@@ -1,0 +1,1 @@
+//! quasar-rpc: wire format, transport and client library.

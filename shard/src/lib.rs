@@ -1,0 +1,1 @@
+//! quasar-shard: the pure Raft core, and (later) ranges, the multi-raft store and the runtime.
