@@ -102,6 +102,10 @@ impl GroupLog {
                 if back.last().0 >= from.0 {
                     back.count = u32::try_from(from.0 - back.first.0).unwrap_or(u32::MAX);
                 }
+                // A run cut back to at or below the compaction point holds nothing live.
+                if back.last().0 <= self.base.index.0 {
+                    self.runs.pop_back();
+                }
                 break;
             }
         }

@@ -93,7 +93,7 @@ pub use segment::{Lsn, SegmentId};
 
 use cache::EntryCache;
 use index::{GroupLog, Run};
-use record::{RecordKind, HEADER_LEN, MARK_RECORD_LEN, SEGMENT_HEADER_RECORD_LEN};
+use record::{RecordKind, HEADER_LEN, SEGMENT_HEADER_RECORD_LEN, SYNC_MARK_RECORD_LEN};
 
 /// A Raft group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -742,12 +742,12 @@ impl<D: Disk> Wal<D> {
     pub fn append(&mut self, batch: &Batch<'_>) -> Result<Lsn, WalError> {
         self.check_poisoned()?;
         self.validate(batch)?;
-        let need = MARK_RECORD_LEN + batch.len_bytes;
+        let need = SYNC_MARK_RECORD_LEN + batch.len_bytes;
         if need > self.cursor.room() {
             let max_bytes = self
                 .config
                 .segment_size_bytes
-                .saturating_sub(SEGMENT_HEADER_RECORD_LEN + MARK_RECORD_LEN);
+                .saturating_sub(SEGMENT_HEADER_RECORD_LEN + SYNC_MARK_RECORD_LEN);
             if need > max_bytes {
                 return Err(WalError::BatchTooLarge {
                     len_bytes: need,
@@ -763,12 +763,13 @@ impl<D: Disk> Wal<D> {
         let seed = self.seed;
         let mut at = self.cursor.offset;
         let durable = self.durable.0;
+        let batch_end = (at + need) as u64;
         at = record::put_fixed(
             self.disk.bytes_mut(seg),
             at,
             RecordKind::SyncMark,
             GroupId(0),
-            &[durable],
+            &[durable, batch_end],
             seed,
         );
         for op in &batch.ops {
@@ -1054,11 +1055,12 @@ impl<D: Disk> Wal<D> {
         &self,
         group: GroupId,
         index: LogIndex,
-    ) -> Result<record::RecordView<'_>, WalError> {
+    ) -> Result<(record::RecordView<'_>, LogIndex), WalError> {
         let g = self.check_range(group, index)?;
         let Some(run) = g.run_of(index) else {
             panic!("group {group}: live index {index} has no run");
         };
+        let run_last = run.last();
         let bytes = self.disk.bytes(run.segment);
         match record::decode(
             bytes,
@@ -1066,7 +1068,7 @@ impl<D: Disk> Wal<D> {
             record::segment_seed(run.segment.0),
         ) {
             record::Decoded::Record(r) if r.kind == RecordKind::Entries && r.group == group => {
-                Ok(r)
+                Ok((r, run_last))
             }
             other => Err(WalError::Corruption {
                 location: self.disk.location(run.segment),
@@ -1091,7 +1093,7 @@ impl<D: Disk> Wal<D> {
             self.check_range(group, index)?;
             return Ok(term);
         }
-        let r = self.run_record(group, index)?;
+        let (r, _) = self.run_record(group, index)?;
         record::entries_iter(r.body)
             .find(|(i, _, _)| *i == index)
             .map(|(_, t, _)| t)
@@ -1126,9 +1128,10 @@ impl<D: Disk> Wal<D> {
                 index = LogIndex(index.0 + 1);
                 continue;
             }
-            let r = self.run_record(group, index)?;
+            // NOTE: a record may hold entries past its run that a later record replaced.
+            let (r, run_last) = self.run_record(group, index)?;
             for (i, term, payload) in record::entries_iter(r.body) {
-                if i.0 >= index.0 && i.0 < range.end.0 {
+                if i.0 >= index.0 && i.0 < range.end.0 && i.0 <= run_last.0 {
                     out.push(Entry {
                         index: i,
                         term,

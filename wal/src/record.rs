@@ -13,7 +13,8 @@
 //!
 //! ```text
 //! SegmentHeader  magic u64 | segment_id u64 | len_bytes u64          (first record of a file)
-//! SyncMark       synced_lsn u64                  (opens every batch: what was durable then)
+//! SyncMark       synced_lsn u64 | batch_end u64  (opens every batch: what was durable then,
+//!                                                  and the offset where this batch ends)
 //! Seal           end_lsn u64                     (the segment ends here; the next one follows)
 //! Entries        first_index u64 | count u32 | 0 u32 | count x entry
 //!                entry = term u64 | len u32 | 0 u32 | payload[len] | zero pad to 8
@@ -37,14 +38,16 @@ pub const ENTRIES_PREFIX_LEN: usize = 16;
 pub const VERSION: u8 = 1;
 /// `SegmentHeader` magic: "QSRWAL01".
 pub const SEGMENT_MAGIC: u64 = u64::from_le_bytes(*b"QSRWAL01");
-/// Bytes of a `SyncMark` or `Seal` record (header + one u64).
-pub const MARK_RECORD_LEN: usize = HEADER_LEN + 8;
+/// Bytes of a `SyncMark` record (header + two u64).
+pub const SYNC_MARK_RECORD_LEN: usize = HEADER_LEN + 16;
+/// Bytes of a `Seal` record (header + one u64).
+pub const SEAL_RECORD_LEN: usize = HEADER_LEN + 8;
 /// Bytes of the `SegmentHeader` record.
 pub const SEGMENT_HEADER_RECORD_LEN: usize = HEADER_LEN + 24;
 
 const _: () = assert!(HEADER_LEN % 8 == 0);
 const _: () = assert!(ENTRY_HEADER_LEN % 8 == 0);
-const _: () = assert!(MARK_RECORD_LEN == 32);
+const _: () = assert!(SYNC_MARK_RECORD_LEN == 40 && SEAL_RECORD_LEN == 32);
 
 /// What a record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +82,8 @@ impl RecordKind {
     fn fixed_body_len(self) -> Option<usize> {
         match self {
             RecordKind::SegmentHeader | RecordKind::HardState => Some(24),
-            RecordKind::SyncMark | RecordKind::Seal | RecordKind::TruncateSuffix => Some(8),
-            RecordKind::Compact | RecordKind::SnapshotMark => Some(16),
+            RecordKind::Seal | RecordKind::TruncateSuffix => Some(8),
+            RecordKind::SyncMark | RecordKind::Compact | RecordKind::SnapshotMark => Some(16),
             RecordKind::Entries => None,
         }
     }
@@ -463,7 +466,7 @@ mod tests {
     #[test]
     fn length_past_the_end_is_bad() {
         let mut buf = vec![0u8; 64];
-        put_fixed(&mut buf, 0, RecordKind::SyncMark, GroupId(0), &[1], 1);
+        put_fixed(&mut buf, 0, RecordKind::Seal, GroupId(0), &[1], 1);
         assert!(matches!(
             decode(&buf[..24], 0, 1),
             Decoded::Bad(BadRecord::LenPastEnd { len: 8 })

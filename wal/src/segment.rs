@@ -80,7 +80,7 @@ impl Cursor {
     /// Bytes that still fit, keeping room for the seal record.
     pub fn room(&self) -> usize {
         self.len_bytes
-            .saturating_sub(self.offset + crate::record::MARK_RECORD_LEN)
+            .saturating_sub(self.offset + crate::record::SEAL_RECORD_LEN)
     }
 
     pub fn lsn(&self) -> Lsn {
