@@ -1008,6 +1008,11 @@ impl<D: Disk> Wal<D> {
         &self.disk
     }
 
+    /// The disk, e.g. to inject faults into a `MemDisk`.
+    pub fn disk_mut(&mut self) -> &mut D {
+        &mut self.disk
+    }
+
     /// Ids of the groups with anything in the log.
     pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {
         self.groups.keys().copied()
