@@ -451,6 +451,17 @@ mod mem {
             seg.durable.truncate(len);
         }
 
+        /// Puts a segment with exactly these bytes on the disk (fuzzing, hand-made damage).
+        pub fn put_segment(&mut self, id: SegmentId, bytes: Vec<u8>) {
+            self.segments.insert(
+                id,
+                MemSegment {
+                    written: bytes.clone(),
+                    durable: bytes,
+                },
+            );
+        }
+
         /// Deletes a segment without the WAL knowing.
         pub fn delete_segment(&mut self, id: SegmentId) {
             self.segments.remove(&id);

@@ -397,6 +397,7 @@ pub struct Wal<D: Disk = MmapDisk> {
     appended: Lsn,
     durable: Lsn,
     sync_in_flight: Option<Lsn>,
+    syncs_completed: u64,
     poisoned: Option<String>,
     groups: HashMap<GroupId, GroupLog, GroupHasher>,
     cache: EntryCache,
@@ -431,6 +432,9 @@ fn header_record(id: SegmentId, len_bytes: usize) -> Vec<u8> {
     h
 }
 
+/// No log index reaches this (2^62); records claiming one are ignored on replay.
+const MAX_LOG_INDEX: u64 = 1 << 62;
+
 /// Replays one accepted record into the index. Replay is lenient where a live operation
 /// would be refused: records of a group that precede a rewrite of it (gc) may lack their
 /// context once older segments are gone, and the rewrite that follows supersedes them.
@@ -440,6 +444,19 @@ fn replay(
     r: &record::RecordView<'_>,
 ) {
     let seg = id;
+    // Indexes anywhere near u64::MAX cannot come from a real log; ignore such records
+    // rather than overflow (the CRC verified, so only a bug or a crafted file has them).
+    let fields_sane = match r.kind {
+        RecordKind::Entries => record::entries_header(r.body).0 .0 < MAX_LOG_INDEX,
+        RecordKind::TruncateSuffix | RecordKind::Compact | RecordKind::SnapshotMark => {
+            record::fixed_field(r.body, 0) < MAX_LOG_INDEX
+        }
+        _ => true,
+    };
+    if !fields_sane {
+        tracing::warn!(segment = %id, offset = r.offset, "WAL record with an impossible index ignored");
+        return;
+    }
     match r.kind {
         RecordKind::SegmentHeader | RecordKind::SyncMark | RecordKind::Seal => {}
         RecordKind::Entries => {
@@ -621,6 +638,7 @@ impl<D: Disk> Wal<D> {
             appended: position,
             durable: position,
             sync_in_flight: None,
+            syncs_completed: 0,
             poisoned: None,
             groups,
             pending_gc: None,
@@ -689,6 +707,11 @@ impl<D: Disk> Wal<D> {
     /// Everything before this position is durable.
     pub fn durable_lsn(&self) -> Lsn {
         self.durable
+    }
+
+    /// Syncs completed since open (one per `on_sync_done` success).
+    pub fn syncs_completed(&self) -> u64 {
+        self.syncs_completed
     }
 
     pub fn is_poisoned(&self) -> bool {
@@ -973,6 +996,7 @@ impl<D: Disk> Wal<D> {
             self.durable
         );
         self.durable = target;
+        self.syncs_completed += 1;
         Ok(target)
     }
 
@@ -1281,6 +1305,21 @@ impl Future for Notified {
     }
 }
 
+/// Lets every other ready task run once.
+struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
 /// One WAL shared by many tasks of one executor, with group commit: `sync_to(lsn)` joins
 /// the sync in flight or starts the next one, so one fdatasync covers every task's
 /// appends made before it began.
@@ -1316,8 +1355,25 @@ impl<D: Disk> SharedWal<D> {
     }
 
     /// Waits until everything before `lsn` is durable.
+    ///
+    /// Before starting a new sync the task yields once, so that every other task already
+    /// woken (e.g. by the previous sync) appends first and rides on the same fdatasync.
+    /// Do not drop this future while it runs a sync: the log would wait for its completion
+    /// forever.
     pub async fn sync_to(&self, lsn: Lsn) -> Result<Lsn, WalError> {
+        let mut yielded = false;
         loop {
+            if !yielded {
+                let idle = {
+                    let wal = self.wal.borrow();
+                    wal.sync_in_flight.is_none() && wal.durable_lsn() < lsn
+                };
+                if idle {
+                    yielded = true;
+                    YieldNow(false).await;
+                    continue;
+                }
+            }
             let job = {
                 let mut wal = self.wal.borrow_mut();
                 wal.check_poisoned()?;
