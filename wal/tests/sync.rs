@@ -118,6 +118,14 @@ fn every_waiting_task_sees_the_poison() {
     let mut fa = pin!(wal.sync_to(a));
     let mut fb = pin!(wal.sync_to(b));
     let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        fa.as_mut().poll(&mut cx).is_pending(),
+        "yields once before syncing"
+    );
+    assert!(
+        fb.as_mut().poll(&mut cx).is_pending(),
+        "yields once before syncing"
+    );
     assert!(matches!(
         fa.as_mut().poll(&mut cx),
         Poll::Ready(Err(WalError::Poisoned { .. }))
