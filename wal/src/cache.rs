@@ -1,0 +1,170 @@
+//! A bounded cache of the most recent entries of every group, so that replicating the tail
+//! of a log never reads a segment. Each group keeps a contiguous suffix of its log; one
+//! byte budget covers all groups and the oldest insertions are evicted first.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::{GroupHasher, GroupId, LogIndex, Term};
+
+/// Per-entry bookkeeping counted against the budget besides the payload.
+const ENTRY_OVERHEAD_BYTES: usize = 32;
+
+#[derive(Debug, Default)]
+struct GroupCache {
+    /// Index of `entries[0]`.
+    first: LogIndex,
+    entries: VecDeque<(Term, Box<[u8]>)>,
+}
+
+/// The cache. Invariant: `bytes` is the sum of the cost of every cached entry.
+#[derive(Debug)]
+pub struct EntryCache {
+    groups: HashMap<GroupId, GroupCache, GroupHasher>,
+    /// Insertion order, for eviction; entries already gone are skipped.
+    order: VecDeque<(GroupId, LogIndex)>,
+    bytes: usize,
+    budget_bytes: usize,
+}
+
+fn cost(payload: &[u8]) -> usize {
+    payload.len() + ENTRY_OVERHEAD_BYTES
+}
+
+impl EntryCache {
+    pub fn new(budget_bytes: usize) -> EntryCache {
+        EntryCache {
+            groups: HashMap::default(),
+            order: VecDeque::new(),
+            bytes: 0,
+            budget_bytes,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Caches entry `index` of `group`, dropping cached entries at `index` and after.
+    pub fn insert(&mut self, group: GroupId, index: LogIndex, term: Term, payload: &[u8]) {
+        if self.budget_bytes == 0 {
+            return;
+        }
+        self.truncate(group, index);
+        let g = self.groups.entry(group).or_default();
+        if g.entries.is_empty() || g.first.0 + g.entries.len() as u64 != index.0 {
+            // Not contiguous with what is cached: start over at `index`.
+            self.bytes -= g.entries.iter().map(|(_, p)| cost(p)).sum::<usize>();
+            g.entries.clear();
+            g.first = index;
+        }
+        g.entries.push_back((term, payload.into()));
+        self.bytes += cost(payload);
+        self.order.push_back((group, index));
+        while self.bytes > self.budget_bytes {
+            let Some((g_id, i)) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(g) = self.groups.get_mut(&g_id) {
+                if g.first == i {
+                    if let Some((_, p)) = g.entries.pop_front() {
+                        self.bytes -= cost(&p);
+                        g.first = LogIndex(i.0 + 1);
+                    }
+                    if g.entries.is_empty() {
+                        self.groups.remove(&g_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The cached entry `index` of `group`.
+    pub fn get(&self, group: GroupId, index: LogIndex) -> Option<(Term, &[u8])> {
+        let g = self.groups.get(&group)?;
+        let i = index.0.checked_sub(g.first.0)?;
+        g.entries
+            .get(usize::try_from(i).ok()?)
+            .map(|(t, p)| (*t, &p[..]))
+    }
+
+    /// Drops cached entries at `from` and after.
+    pub fn truncate(&mut self, group: GroupId, from: LogIndex) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            return;
+        };
+        while !g.entries.is_empty() && g.first.0 + g.entries.len() as u64 > from.0 {
+            if let Some((_, p)) = g.entries.pop_back() {
+                self.bytes -= cost(&p);
+            }
+        }
+    }
+
+    /// Drops cached entries below `below`.
+    pub fn compact(&mut self, group: GroupId, below: LogIndex) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            return;
+        };
+        while !g.entries.is_empty() && g.first.0 < below.0 {
+            if let Some((_, p)) = g.entries.pop_front() {
+                self.bytes -= cost(&p);
+            }
+            g.first = LogIndex(g.first.0 + 1);
+        }
+    }
+
+    /// Drops everything cached for `group`.
+    pub fn clear(&mut self, group: GroupId) {
+        if let Some(g) = self.groups.remove(&group) {
+            self.bytes -= g.entries.iter().map(|(_, p)| cost(p)).sum::<usize>();
+        }
+    }
+
+    pub fn check_invariants(&self) {
+        let sum: usize = self
+            .groups
+            .values()
+            .flat_map(|g| g.entries.iter())
+            .map(|(_, p)| cost(p))
+            .sum();
+        assert_eq!(sum, self.bytes, "cache byte count drifted");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_a_contiguous_suffix_within_budget() {
+        let mut c = EntryCache::new(3 * (8 + ENTRY_OVERHEAD_BYTES));
+        for i in 1..=5 {
+            c.insert(GroupId(1), LogIndex(i), Term(1), &[i as u8; 8]);
+        }
+        assert!(c.get(GroupId(1), LogIndex(2)).is_none());
+        assert_eq!(c.get(GroupId(1), LogIndex(5)).unwrap().1, &[5u8; 8]);
+        assert_eq!(c.get(GroupId(1), LogIndex(3)).unwrap().0, Term(1));
+        c.insert(GroupId(1), LogIndex(4), Term(2), b"x");
+        assert!(c.get(GroupId(1), LogIndex(5)).is_none());
+        assert_eq!(
+            c.get(GroupId(1), LogIndex(4)).unwrap(),
+            (Term(2), &b"x"[..])
+        );
+        c.compact(GroupId(1), LogIndex(4));
+        assert!(c.get(GroupId(1), LogIndex(3)).is_none());
+        c.check_invariants();
+        c.clear(GroupId(1));
+        assert_eq!(c.bytes(), 0);
+    }
+
+    #[test]
+    fn eviction_is_oldest_first_across_groups() {
+        let mut c = EntryCache::new(2 * (1 + ENTRY_OVERHEAD_BYTES));
+        c.insert(GroupId(1), LogIndex(1), Term(1), b"a");
+        c.insert(GroupId(2), LogIndex(1), Term(1), b"b");
+        c.insert(GroupId(3), LogIndex(1), Term(1), b"c");
+        assert!(c.get(GroupId(1), LogIndex(1)).is_none());
+        assert!(c.get(GroupId(2), LogIndex(1)).is_some());
+        assert!(c.get(GroupId(3), LogIndex(1)).is_some());
+        c.check_invariants();
+    }
+}

@@ -1,0 +1,563 @@
+//! The storage seam under the WAL: `trait Disk` (list, prepare, map, sync, remove),
+//! `MmapDisk` (real files, memmap2 mappings, fdatasync through glommio's io_uring) and
+//! `MemDisk` (feature `testing`: written and durable bytes kept apart, crash and fault
+//! injection). The WAL never touches a file except through this trait.
+#![expect(
+    unsafe_code,
+    reason = "memory-mapping segment files (memmap2) is unsafe by nature"
+)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use memmap2::{MmapMut, MmapOptions};
+
+use crate::segment::SegmentId;
+
+/// A sync in progress; resolves once the bytes written before it began are durable.
+pub type SyncFuture = Pin<Box<dyn Future<Output = io::Result<()>>>>;
+
+/// What the WAL needs from storage. Segments are fixed-size byte arrays, mapped for
+/// reading and writing; writes are plain stores into `bytes_mut` and become durable only
+/// through `sync`.
+pub trait Disk {
+    /// The segments present, sorted by id, with their length in bytes.
+    fn list(&mut self) -> io::Result<Vec<(SegmentId, u64)>>;
+    /// Maps an existing segment; returns its length.
+    fn open(&mut self, id: SegmentId) -> io::Result<usize>;
+    /// Starts creating a segment of `len_bytes` zero bytes that begins with `header`; the
+    /// creation (file, contents and directory entry) is durable before `wait_prepared`
+    /// returns. May work in the background.
+    fn prepare(&mut self, id: SegmentId, len_bytes: usize, header: Vec<u8>) -> io::Result<()>;
+    /// Waits until a prepared segment is created and mapped.
+    fn wait_prepared(&mut self, id: SegmentId) -> io::Result<()>;
+    /// The bytes of a mapped segment. Panics if `id` is not mapped (a WAL bug).
+    fn bytes(&self, id: SegmentId) -> &[u8];
+    /// The bytes of a mapped segment, for writing.
+    fn bytes_mut(&mut self, id: SegmentId) -> &mut [u8];
+    /// Starts making everything written to `id` so far durable.
+    fn sync(&mut self, id: SegmentId) -> SyncFuture;
+    /// Makes everything written to `id` durable, blocking (recovery only).
+    fn sync_blocking(&mut self, id: SegmentId) -> io::Result<()>;
+    /// Deletes a segment durably (directory synced).
+    fn remove(&mut self, id: SegmentId) -> io::Result<()>;
+    /// Where a segment lives, for messages (a path for real files).
+    fn location(&self, id: SegmentId) -> String;
+}
+
+/// A mapped segment file.
+struct Mapped {
+    /// `None` for an empty file (nothing to map).
+    map: Option<MmapMut>,
+    file: File,
+    path: PathBuf,
+    /// The glommio handle used for `fdatasync` through io_uring, opened on first sync.
+    uring: Rc<std::cell::RefCell<Option<Rc<glommio::io::BufferedFile>>>>,
+}
+
+struct PrepareJob {
+    id: SegmentId,
+    len_bytes: usize,
+    header: Vec<u8>,
+}
+
+type Prepared = (SegmentId, io::Result<(File, MmapMut)>);
+
+/// Real segment files in one directory. Segments are created by a background thread
+/// (zero-filled with `write`, fsynced, renamed into place, directory fsynced, mapped with
+/// `MAP_POPULATE`), so the append path never creates a file or takes a first-touch fault
+/// on a page that is not in the page cache.
+pub struct MmapDisk {
+    dir: PathBuf,
+    segments: BTreeMap<SegmentId, Mapped>,
+    jobs: Option<mpsc::Sender<PrepareJob>>,
+    done: mpsc::Receiver<Prepared>,
+    pending: BTreeSet<SegmentId>,
+    failed: HashMap<SegmentId, io::Error>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MmapDisk {
+    /// Opens (creating if needed) a WAL directory.
+    pub fn open_dir(dir: impl AsRef<Path>) -> io::Result<MmapDisk> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let (jobs, job_rx) = mpsc::channel::<PrepareJob>();
+        let (done_tx, done) = mpsc::channel::<Prepared>();
+        let thread_dir = dir.clone();
+        let thread = std::thread::Builder::new()
+            .name("wal-prepare".into())
+            .spawn(move || {
+                for job in job_rx {
+                    let result = create_segment(&thread_dir, &job);
+                    if done_tx.send((job.id, result)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(MmapDisk {
+            dir,
+            segments: BTreeMap::new(),
+            jobs: Some(jobs),
+            done,
+            pending: BTreeSet::new(),
+            failed: HashMap::new(),
+            thread: Some(thread),
+        })
+    }
+
+    fn path(&self, id: SegmentId) -> PathBuf {
+        self.dir.join(id.file_name())
+    }
+
+    fn insert(&mut self, id: SegmentId, file: File, map: Option<MmapMut>) {
+        let path = self.path(id);
+        self.segments.insert(
+            id,
+            Mapped {
+                map,
+                file,
+                path,
+                uring: Rc::new(std::cell::RefCell::new(None)),
+            },
+        );
+    }
+
+    fn absorb(&mut self, (id, result): Prepared) {
+        self.pending.remove(&id);
+        match result {
+            Ok((file, map)) => self.insert(id, file, Some(map)),
+            Err(e) => {
+                self.failed.insert(id, e);
+            }
+        }
+    }
+
+    fn mapped(&self, id: SegmentId) -> &Mapped {
+        match self.segments.get(&id) {
+            Some(m) => m,
+            None => panic!("segment {id} is not mapped"),
+        }
+    }
+}
+
+impl Drop for MmapDisk {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            // NOTE: a panic in the preparer thread has already been reported; nothing to add.
+            let _ = t.join();
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn create_segment(dir: &Path, job: &PrepareJob) -> io::Result<(File, MmapMut)> {
+    let path = dir.join(job.id.file_name());
+    let tmp = dir.join(format!("{}.tmp", job.id.file_name()));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    // Real zeros, not fallocate: the blocks are written and allocated now, so a later
+    // fdatasync flushes data only and never converts unwritten extents (a journal commit).
+    let chunk = vec![0u8; 1 << 20];
+    file.write_all(&job.header)?;
+    let mut left = job.len_bytes - job.header.len();
+    while left > 0 {
+        let n = left.min(chunk.len());
+        file.write_all(&chunk[..n])?;
+        left -= n;
+    }
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    sync_dir(dir)?;
+    // SAFETY: the file is ours (the WAL directory is owned by one WAL) and stays open for
+    // the mapping's lifetime; nobody truncates it while mapped.
+    let map = unsafe { MmapOptions::new().populate().map_mut(&file)? };
+    Ok((file, map))
+}
+
+impl Disk for MmapDisk {
+    fn list(&mut self) -> io::Result<Vec<(SegmentId, u64)>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".wal.tmp") {
+                // An interrupted preparation: never renamed into place, holds no data.
+                std::fs::remove_file(entry.path())?;
+                continue;
+            }
+            if let Some(id) = SegmentId::from_file_name(name) {
+                out.push((id, entry.metadata()?.len()));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn open(&mut self, id: SegmentId) -> io::Result<usize> {
+        let path = self.path(id);
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: as in `create_segment`: our file, open for the mapping's lifetime.
+            // MAP_POPULATE: recovery reads every page at once; one populate call is far
+            // cheaper than a fault per page.
+            Some(unsafe { MmapOptions::new().populate().map_mut(&file)? })
+        };
+        self.insert(id, file, map);
+        Ok(len)
+    }
+
+    fn prepare(&mut self, id: SegmentId, len_bytes: usize, header: Vec<u8>) -> io::Result<()> {
+        if self.segments.contains_key(&id) || self.pending.contains(&id) {
+            return Ok(());
+        }
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("preparer stopped"))?;
+        jobs.send(PrepareJob {
+            id,
+            len_bytes,
+            header,
+        })
+        .map_err(|_| io::Error::other("segment preparer thread exited"))?;
+        self.pending.insert(id);
+        Ok(())
+    }
+
+    fn wait_prepared(&mut self, id: SegmentId) -> io::Result<()> {
+        while let Ok(done) = self.done.try_recv() {
+            self.absorb(done);
+        }
+        while !self.segments.contains_key(&id) {
+            if let Some(e) = self.failed.remove(&id) {
+                return Err(e);
+            }
+            if !self.pending.contains(&id) {
+                return Err(io::Error::other(format!("segment {id} was never prepared")));
+            }
+            let done = self
+                .done
+                .recv()
+                .map_err(|_| io::Error::other("segment preparer thread exited"))?;
+            self.absorb(done);
+        }
+        Ok(())
+    }
+
+    fn bytes(&self, id: SegmentId) -> &[u8] {
+        self.mapped(id).map.as_deref().unwrap_or(&[])
+    }
+
+    fn bytes_mut(&mut self, id: SegmentId) -> &mut [u8] {
+        match self
+            .segments
+            .get_mut(&id)
+            .and_then(|m| m.map.as_deref_mut())
+        {
+            Some(b) => b,
+            None => panic!("segment {id} is not mapped for writing"),
+        }
+    }
+
+    fn sync(&mut self, id: SegmentId) -> SyncFuture {
+        let m = self.mapped(id);
+        let slot = m.uring.clone();
+        let path = m.path.clone();
+        Box::pin(async move {
+            let cached = slot.borrow().clone();
+            let file = match cached {
+                Some(f) => f,
+                None => {
+                    let f = Rc::new(glommio::io::BufferedFile::open(&path).await?);
+                    *slot.borrow_mut() = Some(f.clone());
+                    f
+                }
+            };
+            // fdatasync on any descriptor of the inode flushes the pages written through
+            // the MAP_SHARED mapping.
+            file.fdatasync().await?;
+            Ok(())
+        })
+    }
+
+    fn sync_blocking(&mut self, id: SegmentId) -> io::Result<()> {
+        self.mapped(id).file.sync_data()
+    }
+
+    fn remove(&mut self, id: SegmentId) -> io::Result<()> {
+        self.segments.remove(&id);
+        match std::fs::remove_file(self.path(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        sync_dir(&self.dir)
+    }
+
+    fn location(&self, id: SegmentId) -> String {
+        self.path(id).display().to_string()
+    }
+}
+
+#[cfg(feature = "testing")]
+pub use mem::{Crash, MemDisk};
+
+#[cfg(feature = "testing")]
+mod mem {
+    use super::*;
+
+    /// How a simulated crash treats the bytes written but not yet synced.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Crash {
+        /// Nothing unsynced survives.
+        DropUnsynced,
+        /// Every 512-byte sector that changed since the last sync survives or not, chosen
+        /// by a seeded generator: mapped pages reach the disk in any order.
+        RandomSectors { seed: u64 },
+        /// Of each segment's unsynced changes, the first `keep_bytes` survive: a torn write.
+        TearUnsynced { keep_bytes: usize },
+    }
+
+    #[derive(Debug, Clone)]
+    struct MemSegment {
+        written: Vec<u8>,
+        durable: Vec<u8>,
+    }
+
+    /// An in-memory disk for crash tests and the cluster simulator. `written` is what the
+    /// process sees through its mapping; `durable` is what survives a crash. A `sync`
+    /// copies one into the other when it starts; a completed sync reports success.
+    #[derive(Debug, Clone, Default)]
+    pub struct MemDisk {
+        segments: BTreeMap<SegmentId, MemSegment>,
+        /// Operations left before every operation fails; `None`: never fail.
+        fail_countdown: Option<u64>,
+        syncs: u64,
+    }
+
+    impl MemDisk {
+        pub fn new() -> MemDisk {
+            MemDisk::default()
+        }
+
+        /// After `ops` more successful operations (list, open, prepare, sync, remove),
+        /// every operation fails with an I/O error.
+        pub fn fail_after(&mut self, ops: u64) {
+            self.fail_countdown = Some(ops);
+        }
+
+        /// How many syncs were started.
+        pub fn sync_count(&self) -> u64 {
+            self.syncs
+        }
+
+        fn tick(&mut self, what: &str) -> io::Result<()> {
+            match &mut self.fail_countdown {
+                Some(0) => Err(io::Error::other(format!("injected {what} failure"))),
+                Some(n) => {
+                    *n -= 1;
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        }
+
+        /// The disk as it is after a crash: durable bytes plus what `how` lets survive.
+        /// Failure injection is cleared (a new process).
+        pub fn crash(&self, how: Crash) -> MemDisk {
+            let mut rng = match how {
+                Crash::RandomSectors { seed } => seed | 1,
+                _ => 1,
+            };
+            let mut segments = BTreeMap::new();
+            for (&id, seg) in &self.segments {
+                let mut after = seg.durable.clone();
+                match how {
+                    Crash::DropUnsynced => {}
+                    Crash::RandomSectors { .. } => {
+                        for (i, sector) in seg.written.chunks(512).enumerate() {
+                            rng ^= rng << 13;
+                            rng ^= rng >> 7;
+                            rng ^= rng << 17;
+                            if rng & 1 == 1 {
+                                after[i * 512..i * 512 + sector.len()].copy_from_slice(sector);
+                            }
+                        }
+                    }
+                    Crash::TearUnsynced { keep_bytes } => {
+                        if let Some(first) = seg
+                            .written
+                            .iter()
+                            .zip(&seg.durable)
+                            .position(|(a, b)| a != b)
+                        {
+                            let end = (first + keep_bytes).min(seg.written.len());
+                            after[first..end].copy_from_slice(&seg.written[first..end]);
+                        }
+                    }
+                }
+                segments.insert(
+                    id,
+                    MemSegment {
+                        written: after.clone(),
+                        durable: after,
+                    },
+                );
+            }
+            MemDisk {
+                segments,
+                fail_countdown: None,
+                syncs: 0,
+            }
+        }
+
+        /// Flips one bit of what is on disk (both views).
+        pub fn flip_bit(&mut self, id: SegmentId, offset: usize, bit: u8) {
+            let seg = self
+                .segments
+                .get_mut(&id)
+                .expect("flip_bit: no such segment");
+            seg.written[offset] ^= 1 << (bit % 8);
+            seg.durable[offset] ^= 1 << (bit % 8);
+        }
+
+        /// Cuts a segment to `len` bytes (both views).
+        pub fn truncate_segment(&mut self, id: SegmentId, len: usize) {
+            let seg = self
+                .segments
+                .get_mut(&id)
+                .expect("truncate_segment: no such segment");
+            seg.written.truncate(len);
+            seg.durable.truncate(len);
+        }
+
+        /// Puts a segment with exactly these bytes on the disk (fuzzing, hand-made damage).
+        pub fn put_segment(&mut self, id: SegmentId, bytes: Vec<u8>) {
+            self.segments.insert(
+                id,
+                MemSegment {
+                    written: bytes.clone(),
+                    durable: bytes,
+                },
+            );
+        }
+
+        /// Deletes a segment without the WAL knowing.
+        pub fn delete_segment(&mut self, id: SegmentId) {
+            self.segments.remove(&id);
+        }
+
+        /// Ids of the segments present.
+        pub fn segment_ids(&self) -> Vec<SegmentId> {
+            self.segments.keys().copied().collect()
+        }
+
+        /// The durable bytes of a segment.
+        pub fn durable_bytes(&self, id: SegmentId) -> Option<&[u8]> {
+            self.segments.get(&id).map(|s| s.durable.as_slice())
+        }
+    }
+
+    impl Disk for MemDisk {
+        fn list(&mut self) -> io::Result<Vec<(SegmentId, u64)>> {
+            self.tick("list")?;
+            Ok(self
+                .segments
+                .iter()
+                .map(|(&id, s)| (id, s.durable.len() as u64))
+                .collect())
+        }
+
+        fn open(&mut self, id: SegmentId) -> io::Result<usize> {
+            self.tick("open")?;
+            self.segments
+                .get(&id)
+                .map(|s| s.written.len())
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, format!("segment {id} not found"))
+                })
+        }
+
+        fn prepare(&mut self, id: SegmentId, len_bytes: usize, header: Vec<u8>) -> io::Result<()> {
+            self.tick("prepare")?;
+            let mut bytes = vec![0u8; len_bytes];
+            bytes[..header.len()].copy_from_slice(&header);
+            self.segments.insert(
+                id,
+                MemSegment {
+                    written: bytes.clone(),
+                    durable: bytes,
+                },
+            );
+            Ok(())
+        }
+
+        fn wait_prepared(&mut self, id: SegmentId) -> io::Result<()> {
+            if self.segments.contains_key(&id) {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!("segment {id} was never prepared")))
+            }
+        }
+
+        fn bytes(&self, id: SegmentId) -> &[u8] {
+            match self.segments.get(&id) {
+                Some(s) => &s.written,
+                None => panic!("segment {id} is not mapped"),
+            }
+        }
+
+        fn bytes_mut(&mut self, id: SegmentId) -> &mut [u8] {
+            match self.segments.get_mut(&id) {
+                Some(s) => &mut s.written,
+                None => panic!("segment {id} is not mapped"),
+            }
+        }
+
+        fn sync(&mut self, id: SegmentId) -> SyncFuture {
+            self.syncs += 1;
+            let result = self.sync_blocking(id);
+            Box::pin(std::future::ready(result))
+        }
+
+        fn sync_blocking(&mut self, id: SegmentId) -> io::Result<()> {
+            self.tick("sync")?;
+            let seg = self
+                .segments
+                .get_mut(&id)
+                .ok_or_else(|| io::Error::other(format!("sync of missing segment {id}")))?;
+            seg.durable.clone_from(&seg.written);
+            Ok(())
+        }
+
+        fn remove(&mut self, id: SegmentId) -> io::Result<()> {
+            self.tick("remove")?;
+            self.segments.remove(&id);
+            Ok(())
+        }
+
+        fn location(&self, id: SegmentId) -> String {
+            format!("mem:{id}")
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Recovery: turns the bytes of every segment into verdicts, with no I/O (so it can be
+//! fuzzed). `scan` walks the segments in order, verifies every CRC, hands each valid
+//! record to a visitor (the index replays it) and decides where the log ends.
+//!
+//! Mapped pages reach the disk in any order, so a valid record after a bad one does not
+//! prove corruption: it may be a later, never-synced batch whose pages were written back
+//! early. Every batch therefore opens with a `SyncMark` record holding `synced_lsn`, the
+//! position already durable when the batch was written, and a segment is sealed (seal
+//! record, then sync) before a later one is reported durable. The decision table, applied
+//! at the first position X (segment S, offset O) that does not hold a valid record:
+//!
+//! | # | where | bytes at X | verdict |
+//! |---|---|---|---|
+//! | 1 | any segment | CRC verifies | accept, move on |
+//! | 2 | any segment | a valid `Seal` | segment complete: continue with the next one |
+//! | 3 | any segment | bad, zero or missing; a valid `SyncMark` later (in S after X or in any later segment) with `synced_lsn > X` | `Corruption { segment: S, offset: O }`: X was durable once |
+//! | 4 | any segment | bad, zero or missing; no later `synced_lsn` past X | end of the log (torn tail): truncate at X, discard later segments |
+//! | 5 | last segment | sealed | the next append opens a new segment |
+//!
+//! Row 3 covers STYLE's "sealed segment, bad before the seal": a segment's seal is synced
+//! before any later sync completes, so once a later batch records a `synced_lsn` past it,
+//! its whole content was durable. Row 4 applies wherever X is, including byte 0 of a
+//! segment (a damaged or empty file): the log ends before that segment.
+//!
+//! Known limit (as in STYLE): a synced last batch that rots with nothing written after it
+//! looks exactly like a torn tail (row 4). A clean close writes a final `SyncMark` and
+//! syncs it, which shrinks this window to the close record itself.
+
+use crate::record::{self, Decoded, RecordKind, RecordView, SYNC_MARK_RECORD_LEN};
+use crate::segment::{Lsn, SegmentId};
+
+/// Where appends continue after recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// In `segment` at `offset`. Bytes from `offset` on must be zeroed if `dirty`.
+    Open {
+        segment: SegmentId,
+        offset: usize,
+        dirty: bool,
+    },
+    /// A new segment with this id (the last one was sealed, or unusable from byte 0).
+    NewSegment { id: SegmentId },
+}
+
+/// Why recovery stopped before the end of the bytes (row 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub segment: SegmentId,
+    pub offset: usize,
+    pub reason: String,
+}
+
+/// The result of a successful scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanOutcome {
+    pub end: End,
+    /// Set when the log ended at bad bytes (not at clean zeros).
+    pub torn: Option<TornTail>,
+    /// Segments after the end segment that hold any byte past their header: their
+    /// content was never durable and must be discarded.
+    pub discard: Vec<SegmentId>,
+    /// Valid records accepted.
+    pub records: u64,
+    /// The highest `synced_lsn` seen in an accepted record.
+    pub synced_lsn: Lsn,
+}
+
+/// Row 3: bytes that were durable do not verify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    pub segment: SegmentId,
+    pub offset: usize,
+    pub reason: String,
+    /// The later `synced_lsn` proving the bytes were durable.
+    pub proof: Lsn,
+}
+
+/// Checks the segment header record at offset 0; returns where records start.
+fn check_header(id: SegmentId, bytes: &[u8], seed: u32) -> Result<usize, String> {
+    if bytes.is_empty() {
+        return Err("the segment file is empty (0 bytes)".into());
+    }
+    match record::decode(bytes, 0, seed) {
+        Decoded::Record(r) if r.kind == RecordKind::SegmentHeader => {
+            let magic = record::fixed_field(r.body, 0);
+            let sid = record::fixed_field(r.body, 1);
+            let len = record::fixed_field(r.body, 2);
+            if magic != record::SEGMENT_MAGIC || sid != id.0 {
+                Err("segment header names another segment".into())
+            } else if len < bytes.len() as u64 {
+                Err(format!(
+                    "segment is {} bytes, its header says {len}",
+                    bytes.len()
+                ))
+            } else {
+                // NOTE: a file cut short keeps its records up to the cut; the scan stops
+                // at the partial record there and rows 3/4 decide.
+                Ok(r.next)
+            }
+        }
+        Decoded::Record(r) => Err(format!(
+            "first record is {:?}, not a segment header",
+            r.kind
+        )),
+        Decoded::Zero => Err("segment header is zero".into()),
+        Decoded::Bad(b) => Err(format!("bad segment header: {b}")),
+    }
+}
+
+/// The highest valid `synced_lsn` at 8-aligned offsets from `from` on.
+fn max_mark_after(id: SegmentId, bytes: &[u8], from: usize) -> Option<Lsn> {
+    let seed = record::segment_seed(id.0);
+    let mut best = None;
+    let mut at = record::pad8(from);
+    while at + SYNC_MARK_RECORD_LEN <= bytes.len() {
+        // Cheap filter before the CRC: kind byte and length of a mark.
+        if bytes[at + 8] == RecordKind::SyncMark as u8
+            && bytes[at + 4..at + 8] == 16u32.to_le_bytes()
+        {
+            if let Decoded::Record(r) = record::decode(bytes, at, seed) {
+                let lsn = Lsn(record::fixed_field(r.body, 0));
+                best = best.max(Some(lsn));
+            }
+        }
+        at += 8;
+    }
+    best
+}
+
+/// Decodes the records of the batch opened by `mark` into `out`; returns where the batch
+/// ends, or why it is not whole.
+fn read_batch<'a>(
+    bytes: &'a [u8],
+    mark: &RecordView<'a>,
+    seed: u32,
+    out: &mut Vec<RecordView<'a>>,
+) -> Result<usize, String> {
+    out.clear();
+    let end = usize::try_from(record::fixed_field(mark.body, 1)).unwrap_or(usize::MAX);
+    if end < mark.next || end > bytes.len() || end % 8 != 0 {
+        return Err(format!("batch end {end} is out of bounds"));
+    }
+    let mut at = mark.next;
+    while at < end {
+        match record::decode(&bytes[..end], at, seed) {
+            Decoded::Record(r) => match r.kind {
+                RecordKind::SegmentHeader | RecordKind::SyncMark | RecordKind::Seal => {
+                    return Err(format!("{:?} record inside a batch", r.kind));
+                }
+                _ => {
+                    out.push(r);
+                    at = r.next;
+                }
+            },
+            Decoded::Zero => return Err("zero bytes inside a batch".into()),
+            Decoded::Bad(b) => return Err(format!("{b} inside the batch")),
+        }
+    }
+    Ok(end)
+}
+
+/// Scans `segments` (sorted, contiguous ids) and feeds every accepted record to `visit`.
+pub fn scan<'a>(
+    segments: &[(SegmentId, &'a [u8])],
+    mut visit: impl FnMut(SegmentId, &RecordView<'a>),
+) -> Result<ScanOutcome, Corruption> {
+    let mut records = 0u64;
+    let mut synced_lsn = Lsn::ZERO;
+    let mut batch: Vec<RecordView<'a>> = Vec::new();
+    for (i, &(id, bytes)) in segments.iter().enumerate() {
+        let seed = record::segment_seed(id.0);
+        let (stop, reason) = match check_header(id, bytes, seed) {
+            Err(reason) => (0, Some(reason)),
+            Ok(mut at) => loop {
+                match record::decode(bytes, at, seed) {
+                    Decoded::Record(r) if r.kind == RecordKind::Seal => {
+                        records += 1;
+                        visit(id, &r);
+                        break (usize::MAX, None);
+                    }
+                    Decoded::Record(r) if r.kind == RecordKind::SyncMark => {
+                        // A batch is accepted whole or not at all.
+                        match read_batch(bytes, &r, seed, &mut batch) {
+                            Ok(end) => {
+                                synced_lsn = synced_lsn.max(Lsn(record::fixed_field(r.body, 0)));
+                                records += 1 + batch.len() as u64;
+                                visit(id, &r);
+                                for rec in &batch {
+                                    visit(id, rec);
+                                }
+                                at = end;
+                            }
+                            Err(reason) => break (at, Some(reason)),
+                        }
+                    }
+                    Decoded::Record(r) => {
+                        break (at, Some(format!("{:?} record outside a batch", r.kind)));
+                    }
+                    Decoded::Zero => break (at, None),
+                    Decoded::Bad(b) => break (at, Some(b.to_string())),
+                }
+            },
+        };
+        if stop == usize::MAX {
+            // Row 2: sealed; row 5 if it is the last one.
+            if i + 1 == segments.len() {
+                return Ok(ScanOutcome {
+                    end: End::NewSegment { id: id.next() },
+                    torn: None,
+                    discard: Vec::new(),
+                    records,
+                    synced_lsn,
+                });
+            }
+            continue;
+        }
+        // Rows 3 and 4: is there proof that bytes at `stop` were durable?
+        let x = Lsn::new(id, stop);
+        let later = segments[i + 1..]
+            .iter()
+            .map(|&(sid, b)| max_mark_after(sid, b, 0));
+        let proof = std::iter::once(max_mark_after(id, bytes, stop + 8))
+            .chain(later)
+            .flatten()
+            .max();
+        if let Some(proof) = proof.filter(|&p| p > x) {
+            return Err(Corruption {
+                segment: id,
+                offset: stop,
+                reason: reason.unwrap_or_else(|| "zero bytes where a record was durable".into()),
+                proof,
+            });
+        }
+        let discard = segments[i + 1..]
+            .iter()
+            .filter(
+                |&&(sid, b)| match check_header(sid, b, record::segment_seed(sid.0)) {
+                    Ok(start) => b[start..].iter().any(|&x| x != 0),
+                    Err(_) => true,
+                },
+            )
+            .map(|&(sid, _)| sid)
+            .collect();
+        let torn = reason.map(|reason| TornTail {
+            segment: id,
+            offset: stop,
+            reason,
+        });
+        let end = if stop == 0 {
+            End::NewSegment { id }
+        } else {
+            let dirty = bytes[stop..].iter().any(|&b| b != 0);
+            End::Open {
+                segment: id,
+                offset: stop,
+                dirty,
+            }
+        };
+        return Ok(ScanOutcome {
+            end,
+            torn,
+            discard,
+            records,
+            synced_lsn,
+        });
+    }
+    Ok(ScanOutcome {
+        end: End::NewSegment { id: SegmentId(1) },
+        torn: None,
+        discard: Vec::new(),
+        records,
+        synced_lsn,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{put_fixed, SEGMENT_HEADER_RECORD_LEN};
+    use crate::GroupId;
+
+    fn segment(id: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        put_fixed(
+            &mut b,
+            0,
+            RecordKind::SegmentHeader,
+            GroupId(0),
+            &[record::SEGMENT_MAGIC, id, len as u64],
+            record::segment_seed(id),
+        );
+        b
+    }
+
+    /// An empty batch: just its mark.
+    fn mark(b: &mut [u8], id: u64, at: usize, synced: Lsn) -> usize {
+        let end = (at + SYNC_MARK_RECORD_LEN) as u64;
+        put_fixed(
+            b,
+            at,
+            RecordKind::SyncMark,
+            GroupId(0),
+            &[synced.0, end],
+            record::segment_seed(id),
+        )
+    }
+
+    #[test]
+    fn clean_end_at_zero_bytes() {
+        let mut s = segment(1, 4096);
+        let end = mark(&mut s, 1, SEGMENT_HEADER_RECORD_LEN, Lsn::ZERO);
+        let out = scan(&[(SegmentId(1), &s)], |_, _| {}).unwrap();
+        assert_eq!(
+            out.end,
+            End::Open {
+                segment: SegmentId(1),
+                offset: end,
+                dirty: false
+            }
+        );
+        assert_eq!(out.torn, None);
+        assert_eq!(out.records, 1, "the header is checked, not counted");
+    }
+
+    #[test]
+    fn a_batch_is_accepted_whole_or_not_at_all() {
+        let mut s = segment(1, 4096);
+        let a = SEGMENT_HEADER_RECORD_LEN;
+        let seed = record::segment_seed(1);
+        let hs = a + SYNC_MARK_RECORD_LEN;
+        let end = hs + 2 * record::record_len(24);
+        put_fixed(
+            &mut s,
+            a,
+            RecordKind::SyncMark,
+            GroupId(0),
+            &[0, end as u64],
+            seed,
+        );
+        let second = put_fixed(
+            &mut s,
+            hs,
+            RecordKind::HardState,
+            GroupId(1),
+            &[1, 1, 1],
+            seed,
+        );
+        put_fixed(
+            &mut s,
+            second,
+            RecordKind::HardState,
+            GroupId(2),
+            &[1, 1, 1],
+            seed,
+        );
+        s[second + 30] ^= 4;
+        let mut seen = 0;
+        let out = scan(&[(SegmentId(1), &s)], |_, _| seen += 1).unwrap();
+        assert_eq!(seen, 0, "no record of a torn batch is replayed");
+        assert_eq!(out.torn.unwrap().offset, a);
+    }
+
+    #[test]
+    fn row4_bad_bytes_without_later_proof_are_a_torn_tail() {
+        let mut s = segment(1, 4096);
+        let a = mark(&mut s, 1, SEGMENT_HEADER_RECORD_LEN, Lsn::ZERO);
+        let b = mark(&mut s, 1, a, Lsn::ZERO);
+        // A later batch whose mark claims only `a` durable.
+        mark(&mut s, 1, b, Lsn::new(SegmentId(1), a));
+        s[a + 30] ^= 1;
+        let out = scan(&[(SegmentId(1), &s)], |_, _| {}).unwrap();
+        assert_eq!(
+            out.end,
+            End::Open {
+                segment: SegmentId(1),
+                offset: a,
+                dirty: true
+            }
+        );
+        assert!(out.torn.unwrap().reason.contains("checksum"));
+    }
+
+    #[test]
+    fn row3_bad_bytes_before_a_later_synced_mark_are_corruption() {
+        let mut s = segment(1, 4096);
+        let a = mark(&mut s, 1, SEGMENT_HEADER_RECORD_LEN, Lsn::ZERO);
+        let b = mark(&mut s, 1, a, Lsn::ZERO);
+        mark(&mut s, 1, b, Lsn::new(SegmentId(1), b));
+        s[a + 30] ^= 1;
+        let err = scan(&[(SegmentId(1), &s)], |_, _| {}).unwrap_err();
+        assert_eq!((err.segment, err.offset), (SegmentId(1), a));
+    }
+
+    #[test]
+    fn row5_sealed_last_segment_opens_the_next() {
+        let mut s = segment(3, 4096);
+        put_fixed(
+            &mut s,
+            SEGMENT_HEADER_RECORD_LEN,
+            RecordKind::Seal,
+            GroupId(0),
+            &[0],
+            record::segment_seed(3),
+        );
+        let out = scan(&[(SegmentId(3), &s)], |_, _| {}).unwrap();
+        assert_eq!(out.end, End::NewSegment { id: SegmentId(4) });
+    }
+
+    #[test]
+    fn empty_file_after_a_sealed_segment_ends_the_log_there() {
+        let mut s = segment(3, 4096);
+        put_fixed(
+            &mut s,
+            SEGMENT_HEADER_RECORD_LEN,
+            RecordKind::Seal,
+            GroupId(0),
+            &[0],
+            record::segment_seed(3),
+        );
+        let out = scan(&[(SegmentId(3), &s), (SegmentId(4), &[])], |_, _| {}).unwrap();
+        assert_eq!(out.end, End::NewSegment { id: SegmentId(4) });
+        assert!(out.torn.unwrap().reason.contains("empty"));
+    }
+}

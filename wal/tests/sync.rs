@@ -1,0 +1,161 @@
+//! Group commit and poisoning on a `MemDisk`: nothing is durable before its sync
+//! completes, one sync covers every task's appends, and a failed sync poisons the log for
+//! good (never retried).
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use futures_lite::future::block_on;
+use quasar_wal::{
+    Batch, Crash, GroupId, LogIndex, MemDisk, SharedWal, Term, Wal, WalConfig, WalError,
+};
+
+fn config() -> WalConfig {
+    WalConfig {
+        segment_size_bytes: 64 << 10,
+        prepared_segments: 1,
+        ..WalConfig::default()
+    }
+}
+
+fn one_entry(group: u64, index: u64, payload: &[u8]) -> Batch<'_> {
+    let mut b = Batch::with_capacity(1);
+    b.entries(GroupId(group), LogIndex(index), [(Term(1), payload)]);
+    b
+}
+
+#[test]
+fn nothing_is_durable_before_its_sync_completes() {
+    let mut wal = Wal::open(MemDisk::new(), config()).unwrap();
+    let start = wal.durable_lsn();
+    let lsn = wal.append(&one_entry(1, 1, b"a")).unwrap();
+    assert!(lsn > start);
+    assert_eq!(wal.durable_lsn(), start);
+    let job = wal.begin_sync().unwrap().expect("a sync is due");
+    assert_eq!(job.target(), lsn);
+    // A second append while the sync is in flight is not covered by it.
+    let lsn2 = wal.append(&one_entry(1, 2, b"b")).unwrap();
+    assert!(
+        wal.begin_sync().unwrap().is_none(),
+        "one sync in flight at a time"
+    );
+    assert_eq!(wal.durable_lsn(), start, "durable only after on_sync_done");
+    let result = block_on(job.run());
+    assert_eq!(wal.on_sync_done(lsn, result).unwrap(), lsn);
+    assert!(wal.durable_lsn() >= lsn && wal.durable_lsn() < lsn2);
+}
+
+#[test]
+fn one_sync_covers_every_waiting_task() {
+    let wal = SharedWal::new(Wal::open(MemDisk::new(), config()).unwrap());
+    let lsns: Vec<_> = (1..=4)
+        .map(|g| wal.append(&one_entry(g, 1, b"x")).unwrap())
+        .collect();
+    let mut waiters: Vec<_> = lsns.iter().map(|&l| Box::pin(wal.sync_to(l))).collect();
+    // Each waiter yields once (letting the others append) before one of them syncs.
+    let mut results = vec![None; waiters.len()];
+    let mut cx = Context::from_waker(Waker::noop());
+    for _round in 0..3 {
+        for (w, r) in waiters.iter_mut().zip(&mut results) {
+            if r.is_none() {
+                if let Poll::Ready(out) = w.as_mut().poll(&mut cx) {
+                    *r = Some(out.is_ok());
+                }
+            }
+        }
+    }
+    assert_eq!(results, vec![Some(true); 4]);
+    assert_eq!(
+        wal.wal().borrow().disk().sync_count(),
+        1,
+        "one fdatasync for four appends"
+    );
+}
+
+#[test]
+fn a_failed_sync_poisons_the_log_and_is_never_retried() {
+    let mut wal = Wal::open(MemDisk::new(), config()).unwrap();
+    wal.append(&one_entry(1, 1, b"synced")).unwrap();
+    block_on(wal.sync()).unwrap();
+    let syncs = wal.disk().sync_count();
+    wal.disk_mut().fail_after(0);
+    wal.append(&one_entry(1, 2, b"lost")).unwrap();
+    let err = block_on(wal.sync()).unwrap_err();
+    assert!(matches!(err, WalError::Poisoned { .. }), "{err}");
+    assert!(err.to_string().contains("restart the shard"), "{err}");
+    assert!(matches!(
+        wal.append(&one_entry(1, 3, b"x")),
+        Err(WalError::Poisoned { .. })
+    ));
+    assert!(matches!(wal.begin_sync(), Err(WalError::Poisoned { .. })));
+    assert!(matches!(
+        block_on(wal.sync()),
+        Err(WalError::Poisoned { .. })
+    ));
+    let mut out = Vec::new();
+    assert!(matches!(
+        wal.entries(GroupId(1), LogIndex(1)..LogIndex(2), &mut out),
+        Err(WalError::Poisoned { .. })
+    ));
+    assert_eq!(
+        wal.disk().sync_count(),
+        syncs + 1,
+        "the failed sync was not retried"
+    );
+    // What survives is what the last good sync covered.
+    let wal = Wal::open(wal.into_disk().crash(Crash::DropUnsynced), config()).unwrap();
+    assert_eq!(wal.last_index(GroupId(1)), LogIndex(1));
+}
+
+#[test]
+fn every_waiting_task_sees_the_poison() {
+    let mut inner = Wal::open(MemDisk::new(), config()).unwrap();
+    inner.disk_mut().fail_after(0);
+    let wal = SharedWal::new(inner);
+    let a = wal.append(&one_entry(1, 1, b"a")).unwrap();
+    let b = wal.append(&one_entry(2, 1, b"b")).unwrap();
+    let mut fa = pin!(wal.sync_to(a));
+    let mut fb = pin!(wal.sync_to(b));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        fa.as_mut().poll(&mut cx).is_pending(),
+        "yields once before syncing"
+    );
+    assert!(
+        fb.as_mut().poll(&mut cx).is_pending(),
+        "yields once before syncing"
+    );
+    assert!(matches!(
+        fa.as_mut().poll(&mut cx),
+        Poll::Ready(Err(WalError::Poisoned { .. }))
+    ));
+    assert!(matches!(
+        fb.as_mut().poll(&mut cx),
+        Poll::Ready(Err(WalError::Poisoned { .. }))
+    ));
+}
+
+#[test]
+fn failing_segment_preparation_is_an_error_not_a_panic() {
+    let mut wal = Wal::open(
+        MemDisk::new(),
+        WalConfig {
+            segment_size_bytes: 4096,
+            prepared_segments: 1,
+            ..config()
+        },
+    )
+    .unwrap();
+    wal.disk_mut().fail_after(0);
+    let payload = vec![1u8; 1000];
+    let mut result = Ok(Default::default());
+    for i in 1..=8 {
+        result = wal.append(&one_entry(1, i, &payload));
+        if result.is_err() {
+            break;
+        }
+    }
+    let err = result.unwrap_err();
+    assert!(matches!(err, WalError::Io { op: "prepare", .. }), "{err}");
+}
