@@ -970,6 +970,21 @@ impl RaftNode {
         self.send(to, body, Send::Now);
     }
 
+    fn send_empty_append(&mut self, i: usize) {
+        let to = self.progress[i].0;
+        let prev_index = self.progress[i].1.next.prev();
+        let Some(prev_term) = self.log.term(prev_index) else {
+            return;
+        };
+        let commit = self.log.committed;
+        let body = MessageBody::Append {
+            prev: LogId::new(prev_term, prev_index),
+            entries: Vec::new(),
+            commit,
+        };
+        self.send(to, body, Send::Now);
+    }
+
     fn send_snapshot(&mut self, i: usize) {
         let to = self.progress[i].0;
         if matches!(self.progress[i].1.state, ProgressState::Snapshot { .. }) {
@@ -1540,11 +1555,19 @@ impl RaftNode {
         pr.recent_active = true;
         pr.heartbeat_acked_seq = pr.heartbeat_acked_seq.max(seq);
         pr.heartbeat_acked_tick = pr.heartbeat_acked_tick.max(tick);
+        let replicate_behind = pr.state == ProgressState::Replicate && pr.matched < last;
         if pr.state == ProgressState::Probe {
             pr.probe_sent = false;
         }
         if pr.matched < last {
             self.pending_broadcast = true;
+        }
+        if replicate_behind {
+            // Appends in flight may have been lost: an empty append at `next` either is
+            // acknowledged or rejected, and a rejection falls back to probing.
+            if let Some(i) = self.progress.iter().position(|(id, _)| *id == from) {
+                self.send_empty_append(i);
+            }
         }
         self.release_confirmed_reads();
     }
