@@ -1090,6 +1090,19 @@ impl RaftNode {
                     term = self.term.0,
                     "leader removed from the configuration: stepping down"
                 );
+                // Tell the members the commit first, and hand over to an up-to-date voter
+                // at once instead of waiting for an election timeout.
+                self.flush_appends();
+                let last = self.log.last_index();
+                let heir = self
+                    .progress
+                    .iter()
+                    .filter(|(id, pr)| *id != self.id && pr.matched == last)
+                    .map(|(id, _)| *id)
+                    .find(|id| self.conf.is_voter(*id));
+                if let Some(heir) = heir {
+                    self.send(heir, MessageBody::TimeoutNow, Send::Now);
+                }
                 self.become_follower(self.term, None);
             }
         } else if matches!(self.role, Role::Candidate | Role::PreCandidate) && !self.promotable() {
