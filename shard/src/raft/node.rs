@@ -120,7 +120,8 @@ impl RaftNode {
         let conf = snapshot.conf_state.clone();
         let snap_index = snapshot.last.index;
         let mut log = RaftLog::new(snapshot, entries);
-        let commit = hard_state.commit.max(snap_index);
+        // An applied entry was committed, even if the commit index was not synced after.
+        let commit = hard_state.commit.max(snap_index).max(applied);
         if commit > log.last_index() {
             return Err(ConfigError::InconsistentRestore {
                 reason: format!("commit {commit} beyond last index {}", log.last_index()),
@@ -311,6 +312,7 @@ impl RaftNode {
     pub fn propose(&mut self, command: Bytes) -> Result<LogIndex, ProposeError> {
         self.check_can_propose()?;
         let index = self.append_local(EntryKind::Normal, command);
+        self.check_invariants();
         Ok(index)
     }
 
