@@ -1,4 +1,17 @@
-//! quasar-shard: the pure Raft core, and (later) ranges, the multi-raft store and the runtime.
+//! quasar-shard: everything one core of a Quasar node runs.
+//!
+//! - [`raft`]: the pure, deterministic Raft core (`RaftNode` -> `Ready` -> `advance`).
+//! - [`range`]: the key-value state machine of one range (versioned keys, compare-and-set,
+//!   transactions, paged scans, counters, size limits, exactly-once sessions, snapshots).
+//! - `sim` (feature `sim`): the deterministic cluster simulator that drives the Raft core
+//!   under faults and checks safety after every step; `linearizability` (feature `sim`):
+//!   the Wing–Gong/Lowe checker of client histories.
+//!
+//! The multi-raft store and the glommio runtime that join them to the WAL and the
+//! transport are issue #5 (see `DESIGN.md`).
+
+pub mod raft;
+pub mod range;
 
 /// Linearizability checking of client histories, for the simulators.
 #[cfg(feature = "sim")]
