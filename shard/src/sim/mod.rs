@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod event_log;
 pub mod harness;
+pub mod invariants;
 pub mod net;
 pub mod rng;
 pub mod seeds;
