@@ -1,4 +1,11 @@
-//! quasar-shard: the pure Raft core, and (later) ranges, the multi-raft store and the runtime.
+//! quasar-shard: everything one core of a Quasar node runs.
+//!
+//! - [`raft`]: the pure, deterministic Raft core (`RaftNode` -> `Ready` -> `advance`).
+//!
+//! Ranges, the multi-raft store, the runtime and the simulator (feature `sim`) live beside
+//! it (see `DESIGN.md`).
+
+pub mod raft;
 
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -1,0 +1,272 @@
+//! The replicated log of one node, held in memory since the last compaction: entries,
+//! the snapshot they follow, the commit and apply positions, and what is durable
+//! (`Unstable`). The runtime persists the same entries through `Ready::append`.
+
+use super::types::{Entry, LogId, LogIndex, SnapshotMeta, Term};
+use super::unstable::Unstable;
+use std::collections::VecDeque;
+
+#[derive(Clone, Debug, Default)]
+pub struct RaftLog {
+    /// Everything up to `snapshot.last` is compacted away.
+    pub snapshot: SnapshotMeta,
+    /// Invariant: `entries[i].index == snapshot.last.index + 1 + i`, terms never decrease.
+    entries: VecDeque<Entry>,
+    /// Highest index known committed. Invariant: `committed <= last_index`, never decreases.
+    pub committed: LogIndex,
+    /// Highest index the runtime reported applied. Invariant: `applied <= committed`.
+    pub applied: LogIndex,
+    /// Highest index handed to a `Ready::apply`. Invariant: `applied <= apply_handed`.
+    pub apply_handed: LogIndex,
+    pub unstable: Unstable,
+}
+
+impl RaftLog {
+    pub fn new(snapshot: SnapshotMeta, entries: Vec<Entry>) -> RaftLog {
+        let mut log = RaftLog {
+            snapshot,
+            ..RaftLog::default()
+        };
+        log.entries = entries.into();
+        let last = log.last_index();
+        log.unstable.handed = last;
+        log.unstable.persisted = last;
+        log.committed = log.snapshot.last.index;
+        log.applied = log.snapshot.last.index;
+        log.apply_handed = log.applied;
+        log
+    }
+
+    pub fn first_index(&self) -> LogIndex {
+        self.snapshot.last.index.next()
+    }
+
+    pub fn last_index(&self) -> LogIndex {
+        LogIndex(self.snapshot.last.index.0 + self.entries.len() as u64)
+    }
+
+    pub fn last_id(&self) -> LogId {
+        self.entries.back().map_or(self.snapshot.last, Entry::id)
+    }
+
+    /// The term at `index`; `None` if compacted (below the snapshot) or beyond the log.
+    pub fn term(&self, index: LogIndex) -> Option<Term> {
+        if index == self.snapshot.last.index {
+            return Some(self.snapshot.last.term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        let first = self.first_index().0;
+        if index.0 < first {
+            return None;
+        }
+        self.entries.get((index.0 - first) as usize)
+    }
+
+    pub fn matches(&self, id: LogId) -> bool {
+        self.term(id.index) == Some(id.term)
+    }
+
+    /// §3.6.1: a candidate whose last entry is `last` is at least as up to date as us.
+    pub fn is_up_to_date(&self, last: LogId) -> bool {
+        let mine = self.last_id();
+        last.term > mine.term || (last.term == mine.term && last.index >= mine.index)
+    }
+
+    /// Appends entries that directly follow the last one (the leader's own proposals).
+    pub fn append(&mut self, entry: Entry) {
+        assert_eq!(
+            entry.index,
+            self.last_index().next(),
+            "append must be contiguous"
+        );
+        assert!(
+            entry.term >= self.last_id().term,
+            "terms never decrease in the log"
+        );
+        self.entries.push_back(entry);
+    }
+
+    /// The follower side of §3.5: if `prev` matches, merge `entries` (truncating a
+    /// conflicting suffix) and return the index of the last entry of the message.
+    /// `entries` must follow `prev` contiguously (checked by the caller).
+    pub fn maybe_append(&mut self, prev: LogId, entries: &[Entry]) -> Option<LogIndex> {
+        if !self.matches(prev) {
+            return None;
+        }
+        let last_new = LogIndex(prev.index.0 + entries.len() as u64);
+        for e in entries {
+            if e.index <= self.snapshot.last.index {
+                continue;
+            }
+            match self.term(e.index) {
+                Some(t) if t == e.term => continue,
+                Some(_) => {
+                    assert!(
+                        e.index > self.committed,
+                        "conflict at {} at or below commit {}: committed entry overwritten",
+                        e.index,
+                        self.committed
+                    );
+                    self.truncate_from(e.index);
+                    self.entries.push_back(e.clone());
+                }
+                None => self.entries.push_back(e.clone()),
+            }
+        }
+        Some(last_new)
+    }
+
+    /// Drops every entry from `from` on.
+    fn truncate_from(&mut self, from: LogIndex) {
+        let keep = (from.0 - self.first_index().0) as usize;
+        self.entries.truncate(keep);
+        self.unstable.truncated(from);
+        if self.apply_handed >= from {
+            panic!(
+                "truncating {from} below handed-out apply {}",
+                self.apply_handed
+            );
+        }
+    }
+
+    /// The follower's hint for a rejected `prev` (§5.3 of the etcd design, thesis §3.5
+    /// optimisation): the last entry at or below `index` whose term is at most `term`.
+    pub fn find_conflict_by_term(&self, index: LogIndex, term: Term) -> LogId {
+        let mut i = index.min(self.last_index());
+        loop {
+            match self.term(i) {
+                Some(t) if t > term => i = i.prev(),
+                Some(t) => return LogId::new(t, i),
+                None => return LogId::new(Term(0), i),
+            }
+            if i.0 == 0 {
+                return LogId::default();
+            }
+        }
+    }
+
+    /// Copies entries from `from` into `out`, at most `max_count` and `max_bytes` (at
+    /// least one if any). Payloads are shared, not copied.
+    pub fn entries_from(
+        &self,
+        from: LogIndex,
+        max_count: usize,
+        max_bytes: u64,
+        out: &mut Vec<Entry>,
+    ) {
+        let first = self.first_index().0;
+        if from.0 < first {
+            return;
+        }
+        let mut bytes = 0u64;
+        for e in self
+            .entries
+            .iter()
+            .skip((from.0 - first) as usize)
+            .take(max_count)
+        {
+            bytes += e.size_bytes();
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push(e.clone());
+        }
+    }
+
+    /// Entries in `[from, to]` (both present), appended to `out`.
+    pub fn slice_into(&self, from: LogIndex, to: LogIndex, out: &mut Vec<Entry>) {
+        if to < from {
+            return;
+        }
+        let first = self.first_index().0;
+        assert!(
+            from.0 >= first,
+            "slice below the first index {first}: {from}"
+        );
+        let start = (from.0 - first) as usize;
+        let end = (to.0 - first) as usize + 1;
+        out.extend(self.entries.range(start..end).cloned());
+    }
+
+    pub fn commit_to(&mut self, index: LogIndex) -> bool {
+        if index > self.committed {
+            assert!(
+                index <= self.last_index(),
+                "commit {index} beyond last index {}",
+                self.last_index()
+            );
+            self.committed = index;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drops entries up to `index` (inclusive); `meta` describes what replaces them.
+    pub fn compact(&mut self, meta: SnapshotMeta) {
+        let index = meta.last.index;
+        assert!(index >= self.snapshot.last.index && index <= self.last_index());
+        let drop = (index.0 - self.snapshot.last.index.0) as usize;
+        self.entries.drain(..drop);
+        self.snapshot = meta;
+    }
+
+    /// Replaces the whole log by a snapshot received from the leader.
+    pub fn restore(&mut self, meta: SnapshotMeta) {
+        let index = meta.last.index;
+        self.entries.clear();
+        self.snapshot = meta;
+        self.committed = index;
+        self.unstable.handed = index;
+        self.unstable.persisted = self.unstable.persisted.min(index);
+    }
+
+    /// Iterates entries in `[from, to]`.
+    pub fn iter_range(&self, from: LogIndex, to: LogIndex) -> impl Iterator<Item = &Entry> {
+        let first = self.first_index().0;
+        let start = from.0.max(first).saturating_sub(first) as usize;
+        let end = (to.0 + 1)
+            .saturating_sub(first)
+            .min(self.entries.len() as u64) as usize;
+        self.entries.range(start..end.max(start))
+    }
+
+    /// O(n): every structural invariant of the log.
+    pub fn check_invariants(&self) {
+        let last = self.last_index();
+        assert!(
+            self.committed <= last,
+            "commit {} > last {last}",
+            self.committed
+        );
+        assert!(
+            self.applied <= self.committed,
+            "applied {} > commit {}",
+            self.applied,
+            self.committed
+        );
+        assert!(self.applied <= self.apply_handed && self.apply_handed <= self.committed);
+        assert!(
+            self.unstable.persisted <= self.unstable.handed,
+            "persisted > handed"
+        );
+        assert!(
+            self.unstable.handed <= last,
+            "handed {} > last {last}",
+            self.unstable.handed
+        );
+        let mut prev = self.snapshot.last;
+        for e in &self.entries {
+            assert_eq!(
+                e.index,
+                prev.index.next(),
+                "log not contiguous after {prev}"
+            );
+            assert!(e.term >= prev.term, "term decreases at {}", e.index);
+            prev = e.id();
+        }
+    }
+}
