@@ -647,6 +647,24 @@ impl RaftNode {
                 self.transfer = None;
             }
         }
+        let retry_after = self.cfg.election_timeout_ticks * 2;
+        for (id, pr) in &mut self.progress {
+            if matches!(pr.state, ProgressState::Snapshot { .. }) {
+                pr.snapshot_ticks += 1;
+                if pr.snapshot_ticks >= retry_after {
+                    debug!(
+                        node = self.id.0,
+                        to = id.0,
+                        "snapshot unreported: probing again"
+                    );
+                    pr.state = ProgressState::Snapshot {
+                        pending: LogIndex(0),
+                    };
+                    pr.become_probe();
+                    self.pending_broadcast = true;
+                }
+            }
+        }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
             self.heartbeat_seq += 1;
@@ -922,17 +940,7 @@ impl RaftNode {
         let to = self.progress[i].0;
         let next = self.progress[i].1.next;
         if next <= self.log.snapshot.last.index {
-            let pending = self.log.snapshot.last.index;
-            self.progress[i].1.become_snapshot(pending);
-            info!(
-                node = self.id.0,
-                term = self.term.0,
-                to = to.0,
-                index = pending.0,
-                "sending snapshot"
-            );
-            let meta = self.log.snapshot.clone();
-            self.send(to, MessageBody::Snapshot { meta }, Send::Now);
+            self.send_snapshot(i);
             return;
         }
         let prev_index = next.prev();
@@ -960,6 +968,24 @@ impl RaftNode {
             commit,
         };
         self.send(to, body, Send::Now);
+    }
+
+    fn send_snapshot(&mut self, i: usize) {
+        let to = self.progress[i].0;
+        if matches!(self.progress[i].1.state, ProgressState::Snapshot { .. }) {
+            return;
+        }
+        let pending = self.log.snapshot.last.index;
+        self.progress[i].1.become_snapshot(pending);
+        info!(
+            node = self.id.0,
+            term = self.term.0,
+            to = to.0,
+            index = pending.0,
+            "sending snapshot"
+        );
+        let meta = self.log.snapshot.clone();
+        self.send(to, MessageBody::Snapshot { meta }, Send::Now);
     }
 
     fn broadcast_heartbeat(&mut self) {
@@ -1011,27 +1037,38 @@ impl RaftNode {
                 changes.push((e.index, e.data.clone()));
             }
         }
+        if changes.is_empty() {
+            return;
+        }
         for (at, data) in changes {
             let change = match ConfChange::decode(&data) {
                 Ok(c) => c,
                 Err(e) => panic!("committed conf change at {at} is corrupt: {e}"),
             };
-            self.apply_conf_change(at, &change);
+            let next = match change.apply(&self.conf) {
+                Ok(c) => c,
+                Err(reason) => panic!("committed conf change at {at} does not apply: {reason}"),
+            };
+            info!(
+                node = self.id.0,
+                term = self.term.0,
+                index = at.0,
+                ?change,
+                voters = ?next.voters,
+                outgoing = ?next.voters_outgoing,
+                learners = ?next.learners,
+                "membership changed"
+            );
+            self.conf = next.clone();
+            self.conf_history.push_back((at, next));
         }
-    }
-
-    fn apply_conf_change(&mut self, at: LogIndex, change: &ConfChange) {
-        let next = match change.apply(&self.conf) {
-            Ok(c) => c,
-            Err(reason) => panic!("committed conf change at {at} does not apply: {reason}"),
-        };
-        info!(node = self.id.0, term = self.term.0, index = at.0, ?change, voters = ?next.voters, outgoing = ?next.voters_outgoing, learners = ?next.learners, "membership changed");
-        self.conf = next.clone();
-        self.conf_history.push_back((at, next));
+        // Only once every change committed here is in force (several may commit at once).
         if self.role == Role::Leader {
             self.rebuild_progress();
-            if self.conf.is_joint() && !self.uncommitted_conf_change() {
-                self.propose_leave_joint();
+            if self.conf.is_joint() {
+                if !self.uncommitted_conf_change() {
+                    self.propose_leave_joint();
+                }
             } else if !self.conf.is_voter(self.id) {
                 info!(
                     node = self.id.0,
@@ -1309,6 +1346,11 @@ impl RaftNode {
         Ok(())
     }
 
+    /// A replica created by `Restored::joining` that has not learned a membership yet.
+    fn needs_configuration(&self) -> bool {
+        self.log.last_index() == LogIndex(0) && self.conf == ConfState::default()
+    }
+
     /// A message from the leader of our term: follow it.
     fn follow(&mut self, leader: NodeId) {
         assert!(
@@ -1364,6 +1406,18 @@ impl RaftNode {
 
     fn on_append(&mut self, from: NodeId, prev: LogId, entries: &[Entry], commit: LogIndex) {
         self.follow(from);
+        if self.needs_configuration() {
+            // A joining replica knows no membership: it needs a snapshot (possibly the one
+            // at index 0 that holds the initial configuration) before any entry.
+            let body = MessageBody::AppendResp {
+                outcome: AppendOutcome::Rejected {
+                    rejected: LogIndex(0),
+                    hint: LogId::default(),
+                },
+            };
+            self.send(from, body, Send::Now);
+            return;
+        }
         let committed = self.log.committed;
         let (prev, entries) = if prev.index < committed {
             // Already committed here: skip that part (it is identical by Leader Completeness).
@@ -1425,6 +1479,10 @@ impl RaftNode {
                 if updated {
                     self.maybe_commit();
                 }
+                // Committing may have changed the membership (or ended the leadership).
+                let Some(i) = self.progress.iter().position(|(id, _)| *id == from) else {
+                    return;
+                };
                 if self.progress[i].1.next <= last || updated {
                     self.pending_broadcast = true;
                 }
@@ -1446,6 +1504,11 @@ impl RaftNode {
                 } else {
                     self.log.find_conflict_by_term(hint.index, hint.term).index
                 };
+                if rejected == LogIndex(0) {
+                    // The follower has no membership yet: it needs a snapshot first.
+                    self.send_snapshot(i);
+                    return;
+                }
                 let pr = &mut self.progress[i].1;
                 if pr.maybe_decr_to(rejected, probe_last.next()) {
                     debug!(
@@ -1489,24 +1552,32 @@ impl RaftNode {
     fn on_snapshot(&mut self, from: NodeId, meta: SnapshotMeta) {
         self.follow(from);
         let index = meta.last.index;
-        let acked = if index <= self.log.committed {
-            self.log.committed
-        } else if self.log.matches(meta.last) {
-            self.commit_to(index);
+        let restore = self.needs_configuration()
+            || (index > self.log.committed && !self.log.matches(meta.last));
+        let acked = if restore {
+            self.restore_snapshot(meta);
             index
+        } else if index <= self.log.committed {
+            self.log.committed
         } else {
-            info!(node = self.id.0, term = self.term.0, snapshot = %meta.last, "restoring from snapshot");
-            self.conf = meta.conf_state.clone();
-            self.conf_history.clear();
-            self.log.restore(meta.clone());
-            self.log.apply_handed = index;
-            self.log.unstable.snapshot = Some(meta);
+            // We hold the snapshot's last entry: the log before it is the same.
+            self.commit_to(index);
             index
         };
         let body = MessageBody::AppendResp {
             outcome: AppendOutcome::Accepted { last: acked },
         };
         self.send(from, body, Send::AfterSync);
+    }
+
+    fn restore_snapshot(&mut self, meta: SnapshotMeta) {
+        info!(node = self.id.0, term = self.term.0, snapshot = %meta.last, "restoring from snapshot");
+        let index = meta.last.index;
+        self.conf = meta.conf_state.clone();
+        self.conf_history.clear();
+        self.log.restore(meta.clone());
+        self.log.apply_handed = index;
+        self.log.unstable.snapshot = Some(meta);
     }
 
     /// Every invariant of this node; panics with context on a violation. Run after every

@@ -76,6 +76,9 @@ pub struct Progress {
     pub heartbeat_acked_tick: u64,
     /// The highest heartbeat round acknowledged (ReadIndex, §6.4).
     pub heartbeat_acked_seq: u64,
+    /// Ticks spent in the snapshot state: a snapshot whose report never comes (lost
+    /// message, runtime restart) is retried after a while instead of blocking forever.
+    pub snapshot_ticks: u32,
 }
 
 impl Progress {
@@ -89,6 +92,7 @@ impl Progress {
             recent_active: false,
             heartbeat_acked_tick: 0,
             heartbeat_acked_seq: 0,
+            snapshot_ticks: 0,
         }
     }
 
@@ -112,6 +116,7 @@ impl Progress {
 
     pub fn become_snapshot(&mut self, pending: LogIndex) {
         self.state = ProgressState::Snapshot { pending };
+        self.snapshot_ticks = 0;
         self.probe_sent = false;
         self.inflights.reset();
     }
