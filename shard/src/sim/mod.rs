@@ -8,6 +8,7 @@
 //! It owns no real I/O, thread or clock; everything random comes from the run seed.
 
 pub mod clock;
+pub mod cluster;
 pub mod event_log;
 pub mod harness;
 pub mod invariants;

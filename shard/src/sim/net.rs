@@ -101,6 +101,10 @@ pub struct SimNet<Id: Ord + Copy + Debug, M: Clone> {
     blocked: BTreeSet<(Id, Id)>,
     next_seq: u64,
     stats: NetStats,
+    /// Which dropped messages the sender must hear about (a snapshot's failure is
+    /// reported to the Raft core), and those dropped so far.
+    notify_drop: Option<fn(&M) -> bool>,
+    dropped: Vec<Delivery<Id, M>>,
 }
 
 impl<Id: Ord + Copy + Debug, M: Clone> SimNet<Id, M> {
@@ -114,6 +118,24 @@ impl<Id: Ord + Copy + Debug, M: Clone> SimNet<Id, M> {
             blocked: BTreeSet::new(),
             next_seq: 0,
             stats: NetStats::default(),
+            notify_drop: None,
+            dropped: Vec::new(),
+        }
+    }
+
+    /// Keeps dropped messages for which `wanted` is true, for `take_dropped`.
+    pub fn notify_drops(&mut self, wanted: fn(&M) -> bool) {
+        self.notify_drop = Some(wanted);
+    }
+
+    /// Dropped messages selected by `notify_drops`, since the last call.
+    pub fn take_dropped(&mut self) -> Vec<Delivery<Id, M>> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    fn note_drop(&mut self, from: Id, to: Id, message: M) {
+        if self.notify_drop.is_some_and(|wanted| wanted(&message)) {
+            self.dropped.push(Delivery { from, to, message });
         }
     }
 
@@ -139,10 +161,12 @@ impl<Id: Ord + Copy + Debug, M: Clone> SimNet<Id, M> {
         self.stats.sent += 1;
         if self.blocked.contains(&(from, to)) {
             self.stats.partitioned += 1;
+            self.note_drop(from, to, message);
             return;
         }
         if self.rng.chance(self.config.loss) {
             self.stats.lost += 1;
+            self.note_drop(from, to, message);
             return;
         }
         if self.rng.chance(self.config.duplicate) {
@@ -159,6 +183,7 @@ impl<Id: Ord + Copy + Debug, M: Clone> SimNet<Id, M> {
         let queue = self.links.entry((from, to)).or_default();
         if queue.len() >= self.config.link_capacity {
             self.stats.overflowed += 1;
+            self.note_drop(from, to, message);
             return;
         }
         let mut deliver_at = now.after(delay);
@@ -185,15 +210,20 @@ impl<Id: Ord + Copy + Debug, M: Clone> SimNet<Id, M> {
     /// messages on links blocked by now are dropped instead.
     pub fn deliver_due(&mut self, now: SimTime) -> Vec<Delivery<Id, M>> {
         let mut due: Vec<(SimTime, u64, Id, Id, M)> = Vec::new();
+        let mut cut: Vec<(Id, Id, M)> = Vec::new();
         for (&(from, to), queue) in &mut self.links {
             let n = queue.partition_point(|m| m.deliver_at <= now);
             for m in queue.drain(..n) {
                 if self.blocked.contains(&(from, to)) {
                     self.stats.partitioned += 1;
+                    cut.push((from, to, m.message));
                 } else {
                     due.push((m.deliver_at, m.seq, from, to, m.message));
                 }
             }
+        }
+        for (from, to, message) in cut {
+            self.note_drop(from, to, message);
         }
         due.sort_by_key(|d| (d.0, d.1));
         self.stats.delivered += due.len() as u64;
@@ -204,10 +234,14 @@ impl<Id: Ord + Copy + Debug, M: Clone> SimNet<Id, M> {
 
     /// Drops everything in flight to or from `node` (its sockets died with it).
     pub fn drop_node_traffic(&mut self, node: Id) {
+        let mut gone = Vec::new();
         for (&(from, to), queue) in &mut self.links {
             if from == node || to == node {
-                queue.clear();
+                gone.extend(queue.drain(..).map(|m| (from, to, m.message)));
             }
+        }
+        for (from, to, message) in gone {
+            self.note_drop(from, to, message);
         }
     }
 

@@ -1,8 +1,8 @@
-//! `SimDisk`: one node's durable Raft state as a crash would leave it. Every write is an
-//! operation queued after the last sync; `sync` makes every queued operation durable at
-//! once; `crash` keeps the synced state plus a random *prefix* of the unsynced operations
-//! (an append-only WAL can lose a suffix of unsynced records, never a record in the
-//! middle). It is generic over the hard state `H`, the log entry `E` and the snapshot `S`,
+//! `SimDisk`: one node's durable Raft state as a crash would leave it. Every write is a
+//! batch of operations (one WAL append: all-or-nothing, like a batch under one checksum)
+//! queued after the last sync; `sync` makes every queued batch durable at once; `crash`
+//! keeps the synced state plus a random *prefix* of the unsynced batches (an append-only
+//! WAL can lose a suffix of unsynced records, never a record in the middle). It is generic over the hard state `H`, the log entry `E` and the snapshot `S`,
 //! and knows nothing of Raft beyond "entries are numbered from 1 and contiguous".
 
 use std::fmt::Debug;
@@ -121,8 +121,10 @@ impl<H: Clone, E: Clone, S: Clone> DurableState<H, E, S> {
 #[derive(Debug, Clone)]
 pub struct SimDisk<H, E, S> {
     synced: DurableState<H, E, S>,
-    /// Written (visible to reads of this process) but not yet durable.
-    unsynced: Vec<DiskOp<H, E, S>>,
+    /// `synced` with every unsynced write applied: what the running process reads back.
+    written: DurableState<H, E, S>,
+    /// Written (visible to reads of this process) but not yet durable, batch by batch.
+    unsynced: Vec<Vec<DiskOp<H, E, S>>>,
     syncs: u64,
 }
 
@@ -130,6 +132,7 @@ impl<H, E, S> Default for SimDisk<H, E, S> {
     fn default() -> Self {
         SimDisk {
             synced: DurableState::default(),
+            written: DurableState::default(),
             unsynced: Vec::new(),
             syncs: 0,
         }
@@ -145,7 +148,18 @@ impl<H: Clone + Debug, E: Clone + Debug, S: Clone + Debug> SimDisk<H, E, S> {
 
     /// Queues a write; it survives a crash only once `sync` returns (or by luck).
     pub fn write(&mut self, op: DiskOp<H, E, S>) {
-        self.unsynced.push(op);
+        self.write_batch(vec![op]);
+    }
+
+    /// Queues writes that reach the disk together or not at all.
+    pub fn write_batch(&mut self, ops: Vec<DiskOp<H, E, S>>) {
+        if ops.is_empty() {
+            return;
+        }
+        for op in &ops {
+            self.written.apply(op.clone());
+        }
+        self.unsynced.push(ops);
     }
 
     /// Whether writes are waiting for a sync.
@@ -156,7 +170,7 @@ impl<H: Clone + Debug, E: Clone + Debug, S: Clone + Debug> SimDisk<H, E, S> {
 
     /// Makes every queued write durable.
     pub fn sync(&mut self) {
-        for op in std::mem::take(&mut self.unsynced) {
+        for op in std::mem::take(&mut self.unsynced).into_iter().flatten() {
             self.synced.apply(op);
         }
         self.syncs += 1;
@@ -170,12 +184,8 @@ impl<H: Clone + Debug, E: Clone + Debug, S: Clone + Debug> SimDisk<H, E, S> {
 
     /// The state including unsynced writes (what the running process reads back).
     #[must_use]
-    pub fn written(&self) -> DurableState<H, E, S> {
-        let mut state = self.synced.clone();
-        for op in &self.unsynced {
-            state.apply(op.clone());
-        }
-        state
+    pub fn written(&self) -> &DurableState<H, E, S> {
+        &self.written
     }
 
     /// The durable state only.
@@ -184,18 +194,19 @@ impl<H: Clone + Debug, E: Clone + Debug, S: Clone + Debug> SimDisk<H, E, S> {
         &self.synced
     }
 
-    /// Power loss: the first `surviving` unsynced writes reach the disk (clamped), the rest
-    /// vanish. Returns the state a restart recovers.
+    /// Power loss: the first `surviving` unsynced batches reach the disk (clamped), the
+    /// rest vanish. Returns the state a restart recovers.
     pub fn crash(&mut self, surviving: usize) -> DurableState<H, E, S> {
-        let ops = std::mem::take(&mut self.unsynced);
-        let keep = surviving.min(ops.len());
-        for op in ops.into_iter().take(keep) {
+        let batches = std::mem::take(&mut self.unsynced);
+        let keep = surviving.min(batches.len());
+        for op in batches.into_iter().take(keep).flatten() {
             self.synced.apply(op);
         }
+        self.written = self.synced.clone();
         self.synced.clone()
     }
 
-    /// Number of unsynced writes (the upper bound for `crash`'s `surviving`).
+    /// Number of unsynced batches (the upper bound for `crash`'s `surviving`).
     #[must_use]
     pub fn unsynced_len(&self) -> usize {
         self.unsynced.len()

@@ -1,0 +1,68 @@
+//! Simulation of membership changes (thesis §4): learners are added and promoted through
+//! joint consensus (§4.3), voters and learners removed, leadership transferred (§3.10),
+//! all while nodes crash and the network partitions. Safety must hold throughout and the
+//! final configuration must elect a leader and commit.
+
+use quasar_shard::sim::cluster::{run, FaultProfile, Scenario};
+use quasar_shard::sim::harness::run_seeds;
+use quasar_shard::sim::net::NetConfig;
+
+const FILE: &str = "sim_membership";
+
+fn changing(voters: u64, spares: u64) -> Scenario {
+    Scenario {
+        spares,
+        fault_ticks: 1200,
+        net: NetConfig {
+            loss: 0.01,
+            ..NetConfig::lossy()
+        },
+        faults: FaultProfile {
+            crash: 0.004,
+            crash_unsynced: 0.004,
+            restart: 0.05,
+            partition: 0.005,
+            heal: 0.05,
+            membership: 0.03,
+            transfer: 0.01,
+            max_down: 1,
+            ..FaultProfile::none()
+        },
+        sync_ticks_max: 2,
+        // NOTE: joiners start from the bootstrap state until SIM_FINDINGS F2 is fixed.
+        join_from_bootstrap: false,
+        ..Scenario::calm(voters)
+    }
+}
+
+#[test]
+fn s4_3_joint_consensus_changes_under_faults_from_three_nodes() {
+    let scenario = changing(3, 2);
+    let name = "s4_3_joint_consensus_changes_under_faults_from_three_nodes";
+    let total = run_seeds(FILE, name, 6, |seed| run(seed, &scenario));
+    assert!(
+        total.conf_changes > 0,
+        "no membership change committed: {total:?}"
+    );
+}
+
+#[test]
+fn s4_3_joint_consensus_changes_under_faults_from_five_nodes() {
+    let scenario = changing(5, 2);
+    let name = "s4_3_joint_consensus_changes_under_faults_from_five_nodes";
+    let total = run_seeds(FILE, name, 4, |seed| run(seed, &scenario));
+    assert!(
+        total.conf_changes > 0,
+        "no membership change committed: {total:?}"
+    );
+}
+
+#[test]
+fn s3_10_leadership_transfers_under_faults() {
+    let mut scenario = changing(3, 0);
+    scenario.faults.membership = 0.0;
+    scenario.faults.transfer = 0.05;
+    let name = "s3_10_leadership_transfers_under_faults";
+    let total = run_seeds(FILE, name, 6, |seed| run(seed, &scenario));
+    assert!(total.writes_acked > 0, "{total:?}");
+}
