@@ -11,7 +11,7 @@ const FILE: &str = "sim_calm";
 fn fig_3_2_properties_hold_in_a_calm_three_node_cluster() {
     let scenario = Scenario::calm(3);
     let name = "fig_3_2_properties_hold_in_a_calm_three_node_cluster";
-    let total = run_seeds(FILE, name, 6, |seed| run(seed, &scenario));
+    let total = run_seeds(FILE, name, 18, |seed| run(seed, &scenario));
     assert!(
         total.writes_acked > 0 && total.reads_served > 0,
         "no progress: {total:?}"
@@ -22,7 +22,7 @@ fn fig_3_2_properties_hold_in_a_calm_three_node_cluster() {
 fn fig_3_2_properties_hold_in_a_calm_five_node_cluster() {
     let scenario = Scenario::calm(5);
     let name = "fig_3_2_properties_hold_in_a_calm_five_node_cluster";
-    let total = run_seeds(FILE, name, 4, |seed| run(seed, &scenario));
+    let total = run_seeds(FILE, name, 12, |seed| run(seed, &scenario));
     assert!(
         total.writes_acked > 0 && total.reads_served > 0,
         "no progress: {total:?}"

@@ -37,9 +37,9 @@ fn safety_only(scenario: Scenario) -> Scenario {
 
 #[test]
 fn s3_8_committed_entries_survive_minority_crashes_three_nodes() {
-    let scenario = crashing(3, 1);
+    let scenario = safety_only(crashing(3, 1));
     let name = "s3_8_committed_entries_survive_minority_crashes_three_nodes";
-    let total = run_seeds(FILE, name, 6, |seed| run(seed, &scenario));
+    let total = run_seeds(FILE, name, 24, |seed| run(seed, &scenario));
     assert!(total.crashes > 0 && total.writes_acked > 0, "{total:?}");
 }
 
@@ -47,7 +47,7 @@ fn s3_8_committed_entries_survive_minority_crashes_three_nodes() {
 fn s3_8_committed_entries_survive_minority_crashes_five_nodes() {
     let scenario = safety_only(crashing(5, 2));
     let name = "s3_8_committed_entries_survive_minority_crashes_five_nodes";
-    let total = run_seeds(FILE, name, 4, |seed| run(seed, &scenario));
+    let total = run_seeds(FILE, name, 16, |seed| run(seed, &scenario));
     assert!(total.crashes > 0 && total.writes_acked > 0, "{total:?}");
 }
 
@@ -55,8 +55,16 @@ fn s3_8_committed_entries_survive_minority_crashes_five_nodes() {
 fn s3_8_safety_holds_when_every_node_crashes() {
     let scenario = safety_only(crashing(3, 3));
     let name = "s3_8_safety_holds_when_every_node_crashes";
-    let total = run_seeds(FILE, name, 6, |seed| run(seed, &scenario));
+    let total = run_seeds(FILE, name, 24, |seed| run(seed, &scenario));
     assert!(total.crashes > 0, "{total:?}");
+}
+
+#[test]
+#[ignore = "core liveness bug F1 (SIM_FINDINGS.md): run with --ignored once fixed"]
+fn s3_8_minority_crashes_then_liveness_three_nodes() {
+    let scenario = crashing(3, 1);
+    let name = "s3_8_minority_crashes_then_liveness_three_nodes";
+    run_seeds(FILE, name, 24, |seed| run(seed, &scenario));
 }
 
 #[test]
@@ -64,7 +72,7 @@ fn s3_8_safety_holds_when_every_node_crashes() {
 fn s3_8_minority_crashes_then_liveness_five_nodes() {
     let scenario = crashing(5, 2);
     let name = "s3_8_minority_crashes_then_liveness_five_nodes";
-    run_seeds(FILE, name, 4, |seed| run(seed, &scenario));
+    run_seeds(FILE, name, 16, |seed| run(seed, &scenario));
 }
 
 #[test]
@@ -72,5 +80,5 @@ fn s3_8_minority_crashes_then_liveness_five_nodes() {
 fn s3_8_all_nodes_crash_then_liveness() {
     let scenario = crashing(3, 3);
     let name = "s3_8_all_nodes_crash_then_liveness";
-    run_seeds(FILE, name, 6, |seed| run(seed, &scenario));
+    run_seeds(FILE, name, 24, |seed| run(seed, &scenario));
 }

@@ -34,7 +34,7 @@ fn safety_only(scenario: Scenario) -> Scenario {
 fn s9_6_prevote_and_fig_3_2_safety_under_partitions_three_nodes() {
     let scenario = safety_only(partitioned(3));
     let name = "s9_6_prevote_and_fig_3_2_safety_under_partitions_three_nodes";
-    let total = run_seeds(FILE, name, 6, |seed| run(seed, &scenario));
+    let total = run_seeds(FILE, name, 24, |seed| run(seed, &scenario));
     assert!(total.writes_acked > 0, "{total:?}");
 }
 
@@ -42,7 +42,7 @@ fn s9_6_prevote_and_fig_3_2_safety_under_partitions_three_nodes() {
 fn s9_6_prevote_and_fig_3_2_safety_under_partitions_five_nodes() {
     let scenario = safety_only(partitioned(5));
     let name = "s9_6_prevote_and_fig_3_2_safety_under_partitions_five_nodes";
-    let total = run_seeds(FILE, name, 4, |seed| run(seed, &scenario));
+    let total = run_seeds(FILE, name, 16, |seed| run(seed, &scenario));
     assert!(total.writes_acked > 0, "{total:?}");
 }
 
@@ -53,7 +53,7 @@ fn s6_4_lease_reads_stay_linearizable_under_partitions() {
         ..partitioned(3)
     });
     let name = "s6_4_lease_reads_stay_linearizable_under_partitions";
-    let total = run_seeds(FILE, name, 6, |seed| run(seed, &scenario));
+    let total = run_seeds(FILE, name, 24, |seed| run(seed, &scenario));
     assert!(total.reads_served > 0, "{total:?}");
 }
 
@@ -62,7 +62,7 @@ fn s6_4_lease_reads_stay_linearizable_under_partitions() {
 fn s9_6_partitions_then_liveness_three_nodes() {
     let scenario = partitioned(3);
     let name = "s9_6_partitions_then_liveness_three_nodes";
-    run_seeds(FILE, name, 6, |seed| run(seed, &scenario));
+    run_seeds(FILE, name, 24, |seed| run(seed, &scenario));
 }
 
 #[test]
@@ -70,5 +70,5 @@ fn s9_6_partitions_then_liveness_three_nodes() {
 fn s9_6_partitions_then_liveness_five_nodes() {
     let scenario = partitioned(5);
     let name = "s9_6_partitions_then_liveness_five_nodes";
-    run_seeds(FILE, name, 4, |seed| run(seed, &scenario));
+    run_seeds(FILE, name, 16, |seed| run(seed, &scenario));
 }

@@ -1,7 +1,7 @@
 //! Simulation, storm: every fault at once (crashes with unsynced writes, every kind of
 //! partition, loss, duplication, reordering, membership changes, leadership transfers,
-//! snapshots) on three and five nodes. Then the liveness phase: faults stop and the
-//! cluster must elect a leader and commit within a bound.
+//! snapshots) on three and five nodes. Then (the `_then_liveness` tests) the liveness
+//! phase: faults stop and the cluster must elect a leader and commit within a bound.
 
 use quasar_shard::sim::cluster::{run, FaultProfile, Scenario};
 use quasar_shard::sim::harness::run_seeds;
@@ -35,17 +35,40 @@ fn storm(voters: u64) -> Scenario {
 }
 
 #[test]
-fn storm_safety_then_liveness_three_nodes() {
-    let scenario = storm(3);
-    let name = "storm_safety_then_liveness_three_nodes";
-    let total = run_seeds(FILE, name, 6, |seed| run(seed, &scenario));
+fn storm_safety_three_nodes() {
+    let scenario = safety_only(storm(3));
+    let name = "storm_safety_three_nodes";
+    let total = run_seeds(FILE, name, 24, |seed| run(seed, &scenario));
     assert!(total.crashes > 0 && total.writes_acked > 0, "{total:?}");
 }
 
 #[test]
+fn storm_safety_five_nodes() {
+    let scenario = safety_only(storm(5));
+    let name = "storm_safety_five_nodes";
+    let total = run_seeds(FILE, name, 16, |seed| run(seed, &scenario));
+    assert!(total.crashes > 0 && total.writes_acked > 0, "{total:?}");
+}
+
+fn safety_only(scenario: Scenario) -> Scenario {
+    Scenario {
+        check_liveness: false,
+        ..scenario
+    }
+}
+
+#[test]
+#[ignore = "core liveness bug F1 (SIM_FINDINGS.md): run with --ignored once fixed"]
+fn storm_safety_then_liveness_three_nodes() {
+    let scenario = storm(3);
+    let name = "storm_safety_then_liveness_three_nodes";
+    run_seeds(FILE, name, 24, |seed| run(seed, &scenario));
+}
+
+#[test]
+#[ignore = "core liveness bug F1 (SIM_FINDINGS.md): run with --ignored once fixed"]
 fn storm_safety_then_liveness_five_nodes() {
     let scenario = storm(5);
     let name = "storm_safety_then_liveness_five_nodes";
-    let total = run_seeds(FILE, name, 4, |seed| run(seed, &scenario));
-    assert!(total.crashes > 0 && total.writes_acked > 0, "{total:?}");
+    run_seeds(FILE, name, 16, |seed| run(seed, &scenario));
 }
