@@ -28,7 +28,7 @@ pub struct SimSummary {
     pub crashes: u64,
     /// Highest commit index seen.
     pub commit_index: u64,
-    /// Membership changes committed.
+    /// Conf change entries applied, summed over nodes.
     pub conf_changes: u64,
     /// Snapshots sent to followers and installed.
     pub snapshots_installed: u64,

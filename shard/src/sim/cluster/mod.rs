@@ -154,15 +154,35 @@ pub struct Envelope {
     pub snapshot_data: Option<Bytes>,
 }
 
-/// Plays `scenario` from `seed` to the end; `Err` describes the first violation (or panic).
+/// Plays `scenario` from `seed` to the end: the fault phase, then `finish`. `Err`
+/// describes the first violation (or panic), with the event log.
 pub fn run(seed: u64, scenario: &Scenario) -> Result<SimSummary, SimFailure> {
+    script(seed, scenario, |cluster| {
+        for _ in 0..cluster.scenario.fault_ticks {
+            cluster.step()?;
+        }
+        Ok(())
+    })
+}
+
+/// Builds the cluster for `scenario` and `seed`, runs `body` on it, then `finish`es it
+/// (liveness phase and final checks). A violation or a panic anywhere becomes a
+/// `SimFailure` carrying the event log.
+pub fn script(
+    seed: u64,
+    scenario: &Scenario,
+    body: impl FnOnce(&mut Cluster) -> Result<(), Violation>,
+) -> Result<SimSummary, SimFailure> {
     install_quiet_panic_hook();
     let mut cluster = Cluster::new(seed, scenario.clone());
     QUIET_PANICS.with(|q| q.set(true));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cluster.run_all()));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        body(&mut cluster)?;
+        cluster.finish()
+    }));
     QUIET_PANICS.with(|q| q.set(false));
     let reason = match outcome {
-        Ok(Ok(())) => return Ok(cluster.summary()),
+        Ok(Ok(summary)) => return Ok(summary),
         Ok(Err(v)) => v.to_string(),
         Err(panic) => {
             let text = panic
@@ -180,6 +200,15 @@ pub fn run(seed: u64, scenario: &Scenario) -> Result<SimSummary, SimFailure> {
         reason: format!("at {now}: {reason}"),
         log_tail: cluster.log.tail(),
     })
+}
+
+/// A scenario expectation that is not a Raft invariant (for scripted tests).
+#[must_use]
+pub fn expectation(detail: String) -> Violation {
+    Violation {
+        property: "scenario expectation",
+        detail,
+    }
 }
 
 thread_local! {
@@ -206,4 +235,88 @@ fn install_quiet_panic_hook() {
             }
         }));
     });
+}
+
+/// A scripted run, for scenario tests that drive the cluster step by step (the fault
+/// injector stays off unless the scenario's profile turns it on).
+impl Cluster {
+    /// Advances the whole cluster by one tick and runs every per-step check.
+    pub fn tick(&mut self) -> Result<(), Violation> {
+        self.step()
+    }
+
+    /// Ticks until `done` holds (checked after each tick) or `max_ticks` pass; returns
+    /// whether it held.
+    pub fn run_until(
+        &mut self,
+        max_ticks: u64,
+        mut done: impl FnMut(&Cluster) -> bool,
+    ) -> Result<bool, Violation> {
+        for _ in 0..max_ticks {
+            self.step()?;
+            if done(self) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The leader with the highest term, if any node leads.
+    #[must_use]
+    pub fn leader(&self) -> Option<NodeId> {
+        self.current_leader()
+    }
+
+    /// The current term of `id`, if it runs.
+    #[must_use]
+    pub fn term_of(&self, id: NodeId) -> Option<u64> {
+        self.nodes.get(&id)?.core.as_ref().map(|c| c.term().0)
+    }
+
+    /// The running core of `id`, to inspect.
+    #[must_use]
+    pub fn core(&self, id: NodeId) -> Option<&crate::raft::RaftNode> {
+        self.nodes.get(&id)?.core.as_ref()
+    }
+
+    /// The running core of `id` (to inspect, or to ask for a transfer or a conf change).
+    pub fn core_mut(&mut self, id: NodeId) -> Option<&mut crate::raft::RaftNode> {
+        self.nodes.get_mut(&id)?.core.as_mut()
+    }
+
+    /// The simulated network (to cut or heal links).
+    pub fn net_mut(&mut self) -> &mut SimNet<NodeId, Envelope> {
+        &mut self.net
+    }
+
+    /// The ids of the nodes started so far.
+    #[must_use]
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .values()
+            .filter(|n| n.started)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Power loss at `id` (unsynced writes partly lost).
+    pub fn crash_node(&mut self, id: NodeId) {
+        self.crash(id);
+    }
+
+    /// Restarts a crashed `id` from its disk.
+    pub fn restart_node(&mut self, id: NodeId) {
+        if self.nodes.get(&id).is_some_and(|n| !n.is_alive()) {
+            self.start(id);
+        }
+    }
+
+    /// Ends the run: the liveness phase (if the scenario asks for it) and the final checks.
+    pub fn finish(&mut self) -> Result<SimSummary, Violation> {
+        if self.scenario.check_liveness {
+            self.liveness_phase()?;
+        }
+        self.final_checks()?;
+        Ok(self.summary())
+    }
 }

@@ -320,17 +320,6 @@ impl Cluster {
         );
     }
 
-    /// Runs the whole scenario: fault phase, liveness phase, final checks.
-    pub(crate) fn run_all(&mut self) -> Result<(), Violation> {
-        for _ in 0..self.scenario.fault_ticks {
-            self.step()?;
-        }
-        if self.scenario.check_liveness {
-            self.liveness_phase()?;
-        }
-        self.final_checks()
-    }
-
     /// One tick of the whole cluster.
     pub(crate) fn step(&mut self) -> Result<(), Violation> {
         let now = self.clock.advance();
