@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod alloc_count;
 mod raft;
 mod report;
 mod rpc;

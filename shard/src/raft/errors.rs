@@ -28,7 +28,7 @@ pub enum ConfigError {
 /// Why a proposal (entry, conf change or read) was not accepted.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ProposeError {
-    #[error("not the leader; retry at {leader_hint:?} (None: no leader known yet, retry later)")]
+    #[error("not the leader; {}", retry_at(.leader_hint))]
     NotLeader { leader_hint: Option<NodeId> },
     #[error("proposal dropped: {reason}; retry later")]
     ProposalDropped { reason: &'static str },
@@ -50,7 +50,7 @@ pub enum StepError {
 /// Why a leadership transfer was not started.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum TransferError {
-    #[error("not the leader; ask {leader_hint:?}")]
+    #[error("not the leader; {}", retry_at(.leader_hint))]
     NotLeader { leader_hint: Option<NodeId> },
     #[error("{target} is not a voter of this group: it cannot lead")]
     NotVoter { target: NodeId },
@@ -72,4 +72,11 @@ pub enum SnapshotError {
         index: LogIndex,
         persisted: LogIndex,
     },
+}
+
+fn retry_at(hint: &Option<NodeId>) -> String {
+    match hint {
+        Some(leader) => format!("retry at the leader {leader}"),
+        None => "no leader known yet: retry after an election timeout".to_owned(),
+    }
 }

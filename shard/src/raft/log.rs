@@ -270,3 +270,89 @@ impl RaftLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::EntryKind;
+    use bytes::Bytes;
+
+    fn e(term: u64, index: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            kind: EntryKind::Normal,
+            data: Bytes::new(),
+        }
+    }
+
+    fn log(terms: &[u64]) -> RaftLog {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| e(t, i as u64 + 1))
+            .collect();
+        RaftLog::new(SnapshotMeta::default(), entries)
+    }
+
+    #[test]
+    fn maybe_append_truncates_a_conflicting_suffix_only() {
+        let mut l = log(&[1, 1, 2, 2]);
+        // Duplicate of what we hold: nothing changes, the longer log is kept.
+        assert_eq!(
+            l.maybe_append(LogId::new(Term(1), LogIndex(1)), &[e(1, 2)]),
+            Some(LogIndex(2))
+        );
+        assert_eq!(l.last_index(), LogIndex(4));
+        // Conflict at 3: the suffix from 3 is replaced.
+        assert_eq!(
+            l.maybe_append(LogId::new(Term(1), LogIndex(2)), &[e(3, 3)]),
+            Some(LogIndex(3))
+        );
+        assert_eq!(l.last_id(), LogId::new(Term(3), LogIndex(3)));
+        assert_eq!(l.unstable.handed, LogIndex(2));
+        // Mismatching prev: refused.
+        assert_eq!(
+            l.maybe_append(LogId::new(Term(2), LogIndex(3)), &[e(3, 4)]),
+            None
+        );
+        l.check_invariants();
+    }
+
+    #[test]
+    fn find_conflict_by_term_skips_whole_terms() {
+        let l = log(&[1, 1, 2, 2, 2, 5, 5]);
+        assert_eq!(
+            l.find_conflict_by_term(LogIndex(7), Term(4)),
+            LogId::new(Term(2), LogIndex(5))
+        );
+        assert_eq!(
+            l.find_conflict_by_term(LogIndex(9), Term(5)),
+            LogId::new(Term(5), LogIndex(7))
+        );
+        assert_eq!(
+            l.find_conflict_by_term(LogIndex(7), Term(0)),
+            LogId::default()
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_terms_and_positions() {
+        let mut l = log(&[1, 1, 2, 2]);
+        l.committed = LogIndex(3);
+        l.applied = LogIndex(3);
+        l.apply_handed = LogIndex(3);
+        let meta = SnapshotMeta {
+            last: LogId::new(Term(2), LogIndex(3)),
+            ..SnapshotMeta::default()
+        };
+        l.compact(meta);
+        assert_eq!(l.first_index(), LogIndex(4));
+        assert_eq!(l.term(LogIndex(3)), Some(Term(2)));
+        assert_eq!(l.term(LogIndex(2)), None);
+        let mut out = Vec::new();
+        l.entries_from(LogIndex(4), 10, 1 << 20, &mut out);
+        assert_eq!(out.len(), 1);
+        l.check_invariants();
+    }
+}

@@ -120,7 +120,8 @@ impl RaftNode {
         let conf = snapshot.conf_state.clone();
         let snap_index = snapshot.last.index;
         let mut log = RaftLog::new(snapshot, entries);
-        let commit = hard_state.commit.max(snap_index);
+        // An applied entry was committed, even if the commit index was not synced after.
+        let commit = hard_state.commit.max(snap_index).max(applied);
         if commit > log.last_index() {
             return Err(ConfigError::InconsistentRestore {
                 reason: format!("commit {commit} beyond last index {}", log.last_index()),
@@ -311,6 +312,7 @@ impl RaftNode {
     pub fn propose(&mut self, command: Bytes) -> Result<LogIndex, ProposeError> {
         self.check_can_propose()?;
         let index = self.append_local(EntryKind::Normal, command);
+        self.check_invariants();
         Ok(index)
     }
 
@@ -970,6 +972,21 @@ impl RaftNode {
         self.send(to, body, Send::Now);
     }
 
+    fn send_empty_append(&mut self, i: usize) {
+        let to = self.progress[i].0;
+        let prev_index = self.progress[i].1.next.prev();
+        let Some(prev_term) = self.log.term(prev_index) else {
+            return;
+        };
+        let commit = self.log.committed;
+        let body = MessageBody::Append {
+            prev: LogId::new(prev_term, prev_index),
+            entries: Vec::new(),
+            commit,
+        };
+        self.send(to, body, Send::Now);
+    }
+
     fn send_snapshot(&mut self, i: usize) {
         let to = self.progress[i].0;
         if matches!(self.progress[i].1.state, ProgressState::Snapshot { .. }) {
@@ -1075,6 +1092,19 @@ impl RaftNode {
                     term = self.term.0,
                     "leader removed from the configuration: stepping down"
                 );
+                // Tell the members the commit first, and hand over to an up-to-date voter
+                // at once instead of waiting for an election timeout.
+                self.flush_appends();
+                let last = self.log.last_index();
+                let heir = self
+                    .progress
+                    .iter()
+                    .filter(|(id, pr)| *id != self.id && pr.matched == last)
+                    .map(|(id, _)| *id)
+                    .find(|id| self.conf.is_voter(*id));
+                if let Some(heir) = heir {
+                    self.send(heir, MessageBody::TimeoutNow, Send::Now);
+                }
                 self.become_follower(self.term, None);
             }
         } else if matches!(self.role, Role::Candidate | Role::PreCandidate) && !self.promotable() {
@@ -1540,11 +1570,19 @@ impl RaftNode {
         pr.recent_active = true;
         pr.heartbeat_acked_seq = pr.heartbeat_acked_seq.max(seq);
         pr.heartbeat_acked_tick = pr.heartbeat_acked_tick.max(tick);
+        let replicate_behind = pr.state == ProgressState::Replicate && pr.matched < last;
         if pr.state == ProgressState::Probe {
             pr.probe_sent = false;
         }
         if pr.matched < last {
             self.pending_broadcast = true;
+        }
+        if replicate_behind {
+            // Appends in flight may have been lost: an empty append at `next` either is
+            // acknowledged or rejected, and a rejection falls back to probing.
+            if let Some(i) = self.progress.iter().position(|(id, _)| *id == from) {
+                self.send_empty_append(i);
+            }
         }
         self.release_confirmed_reads();
     }
