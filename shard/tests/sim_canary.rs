@@ -31,7 +31,9 @@ fn canary_votes_and_acks_sent_before_sync_are_caught() {
     let scenario = crashy(3, Canary::SendBeforeSync);
     let expect = [
         "election_safety",
+        "vote_once",
         "leader_completeness",
+        "state_machine_safety",
         "no_acked_write_lost",
         "log_matching",
     ];
@@ -54,6 +56,33 @@ fn canary_hard_state_never_persisted_is_caught() {
         "canary_hard_state_never_persisted_is_caught",
         8,
         6,
+        &expect,
+        |seed| run(seed, &scenario),
+    );
+}
+
+#[test]
+fn canary_vote_not_persisted_is_caught() {
+    // Without pre-vote and check-quorum a restarted node may vote at once, and elections
+    // collide often: a forgotten vote gets granted twice.
+    let mut scenario = Scenario {
+        pre_vote: false,
+        check_quorum: false,
+        election_timeout_ticks: 4,
+        heartbeat_interval_ticks: 1,
+        // Elections this short cannot finish over slow syncs: check safety only.
+        check_liveness: false,
+        ..crashy(3, Canary::VoteNotPersisted)
+    };
+    scenario.faults.crash = 0.05;
+    scenario.faults.restart = 0.5;
+    scenario.faults.partition = 0.05;
+    scenario.faults.heal = 0.1;
+    let expect = ["vote_once", "election_safety"];
+    run_canary(
+        "canary_vote_not_persisted_is_caught",
+        40,
+        1,
         &expect,
         |seed| run(seed, &scenario),
     );

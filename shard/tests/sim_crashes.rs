@@ -60,7 +60,6 @@ fn s3_8_safety_holds_when_every_node_crashes() {
 }
 
 #[test]
-#[ignore = "core liveness bug F1 (SIM_FINDINGS.md): run with --ignored once fixed"]
 fn s3_8_minority_crashes_then_liveness_three_nodes() {
     let scenario = crashing(3, 1);
     let name = "s3_8_minority_crashes_then_liveness_three_nodes";
@@ -68,7 +67,6 @@ fn s3_8_minority_crashes_then_liveness_three_nodes() {
 }
 
 #[test]
-#[ignore = "core liveness bug F1 (SIM_FINDINGS.md): run with --ignored once fixed"]
 fn s3_8_minority_crashes_then_liveness_five_nodes() {
     let scenario = crashing(5, 2);
     let name = "s3_8_minority_crashes_then_liveness_five_nodes";
@@ -76,7 +74,6 @@ fn s3_8_minority_crashes_then_liveness_five_nodes() {
 }
 
 #[test]
-#[ignore = "core liveness bug F1 (SIM_FINDINGS.md): run with --ignored once fixed"]
 fn s3_8_all_nodes_crash_then_liveness() {
     let scenario = crashing(3, 3);
     let name = "s3_8_all_nodes_crash_then_liveness";

@@ -75,7 +75,6 @@ fn safety_only(scenario: Scenario) -> Scenario {
 }
 
 #[test]
-#[ignore = "core liveness bug F1 (SIM_FINDINGS.md): run with --ignored once fixed"]
 fn s4_3_membership_changes_then_liveness() {
     let scenario = changing(3, 2);
     let name = "s4_3_membership_changes_then_liveness";

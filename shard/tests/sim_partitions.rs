@@ -59,7 +59,6 @@ fn s6_4_lease_reads_stay_linearizable_under_partitions() {
 }
 
 #[test]
-#[ignore = "core liveness bug F1 (SIM_FINDINGS.md): run with --ignored once fixed"]
 fn s9_6_partitions_then_liveness_three_nodes() {
     let scenario = partitioned(3);
     let name = "s9_6_partitions_then_liveness_three_nodes";
@@ -67,7 +66,6 @@ fn s9_6_partitions_then_liveness_three_nodes() {
 }
 
 #[test]
-#[ignore = "core liveness bug F1 (SIM_FINDINGS.md): run with --ignored once fixed"]
 fn s9_6_partitions_then_liveness_five_nodes() {
     let scenario = partitioned(5);
     let name = "s9_6_partitions_then_liveness_five_nodes";

@@ -58,7 +58,6 @@ fn safety_only(scenario: Scenario) -> Scenario {
 }
 
 #[test]
-#[ignore = "core liveness bug F1 (SIM_FINDINGS.md): run with --ignored once fixed"]
 fn storm_safety_then_liveness_three_nodes() {
     let scenario = storm(3);
     let name = "storm_safety_then_liveness_three_nodes";
@@ -66,7 +65,6 @@ fn storm_safety_then_liveness_three_nodes() {
 }
 
 #[test]
-#[ignore = "core liveness bug F1 (SIM_FINDINGS.md): run with --ignored once fixed"]
 fn storm_safety_then_liveness_five_nodes() {
     let scenario = storm(5);
     let name = "storm_safety_then_liveness_five_nodes";

@@ -37,6 +37,9 @@ pub enum Canary {
     SendBeforeSync,
     /// Never persist the hard state: a restarted node forgets its term, vote and commit.
     HardStateNotPersisted,
+    /// Persist the hard state without its vote: a restarted node forgets whom it voted
+    /// for in its term and may vote again.
+    VoteNotPersisted,
     /// Apply entries to the state machine as soon as they are appended, before they are
     /// committed (an overwritten suffix was applied anyway).
     ApplyBeforeCommit,

@@ -23,7 +23,7 @@ use super::{Canary, Cluster, Envelope, Scenario};
 use crate::raft::NodeId;
 use crate::raft::{
     Advanced, ConfState, Config, Entry, EntryKind, HardState, LogId, LogIndex, MessageBody,
-    RaftNode, ReadState, Restored, Role, SnapshotMeta, SnapshotStatus,
+    RaftNode, ReadState, Restored, Role, SnapshotMeta, SnapshotStatus, VoteKind,
 };
 use crate::sim::clock::{SimClock, SimTime};
 use crate::sim::event_log::EventLog;
@@ -430,6 +430,19 @@ impl Cluster {
             }
             _ => None,
         };
+        if let MessageBody::RequestVoteResp {
+            kind: VoteKind::Vote,
+            granted: true,
+        } = message.body
+        {
+            if let Err(v) = self
+                .checks
+                .votes
+                .on_grant(from.0, message.term.0, message.to.0)
+            {
+                self.violation.get_or_insert(v);
+            }
+        }
         let to = message.to;
         if !self.nodes.contains_key(&to) {
             self.log
@@ -547,7 +560,10 @@ impl Cluster {
             });
         }
         let hard_state = rd.hard_state.take();
-        if let Some(hs) = hard_state {
+        if let Some(mut hs) = hard_state {
+            if canary == Some(Canary::VoteNotPersisted) {
+                hs.vote = None;
+            }
             if canary != Some(Canary::HardStateNotPersisted) {
                 batch.push(DiskOp::HardState(hs));
             }

@@ -11,6 +11,7 @@ pub mod linearizability;
 pub mod log_matching;
 pub mod no_acked_write_lost;
 pub mod state_machine_safety;
+pub mod vote_once;
 
 use std::fmt;
 
@@ -109,6 +110,8 @@ pub struct Checks {
     pub monotonic: commit_monotonic::CommitMonotonic,
     /// An acknowledged write stays committed at its index.
     pub acked: no_acked_write_lost::NoAckedWriteLost,
+    /// No node grants two votes in one term.
+    pub votes: vote_once::VoteOnce,
 }
 
 impl Checks {
