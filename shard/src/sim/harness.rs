@@ -30,7 +30,7 @@ pub struct SimSummary {
     pub commit_index: u64,
     /// Conf change entries applied, summed over nodes.
     pub conf_changes: u64,
-    /// Snapshots sent to followers and installed.
+    /// Snapshot messages delivered to followers.
     pub snapshots_installed: u64,
 }
 

@@ -55,7 +55,8 @@ pub fn seeds_for(test: &str, default_count: u64) -> Vec<u64> {
 /// The one-line command that replays `seed` of `test` in the integration test `file`.
 #[must_use]
 pub fn replay_command(file: &str, test: &str, seed: u64) -> String {
-    format!("{SEED_VAR}={seed} cargo test -p quasar-shard --test {file} -- --exact {test}")
+    let filter = format!("--include-ignored --exact {test}");
+    format!("{SEED_VAR}={seed} cargo test -p quasar-shard --test {file} -- {filter}")
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! batch of operations (one WAL append: all-or-nothing, like a batch under one checksum)
 //! queued after the last sync; `sync` makes every queued batch durable at once; `crash`
 //! keeps the synced state plus a random *prefix* of the unsynced batches (an append-only
-//! WAL can lose a suffix of unsynced records, never a record in the middle). It is generic over the hard state `H`, the log entry `E` and the snapshot `S`,
-//! and knows nothing of Raft beyond "entries are numbered from 1 and contiguous".
+//! WAL can lose a suffix of unsynced records, never a record in the middle). It is
+//! generic over the hard state `H`, the log entry `E` and the snapshot `S`, and knows
+//! nothing of Raft beyond "entries are numbered from 1 and contiguous".
 
 use std::fmt::Debug;
 
