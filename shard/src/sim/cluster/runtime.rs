@@ -617,6 +617,7 @@ impl Cluster {
             }
         }
         let node = self.nodes.get_mut(&id).expect("node of the universe");
+        let term = node.core.as_ref().map_or(0, |c| c.term().0);
         node.pending_sync = Some(PendingSync {
             due: now.after(sync_delay),
             after_sync,
@@ -628,6 +629,9 @@ impl Cluster {
         }
         for (index, view, data, kind) in applied_entries {
             if let Err(v) = self.checks.state_machine.on_apply(id.0, index, view) {
+                self.violation.get_or_insert(v);
+            }
+            if let Err(v) = self.checks.completeness.record(index, view, term) {
                 self.violation.get_or_insert(v);
             }
             if kind == EntryKind::ConfChange {

@@ -35,6 +35,26 @@ impl LeaderCompleteness {
         self.committed.keys().next_back().copied().unwrap_or(0)
     }
 
+    /// Records that `entry` is committed at `index`, as seen by a node in `term` (an
+    /// applied entry is committed: this catches entries committed, applied and compacted
+    /// between two checks, which no log view would show).
+    pub fn record(&mut self, index: u64, entry: EntryView, term: u64) -> Result<(), Violation> {
+        match self.committed.get(&index) {
+            Some(c) if c.entry != entry => Err(Violation {
+                property: "leader_completeness",
+                detail: format!(
+                    "{entry:?} applied at index {index} (term {term}), but {:?} was committed there",
+                    c.entry
+                ),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.committed.insert(index, Committed { entry, seen_in_term: term });
+                Ok(())
+            }
+        }
+    }
+
     /// Records newly committed entries, then checks every live leader's log.
     pub fn check(&mut self, views: &[NodeView]) -> Result<(), Violation> {
         for v in views.iter().filter(|v| v.alive) {
@@ -128,5 +148,14 @@ mod tests {
         c.check(&[node(1, 1, false, 1, &[(1, 1)])]).unwrap();
         let v = c.check(&[node(2, 2, false, 1, &[(2, 7)])]).unwrap_err();
         assert!(v.detail.contains("was committed there before"));
+    }
+
+    #[test]
+    fn applied_entries_count_as_committed() {
+        let mut c = LeaderCompleteness::default();
+        let e = EntryView { term: 1, digest: 5 };
+        c.record(3, e, 1).unwrap();
+        assert_eq!(c.committed(3), Some(e));
+        assert!(c.record(3, EntryView { term: 2, digest: 6 }, 2).is_err());
     }
 }
