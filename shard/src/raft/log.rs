@@ -92,7 +92,8 @@ impl RaftLog {
     /// The follower side of §3.5: if `prev` matches, merge `entries` (truncating a
     /// conflicting suffix) and return the index of the last entry of the message.
     /// `entries` must follow `prev` contiguously (checked by the caller).
-    pub fn maybe_append(&mut self, prev: LogId, entries: &[Entry]) -> Option<LogIndex> {
+    /// Entries are moved into the log (payloads are neither copied nor re-counted).
+    pub fn maybe_append(&mut self, prev: LogId, entries: Vec<Entry>) -> Option<LogIndex> {
         if !self.matches(prev) {
             return None;
         }
@@ -111,9 +112,9 @@ impl RaftLog {
                         self.committed
                     );
                     self.truncate_from(e.index);
-                    self.entries.push_back(e.clone());
+                    self.entries.push_back(e);
                 }
-                None => self.entries.push_back(e.clone()),
+                None => self.entries.push_back(e),
             }
         }
         Some(last_new)
@@ -300,20 +301,20 @@ mod tests {
         let mut l = log(&[1, 1, 2, 2]);
         // Duplicate of what we hold: nothing changes, the longer log is kept.
         assert_eq!(
-            l.maybe_append(LogId::new(Term(1), LogIndex(1)), &[e(1, 2)]),
+            l.maybe_append(LogId::new(Term(1), LogIndex(1)), vec![e(1, 2)]),
             Some(LogIndex(2))
         );
         assert_eq!(l.last_index(), LogIndex(4));
         // Conflict at 3: the suffix from 3 is replaced.
         assert_eq!(
-            l.maybe_append(LogId::new(Term(1), LogIndex(2)), &[e(3, 3)]),
+            l.maybe_append(LogId::new(Term(1), LogIndex(2)), vec![e(3, 3)]),
             Some(LogIndex(3))
         );
         assert_eq!(l.last_id(), LogId::new(Term(3), LogIndex(3)));
         assert_eq!(l.unstable.handed, LogIndex(2));
         // Mismatching prev: refused.
         assert_eq!(
-            l.maybe_append(LogId::new(Term(2), LogIndex(3)), &[e(3, 4)]),
+            l.maybe_append(LogId::new(Term(2), LogIndex(3)), vec![e(3, 4)]),
             None
         );
         l.check_invariants();

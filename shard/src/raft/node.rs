@@ -949,7 +949,9 @@ impl RaftNode {
         let Some(prev_term) = self.log.term(prev_index) else {
             return;
         };
-        let mut entries = Vec::new();
+        // One allocation per message, sized up front (no growth while filling).
+        let available = (self.log.last_index().0 + 1).saturating_sub(next.0) as usize;
+        let mut entries = Vec::with_capacity(available.min(self.cfg.max_entries_per_msg));
         self.log.entries_from(
             next,
             self.cfg.max_entries_per_msg,
@@ -1341,7 +1343,7 @@ impl RaftNode {
                 prev,
                 entries,
                 commit,
-            } => self.on_append(from, prev, &entries, commit),
+            } => self.on_append(from, prev, entries, commit),
             MessageBody::AppendResp { outcome } => self.on_append_resp(from, outcome),
             MessageBody::Heartbeat { commit, seq, tick } => {
                 self.follow(from);
@@ -1434,7 +1436,7 @@ impl RaftNode {
         }
     }
 
-    fn on_append(&mut self, from: NodeId, prev: LogId, entries: &[Entry], commit: LogIndex) {
+    fn on_append(&mut self, from: NodeId, prev: LogId, mut entries: Vec<Entry>, commit: LogIndex) {
         self.follow(from);
         if self.needs_configuration() {
             // A joining replica knows no membership: it needs a snapshot (possibly the one
@@ -1449,15 +1451,16 @@ impl RaftNode {
             return;
         }
         let committed = self.log.committed;
-        let (prev, entries) = if prev.index < committed {
+        let prev = if prev.index < committed {
             // Already committed here: skip that part (it is identical by Leader Completeness).
             let skip = (committed.0 - prev.index.0).min(entries.len() as u64) as usize;
             let Some(term) = self.log.term(committed) else {
                 return;
             };
-            (LogId::new(term, committed), &entries[skip..])
+            entries.drain(..skip);
+            LogId::new(term, committed)
         } else {
-            (prev, entries)
+            prev
         };
         match self.log.maybe_append(prev, entries) {
             Some(last_new) => {
