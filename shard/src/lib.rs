@@ -16,3 +16,7 @@ pub mod range;
 /// Linearizability checking of client histories, for the simulators.
 #[cfg(feature = "sim")]
 pub mod linearizability;
+
+/// The deterministic cluster simulator (feature `sim`).
+#[cfg(feature = "sim")]
+pub mod sim;
