@@ -31,7 +31,7 @@ fn sample_request() -> ClientRequest {
 
 fn encoded<M: WireMessage>(msg: &M) -> AlignedVec {
     let mut buf = AlignedVec::new();
-    encode_frame(msg, &mut buf).unwrap();
+    encode_frame(msg, &mut buf).expect("encodes");
     buf
 }
 
@@ -40,7 +40,7 @@ fn raw_frame(kind_code: u16, version: u16, flags: u32, body: &[u8]) -> AlignedVe
     let header = FrameHeader {
         version,
         kind_code,
-        body_len: u32::try_from(body.len()).unwrap(),
+        body_len: u32::try_from(body.len()).expect("test body under 4 GiB"),
         body_crc: crc32c::crc32c(body),
         flags,
     };

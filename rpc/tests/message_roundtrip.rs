@@ -607,9 +607,9 @@ fn roundtrip<M: WireMessage + PartialEq + Debug>(msg: &M, prefix_frames: usize) 
     let mut buf = AlignedVec::new();
     let filler = Handshake::from_node(ClusterId(1), NodeId(2), ShardId(0), ShardId(1));
     for _ in 0..prefix_frames {
-        encode_frame(&filler, &mut buf).unwrap();
+        encode_frame(&filler, &mut buf).expect("frame round trip");
     }
-    let encoded = encode_frame(msg, &mut buf).unwrap();
+    let encoded = encode_frame(msg, &mut buf).expect("frame round trip");
     assert_eq!(encoded.frame.end, buf.len());
     assert_eq!(buf.len() % BODY_ALIGN, 0);
     assert_eq!(encoded.frame.len(), HEADER_LEN + encoded.body_len as usize);
@@ -617,24 +617,27 @@ fn roundtrip<M: WireMessage + PartialEq + Debug>(msg: &M, prefix_frames: usize) 
     let mut decoder = FrameDecoder::new(u64::from(SizeLimits::default().max_frame_bytes));
     let mut at = 0;
     for _ in 0..prefix_frames {
-        let Decoded::Frame(frame) = decoder.decode(&buf[at..]).unwrap() else {
+        let Decoded::Frame(frame) = decoder.decode(&buf[at..]).expect("frame round trip") else {
             panic!("prefix frame incomplete")
         };
         assert_eq!(frame.kind, FrameKind::Handshake);
         at += frame.consumed;
     }
     assert_eq!(at, encoded.frame.start);
-    let Decoded::Frame(frame) = decoder.decode(&buf[at..]).unwrap() else {
+    let Decoded::Frame(frame) = decoder.decode(&buf[at..]).expect("frame round trip") else {
         panic!("frame incomplete")
     };
     assert_eq!(frame.kind, M::KIND);
     assert_eq!(at + frame.consumed, buf.len());
-    let archived = frame.access::<M>(&buf[at..]).unwrap();
-    let back: M = rkyv::deserialize::<M, rancor::Error>(archived).unwrap();
+    let archived = frame.access::<M>(&buf[at..]).expect("frame round trip");
+    let back: M = rkyv::deserialize::<M, rancor::Error>(archived).expect("frame round trip");
     assert_eq!(&back, msg);
     // Every strict prefix of the frame is Incomplete, never an error or a frame.
     for cut in [0, 1, HEADER_LEN - 1, HEADER_LEN, frame.consumed - 1] {
-        match decoder.decode(&buf[at..at + cut]).unwrap() {
+        match decoder
+            .decode(&buf[at..at + cut])
+            .expect("frame round trip")
+        {
             Decoded::Incomplete { needed } => {
                 assert!(
                     cut + needed <= frame.consumed,
