@@ -484,3 +484,23 @@ fn snapshot_chunk_knows_when_it_is_last() {
     assert!(chunk(10, 10, 20).is_last());
     assert!(chunk(0, 0, 0).is_last());
 }
+
+#[test]
+fn entry_indexes_follow_prev_and_refuse_overflow() {
+    let append = |prev_index| Append {
+        prev: LogId {
+            term: Term(1),
+            index: LogIndex(prev_index),
+        },
+        entries: vec![],
+        commit: LogIndex(0),
+    };
+    assert_eq!(append(41).entry_index(0), Some(LogIndex(42)));
+    assert_eq!(append(41).entry_index(3), Some(LogIndex(45)));
+    assert_eq!(
+        append(u64::MAX - 1).entry_index(0),
+        Some(LogIndex(u64::MAX))
+    );
+    assert_eq!(append(u64::MAX - 1).entry_index(1), None);
+    assert_eq!(append(u64::MAX).entry_index(0), None);
+}
