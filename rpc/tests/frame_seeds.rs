@@ -1,6 +1,6 @@
 //! The fuzz seed corpus: real encoded frames of every kind, committed under
-//! `rpc/fuzz/corpus/<target>/seed-*.bin` so libFuzzer starts from valid
-//! frames and mutates them.
+//! `rpc/fuzz/seeds/<target>/seed-*.bin` (passed to libFuzzer as a second
+//! corpus, see `rpc/fuzz/README.md`) so fuzzing starts from valid frames.
 //!
 //! `committed_seeds_are_current` fails when the frame format or a message
 //! layout changes and the committed seeds no longer match what this build
@@ -402,7 +402,7 @@ fn seeds() -> BTreeMap<String, Vec<u8>> {
 fn corpus_dir(target: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz")
-        .join("corpus")
+        .join("seeds")
         .join(target)
 }
 
