@@ -44,11 +44,46 @@ struct ClientConn {
     waiting: RefCell<HashMap<RequestId, Rc<Slot>>>,
 }
 
+/// A dial in progress; tasks that need the same address wait for it.
+#[derive(Default)]
+struct Dial {
+    done: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+struct DialGuard<'a> {
+    inner: &'a Inner,
+    addr: SocketAddr,
+    dial: Rc<Dial>,
+}
+
+impl Drop for DialGuard<'_> {
+    fn drop(&mut self) {
+        let mut conns = self.inner.conns.borrow_mut();
+        if let Some(ConnState::Connecting(d)) = conns.get(&self.addr) {
+            if Rc::ptr_eq(d, &self.dial) {
+                conns.remove(&self.addr);
+            }
+        }
+        drop(conns);
+        self.dial.done.set(true);
+        for w in self.dial.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+}
+
+#[derive(Clone)]
+enum ConnState {
+    Connecting(Rc<Dial>),
+    Ready(Rc<ClientConn>),
+}
+
 struct Inner {
     config: ClientConfig,
     session: RefCell<Session>,
     cache: RefCell<RangeCache>,
-    conns: RefCell<HashMap<SocketAddr, Rc<ClientConn>>>,
+    conns: RefCell<HashMap<SocketAddr, ConnState>>,
     next_request: Cell<u64>,
 }
 
@@ -166,11 +201,48 @@ impl AsyncClient {
     }
 
     async fn connection(&self, target: &Target) -> Result<Rc<ClientConn>, TransportError> {
-        if let Some(cc) = self.inner.conns.borrow().get(&target.addr) {
-            if !cc.conn.is_closed() {
-                return Ok(Rc::clone(cc));
+        // One dial per address at a time: tasks that find a dial in progress wait for it.
+        loop {
+            let state = self.inner.conns.borrow().get(&target.addr).cloned();
+            match state {
+                Some(ConnState::Ready(cc)) if !cc.conn.is_closed() => return Ok(cc),
+                Some(ConnState::Connecting(dial)) => {
+                    poll_fn(|cx| {
+                        if dial.done.get() {
+                            Poll::Ready(())
+                        } else {
+                            dial.wakers.borrow_mut().push(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    })
+                    .await
+                }
+                _ => break,
             }
         }
+        let dial = Rc::new(Dial::default());
+        self.inner
+            .conns
+            .borrow_mut()
+            .insert(target.addr, ConnState::Connecting(Rc::clone(&dial)));
+        // Finishes the dial even if this future is dropped half-way, so waiters never hang.
+        let guard = DialGuard {
+            inner: &self.inner,
+            addr: target.addr,
+            dial,
+        };
+        let result = self.dial(target).await;
+        if let Ok(cc) = &result {
+            self.inner
+                .conns
+                .borrow_mut()
+                .insert(target.addr, ConnState::Ready(Rc::clone(cc)));
+        }
+        drop(guard);
+        result
+    }
+
+    async fn dial(&self, target: &Target) -> Result<Rc<ClientConn>, TransportError> {
         let config = &self.inner.config;
         let conn = Conn::connect(target.addr, config.conn_config()).await?;
         let mut buf = RecvBuffer::new(conn.config());
@@ -195,21 +267,10 @@ impl AsyncClient {
             conn.close();
             return Err(e);
         }
-        // Another task may have connected meanwhile: keep one connection per address.
-        if let Some(cc) = self.inner.conns.borrow().get(&target.addr) {
-            if !cc.conn.is_closed() {
-                conn.close();
-                return Ok(Rc::clone(cc));
-            }
-        }
         let cc = Rc::new(ClientConn {
             conn: Rc::clone(&conn),
             waiting: RefCell::new(HashMap::new()),
         });
-        self.inner
-            .conns
-            .borrow_mut()
-            .insert(target.addr, Rc::clone(&cc));
         glommio::spawn_local(Rc::clone(&conn).writer_loop()).detach();
         let reader = Rc::clone(&cc);
         glommio::spawn_local(async move { reader.receive(buf).await }).detach();
