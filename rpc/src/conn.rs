@@ -32,7 +32,10 @@ use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
-use rkyv::util::AlignedVec;
+
+/// The buffer type frames are encoded into (`push_with`'s argument), re-exported so that
+/// callers need no direct rkyv dependency.
+pub use rkyv::util::AlignedVec;
 
 use crate::error::TransportError;
 use crate::frame::{
