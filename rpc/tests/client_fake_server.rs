@@ -329,3 +329,31 @@ fn a_write_without_answer_is_ambiguous_and_a_read_is_not() {
         other => panic!("a read without answer is not ambiguous: {other:?}"),
     }
 }
+
+#[test]
+fn admin_requests_follow_the_leader_hint() {
+    use quasar_rpc::message::{AdminOp, AdminReply, AdminRequest, AdminResponse, ShardId};
+    let admin = |answer: Result<AdminReply, RequestError>| {
+        move |conn: &mut FakeConn| {
+            while let Some(req) = conn.read::<AdminRequest>() {
+                assert_eq!(req.op, AdminOp::ListMembers);
+                conn.write(&AdminResponse {
+                    request_id: req.request_id,
+                    result: answer.clone(),
+                });
+            }
+        }
+    };
+    let n1 = FakeServer::start(admin(Err(RequestError::NotLeader {
+        range: RangeId(0),
+        leader_hint: Some(NodeId(2)),
+    })));
+    let n2 = FakeServer::start(admin(Ok(AdminReply::Members(Vec::new()))));
+    let mut client = BlockingClient::new(config(&[(1, &n1), (2, &n2)]));
+    let reply = client
+        .admin(NodeId(1), ShardId(0), AdminOp::ListMembers)
+        .expect("admin");
+    assert_eq!(reply, AdminReply::Members(Vec::new()));
+    assert_eq!(n1.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(n2.connections.load(Ordering::SeqCst), 1);
+}

@@ -292,3 +292,39 @@ fn raft_batches_are_dropped_not_buffered_when_the_peer_stops_reading() {
         a.stop();
     });
 }
+
+#[test]
+fn a_peer_too_slow_for_reliable_frames_is_closed_not_buffered_forever() {
+    run(async {
+        let listener = TcpListener::bind(loopback()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conn = Conn::connect(
+            addr,
+            ConnConfig {
+                queue_limit_bytes: 16 << 10,
+                hard_limit_bytes: 64 << 10,
+                ..ConnConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let _server_side = listener.accept().await.unwrap();
+        let big = batch(1, 2, 1, 16 << 10);
+        // Nothing is flushed: the queue only grows, as with a peer that does not read.
+        let mut refused = None;
+        for i in 0..16 {
+            match conn.push(Delivery::Reliable, &big) {
+                Ok(Pushed::Queued) => {}
+                Ok(Pushed::Dropped) => panic!("a reliable frame was dropped at push {i}"),
+                Err(e) => {
+                    refused = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let refused = refused.expect("the hard limit closes the connection");
+        assert!(refused.contains("reads too slowly"), "{refused}");
+        assert!(conn.is_closed());
+        assert_eq!(conn.stats().frames_dropped, 0);
+    });
+}

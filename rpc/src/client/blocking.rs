@@ -8,14 +8,18 @@ use std::net::{SocketAddr, TcpStream};
 
 use rkyv::util::AlignedVec;
 
+use std::time::Duration;
+
 use super::{AttemptError, Call, ClientConfig, Next, RangeCache, Session, Target};
 use crate::conn::RecvBuffer;
 use crate::error::ClientError;
-use crate::frame::{decode_body, encode_frame_limited, FrameKind, PROTOCOL_VERSION};
+use crate::frame::{decode_body, encode_frame_limited, FrameKind, WireMessage, PROTOCOL_VERSION};
 use crate::message::{
-    ClientResponse, Handshake, HandshakeReply, KeyVersion, Operation, Origin, Reply, RequestError,
-    RequestId, ScanPage, ScanRequest, VersionedValue,
+    AdminOp, AdminReply, AdminRequest, AdminResponse, ClientResponse, Handshake, HandshakeReply,
+    KeyVersion, NodeId, Operation, Origin, Reply, RequestError, RequestId, ScanPage, ScanRequest,
+    ShardId, VersionedValue,
 };
+use crate::transport::{shard_addr, Backoff};
 
 struct BlockingConn {
     stream: TcpStream,
@@ -119,9 +123,6 @@ impl BlockingClient {
         call: &mut Call,
         target: &Target,
     ) -> Result<Result<Result<Reply, RequestError>, AttemptError>, ClientError> {
-        if let Err(reason) = self.connect(target) {
-            return Ok(Err(AttemptError::NotSent(reason)));
-        }
         let request_id = RequestId(self.next_request);
         self.next_request += 1;
         self.out.clear();
@@ -130,40 +131,131 @@ impl BlockingClient {
             self.config.max_frame_len_bytes as u64,
             &mut self.out,
         )?;
+        Ok(self
+            .exchange::<ClientResponse>(target, request_id, |r| r.request_id)
+            .map(|r| r.result))
+    }
+
+    /// Sends the frame in `self.out` to `target` and reads until the answer carrying
+    /// `request_id` (answers to earlier, abandoned attempts are skipped).
+    fn exchange<R: WireMessage>(
+        &mut self,
+        target: &Target,
+        request_id: RequestId,
+        id_of: impl Fn(&R) -> RequestId,
+    ) -> Result<R, AttemptError> {
+        self.connect(target).map_err(AttemptError::NotSent)?;
         let Some(conn) = self.conns.get_mut(&target.addr) else {
-            return Ok(Err(AttemptError::NotSent("no connection".into())));
+            return Err(AttemptError::NotSent("no connection".into()));
         };
+        let addr = target.addr;
         if let Err(e) = conn.stream.write_all(&self.out) {
-            // NOTE: a failed write may still have put part of the frame on the wire; a
-            // partial frame is never applied, but a whole one might be.
-            self.conns.remove(&target.addr);
-            return Ok(Err(AttemptError::Lost(format!(
-                "write to {}: {e}",
-                target.addr
-            ))));
+            // NOTE: a failed write may still have put the whole frame on the wire.
+            self.conns.remove(&addr);
+            return Err(AttemptError::Lost(format!("write to {addr}: {e}")));
         }
         loop {
             let response = read_frame(conn, |kind, body| {
-                if kind != FrameKind::ClientResponse {
-                    return Err(format!("server sent {kind:?}, not a response"));
+                if kind != R::KIND {
+                    return Err(format!("server sent {kind:?}, not {:?}", R::KIND));
                 }
-                decode_body::<ClientResponse>(body).map_err(|e| e.to_string())
+                decode_body::<R>(body).map_err(|e| e.to_string())
             });
             match response {
-                Ok(Ok(response)) if response.request_id == request_id => {
-                    return Ok(Ok(response.result));
-                }
-                // An answer to an earlier, abandoned attempt: skip it.
+                Ok(Ok(response)) if id_of(&response) == request_id => return Ok(response),
                 Ok(Ok(_stale)) => continue,
                 Ok(Err(reason)) | Err(reason) => {
-                    self.conns.remove(&target.addr);
-                    return Ok(Err(AttemptError::Lost(format!(
-                        "{}: {reason}",
-                        target.addr
-                    ))));
+                    self.conns.remove(&addr);
+                    return Err(AttemptError::Lost(format!("{addr}: {reason}")));
                 }
             }
         }
+    }
+
+    /// Runs an admin operation on `node`'s `shard`, following `NotLeader` hints and retrying
+    /// retryable errors with backoff. Admin operations carry the epoch they expect, so a
+    /// retry after a lost answer is refused rather than applied twice; a lost answer on the
+    /// last attempt is still reported as `Ambiguous`.
+    pub fn admin(
+        &mut self,
+        node: NodeId,
+        shard: ShardId,
+        op: AdminOp,
+    ) -> Result<AdminReply, ClientError> {
+        let mut node = node;
+        let mut backoff = Backoff::new(
+            self.config.backoff_min,
+            self.config.backoff_max,
+            self.session.id().0,
+        );
+        let mut ambiguous = None;
+        let mut last = String::new();
+        let attempts = self.config.max_attempts.max(1);
+        let mut request = AdminRequest {
+            request_id: RequestId(0),
+            op,
+        };
+        for _ in 0..attempts {
+            let base = self
+                .config
+                .nodes
+                .iter()
+                .find(|(n, _)| *n == node)
+                .map(|p| p.1)
+                .ok_or(ClientError::NoNodes)?;
+            let target = Target {
+                node,
+                shard,
+                addr: shard_addr(base, shard),
+                route: None,
+            };
+            request.request_id = RequestId(self.next_request);
+            self.next_request += 1;
+            self.out.clear();
+            encode_frame_limited(
+                &request,
+                self.config.max_frame_len_bytes as u64,
+                &mut self.out,
+            )?;
+            let delay = match self
+                .exchange::<AdminResponse>(&target, request.request_id, |r| r.request_id)
+            {
+                Ok(AdminResponse {
+                    result: Ok(reply), ..
+                }) => return Ok(reply),
+                Ok(AdminResponse {
+                    result:
+                        Err(RequestError::NotLeader {
+                            leader_hint: Some(leader),
+                            ..
+                        }),
+                    ..
+                }) if leader != node => {
+                    last = format!("node {node} is not the leader");
+                    node = leader;
+                    Duration::ZERO
+                }
+                Ok(AdminResponse { result: Err(e), .. }) if e.is_retryable() => {
+                    last = e.to_string();
+                    backoff.next_delay()
+                }
+                Ok(AdminResponse { result: Err(e), .. }) => return Err(ClientError::Failed(e)),
+                Err(AttemptError::NotSent(reason)) => {
+                    last = reason;
+                    backoff.next_delay()
+                }
+                Err(AttemptError::Lost(reason)) => {
+                    ambiguous = Some(reason.clone());
+                    last = reason;
+                    backoff.next_delay()
+                }
+            };
+            std::thread::sleep(delay);
+        }
+        Err(match ambiguous {
+            Some(last) => ClientError::Ambiguous { attempts, last },
+            None => ClientError::Unavailable { attempts, last },
+        })
     }
 
     fn connect(&mut self, target: &Target) -> Result<(), String> {
