@@ -107,17 +107,24 @@ pub struct Append {
     pub commit: LogIndex,
 }
 
+fn index_after(prev: u64, i: usize) -> Option<LogIndex> {
+    prev.checked_add(1)?
+        .checked_add(u64::try_from(i).ok()?)
+        .map(LogIndex)
+}
+
 impl Append {
-    /// Index of `entries[i]`.
-    pub fn entry_index(&self, i: usize) -> LogIndex {
-        LogIndex(self.prev.index.0 + 1 + i as u64)
+    /// Index of `entries[i]`; `None` if it would overflow a `u64` (only a
+    /// corrupt or hostile `prev` can do that: drop the message).
+    pub fn entry_index(&self, i: usize) -> Option<LogIndex> {
+        index_after(self.prev.index.0, i)
     }
 }
 
 impl ArchivedAppend {
-    /// Index of `entries[i]`.
-    pub fn entry_index(&self, i: usize) -> LogIndex {
-        LogIndex(self.prev.index.0.to_native() + 1 + i as u64)
+    /// Index of `entries[i]`, read in place; `None` on overflow (see [`Append::entry_index`]).
+    pub fn entry_index(&self, i: usize) -> Option<LogIndex> {
+        index_after(self.prev.index.0.to_native(), i)
     }
 }
 
