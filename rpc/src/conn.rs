@@ -218,6 +218,9 @@ pub struct Conn {
     peer: SocketAddr,
     config: ConnConfig,
     stream: RefCell<TcpStream>,
+    /// The socket of `stream`, for non-blocking `recv`; valid as long as `stream` lives (the
+    /// same struct owns both).
+    fd: std::os::fd::RawFd,
     /// Whole frames queued and not yet handed to the socket.
     pending: RefCell<AlignedVec>,
     /// The buffer being written, kept between writes to reuse its memory.
@@ -247,9 +250,11 @@ impl Conn {
         stream
             .set_write_timeout(Some(config.io_timeout))
             .map_err(io)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         Ok(Rc::new(Conn {
             peer,
             config,
+            fd,
             stream: RefCell::new(stream),
             pending: RefCell::new(AlignedVec::with_capacity(64 << 10)),
             spare: RefCell::new(AlignedVec::with_capacity(64 << 10)),
@@ -446,17 +451,48 @@ impl Conn {
             return Err(TransportError::Closed { peer: self.peer });
         }
         let spare = buf.spare_mut();
-        let n = poll_fn(|cx| {
-            let mut stream = self.stream.borrow_mut();
-            Pin::new(&mut *stream).poll_read(cx, spare)
-        })
-        .await
-        .map_err(|e| self.io_error(e, "waiting for bytes"))?;
+        // NOTE: glommio's `poll_read` arms an io_uring readiness poll whenever a read returns
+        // fewer bytes than asked, and while that poll is pending it skips its own
+        // non-blocking read: with a large receive buffer every request/response round trip
+        // would pay for one more ring submission and completion. So bytes already waiting are
+        // taken with a plain non-blocking `recv`, and glommio only waits for readiness,
+        // reading exactly one byte (a full read arms nothing); the rest follows at once.
+        let n = match self.try_recv(spare) {
+            Some(result) => result?,
+            None => {
+                let first = poll_fn(|cx| {
+                    let mut stream = self.stream.borrow_mut();
+                    Pin::new(&mut *stream).poll_read(cx, &mut spare[..1])
+                })
+                .await
+                .map_err(|e| self.io_error(e, "waiting for bytes"))?;
+                if first == 1 {
+                    1 + self.try_recv(&mut spare[1..]).transpose()?.unwrap_or(0)
+                } else {
+                    first
+                }
+            }
+        };
         if n == 0 {
             return Err(TransportError::Closed { peer: self.peer });
         }
         buf.filled(n);
         Ok(n)
+    }
+
+    /// A non-blocking `recv` straight on the socket: `None` when no byte is waiting.
+    fn try_recv(&self, into: &mut [u8]) -> Option<Result<usize, TransportError>> {
+        if into.is_empty() {
+            return Some(Ok(0));
+        }
+        match nix::sys::socket::recv(self.fd, into, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => Some(Ok(n)),
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => None,
+            Err(e) => Some(Err(TransportError::Io {
+                peer: self.peer,
+                source: e.into(),
+            })),
+        }
     }
 
     /// Reads one frame (used for the handshake and by simple request/response callers) and
@@ -559,12 +595,9 @@ impl Conn {
             return;
         }
         self.pending.borrow_mut().clear();
-        if let Ok(stream) = self.stream.try_borrow() {
-            // NOTE: shutdown wakes a read pending in the receive loop; its result does not
-            // matter since the socket is being dropped.
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&*stream);
-            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
-        }
+        // NOTE: shutdown wakes a read pending in the receive loop; its result does not
+        // matter since the socket is being dropped.
+        let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Both);
         self.kick();
     }
 }
