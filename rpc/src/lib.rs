@@ -34,5 +34,9 @@
 //! assert_eq!(frame.consumed, buf.len());
 //! ```
 
+pub mod client;
+pub mod conn;
+pub mod error;
 pub mod frame;
 pub mod message;
+pub mod transport;

@@ -1,0 +1,315 @@
+//! The async client on glommio, for `quasar-bench` and services: pipelined, any number of
+//! requests in flight on one connection per (node, shard), matched to their answers by
+//! request id. Lives on one executor (`Rc`); clone it freely within that executor.
+//!
+//! Each connection has a receive task that completes waiting requests as answers arrive (in
+//! any order) and a writer task: a request is queued and the writer is kicked, so requests
+//! issued by many tasks in one turn of the event loop leave in one `send`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use super::{AttemptError, Call, ClientConfig, Next, RangeCache, Session, Target};
+use crate::conn::{Conn, Delivery, PushError, RecvBuffer};
+use crate::error::{ClientError, TransportError};
+use crate::frame::{decode_body, FrameError, FrameKind, PROTOCOL_VERSION};
+use crate::message::{
+    ClientResponse, Handshake, HandshakeReply, KeyVersion, Operation, Origin, Reply, RequestError,
+    RequestId, SessionId, VersionedValue,
+};
+use crate::transport::handshake;
+
+/// Where the answer to one request lands.
+#[derive(Default)]
+struct Slot {
+    result: RefCell<Option<Result<ClientResponse, String>>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Slot {
+    fn complete(&self, result: Result<ClientResponse, String>) {
+        *self.result.borrow_mut() = Some(result);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+struct ClientConn {
+    conn: Rc<Conn>,
+    waiting: RefCell<HashMap<RequestId, Rc<Slot>>>,
+}
+
+/// A dial in progress; tasks that need the same address wait for it.
+#[derive(Default)]
+struct Dial {
+    done: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+struct DialGuard<'a> {
+    inner: &'a Inner,
+    addr: SocketAddr,
+    dial: Rc<Dial>,
+}
+
+impl Drop for DialGuard<'_> {
+    fn drop(&mut self) {
+        let mut conns = self.inner.conns.borrow_mut();
+        if let Some(ConnState::Connecting(d)) = conns.get(&self.addr) {
+            if Rc::ptr_eq(d, &self.dial) {
+                conns.remove(&self.addr);
+            }
+        }
+        drop(conns);
+        self.dial.done.set(true);
+        for w in self.dial.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+}
+
+#[derive(Clone)]
+enum ConnState {
+    Connecting(Rc<Dial>),
+    Ready(Rc<ClientConn>),
+}
+
+struct Inner {
+    config: ClientConfig,
+    session: RefCell<Session>,
+    cache: RefCell<RangeCache>,
+    conns: RefCell<HashMap<SocketAddr, ConnState>>,
+    next_request: Cell<u64>,
+}
+
+/// A pipelined client on the current glommio executor.
+#[derive(Clone)]
+pub struct AsyncClient {
+    inner: Rc<Inner>,
+}
+
+impl AsyncClient {
+    pub fn new(config: ClientConfig) -> AsyncClient {
+        AsyncClient {
+            inner: Rc::new(Inner {
+                session: RefCell::new(Session::new(config.session)),
+                config,
+                cache: RefCell::new(RangeCache::new()),
+                conns: RefCell::new(HashMap::new()),
+                next_request: Cell::new(1),
+            }),
+        }
+    }
+
+    pub fn session(&self) -> SessionId {
+        self.inner.session.borrow().id()
+    }
+
+    /// A copy of the range cache (for tests and status output).
+    pub fn cache(&self) -> RangeCache {
+        self.inner.cache.borrow().clone()
+    }
+
+    /// Runs one operation with routing and retries.
+    pub async fn execute(&self, op: Operation) -> Result<Reply, ClientError> {
+        let inner = &self.inner;
+        let mut call = Call::new(&inner.config, &mut inner.session.borrow_mut(), op);
+        loop {
+            let target = call.target(&inner.config, &inner.cache.borrow())?;
+            let answer = self.attempt(&mut call, &target).await?;
+            let next = call.on_answer(&mut inner.cache.borrow_mut(), &target, answer);
+            match next {
+                Next::Done(result) => return result,
+                Next::Retry(delay) if delay.is_zero() => {}
+                Next::Retry(delay) => glommio::timer::sleep(delay).await,
+            }
+        }
+    }
+
+    pub async fn get(&self, key: &[u8]) -> Result<Option<VersionedValue>, ClientError> {
+        match self.execute(Operation::Get { key: key.to_vec() }).await? {
+            Reply::Get(v) => Ok(v),
+            other => Err(super::unexpected(other)),
+        }
+    }
+
+    /// Writes `key` and returns its new version.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<KeyVersion, ClientError> {
+        let op = Operation::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        };
+        match self.execute(op).await? {
+            Reply::Written { version } => Ok(version),
+            other => Err(super::unexpected(other)),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        call: &mut Call,
+        target: &Target,
+    ) -> Result<Result<Result<Reply, RequestError>, AttemptError>, ClientError> {
+        let cc = match self.connection(target).await {
+            Ok(cc) => cc,
+            Err(e) => return Ok(Err(AttemptError::NotSent(e.to_string()))),
+        };
+        let id = RequestId(self.inner.next_request.get());
+        self.inner.next_request.set(id.0 + 1);
+        let slot = Rc::new(Slot::default());
+        cc.waiting.borrow_mut().insert(id, Rc::clone(&slot));
+        match cc
+            .conn
+            .push(Delivery::Reliable, call.request_for(target, id))
+        {
+            Ok(_) => cc.conn.kick(),
+            Err(PushError::Encode(e)) => {
+                cc.waiting.borrow_mut().remove(&id);
+                return Err(ClientError::Encode(e));
+            }
+            Err(PushError::Transport(e)) => {
+                cc.waiting.borrow_mut().remove(&id);
+                return Ok(Err(AttemptError::NotSent(e.to_string())));
+            }
+        }
+        let timeout = self.inner.config.request_timeout;
+        let answer = glommio::timer::timeout(timeout, async {
+            Ok(poll_fn(|cx| {
+                if let Some(r) = slot.result.borrow_mut().take() {
+                    return Poll::Ready(r);
+                }
+                *slot.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            })
+            .await)
+        })
+        .await;
+        cc.waiting.borrow_mut().remove(&id);
+        Ok(match answer {
+            Ok(Ok(response)) => Ok(response.result),
+            Ok(Err(reason)) => Err(AttemptError::Lost(reason)),
+            Err(_) => Err(AttemptError::Lost(format!(
+                "no answer from {} within {timeout:?}",
+                target.addr
+            ))),
+        })
+    }
+
+    async fn connection(&self, target: &Target) -> Result<Rc<ClientConn>, TransportError> {
+        // One dial per address at a time: tasks that find a dial in progress wait for it.
+        loop {
+            let state = self.inner.conns.borrow().get(&target.addr).cloned();
+            match state {
+                Some(ConnState::Ready(cc)) if !cc.conn.is_closed() => return Ok(cc),
+                Some(ConnState::Connecting(dial)) => {
+                    poll_fn(|cx| {
+                        if dial.done.get() {
+                            Poll::Ready(())
+                        } else {
+                            dial.wakers.borrow_mut().push(cx.waker().clone());
+                            Poll::Pending
+                        }
+                    })
+                    .await
+                }
+                _ => break,
+            }
+        }
+        let dial = Rc::new(Dial::default());
+        self.inner
+            .conns
+            .borrow_mut()
+            .insert(target.addr, ConnState::Connecting(Rc::clone(&dial)));
+        // Finishes the dial even if this future is dropped half-way, so waiters never hang.
+        let guard = DialGuard {
+            inner: &self.inner,
+            addr: target.addr,
+            dial,
+        };
+        let result = self.dial(target).await;
+        if let Ok(cc) = &result {
+            self.inner
+                .conns
+                .borrow_mut()
+                .insert(target.addr, ConnState::Ready(Rc::clone(cc)));
+        }
+        drop(guard);
+        result
+    }
+
+    async fn dial(&self, target: &Target) -> Result<Rc<ClientConn>, TransportError> {
+        let config = &self.inner.config;
+        let conn = Conn::connect(target.addr, config.conn_config()).await?;
+        let mut buf = RecvBuffer::new(conn.config());
+        let hello = Handshake {
+            protocol_version: PROTOCOL_VERSION,
+            cluster: config.cluster,
+            origin: Origin::Client {
+                session: self.session(),
+            },
+            target_shard: target.shard,
+        };
+        let cluster = config.cluster;
+        let result = handshake(&conn, &mut buf, &hello, |reply| match reply {
+            HandshakeReply::Accepted { cluster: c, .. } if c == cluster => Ok(()),
+            HandshakeReply::Accepted { cluster: c, .. } => {
+                Err(format!("server is in cluster {c}, not {cluster}"))
+            }
+            HandshakeReply::Refused(reason) => Err(reason.to_string()),
+        })
+        .await;
+        if let Err(e) = result {
+            conn.close();
+            return Err(e);
+        }
+        let cc = Rc::new(ClientConn {
+            conn: Rc::clone(&conn),
+            waiting: RefCell::new(HashMap::new()),
+        });
+        glommio::spawn_local(Rc::clone(&conn).writer_loop()).detach();
+        let reader = Rc::clone(&cc);
+        glommio::spawn_local(async move { reader.receive(buf).await }).detach();
+        Ok(cc)
+    }
+}
+
+impl ClientConn {
+    /// Completes waiting requests as answers arrive; when the connection ends, every request
+    /// still waiting learns that its answer was lost.
+    async fn receive(self: Rc<Self>, mut buf: RecvBuffer) {
+        let peer = self.conn.peer();
+        let result = self
+            .conn
+            .recv_loop(&mut buf, |frame| {
+                let answer = if frame.kind == FrameKind::ClientResponse {
+                    decode_body::<ClientResponse>(frame.body)
+                } else {
+                    Err(FrameError::KindMismatch {
+                        expected: FrameKind::ClientResponse,
+                        got: frame.kind,
+                    })
+                };
+                let response = answer.map_err(|source| TransportError::Frame { peer, source })?;
+                // NOTE: an answer nobody waits for (its attempt timed out) is dropped.
+                let slot = self.waiting.borrow_mut().remove(&response.request_id);
+                if let Some(slot) = slot {
+                    slot.complete(Ok(response));
+                }
+                Ok(())
+            })
+            .await;
+        let reason = match result {
+            Err(e) => format!("connection to {peer} lost: {e}"),
+            Ok(()) => format!("connection to {peer} closed"),
+        };
+        self.conn.close();
+        for (_, slot) in self.waiting.borrow_mut().drain() {
+            slot.complete(Err(reason.clone()));
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! `rpc::client`: the client library. Owns routing (range cache, leader hints, shard-aware
+//! addressing), the retry policy and the exactly-once session; the two front ends only move
+//! bytes:
+//!
+//! - [`AsyncClient`] on glommio: pipelined, many requests in flight per connection, matched
+//!   by request id (for `quasar-bench`);
+//! - [`BlockingClient`] on `std::net`: one request at a time (for `quasarctl` and tests).
+//!
+//! One operation is a [`Call`]: it takes one session sequence number for its whole life, so
+//! every retry of a write carries the same `(session, sequence)` and the server applies it at
+//! most once. Each attempt goes to the shard `shard_for_group(range.group)` of the range's
+//! leader (last hint) or of a voter; with no cached range it goes to a seed node, whose
+//! `KeyNotInRange`/`RangeMoved` answer fills the cache. Only retryable errors are retried, with
+//! jittered exponential backoff (none after a redirect that names a new place to go). A write
+//! sent without any answer is *ambiguous*; if no later attempt settles it, the caller gets
+//! `ClientError::Ambiguous`, never a plain failure.
+
+mod async_client;
+mod blocking;
+mod cache;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use async_client::AsyncClient;
+pub use blocking::BlockingClient;
+pub use cache::RangeCache;
+
+use crate::error::ClientError;
+use crate::message::{
+    ClientRequest, ClusterId, NodeId, Operation, ReadConsistency, Reply, RequestError, RequestId,
+    Route, Sequence, SessionId, ShardId, TxnOp,
+};
+use crate::transport::{shard_addr, shard_for_group, Backoff};
+
+/// Where and how a client talks to the cluster.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub cluster: ClusterId,
+    /// The shard-0 address (base port) of every node the client may contact.
+    pub nodes: Vec<(NodeId, SocketAddr)>,
+    /// Shards per node (every node runs the same number).
+    pub shards_per_node: u32,
+    /// The exactly-once session; random by default.
+    pub session: SessionId,
+    /// How long one attempt waits for its answer.
+    pub request_timeout: Duration,
+    /// Bound on connecting and handshaking.
+    pub io_timeout: Duration,
+    /// Attempts per operation, the first included.
+    pub max_attempts: u32,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub consistency: ReadConsistency,
+    pub max_frame_len_bytes: usize,
+}
+
+impl ClientConfig {
+    pub fn new(
+        cluster: ClusterId,
+        nodes: Vec<(NodeId, SocketAddr)>,
+        shards_per_node: u32,
+    ) -> ClientConfig {
+        ClientConfig {
+            cluster,
+            nodes,
+            shards_per_node,
+            session: SessionId(fastrand::u64(1..)),
+            request_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(2),
+            max_attempts: 8,
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(500),
+            consistency: ReadConsistency::Linearizable,
+            max_frame_len_bytes: 16 << 20,
+        }
+    }
+
+    fn conn_config(&self) -> crate::conn::ConnConfig {
+        crate::conn::ConnConfig {
+            max_frame_len_bytes: self.max_frame_len_bytes,
+            io_timeout: self.io_timeout,
+            idle_timeout: self.request_timeout.max(Duration::from_secs(30)),
+            queue_limit_bytes: 8 << 20,
+            hard_limit_bytes: 64 << 20,
+            recv_buf_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Where one attempt goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub node: NodeId,
+    pub shard: ShardId,
+    pub addr: SocketAddr,
+    pub route: Option<Route>,
+}
+
+/// How one attempt ended without a server answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptError {
+    /// The request never left (no connection, handshake refused): certainly not applied.
+    NotSent(String),
+    /// The request was sent and no answer came (timeout, connection lost).
+    Lost(String),
+}
+
+/// What to do after an attempt.
+#[derive(Debug)]
+pub enum Next {
+    Retry(Duration),
+    Done(Result<Reply, ClientError>),
+}
+
+/// The key that routes an operation.
+pub fn routing_key(op: &Operation) -> &[u8] {
+    match op {
+        Operation::Get { key }
+        | Operation::Put { key, .. }
+        | Operation::Delete { key }
+        | Operation::CompareAndSet { key, .. }
+        | Operation::Increment { key, .. } => key,
+        Operation::DeleteRange { start, .. } => start,
+        Operation::Scan(scan) => &scan.start,
+        Operation::Txn(txn) => txn
+            .compares
+            .first()
+            .map(|c| c.key.as_slice())
+            .or_else(|| {
+                txn.success
+                    .iter()
+                    .chain(&txn.failure)
+                    .next()
+                    .map(|op| match op {
+                        TxnOp::Get { key } | TxnOp::Put { key, .. } | TxnOp::Delete { key } => {
+                            key.as_slice()
+                        }
+                        TxnOp::DeleteRange { start, .. } => start.as_slice(),
+                    })
+            })
+            .unwrap_or(&[]),
+    }
+}
+
+/// The session's sequence numbers: strictly increasing, one per operation.
+#[derive(Debug)]
+pub struct Session {
+    id: SessionId,
+    next: u64,
+}
+
+impl Session {
+    pub fn new(id: SessionId) -> Session {
+        Session { id, next: 1 }
+    }
+
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// A fresh sequence number for a new operation (never for a retry).
+    pub fn next_sequence(&mut self) -> Sequence {
+        let s = Sequence(self.next);
+        self.next += 1;
+        s
+    }
+}
+
+/// One operation across its attempts: the request (same session and sequence every time)
+/// and the retry state.
+#[derive(Debug)]
+pub struct Call {
+    pub request: ClientRequest,
+    attempts: u32,
+    max_attempts: u32,
+    is_write: bool,
+    /// Set while a sent write has had no definite answer.
+    ambiguous: Option<String>,
+    last: String,
+    backoff: Backoff,
+}
+
+impl Call {
+    pub fn new(config: &ClientConfig, session: &mut Session, op: Operation) -> Call {
+        let sequence = session.next_sequence();
+        let is_write = op.is_write();
+        Call {
+            request: ClientRequest {
+                request_id: RequestId(0),
+                session: session.id(),
+                sequence,
+                consistency: config.consistency,
+                route: None,
+                op,
+            },
+            attempts: 0,
+            max_attempts: config.max_attempts.max(1),
+            is_write,
+            ambiguous: None,
+            last: String::new(),
+            backoff: Backoff::new(
+                config.backoff_min,
+                config.backoff_max,
+                session.id().0 ^ sequence.0,
+            ),
+        }
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Where the next attempt goes, from the cache and the leader hints.
+    pub fn target(&self, config: &ClientConfig, cache: &RangeCache) -> Result<Target, ClientError> {
+        if config.nodes.is_empty() {
+            return Err(ClientError::NoNodes);
+        }
+        let addr_of = |node: NodeId| config.nodes.iter().find(|(n, _)| *n == node).map(|p| p.1);
+        let attempt = self.attempts as usize;
+        if let Some(desc) = cache.lookup(routing_key(&self.request.op)) {
+            let shard = shard_for_group(desc.group, config.shards_per_node);
+            let route = Some(Route {
+                range: desc.id,
+                epoch: desc.epoch,
+            });
+            let leader = cache
+                .leader(desc.id)
+                .filter(|l| desc.replica(*l).is_some())
+                .and_then(|l| Some((l, addr_of(l)?)));
+            let voters: Vec<(NodeId, SocketAddr)> = desc
+                .voters()
+                .filter_map(|n| Some((n, addr_of(n)?)))
+                .collect();
+            let pick = leader.or_else(|| voters.get(attempt % voters.len().max(1)).copied());
+            if let Some((node, base)) = pick {
+                return Ok(Target {
+                    node,
+                    shard,
+                    addr: shard_addr(base, shard),
+                    route,
+                });
+            }
+        }
+        let (node, base) = config.nodes[attempt % config.nodes.len()];
+        Ok(Target {
+            node,
+            shard: ShardId(0),
+            addr: base,
+            route: None,
+        })
+    }
+
+    /// Records how an attempt ended and decides what comes next.
+    pub fn on_answer(
+        &mut self,
+        cache: &mut RangeCache,
+        target: &Target,
+        answer: Result<Result<Reply, RequestError>, AttemptError>,
+    ) -> Next {
+        self.attempts += 1;
+        let delay = match answer {
+            Ok(Ok(reply)) => return Next::Done(Ok(reply)),
+            Ok(Err(e)) => {
+                let delay = match &e {
+                    RequestError::NotLeader { range, leader_hint } => {
+                        cache.set_leader(*range, *leader_hint);
+                        match leader_hint {
+                            Some(l) if *l != target.node => Duration::ZERO,
+                            _ => self.backoff.next_delay(),
+                        }
+                    }
+                    RequestError::RangeMoved { descriptor }
+                    | RequestError::KeyNotInRange { descriptor } => {
+                        cache.insert(descriptor.clone());
+                        Duration::ZERO
+                    }
+                    RequestError::UnknownRange { range } => {
+                        cache.invalidate(*range);
+                        self.backoff.next_delay()
+                    }
+                    RequestError::Ambiguous { .. } => {
+                        self.ambiguous = Some(e.to_string());
+                        self.backoff.next_delay()
+                    }
+                    e if e.is_retryable() => self.backoff.next_delay(),
+                    _ => return Next::Done(Err(ClientError::Failed(e))),
+                };
+                self.last = e.to_string();
+                delay
+            }
+            Err(AttemptError::NotSent(reason)) => {
+                self.last = reason;
+                self.backoff.next_delay()
+            }
+            Err(AttemptError::Lost(reason)) => {
+                if self.is_write {
+                    self.ambiguous = Some(reason.clone());
+                }
+                self.last = reason;
+                self.backoff.next_delay()
+            }
+        };
+        if self.attempts < self.max_attempts {
+            return Next::Retry(delay);
+        }
+        let attempts = self.attempts;
+        Next::Done(Err(match self.ambiguous.take() {
+            Some(last) => ClientError::Ambiguous { attempts, last },
+            None => ClientError::Unavailable {
+                attempts,
+                last: std::mem::take(&mut self.last),
+            },
+        }))
+    }
+
+    /// The request for an attempt to `target`, under the request id of that connection.
+    pub fn request_for(&mut self, target: &Target, request_id: RequestId) -> &ClientRequest {
+        self.request.route = target.route;
+        self.request.request_id = request_id;
+        &self.request
+    }
+}
+
+/// A reply of another kind than the operation asks for: a bug on one side.
+fn unexpected(reply: Reply) -> ClientError {
+    ClientError::Protocol {
+        reason: format!("unexpected reply kind: {reply:?}"),
+    }
+}

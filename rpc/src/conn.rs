@@ -1,0 +1,612 @@
+//! One glommio TCP connection: the socket, its reused aligned receive buffer with the
+//! `FrameDecoder`, and its bounded outbound byte queue. It never interprets a frame body
+//! beyond the handshake; `transport` and `client` decide what frames mean.
+//!
+//! ```text
+//!   push_with(Lossy|Reliable, encode) --> pending: AlignedVec --(flush | writer task)--> socket
+//!   socket --> RecvBuffer [start..end) --FrameDecoder--> InFrame { kind, body (aligned) }
+//! ```
+//!
+//! Writes: frames are encoded straight into one contiguous pending buffer, so everything queued
+//! during a turn of the event loop leaves in one `send` (glommio 0.9's `TcpStream` has no
+//! vectored write; a contiguous buffer gives the same one-syscall-per-turn). The task that
+//! produced the bytes may write them at once with `flush` (no task hop on the request/response
+//! path); otherwise `kick` wakes the connection's writer task, which runs after the current
+//! task yields and therefore sends everything queued in this turn together.
+//!
+//! Memory is bounded: above `queue_limit_bytes` a `Lossy` (Raft) frame is dropped and counted
+//! (Raft retransmits); a `Reliable` frame (a client response) is never dropped silently: above
+//! `hard_limit_bytes` the connection is closed with `TransportError::SlowPeer`, so the client
+//! sees a closed connection and reports its in-flight writes as ambiguous.
+//!
+//! Every socket wait is bounded: reads by `idle_timeout`, writes and connects by `io_timeout`
+//! (glommio's own socket timeouts, armed only when a call would wait).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+
+/// The buffer type frames are encoded into (`push_with`'s argument), re-exported so that
+/// callers need no direct rkyv dependency.
+pub use rkyv::util::AlignedVec;
+
+use crate::error::TransportError;
+use crate::frame::{
+    encode_frame_limited, Decoded, EncodeError, Frame, FrameDecoder, FrameError, FrameKind,
+    WireMessage, BODY_ALIGN,
+};
+
+/// Sizes and timeouts of one connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Largest accepted frame body; a larger announced length closes the connection before
+    /// any allocation.
+    pub max_frame_len_bytes: usize,
+    /// Bound on connecting, on the handshake and on each wait for the socket to take bytes.
+    pub io_timeout: Duration,
+    /// A connection on which nothing arrives for this long is closed (peers send heartbeats;
+    /// clients reconnect on demand). Bounds every read wait.
+    pub idle_timeout: Duration,
+    /// Above this many queued bytes, `Lossy` frames are dropped.
+    pub queue_limit_bytes: usize,
+    /// Above this many queued bytes, a `Reliable` frame closes the connection.
+    pub hard_limit_bytes: usize,
+    /// Initial size of the receive buffer (it grows up to one maximal frame).
+    pub recv_buf_bytes: usize,
+}
+
+impl Default for ConnConfig {
+    fn default() -> ConnConfig {
+        ConnConfig {
+            max_frame_len_bytes: 16 << 20,
+            io_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            queue_limit_bytes: 8 << 20,
+            hard_limit_bytes: 64 << 20,
+            recv_buf_bytes: 256 << 10,
+        }
+    }
+}
+
+/// What may happen to a frame when the peer is slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Raft traffic: dropped (and counted) when the queue is over its limit.
+    Lossy,
+    /// Client requests and responses, handshakes: queued, or the connection is closed.
+    Reliable,
+}
+
+/// What `push_with` did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// The queue was over its limit; the frame was dropped and counted.
+    Dropped,
+}
+
+/// Counters of one connection, read by metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConnStats {
+    pub frames_queued: u64,
+    pub frames_dropped: u64,
+    pub bytes_sent: u64,
+    pub frames_received: u64,
+}
+
+/// One received frame: its kind and its body, aligned to `frame::BODY_ALIGN` (ready for
+/// `access_body`), valid until the next call on the `RecvBuffer`.
+#[derive(Debug)]
+pub struct InFrame<'a> {
+    pub kind: FrameKind,
+    pub body: &'a [u8],
+}
+
+/// The reused receive buffer of one connection: bytes `[start, end)` are received and not yet
+/// decoded. Frames are decoded in place: every frame is a multiple of `BODY_ALIGN` long and
+/// `start` only moves by whole frames or back to 0, so bodies stay aligned. A body found at an
+/// unaligned address anyway (a bug) is copied into `scratch` rather than refused.
+pub struct RecvBuffer {
+    buf: AlignedVec,
+    scratch: AlignedVec,
+    start: usize,
+    end: usize,
+    /// Bytes the decoder asked for the current incomplete frame (0: unknown yet).
+    needed: usize,
+    decoder: FrameDecoder,
+    max_buf_bytes: usize,
+}
+
+impl RecvBuffer {
+    pub fn new(config: &ConnConfig) -> RecvBuffer {
+        let mut buf = AlignedVec::new();
+        buf.resize(config.recv_buf_bytes.max(4096), 0);
+        RecvBuffer {
+            buf,
+            scratch: AlignedVec::new(),
+            start: 0,
+            end: 0,
+            needed: 0,
+            decoder: FrameDecoder::new(config.max_frame_len_bytes as u64),
+            // One maximal frame plus its header always fits.
+            max_buf_bytes: config.max_frame_len_bytes + 4096,
+        }
+    }
+
+    /// Free space to receive into, after moving undecoded bytes to the front or growing the
+    /// buffer (never past one maximal frame) when the pending frame would not fit.
+    pub fn spare_mut(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let want = self.needed.max(1);
+        if self.buf.len() - self.start < want || self.end == self.buf.len() {
+            let pending = self.end - self.start;
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = pending;
+            let need_len = want.max(pending + 1);
+            if need_len > self.buf.len() {
+                let new_len = need_len
+                    .next_power_of_two()
+                    .min(self.max_buf_bytes.max(need_len));
+                self.buf.resize(new_len, 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Marks `n` bytes of `spare_mut` as received.
+    pub fn filled(&mut self, n: usize) {
+        assert!(
+            self.end + n <= self.buf.len(),
+            "filled past the receive buffer"
+        );
+        self.end += n;
+    }
+
+    /// Whether undecoded bytes are held (a frame cut by a close is a protocol error).
+    pub fn has_partial(&self) -> bool {
+        self.start != self.end
+    }
+
+    /// Decodes the next complete frame, if any.
+    pub fn next_frame(&mut self) -> Result<Option<InFrame<'_>>, FrameError> {
+        if self.start == self.end {
+            return Ok(None);
+        }
+        match self.decoder.decode(&self.buf[self.start..self.end])? {
+            Decoded::Incomplete { needed } => {
+                self.needed = needed;
+                Ok(None)
+            }
+            Decoded::Frame(Frame {
+                kind,
+                body,
+                consumed,
+            }) => {
+                self.needed = 0;
+                let at = self.start;
+                self.start += consumed;
+                let body = &self.buf[at + body.start..at + body.end];
+                if body.as_ptr().align_offset(BODY_ALIGN) == 0 {
+                    Ok(Some(InFrame { kind, body }))
+                } else {
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(body);
+                    Ok(Some(InFrame {
+                        kind,
+                        body: &self.scratch[..],
+                    }))
+                }
+            }
+        }
+    }
+}
+
+/// One TCP connection. Shared (`Rc`) between its receive loop, its writer task and whoever
+/// queues frames; it lives on one executor.
+pub struct Conn {
+    peer: SocketAddr,
+    config: ConnConfig,
+    stream: RefCell<TcpStream>,
+    /// The socket of `stream`, for non-blocking `recv`; valid as long as `stream` lives (the
+    /// same struct owns both).
+    fd: std::os::fd::RawFd,
+    /// Whole frames queued and not yet handed to the socket.
+    pending: RefCell<AlignedVec>,
+    /// The buffer being written, kept between writes to reuse its memory.
+    spare: RefCell<AlignedVec>,
+    /// Invariant: while true, exactly one task is inside `write_pending`; nobody else writes.
+    writing: Cell<bool>,
+    writer_waker: RefCell<Option<Waker>>,
+    closed: Cell<bool>,
+    stats: Cell<ConnStats>,
+}
+
+impl Conn {
+    /// Wraps an accepted or connected stream: sets TCP_NODELAY and the socket timeouts.
+    pub fn new(stream: TcpStream, config: ConnConfig) -> Result<Rc<Conn>, TransportError> {
+        let peer = stream.peer_addr().map_err(|e| TransportError::Io {
+            peer: ([0, 0, 0, 0], 0).into(),
+            source: e.into(),
+        })?;
+        let io = |e: glommio::GlommioError<()>| TransportError::Io {
+            peer,
+            source: e.into(),
+        };
+        stream.set_nodelay(true).map_err(io)?;
+        stream
+            .set_read_timeout(Some(config.idle_timeout))
+            .map_err(io)?;
+        stream
+            .set_write_timeout(Some(config.io_timeout))
+            .map_err(io)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        Ok(Rc::new(Conn {
+            peer,
+            config,
+            fd,
+            stream: RefCell::new(stream),
+            pending: RefCell::new(AlignedVec::with_capacity(64 << 10)),
+            spare: RefCell::new(AlignedVec::with_capacity(64 << 10)),
+            writing: Cell::new(false),
+            writer_waker: RefCell::new(None),
+            closed: Cell::new(false),
+            stats: Cell::new(ConnStats::default()),
+        }))
+    }
+
+    /// Connects within `io_timeout`.
+    pub async fn connect(addr: SocketAddr, config: ConnConfig) -> Result<Rc<Conn>, TransportError> {
+        let stream = TcpStream::connect_timeout(addr, config.io_timeout)
+            .await
+            .map_err(|e| TransportError::Io {
+                peer: addr,
+                source: e.into(),
+            })?;
+        Conn::new(stream, config)
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn config(&self) -> &ConnConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> ConnStats {
+        self.stats.get()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Bytes queued and not yet handed to the socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.pending.borrow().len()
+    }
+
+    fn update_stats(&self, f: impl FnOnce(&mut ConnStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    /// Queues one frame that `encode` appends to the buffer it is given (it must append exactly
+    /// one whole frame, or nothing and return an error). Nothing is sent before `flush`,
+    /// `kick` or the writer task's next turn.
+    pub fn push_with<E>(
+        &self,
+        delivery: Delivery,
+        encode: impl FnOnce(&mut AlignedVec) -> Result<(), E>,
+    ) -> Result<Pushed, PushError<E>> {
+        if self.closed.get() {
+            return Err(PushError::Transport(TransportError::Closed {
+                peer: self.peer,
+            }));
+        }
+        let mut pending = self.pending.borrow_mut();
+        let before = pending.len();
+        if delivery == Delivery::Lossy && before >= self.config.queue_limit_bytes {
+            drop(pending);
+            self.update_stats(|s| s.frames_dropped += 1);
+            return Ok(Pushed::Dropped);
+        }
+        if let Err(e) = encode(&mut pending) {
+            pending.resize(before, 0);
+            return Err(PushError::Encode(e));
+        }
+        let after = pending.len();
+        drop(pending);
+        match delivery {
+            Delivery::Lossy if after > self.config.queue_limit_bytes && before > 0 => {
+                // NOTE: one frame larger than the whole limit still goes out on an empty queue,
+                // otherwise a big append could never be sent.
+                self.pending.borrow_mut().resize(before, 0);
+                self.update_stats(|s| s.frames_dropped += 1);
+                Ok(Pushed::Dropped)
+            }
+            Delivery::Reliable if after > self.config.hard_limit_bytes => {
+                let err = TransportError::SlowPeer {
+                    peer: self.peer,
+                    queued_bytes: after,
+                    limit_bytes: self.config.hard_limit_bytes,
+                };
+                tracing::warn!(peer = %self.peer, error = %err, "closing connection");
+                self.close();
+                Err(PushError::Transport(err))
+            }
+            _ => {
+                self.update_stats(|s| s.frames_queued += 1);
+                Ok(Pushed::Queued)
+            }
+        }
+    }
+
+    /// Queues `msg` as one frame (see `push_with`), refusing a body over `max_frame_len_bytes`.
+    pub fn push<M: WireMessage>(
+        &self,
+        delivery: Delivery,
+        msg: &M,
+    ) -> Result<Pushed, PushError<EncodeError>> {
+        let max = self.config.max_frame_len_bytes as u64;
+        self.push_with(delivery, |out| {
+            encode_frame_limited(msg, max, out).map(|_| ())
+        })
+    }
+
+    /// Wakes the writer task: everything queued in this turn of the event loop leaves together
+    /// once the current task yields.
+    pub fn kick(&self) {
+        if let Some(w) = self.writer_waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Writes the queued bytes now from the calling task, unless another task is writing (that
+    /// one then also sends these bytes). Returns once the bytes are in the socket.
+    pub async fn flush(&self) -> Result<(), TransportError> {
+        if self.writing.get() || self.pending.borrow().is_empty() {
+            return Ok(());
+        }
+        self.write_pending().await
+    }
+
+    async fn write_pending(&self) -> Result<(), TransportError> {
+        assert!(!self.writing.get(), "two writers on one connection");
+        self.writing.set(true);
+        let result = self.write_pending_inner().await;
+        self.writing.set(false);
+        if let Err(e) = &result {
+            self.fail(e);
+        }
+        result
+    }
+
+    async fn write_pending_inner(&self) -> Result<(), TransportError> {
+        loop {
+            let mut out = std::mem::take(&mut *self.spare.borrow_mut());
+            std::mem::swap(&mut out, &mut *self.pending.borrow_mut());
+            if out.is_empty() {
+                *self.spare.borrow_mut() = out;
+                return Ok(());
+            }
+            let mut off = 0;
+            while off < out.len() {
+                if self.closed.get() {
+                    return Err(TransportError::Closed { peer: self.peer });
+                }
+                let n = poll_fn(|cx| {
+                    let mut stream = self.stream.borrow_mut();
+                    Pin::new(&mut *stream).poll_write(cx, &out[off..])
+                })
+                .await
+                .map_err(|e| self.io_error(e, "writing"))?;
+                if n == 0 {
+                    return Err(TransportError::Closed { peer: self.peer });
+                }
+                off += n;
+            }
+            self.update_stats(|s| s.bytes_sent += out.len() as u64);
+            out.clear();
+            *self.spare.borrow_mut() = out;
+        }
+    }
+
+    /// The writer task: sends whatever is queued whenever it is kicked, until the connection
+    /// closes. Spawn one per connection that receives `kick`s.
+    pub async fn writer_loop(self: Rc<Conn>) -> Result<(), TransportError> {
+        loop {
+            poll_fn(|cx| {
+                if self.closed.get() || (!self.writing.get() && !self.pending.borrow().is_empty()) {
+                    Poll::Ready(())
+                } else {
+                    *self.writer_waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+            if self.closed.get() {
+                return Err(TransportError::Closed { peer: self.peer });
+            }
+            self.write_pending().await?;
+        }
+    }
+
+    /// Receives into `buf` until at least one frame is complete or the connection fails;
+    /// returns the number of bytes read. Bounded by `idle_timeout`.
+    pub async fn fill(&self, buf: &mut RecvBuffer) -> Result<usize, TransportError> {
+        if self.closed.get() {
+            return Err(TransportError::Closed { peer: self.peer });
+        }
+        let spare = buf.spare_mut();
+        // NOTE: glommio's `poll_read` arms an io_uring readiness poll whenever a read returns
+        // fewer bytes than asked, and while that poll is pending it skips its own
+        // non-blocking read: with a large receive buffer every request/response round trip
+        // would pay for one more ring submission and completion. So bytes already waiting are
+        // taken with a plain non-blocking `recv`, and glommio only waits for readiness,
+        // reading exactly one byte (a full read arms nothing); the rest follows at once.
+        let n = match self.try_recv(spare) {
+            Some(result) => result?,
+            None => {
+                let first = poll_fn(|cx| {
+                    let mut stream = self.stream.borrow_mut();
+                    Pin::new(&mut *stream).poll_read(cx, &mut spare[..1])
+                })
+                .await
+                .map_err(|e| self.io_error(e, "waiting for bytes"))?;
+                if first == 1 {
+                    1 + self.try_recv(&mut spare[1..]).transpose()?.unwrap_or(0)
+                } else {
+                    first
+                }
+            }
+        };
+        if n == 0 {
+            return Err(TransportError::Closed { peer: self.peer });
+        }
+        buf.filled(n);
+        Ok(n)
+    }
+
+    /// A non-blocking `recv` straight on the socket: `None` when no byte is waiting.
+    fn try_recv(&self, into: &mut [u8]) -> Option<Result<usize, TransportError>> {
+        if into.is_empty() {
+            return Some(Ok(0));
+        }
+        match nix::sys::socket::recv(self.fd, into, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => Some(Ok(n)),
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => None,
+            Err(e) => Some(Err(TransportError::Io {
+                peer: self.peer,
+                source: e.into(),
+            })),
+        }
+    }
+
+    /// Reads one frame (used for the handshake and by simple request/response callers) and
+    /// gives it to `f`.
+    pub async fn read_frame<T>(
+        &self,
+        buf: &mut RecvBuffer,
+        f: impl FnOnce(InFrame<'_>) -> T,
+    ) -> Result<T, TransportError> {
+        loop {
+            match buf.next_frame() {
+                Ok(Some(frame)) => {
+                    self.update_stats(|s| s.frames_received += 1);
+                    return Ok(f(frame));
+                }
+                Ok(None) => {}
+                Err(source) => return Err(self.frame_error(source)),
+            }
+            self.fill(buf).await?;
+        }
+    }
+
+    /// The receive loop: reads, hands every complete frame to `on_frame`, then flushes what
+    /// the handlers queued on this connection from this same task. A bad frame or an error
+    /// returned by `on_frame` closes this connection only (logged with peer and reason).
+    pub async fn recv_loop(
+        &self,
+        buf: &mut RecvBuffer,
+        mut on_frame: impl FnMut(InFrame<'_>) -> Result<(), TransportError>,
+    ) -> Result<(), TransportError> {
+        let result: Result<(), TransportError> = async {
+            loop {
+                loop {
+                    match buf.next_frame() {
+                        Ok(Some(frame)) => {
+                            self.update_stats(|s| s.frames_received += 1);
+                            on_frame(frame)?;
+                        }
+                        Ok(None) => break,
+                        Err(source) => return Err(self.frame_error(source)),
+                    }
+                }
+                self.flush().await?;
+                self.fill(buf).await?;
+            }
+        }
+        .await;
+        if let Err(e) = &result {
+            self.fail(e);
+        }
+        result
+    }
+
+    fn frame_error(&self, source: FrameError) -> TransportError {
+        let err = TransportError::Frame {
+            peer: self.peer,
+            source,
+        };
+        tracing::warn!(peer = %self.peer, error = %err, "closing connection on a bad frame");
+        self.close();
+        err
+    }
+
+    fn io_error(&self, e: std::io::Error, what: &'static str) -> TransportError {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            let timeout = if what == "writing" {
+                self.config.io_timeout
+            } else {
+                self.config.idle_timeout
+            };
+            TransportError::Timeout {
+                peer: self.peer,
+                what,
+                timeout,
+            }
+        } else {
+            TransportError::Io {
+                peer: self.peer,
+                source: e,
+            }
+        }
+    }
+
+    fn fail(&self, e: &TransportError) {
+        if !self.closed.get() {
+            match e {
+                TransportError::Closed { .. } => {
+                    tracing::debug!(peer = %self.peer, "connection closed by peer")
+                }
+                e => tracing::info!(peer = %self.peer, error = %e, "connection closed"),
+            }
+        }
+        self.close();
+    }
+
+    /// Closes the connection: both directions are shut down, queued bytes are discarded, the
+    /// writer task and the receive loop end with `Closed`.
+    pub fn close(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        self.pending.borrow_mut().clear();
+        // NOTE: shutdown wakes a read pending in the receive loop; its result does not
+        // matter since the socket is being dropped.
+        let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Both);
+        self.kick();
+    }
+}
+
+/// `push_with` failed: the encoder refused the message, or the connection is gone.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError<E> {
+    #[error("could not encode the frame: {0}")]
+    Encode(E),
+    #[error(transparent)]
+    Transport(TransportError),
+}
