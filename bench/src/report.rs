@@ -114,7 +114,10 @@ impl Report {
             let mut out = Map::new();
             out.insert("benchmark".into(), Value::from(self.benchmark));
             out.insert("config".into(), self.config.clone());
-            out.insert("env".into(), serde_json::to_value(&env).unwrap_or(Value::Null));
+            out.insert(
+                "env".into(),
+                serde_json::to_value(&env).unwrap_or(Value::Null),
+            );
             for (k, v) in &self.figures {
                 out.insert(k.clone(), v.clone());
             }

@@ -1,1 +1,5 @@
 //! quasar-shard: the pure Raft core, and (later) ranges, the multi-raft store and the runtime.
+
+/// Linearizability checking of client histories, for the simulators.
+#[cfg(feature = "sim")]
+pub mod linearizability;

@@ -1,0 +1,576 @@
+//! The configuration of `quasar start`: flags, `QUASAR_*` environment variables and an
+//! optional TOML file, resolved into one validated [`NodeConfig`].
+//!
+//! Every setting has one name in three spellings: the flag `--node-id`, the environment
+//! variable `QUASAR_NODE_ID` and the file key `node-id`. A flag wins over the environment
+//! (clap reads both into [`StartArgs`]), which wins over the file, which wins over the
+//! default. Every error names the setting, the value, what is wrong with it and how to fix
+//! it; nothing is guessed.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Flags of `quasar start` (each also read from `QUASAR_<FLAG>`). All optional here: the
+/// file and the defaults fill what is missing, and [`NodeConfig::resolve`] says what is
+/// still required.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct StartArgs {
+    /// A TOML file whose keys are the flag names without dashes (`node-id = 1`).
+    #[arg(long, env = "QUASAR_CONFIG", value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// This node's id, a positive integer unique in the cluster.
+    #[arg(long, env = "QUASAR_NODE_ID", value_name = "N")]
+    pub node_id: Option<u64>,
+    /// Directory holding this node's write-ahead logs and snapshots.
+    #[arg(long, env = "QUASAR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address shard 0 listens on; shard i listens on port + i.
+    #[arg(long, env = "QUASAR_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Address other nodes and clients use to reach shard 0 (default: --listen).
+    #[arg(long, env = "QUASAR_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Address of the admin HTTP port (/health, /ready, /status, /metrics).
+    #[arg(long, env = "QUASAR_ADMIN_LISTEN", value_name = "HOST:PORT")]
+    pub admin_listen: Option<String>,
+    /// Members of a new cluster, `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`; read on first
+    /// start only, restarts read the data directory.
+    #[arg(long, env = "QUASAR_INITIAL_CLUSTER", value_name = "ID=HOST:PORT,...")]
+    pub initial_cluster: Option<String>,
+    /// Name of the cluster; a peer with another name is refused.
+    #[arg(long, env = "QUASAR_CLUSTER_ID", value_name = "NAME")]
+    pub cluster_id: Option<String>,
+    /// Number of shards (one per core; default: every core).
+    #[arg(long, env = "QUASAR_SHARDS", value_name = "N")]
+    pub shards: Option<usize>,
+    /// Pin shard i to core i (default: true).
+    #[arg(long, env = "QUASAR_PIN", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub pin: Option<bool>,
+    /// Length of one Raft tick in milliseconds.
+    #[arg(long, env = "QUASAR_TICK_MS", value_name = "MS")]
+    pub tick_ms: Option<u64>,
+    /// Election timeout in ticks (randomized in [N, 2N)).
+    #[arg(long, env = "QUASAR_ELECTION_TICKS", value_name = "N")]
+    pub election_ticks: Option<u32>,
+    /// Heartbeat interval in ticks.
+    #[arg(long, env = "QUASAR_HEARTBEAT_TICKS", value_name = "N")]
+    pub heartbeat_ticks: Option<u32>,
+}
+
+/// The same settings as read from a TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    node_id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    admin_listen: Option<String>,
+    initial_cluster: Option<String>,
+    cluster_id: Option<String>,
+    shards: Option<usize>,
+    pin: Option<bool>,
+    tick_ms: Option<u64>,
+    election_ticks: Option<u32>,
+    heartbeat_ticks: Option<u32>,
+}
+
+/// Defaults: etcd-like timing (100 ms heartbeats, 1 s elections) with a 10 ms tick.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7100";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7180";
+pub const DEFAULT_CLUSTER_ID: &str = "quasar";
+pub const DEFAULT_TICK_MS: u64 = 10;
+pub const DEFAULT_ELECTION_TICKS: u32 = 100;
+pub const DEFAULT_HEARTBEAT_TICKS: u32 = 10;
+/// More shards than this is a typo, not a machine.
+pub const MAX_SHARDS: usize = 1024;
+
+/// A validated node configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Empty when not given (a restart, or a node joining an existing cluster).
+    pub initial_cluster: BTreeMap<u64, SocketAddr>,
+    pub cluster_id: String,
+    pub shards: usize,
+    pub pin: bool,
+    pub tick_ms: u64,
+    pub election_ticks: u32,
+    pub heartbeat_ticks: u32,
+}
+
+/// A setting that cannot be used, with the fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--{setting} is required: {fix}")]
+    Missing { setting: &'static str, fix: String },
+    #[error("invalid --{setting} `{value}`: {reason}; {fix}")]
+    Invalid {
+        setting: &'static str,
+        value: String,
+        reason: String,
+        fix: String,
+    },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+fn invalid(
+    setting: &'static str,
+    value: impl ToString,
+    reason: impl ToString,
+    fix: impl ToString,
+) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        value: value.to_string(),
+        reason: reason.to_string(),
+        fix: fix.to_string(),
+    }
+}
+
+impl NodeConfig {
+    /// Resolves flags (and their environment variables) over the file named by `--config`,
+    /// over the defaults. `cores` is the default for `--shards`.
+    pub fn resolve(args: &StartArgs, cores: usize) -> Result<NodeConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file, cores)
+    }
+
+    /// Resolves flags over the TOML text `file`; for tests and `--config` alike.
+    pub fn resolve_with_file_text(
+        args: &StartArgs,
+        file: &str,
+        cores: usize,
+    ) -> Result<NodeConfig, ConfigError> {
+        let file = toml::from_str(file).map_err(|e| ConfigError::File {
+            path: PathBuf::from("<text>"),
+            reason: e.to_string(),
+        })?;
+        Self::merge(args, file, cores)
+    }
+
+    fn merge(args: &StartArgs, file: FileConfig, cores: usize) -> Result<NodeConfig, ConfigError> {
+        let node_id = args
+            .node_id
+            .or(file.node_id)
+            .ok_or_else(|| ConfigError::Missing {
+                setting: "node-id",
+                fix: "give every node a unique positive id, e.g. --node-id 1 (or QUASAR_NODE_ID)"
+                    .into(),
+            })?;
+        if node_id == 0 {
+            return Err(invalid(
+                "node-id",
+                0,
+                "0 means \"no node\" in Raft",
+                "use 1 or higher",
+            ));
+        }
+        let data_dir =
+            args.data_dir
+                .clone()
+                .or(file.data_dir)
+                .ok_or_else(|| ConfigError::Missing {
+                    setting: "data-dir",
+                    fix: "name a directory for the logs, e.g. --data-dir /var/lib/quasar".into(),
+                })?;
+
+        let shards = args.shards.or(file.shards).unwrap_or(cores.max(1));
+        if shards == 0 || shards > MAX_SHARDS {
+            return Err(invalid(
+                "shards",
+                shards,
+                format!("must be between 1 and {MAX_SHARDS}"),
+                "use one shard per core you want Quasar to own",
+            ));
+        }
+
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or(DEFAULT_LISTEN.into());
+        let listen = parse_addr("listen", &listen_text)?;
+        if u32::from(listen.port()) + shards as u32 - 1 > u32::from(u16::MAX) {
+            return Err(invalid(
+                "listen",
+                &listen_text,
+                format!("shards 0..{shards} listen on consecutive ports and would pass 65535"),
+                "choose a lower base port or fewer --shards",
+            ));
+        }
+        let advertise = match args.advertise.clone().or(file.advertise) {
+            Some(text) => parse_addr("advertise", &text)?,
+            None if listen.ip().is_unspecified() => {
+                return Err(ConfigError::Missing {
+                    setting: "advertise",
+                    fix: format!(
+                        "--listen {listen_text} binds every interface, so peers need an \
+                         address to reach this node: pass --advertise HOST:{}",
+                        listen.port()
+                    ),
+                })
+            }
+            None => listen,
+        };
+        if advertise.port() == 0 || advertise.ip().is_unspecified() {
+            return Err(invalid(
+                "advertise",
+                advertise,
+                "peers cannot connect to an unspecified address or port 0",
+                "pass the address peers use to reach this node",
+            ));
+        }
+        let admin_text = args
+            .admin_listen
+            .clone()
+            .or(file.admin_listen)
+            .unwrap_or(DEFAULT_ADMIN_LISTEN.into());
+        let admin_listen = parse_addr("admin-listen", &admin_text)?;
+
+        let initial_cluster = match args.initial_cluster.clone().or(file.initial_cluster) {
+            Some(text) => parse_initial_cluster(&text, node_id, advertise)?,
+            None => BTreeMap::new(),
+        };
+
+        let cluster_id = args
+            .cluster_id
+            .clone()
+            .or(file.cluster_id)
+            .unwrap_or(DEFAULT_CLUSTER_ID.into());
+        let id_ok = !cluster_id.is_empty()
+            && cluster_id.len() <= 64
+            && cluster_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !id_ok {
+            return Err(invalid(
+                "cluster-id",
+                &cluster_id,
+                "must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
+                "pick a short name such as prod-meta-1",
+            ));
+        }
+
+        let tick_ms = args.tick_ms.or(file.tick_ms).unwrap_or(DEFAULT_TICK_MS);
+        if !(1..=1000).contains(&tick_ms) {
+            return Err(invalid(
+                "tick-ms",
+                tick_ms,
+                "must be 1 to 1000",
+                "the default is 10",
+            ));
+        }
+        let heartbeat_ticks = args
+            .heartbeat_ticks
+            .or(file.heartbeat_ticks)
+            .unwrap_or(DEFAULT_HEARTBEAT_TICKS);
+        if heartbeat_ticks == 0 {
+            return Err(invalid(
+                "heartbeat-ticks",
+                0,
+                "must be at least 1",
+                "the default is 10",
+            ));
+        }
+        let election_ticks = args
+            .election_ticks
+            .or(file.election_ticks)
+            .unwrap_or(DEFAULT_ELECTION_TICKS);
+        // Raft §3.4: elections must not fire between two heartbeats of a live leader; keep a
+        // margin for a lost heartbeat and scheduling delays.
+        if election_ticks < heartbeat_ticks.saturating_mul(3) {
+            return Err(invalid(
+                "election-ticks",
+                election_ticks,
+                format!("must be at least 3 x --heartbeat-ticks ({heartbeat_ticks})"),
+                format!(
+                    "use --election-ticks {} or more",
+                    heartbeat_ticks.saturating_mul(10)
+                ),
+            ));
+        }
+
+        Ok(NodeConfig {
+            node_id,
+            data_dir,
+            listen,
+            advertise,
+            admin_listen,
+            initial_cluster,
+            cluster_id,
+            shards,
+            pin: args.pin.or(file.pin).unwrap_or(true),
+            tick_ms,
+            election_ticks,
+            heartbeat_ticks,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// `HOST:PORT`, resolving a host name once at start.
+fn parse_addr(setting: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let fix = format!("write HOST:PORT, e.g. --{setting} 127.0.0.1:7100");
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| invalid(setting, text, "the host name has no address", &fix)),
+        Err(e) => Err(invalid(setting, text, e, fix)),
+    }
+}
+
+fn parse_initial_cluster(
+    text: &str,
+    node_id: u64,
+    advertise: SocketAddr,
+) -> Result<BTreeMap<u64, SocketAddr>, ConfigError> {
+    const FIX: &str = "write ID=HOST:PORT pairs separated by commas, e.g. \
+                       --initial-cluster 1=10.0.0.1:7100,2=10.0.0.2:7100,3=10.0.0.3:7100";
+    let mut members = BTreeMap::new();
+    for member in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let (id, addr) = member
+            .split_once('=')
+            .ok_or_else(|| invalid("initial-cluster", member, "missing `=`", FIX))?;
+        let id: u64 = id.trim().parse().ok().filter(|&id| id > 0).ok_or_else(|| {
+            invalid(
+                "initial-cluster",
+                member,
+                "the id is not a positive integer",
+                FIX,
+            )
+        })?;
+        let addr = parse_addr("initial-cluster", addr.trim())?;
+        if members.insert(id, addr).is_some() {
+            return Err(invalid(
+                "initial-cluster",
+                text,
+                format!("node {id} appears twice"),
+                FIX,
+            ));
+        }
+    }
+    if members.is_empty() {
+        return Err(invalid("initial-cluster", text, "names no member", FIX));
+    }
+    match members.get(&node_id) {
+        None => Err(invalid(
+            "initial-cluster",
+            text,
+            format!("does not name this node (--node-id {node_id})"),
+            "list every initial member, this node included",
+        )),
+        Some(addr) if *addr != advertise => Err(invalid(
+            "initial-cluster",
+            text,
+            format!("gives node {node_id} the address {addr}, but it advertises {advertise}"),
+            "make the entry match --advertise (or --listen)",
+        )),
+        Some(_) => Ok(members),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(node_id: u64) -> StartArgs {
+        StartArgs {
+            node_id: Some(node_id),
+            data_dir: Some("/tmp/q".into()),
+            ..StartArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_id_and_data_dir() {
+        let config = NodeConfig::resolve(&args(1), 4).unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(config.advertise, config.listen);
+        assert_eq!(config.shards, 4);
+        assert!(config.pin);
+        assert!(config.initial_cluster.is_empty());
+        assert_eq!(
+            (
+                config.tick_ms,
+                config.election_ticks,
+                config.heartbeat_ticks
+            ),
+            (10, 100, 10)
+        );
+    }
+
+    #[test]
+    fn missing_required_settings_name_the_flag() {
+        let err = NodeConfig::resolve(&StartArgs::default(), 2).unwrap_err();
+        assert!(
+            err.to_string().starts_with("--node-id is required"),
+            "{err}"
+        );
+        let a = StartArgs {
+            node_id: Some(1),
+            ..StartArgs::default()
+        };
+        let err = NodeConfig::resolve(&a, 2).unwrap_err();
+        assert!(
+            err.to_string().starts_with("--data-dir is required"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let mut a = args(2);
+        a.shards = Some(3);
+        let file = "node-id = 9\nshards = 8\ntick-ms = 20\ncluster-id = \"meta\"\n";
+        let config = NodeConfig::resolve_with_file_text(&a, file, 2).unwrap();
+        assert_eq!(config.node_id, 2);
+        assert_eq!(config.shards, 3);
+        assert_eq!(config.tick_ms, 20);
+        assert_eq!(config.cluster_id, "meta");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let err = NodeConfig::resolve_with_file_text(&args(1), "node_idd = 1\n", 2).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `node_idd`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn initial_cluster_must_include_this_node_at_its_address() {
+        let mut a = args(2);
+        a.listen = Some("127.0.0.1:7200".into());
+        a.initial_cluster = Some("1=127.0.0.1:7100, 2=127.0.0.1:7200,3=127.0.0.1:7300".into());
+        let config = NodeConfig::resolve(&a, 1).unwrap();
+        assert_eq!(config.initial_cluster.len(), 3);
+
+        a.initial_cluster = Some("1=127.0.0.1:7100,3=127.0.0.1:7300".into());
+        let err = NodeConfig::resolve(&a, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("does not name this node (--node-id 2)"),
+            "{err}"
+        );
+
+        a.initial_cluster = Some("1=127.0.0.1:7100,2=127.0.0.1:7999".into());
+        let err = NodeConfig::resolve(&a, 1).unwrap_err().to_string();
+        assert!(err.contains("but it advertises 127.0.0.1:7200"), "{err}");
+
+        for bad in [
+            "1=127.0.0.1:7100,1=127.0.0.1:7200",
+            "x=127.0.0.1:1",
+            "2127.0.0.1:7200",
+            ",",
+        ] {
+            a.initial_cluster = Some(bad.into());
+            let err = NodeConfig::resolve(&a, 1).unwrap_err().to_string();
+            assert!(err.starts_with("invalid --initial-cluster"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn unspecified_listen_needs_an_advertised_address() {
+        let mut a = args(1);
+        a.listen = Some("0.0.0.0:7100".into());
+        let err = NodeConfig::resolve(&a, 1).unwrap_err().to_string();
+        assert!(err.contains("--advertise is required"), "{err}");
+        a.advertise = Some("10.1.2.3:7100".into());
+        assert_eq!(
+            NodeConfig::resolve(&a, 1).unwrap().advertise,
+            "10.1.2.3:7100".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_the_fix() {
+        type Edit = Box<dyn Fn(&mut StartArgs)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|a| a.node_id = Some(0)), "invalid --node-id `0`"),
+            (
+                Box::new(|a| a.listen = Some("localhost".into())),
+                "invalid --listen `localhost`",
+            ),
+            (Box::new(|a| a.shards = Some(0)), "invalid --shards `0`"),
+            (
+                Box::new(|a| {
+                    a.listen = Some("127.0.0.1:65535".into());
+                    a.shards = Some(2);
+                }),
+                "would pass 65535",
+            ),
+            (
+                Box::new(|a| a.cluster_id = Some("no spaces".into())),
+                "invalid --cluster-id",
+            ),
+            (Box::new(|a| a.tick_ms = Some(0)), "invalid --tick-ms `0`"),
+            (
+                Box::new(|a| a.heartbeat_ticks = Some(0)),
+                "invalid --heartbeat-ticks `0`",
+            ),
+            (
+                Box::new(|a| a.election_ticks = Some(20)),
+                "invalid --election-ticks `20`: must be at least 3 x --heartbeat-ticks (10)",
+            ),
+        ];
+        for (edit, expected) in cases {
+            let mut a = args(1);
+            edit(&mut a);
+            let err = NodeConfig::resolve(&a, 1).unwrap_err().to_string();
+            assert!(err.contains(expected), "expected `{expected}` in `{err}`");
+        }
+    }
+
+    #[test]
+    fn flags_parse_through_clap() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            start: StartArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "quasar",
+            "--node-id",
+            "3",
+            "--data-dir",
+            "/d",
+            "--pin",
+            "false",
+        ])
+        .unwrap();
+        let config = NodeConfig::resolve(&cli.start, 2).unwrap();
+        assert_eq!(config.node_id, 3);
+        assert!(!config.pin);
+        let cli =
+            Cli::try_parse_from(["quasar", "--node-id", "3", "--data-dir", "/d", "--pin"]).unwrap();
+        assert!(NodeConfig::resolve(&cli.start, 2).unwrap().pin);
+        assert!(Cli::try_parse_from(["quasar", "--node-id", "three"]).is_err());
+    }
+}
