@@ -13,9 +13,11 @@
 //!  propose:  check_proposal (limits, route, key in range)  -> Raft log
 //!  commit:   apply(index, request) -> session lookup -> execute -> record outcome
 //!  read:     read(op) on the applied state
+//!  snapshot: encode_snapshot() -> checksummed bytes -> decode_snapshot() on the receiver
 //! ```
 
 mod session;
+mod snapshot;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -27,6 +29,7 @@ use quasar_rpc::message::{
 };
 
 pub use session::{Lookup, Outcome, Sessions, DEFAULT_MAX_SESSIONS, OUTCOMES_PER_SESSION};
+pub use snapshot::SnapshotError;
 
 /// Limits a range enforces before proposing a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -150,6 +150,11 @@ impl Sessions {
         self.evictions
     }
 
+    /// Restores the eviction count from a snapshot.
+    pub fn set_evictions(&mut self, evictions: u64) {
+        self.evictions = evictions;
+    }
+
     /// Rebuilds one session from a snapshot.
     pub fn restore(
         &mut self,
