@@ -13,6 +13,8 @@
 pub mod raft;
 pub mod range;
 
+pub mod range;
+
 /// Linearizability checking of client histories, for the simulators.
 #[cfg(feature = "sim")]
 pub mod linearizability;

@@ -572,6 +572,19 @@ pub enum RequestError {
         /// Why the outcome is unknown.
         reason: AmbiguousReason,
     },
+    /// A retry of a write whose outcome the range no longer remembers (the session was
+    /// evicted, or the sequence is older than the outcomes kept per session). Whether it
+    /// was applied is unknown, and retrying cannot tell.
+    #[error(
+        "session {session} sequence {sequence} is too old: the range no longer remembers its \
+         outcome; read the key to learn whether the write took effect, and start a new session"
+    )]
+    SessionExpired {
+        /// The session.
+        session: SessionId,
+        /// The sequence retried.
+        sequence: Sequence,
+    },
 }
 
 impl RequestError {
@@ -592,13 +605,17 @@ impl RequestError {
             RequestError::ConditionFailed { .. }
             | RequestError::TooLarge { .. }
             | RequestError::InvalidRequest { .. }
-            | RequestError::UnknownNode { .. } => false,
+            | RequestError::UnknownNode { .. }
+            | RequestError::SessionExpired { .. } => false,
         }
     }
 
     /// Whether the request is known not to have been applied (every error but
-    /// `Ambiguous`).
+    /// `Ambiguous` and `SessionExpired`).
     pub fn is_definite(&self) -> bool {
-        !matches!(self, RequestError::Ambiguous { .. })
+        !matches!(
+            self,
+            RequestError::Ambiguous { .. } | RequestError::SessionExpired { .. }
+        )
     }
 }

@@ -1,0 +1,442 @@
+//! The key-value state machine of one range: an ordered map of byte-string keys to
+//! versioned values, the client operations of `rpc::message`, size limits and exactly-once
+//! sessions.
+//!
+//! Pure and deterministic: no clock, no I/O. Writes arrive as committed log entries and are
+//! applied in log order with [`RangeState::apply`], which reads the request in place (the
+//! entry payload is the client's rkyv-encoded request, copied once from the socket into the
+//! log). A key's version is the index of the entry that last wrote it. Reads never touch the
+//! log: the replica decides when it may serve them (lease, ReadIndex or stale bound) and
+//! then calls [`RangeState::read`].
+//!
+//! ```text
+//!  propose:  check_proposal (limits, route, key in range)  -> Raft log
+//!  commit:   apply(index, request) -> session lookup -> execute -> record outcome
+//!  read:     read(op) on the applied state
+//!  snapshot: encode_snapshot() -> checksummed bytes -> decode_snapshot() on the receiver
+//! ```
+
+mod session;
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use quasar_rpc::message::{
+    ArchivedClientRequest, ArchivedExpected, ArchivedOperation, ArchivedScanRequest, ArchivedTxn,
+    ArchivedTxnOp, InvalidReason, KeyValue, KeyVersion, LimitKind, RangeDescriptor, Reply,
+    RequestError, ScanPage, SizeLimits, TxnBranch, TxnOpResult, TxnReply, VersionedValue,
+};
+
+pub use session::{Lookup, Outcome, Sessions, DEFAULT_MAX_SESSIONS, OUTCOMES_PER_SESSION};
+pub use snapshot::SnapshotError;
+
+/// Limits a range enforces before proposing a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeLimits {
+    /// Keys and values (and frames, for the transport).
+    pub sizes: SizeLimits,
+    /// The encoded request (one log entry).
+    pub max_request_bytes: u32,
+}
+
+impl Default for RangeLimits {
+    /// Keys 8 KiB, values 1 MiB, requests 4 MiB.
+    fn default() -> RangeLimits {
+        RangeLimits {
+            sizes: SizeLimits {
+                max_key_bytes: 8 << 10,
+                ..SizeLimits::default()
+            },
+            max_request_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A value and the version (log index) of the write that produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Versioned {
+    value: Vec<u8>,
+    version: KeyVersion,
+}
+
+/// The applied state of one range replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeState {
+    descriptor: RangeDescriptor,
+    data: BTreeMap<Vec<u8>, Versioned>,
+    sessions: Sessions,
+    /// The index of the last applied entry; versions never exceed it.
+    applied_index: u64,
+    limits: RangeLimits,
+}
+
+impl RangeState {
+    pub fn new(descriptor: RangeDescriptor, limits: RangeLimits) -> RangeState {
+        RangeState {
+            descriptor,
+            data: BTreeMap::new(),
+            sessions: Sessions::new(DEFAULT_MAX_SESSIONS),
+            applied_index: 0,
+            limits,
+        }
+    }
+
+    pub fn descriptor(&self) -> &RangeDescriptor {
+        &self.descriptor
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Checks a request before proposing it: its encoded size, its keys and values against
+    /// the limits, its route's epoch and that its keys lie in this range. A refused request
+    /// was not applied (a definite error).
+    pub fn check_proposal(
+        &self,
+        encoded_len: usize,
+        request: &ArchivedClientRequest,
+    ) -> Result<(), RequestError> {
+        if encoded_len > self.limits.max_request_bytes as usize {
+            return Err(RequestError::TooLarge {
+                what: LimitKind::Frame,
+                len: encoded_len as u64,
+                max: u64::from(self.limits.max_request_bytes),
+            });
+        }
+        self.limits.sizes.validate_archived_request(request)?;
+        if let Some(route) = request.route.as_ref() {
+            if route.range.get() != self.descriptor.id || route.epoch.get() != self.descriptor.epoch
+            {
+                return Err(RequestError::RangeMoved {
+                    descriptor: self.descriptor.clone(),
+                });
+            }
+        }
+        self.check_keys(&request.op)
+    }
+
+    /// Every key and span of `op` must lie in this range.
+    fn check_keys(&self, op: &ArchivedOperation) -> Result<(), RequestError> {
+        let outside = || RequestError::KeyNotInRange {
+            descriptor: self.descriptor.clone(),
+        };
+        let key_ok = |key: &[u8]| self.descriptor.contains(key);
+        let span_ok = |start: &[u8], end: &[u8]| self.descriptor.contains_span(start, end);
+        let ok = match op {
+            ArchivedOperation::Get { key }
+            | ArchivedOperation::Put { key, .. }
+            | ArchivedOperation::Delete { key }
+            | ArchivedOperation::CompareAndSet { key, .. }
+            | ArchivedOperation::Increment { key, .. } => key_ok(key),
+            ArchivedOperation::DeleteRange { start, end } => span_ok(start, end),
+            // A scan may run past the range's end: the page stops there and the client
+            // continues in the next range.
+            ArchivedOperation::Scan(scan) => key_ok(&scan.start),
+            ArchivedOperation::Txn(txn) => {
+                txn.compares.iter().all(|c| key_ok(&c.key))
+                    && txn
+                        .success
+                        .iter()
+                        .chain(txn.failure.iter())
+                        .all(|op| match op {
+                            ArchivedTxnOp::Get { key }
+                            | ArchivedTxnOp::Put { key, .. }
+                            | ArchivedTxnOp::Delete { key } => key_ok(key),
+                            ArchivedTxnOp::DeleteRange { start, end } => span_ok(start, end),
+                        })
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(outside())
+        }
+    }
+
+    /// Applies the committed write at `index`. Deterministic: every replica returns the
+    /// same outcome and reaches the same state. A retried write (same session and
+    /// sequence) returns its first outcome and changes nothing.
+    pub fn apply(&mut self, index: u64, request: &ArchivedClientRequest) -> Outcome {
+        assert!(
+            index > self.applied_index,
+            "range {}: apply of index {index} after {} (log order broken)",
+            self.descriptor.id,
+            self.applied_index
+        );
+        self.applied_index = index;
+        let session = request.session.get();
+        let sequence = request.sequence.get();
+        match self.sessions.lookup(session, sequence) {
+            Lookup::Duplicate(outcome) => return outcome.clone(),
+            Lookup::Forgotten => {
+                return Err(RequestError::SessionExpired { session, sequence });
+            }
+            Lookup::New => {}
+        }
+        // Keys are checked again at apply time: a split may have committed between the
+        // proposal and this entry.
+        let outcome = match self.check_keys(&request.op) {
+            Ok(()) => self.execute(KeyVersion(index), &request.op),
+            Err(e) => Err(e),
+        };
+        self.sessions
+            .record(session, sequence, index, outcome.clone());
+        outcome
+    }
+
+    /// Serves a read (`Get`, `Scan`, read-only `Txn`) from the applied state. The caller
+    /// has established that the state is fresh enough.
+    pub fn read(&self, op: &ArchivedOperation) -> Outcome {
+        self.check_keys(op)?;
+        match op {
+            ArchivedOperation::Get { key } => Ok(Reply::Get(self.get(key))),
+            ArchivedOperation::Scan(scan) => Ok(Reply::Scan(self.scan(scan))),
+            ArchivedOperation::Txn(txn) if txn_is_read_only(txn) => {
+                let branch = self.branch(txn);
+                let ops = match branch {
+                    TxnBranch::Success => &txn.success,
+                    TxnBranch::Failure => &txn.failure,
+                };
+                let results = ops
+                    .iter()
+                    .map(|op| match op {
+                        ArchivedTxnOp::Get { key } => TxnOpResult::Get(self.get(key)),
+                        _ => unreachable!("checked read-only above"),
+                    })
+                    .collect();
+                Ok(Reply::Txn(TxnReply {
+                    branch,
+                    version: KeyVersion::ABSENT,
+                    results,
+                }))
+            }
+            _ => panic!(
+                "range {}: read() called with a write; propose it",
+                self.descriptor.id
+            ),
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<VersionedValue> {
+        self.data.get(key).map(|v| VersionedValue {
+            value: v.value.clone(),
+            version: v.version,
+        })
+    }
+
+    fn current(&self, key: &[u8]) -> Option<(&[u8], KeyVersion)> {
+        self.data.get(key).map(|v| (v.value.as_slice(), v.version))
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8], version: KeyVersion) {
+        match self.data.get_mut(key) {
+            Some(existing) => {
+                existing.value.clear();
+                existing.value.extend_from_slice(value);
+                existing.version = version;
+            }
+            None => {
+                self.data.insert(
+                    key.to_vec(),
+                    Versioned {
+                        value: value.to_vec(),
+                        version,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Removes the keys of `[start, end)` clipped to this range; returns how many.
+    fn delete_span(&mut self, start: &[u8], end: &[u8]) -> u64 {
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let doomed: Vec<Vec<u8>> = self
+            .data
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &doomed {
+            self.data.remove(key);
+        }
+        doomed.len() as u64
+    }
+
+    fn execute(&mut self, version: KeyVersion, op: &ArchivedOperation) -> Outcome {
+        match op {
+            ArchivedOperation::Put { key, value } => {
+                self.put(key, value, version);
+                Ok(Reply::Written { version })
+            }
+            ArchivedOperation::Delete { key } => {
+                let found = self.data.remove(key.as_slice()).is_some();
+                Ok(Reply::Deleted { version, found })
+            }
+            ArchivedOperation::CompareAndSet {
+                key,
+                expected,
+                value,
+            } => {
+                let current = self.current(key);
+                let holds = match expected {
+                    ArchivedExpected::Version(v) => {
+                        current.map_or(KeyVersion::ABSENT, |(_, v)| v) == v.get()
+                    }
+                    ArchivedExpected::Value(expected) => {
+                        current.is_some_and(|(value, _)| value == expected.as_slice())
+                    }
+                };
+                if !holds {
+                    let current_version = current.map_or(KeyVersion::ABSENT, |(_, v)| v);
+                    return Err(RequestError::ConditionFailed { current_version });
+                }
+                self.put(key, value, version);
+                Ok(Reply::Written { version })
+            }
+            ArchivedOperation::DeleteRange { start, end } => {
+                let deleted_count = self.delete_span(start, end);
+                Ok(Reply::DeletedRange {
+                    version,
+                    deleted_count,
+                })
+            }
+            ArchivedOperation::Increment { key, delta } => {
+                let before = match self.current(key) {
+                    None => 0,
+                    Some((bytes, _)) => match <[u8; 8]>::try_from(bytes) {
+                        Ok(raw) => i64::from_le_bytes(raw),
+                        Err(_) => {
+                            return Err(RequestError::InvalidRequest {
+                                reason: InvalidReason::NotACounter,
+                            })
+                        }
+                    },
+                };
+                let Some(after) = before.checked_add(delta.to_native()) else {
+                    return Err(RequestError::InvalidRequest {
+                        reason: InvalidReason::CounterOverflow,
+                    });
+                };
+                self.put(key, &after.to_le_bytes(), version);
+                Ok(Reply::Incremented {
+                    value: after,
+                    version,
+                })
+            }
+            ArchivedOperation::Txn(txn) => {
+                let branch = self.branch(txn);
+                let ops = match branch {
+                    TxnBranch::Success => &txn.success,
+                    TxnBranch::Failure => &txn.failure,
+                };
+                let mut results = Vec::with_capacity(ops.len());
+                for op in ops.iter() {
+                    results.push(match op {
+                        ArchivedTxnOp::Get { key } => TxnOpResult::Get(self.get(key)),
+                        ArchivedTxnOp::Put { key, value } => {
+                            self.put(key, value, version);
+                            TxnOpResult::Put
+                        }
+                        ArchivedTxnOp::Delete { key } => TxnOpResult::Delete {
+                            found: self.data.remove(key.as_slice()).is_some(),
+                        },
+                        ArchivedTxnOp::DeleteRange { start, end } => TxnOpResult::DeleteRange {
+                            deleted_count: self.delete_span(start, end),
+                        },
+                    });
+                }
+                Ok(Reply::Txn(TxnReply {
+                    branch,
+                    version,
+                    results,
+                }))
+            }
+            // Reads that reached the log (a client may send a read as a write to order it
+            // with its writes) are answered from the state at this index.
+            ArchivedOperation::Get { .. } | ArchivedOperation::Scan(_) => self.read(op),
+        }
+    }
+
+    fn branch(&self, txn: &ArchivedTxn) -> TxnBranch {
+        if txn.compares.iter().all(|c| c.holds(self.current(&c.key))) {
+            TxnBranch::Success
+        } else {
+            TxnBranch::Failure
+        }
+    }
+
+    /// One page of `[start, end)` clipped to this range: at most `max_count` pairs and
+    /// about `max_bytes` key+value bytes, the first pair always whole.
+    fn scan(&self, scan: &ArchivedScanRequest) -> ScanPage {
+        let (start, end) = (scan.start.as_slice(), scan.end.as_slice());
+        let range_end = self.descriptor.end.as_slice();
+        // The effective end: the smaller of the request's and the range's (empty: none).
+        let stop: &[u8] = match (end.is_empty(), range_end.is_empty()) {
+            (true, _) => range_end,
+            (false, true) => end,
+            (false, false) => end.min(range_end),
+        };
+        let upper = if stop.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(stop)
+        };
+        let max_count = scan.max_count.to_native() as usize;
+        let max_bytes = scan.max_bytes.to_native() as usize;
+        let mut page = ScanPage::default();
+        let mut bytes = 0usize;
+        for (key, v) in self.data.range::<[u8], _>((Bound::Included(start), upper)) {
+            let size = key.len() + v.value.len();
+            let full = page.entries.len() >= max_count
+                || (!page.entries.is_empty() && bytes + size > max_bytes);
+            if full {
+                page.resume_key = Some(key.clone());
+                return page;
+            }
+            bytes += size;
+            page.entries.push(KeyValue {
+                key: key.clone(),
+                value: v.value.clone(),
+                version: v.version,
+            });
+        }
+        page
+    }
+
+    /// A hash of the applied state (every key, value and version in order, then the
+    /// applied index), equal on replicas that applied the same prefix of the log.
+    pub fn state_hash(&self) -> u32 {
+        let mut crc = 0u32;
+        for (key, v) in &self.data {
+            crc = crc32c::crc32c_append(crc, &(key.len() as u64).to_le_bytes());
+            crc = crc32c::crc32c_append(crc, key);
+            crc = crc32c::crc32c_append(crc, &(v.value.len() as u64).to_le_bytes());
+            crc = crc32c::crc32c_append(crc, &v.value);
+            crc = crc32c::crc32c_append(crc, &v.version.0.to_le_bytes());
+        }
+        crc32c::crc32c_append(crc, &self.applied_index.to_le_bytes())
+    }
+}
+
+fn txn_is_read_only(txn: &ArchivedTxn) -> bool {
+    txn.success
+        .iter()
+        .chain(txn.failure.iter())
+        .all(|op| matches!(op, ArchivedTxnOp::Get { .. }))
+}
+
+#[cfg(test)]
+mod tests;

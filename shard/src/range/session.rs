@@ -1,0 +1,241 @@
+//! Exactly-once client sessions (Raft thesis §6.3): for every client session the range
+//! remembers the outcomes of its most recent writes, so a write retried after an ambiguous
+//! answer returns its first outcome instead of being applied twice.
+//!
+//! The table is replicated state: every replica applies the same writes in the same order,
+//! so every decision here (what to remember, what to evict) depends only on the applied log
+//! and is the same on every replica, including after a snapshot.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use quasar_rpc::message::{Reply, RequestError, Sequence, SessionId};
+
+/// Outcomes kept per session. A pipelining client keeps at most this many writes in
+/// flight per session; a retry of an older one gets [`Lookup::Forgotten`].
+pub const OUTCOMES_PER_SESSION: usize = 64;
+
+/// Sessions kept per range; the least recently used is forgotten first.
+pub const DEFAULT_MAX_SESSIONS: usize = 16_384;
+
+/// A remembered outcome.
+pub type Outcome = Result<Reply, RequestError>;
+
+/// What the table knows about a `(session, sequence)` about to be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Never seen: apply it.
+    New,
+    /// Already applied: answer with this outcome, apply nothing.
+    Duplicate(&'a Outcome),
+    /// Older than every outcome still remembered for the session (or the session was
+    /// evicted after it had been seen): whether it was applied is no longer known.
+    Forgotten,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Session {
+    /// The log index of the session's last write: the eviction order.
+    last_index: u64,
+    /// Outcomes by sequence, oldest first, at most [`OUTCOMES_PER_SESSION`].
+    outcomes: VecDeque<(Sequence, Outcome)>,
+    /// Every sequence at or below this one has been forgotten (0: none).
+    forgotten_through: u64,
+}
+
+/// The sessions of one range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sessions {
+    by_id: HashMap<SessionId, Session>,
+    /// `(last_index, session)` of every session: the least recently used first.
+    by_age: BTreeSet<(u64, SessionId)>,
+    max_sessions: usize,
+    /// How many sessions were evicted as a whole. Once any was, an unknown session writing
+    /// a sequence above 1 may be an evicted one retrying, so it gets [`Lookup::Forgotten`];
+    /// clients start every session at sequence 1.
+    evictions: u64,
+}
+
+impl Sessions {
+    pub fn new(max_sessions: usize) -> Sessions {
+        assert!(
+            max_sessions > 0,
+            "a range must remember at least one session"
+        );
+        Sessions {
+            by_id: HashMap::new(),
+            by_age: BTreeSet::new(),
+            max_sessions,
+            evictions: 0,
+        }
+    }
+
+    /// `SessionId(0)` opts out of exactly-once (one-shot tools): nothing is remembered.
+    pub fn tracks(session: SessionId) -> bool {
+        session.0 != 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Looks up a write before applying it.
+    pub fn lookup(&self, session: SessionId, sequence: Sequence) -> Lookup<'_> {
+        if !Self::tracks(session) {
+            return Lookup::New;
+        }
+        let Some(s) = self.by_id.get(&session) else {
+            if self.evictions > 0 && sequence.0 > 1 {
+                return Lookup::Forgotten;
+            }
+            return Lookup::New;
+        };
+        if let Some((_, outcome)) = s.outcomes.iter().find(|(seq, _)| *seq == sequence) {
+            return Lookup::Duplicate(outcome);
+        }
+        if sequence.0 <= s.forgotten_through {
+            return Lookup::Forgotten;
+        }
+        Lookup::New
+    }
+
+    /// Records the outcome of a write applied at `index`.
+    pub fn record(&mut self, session: SessionId, sequence: Sequence, index: u64, outcome: Outcome) {
+        if !Self::tracks(session) {
+            return;
+        }
+        let s = self.by_id.entry(session).or_insert_with(|| Session {
+            last_index: index,
+            outcomes: VecDeque::with_capacity(4),
+            forgotten_through: 0,
+        });
+        self.by_age.remove(&(s.last_index, session));
+        s.last_index = index;
+        self.by_age.insert((index, session));
+        s.outcomes.push_back((sequence, outcome));
+        if s.outcomes.len() > OUTCOMES_PER_SESSION {
+            if let Some((oldest, _)) = s.outcomes.pop_front() {
+                // Sequences are increasing per session in the common case; a client that
+                // reorders keeps the maximum as the watermark, so nothing is reapplied.
+                s.forgotten_through = s.forgotten_through.max(oldest.0);
+            }
+        }
+        while self.by_id.len() > self.max_sessions {
+            let Some(&(oldest_index, oldest)) = self.by_age.first() else {
+                break;
+            };
+            self.by_age.remove(&(oldest_index, oldest));
+            self.by_id.remove(&oldest);
+            self.evictions += 1;
+        }
+    }
+
+    /// Every session with its outcomes, in session order (for snapshots and hashing).
+    pub fn iter(
+        &self,
+    ) -> impl Iterator<Item = (SessionId, u64, u64, &VecDeque<(Sequence, Outcome)>)> {
+        let mut ids: Vec<&SessionId> = self.by_id.keys().collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| {
+            let s = &self.by_id[id];
+            (*id, s.last_index, s.forgotten_through, &s.outcomes)
+        })
+    }
+
+    /// Sessions evicted so far (part of the replicated state).
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Restores the eviction count from a snapshot.
+    pub fn set_evictions(&mut self, evictions: u64) {
+        self.evictions = evictions;
+    }
+
+    /// Rebuilds one session from a snapshot.
+    pub fn restore(
+        &mut self,
+        session: SessionId,
+        last_index: u64,
+        forgotten_through: u64,
+        outcomes: VecDeque<(Sequence, Outcome)>,
+    ) {
+        self.by_age.insert((last_index, session));
+        self.by_id.insert(
+            session,
+            Session {
+                last_index,
+                outcomes,
+                forgotten_through,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quasar_rpc::message::KeyVersion;
+
+    fn written(v: u64) -> Outcome {
+        Ok(Reply::Written {
+            version: KeyVersion(v),
+        })
+    }
+
+    #[test]
+    fn a_retry_gets_the_first_outcome() {
+        let mut s = Sessions::new(10);
+        assert_eq!(s.lookup(SessionId(1), Sequence(1)), Lookup::New);
+        s.record(SessionId(1), Sequence(1), 5, written(5));
+        assert_eq!(
+            s.lookup(SessionId(1), Sequence(1)),
+            Lookup::Duplicate(&written(5))
+        );
+        assert_eq!(s.lookup(SessionId(1), Sequence(2)), Lookup::New);
+        assert_eq!(s.lookup(SessionId(2), Sequence(1)), Lookup::New);
+    }
+
+    #[test]
+    fn old_outcomes_are_forgotten_not_reapplied() {
+        let mut s = Sessions::new(10);
+        for seq in 1..=(OUTCOMES_PER_SESSION as u64 + 3) {
+            s.record(SessionId(1), Sequence(seq), seq, written(seq));
+        }
+        assert_eq!(s.lookup(SessionId(1), Sequence(3)), Lookup::Forgotten);
+        assert_eq!(
+            s.lookup(SessionId(1), Sequence(4)),
+            Lookup::Duplicate(&written(4))
+        );
+    }
+
+    #[test]
+    fn the_least_recently_used_session_is_evicted() {
+        let mut s = Sessions::new(2);
+        s.record(SessionId(1), Sequence(1), 1, written(1));
+        s.record(SessionId(2), Sequence(1), 2, written(2));
+        s.record(SessionId(1), Sequence(2), 3, written(3));
+        s.record(SessionId(3), Sequence(1), 4, written(4));
+        assert_eq!(s.len(), 2);
+        // Session 2 was evicted: its retry is not reapplied, and other unknown sessions
+        // past their first write are refused the same way.
+        assert_eq!(s.lookup(SessionId(2), Sequence(1)), Lookup::New);
+        assert_eq!(s.lookup(SessionId(2), Sequence(2)), Lookup::Forgotten);
+        assert_eq!(s.lookup(SessionId(9), Sequence(7)), Lookup::Forgotten);
+        assert_eq!(
+            s.lookup(SessionId(1), Sequence(2)),
+            Lookup::Duplicate(&written(3))
+        );
+    }
+
+    #[test]
+    fn session_zero_is_not_tracked() {
+        let mut s = Sessions::new(2);
+        s.record(SessionId(0), Sequence(1), 1, written(1));
+        assert!(s.is_empty());
+        assert_eq!(s.lookup(SessionId(0), Sequence(1)), Lookup::New);
+    }
+}
