@@ -13,8 +13,6 @@
 pub mod raft;
 pub mod range;
 
-pub mod range;
-
 /// Linearizability checking of client histories, for the simulators.
 #[cfg(feature = "sim")]
 pub mod linearizability;
