@@ -244,3 +244,48 @@ pub fn run(args: RaftArgs) -> anyhow::Result<()> {
     report.print(args.json);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// "benchmark:" smoke test: the loop the benchmark times commits every proposal on
+    /// every node (no assertion on time).
+    #[test]
+    fn benchmark_raft_smoke_commits_everything() {
+        let args = RaftArgs {
+            nodes: 3,
+            payload_bytes: 16,
+            duration_secs: 0.0,
+            batch: 64,
+            max_entries_per_msg: 100,
+            max_inflight_msgs: 4,
+            payload: PayloadKind::Shared,
+            json: false,
+        };
+        let mut g = Group::new(&args).unwrap();
+        g.nodes[0].campaign();
+        for _ in 0..100 {
+            g.process_readies();
+            g.deliver();
+        }
+        assert_eq!(g.nodes[0].role(), Role::Leader);
+        let payload = Bytes::from_static(b"0123456789abcdef");
+        for _ in 0..50 {
+            for _ in 0..args.batch {
+                g.nodes[0].propose(payload.clone()).unwrap();
+            }
+            g.process_readies();
+            g.deliver();
+            g.compact();
+        }
+        while g.process_readies() | g.deliver() {}
+        let last = g.nodes[0].last_id().index;
+        assert_eq!(last.0, 1 + 50 * 64, "no-op plus every proposal");
+        for n in &g.nodes {
+            assert_eq!(n.commit(), last);
+            assert_eq!(n.applied(), last);
+        }
+        assert_eq!(g.applied_by_leader, last.0);
+    }
+}
