@@ -172,7 +172,9 @@ pub fn run(args: RaftArgs) -> anyhow::Result<()> {
         "node 1 did not become leader"
     );
     let payload = match args.payload {
-        PayloadKind::Shared => Bytes::from(vec![0xABu8; args.payload_bytes]),
+        // A clone of a `Bytes` made from a Vec is in the shared (reference-counted) form,
+        // like a slice of a receive buffer.
+        PayloadKind::Shared => Bytes::from(vec![0xABu8; args.payload_bytes]).clone(),
         PayloadKind::Static => {
             let leaked: &'static [u8] =
                 Box::leak(vec![0xABu8; args.payload_bytes].into_boxed_slice());
