@@ -923,8 +923,8 @@ impl RaftNode {
                 if !has_entries && !needs_commit {
                     break;
                 }
-                self.send_append(i);
-                if !has_entries {
+                let sent = self.send_append(i);
+                if !has_entries || !sent {
                     break;
                 }
             }
@@ -938,16 +938,18 @@ impl RaftNode {
             .map_or(LogIndex(0), |(_, c)| *c)
     }
 
-    fn send_append(&mut self, i: usize) {
+    /// Sends the next append (or the snapshot) to progress `i`; false if an append
+    /// could not be built (the loop in `flush_appends` must then stop).
+    fn send_append(&mut self, i: usize) -> bool {
         let to = self.progress[i].0;
         let next = self.progress[i].1.next;
         if next <= self.log.snapshot.last.index {
             self.send_snapshot(i);
-            return;
+            return false;
         }
         let prev_index = next.prev();
         let Some(prev_term) = self.log.term(prev_index) else {
-            return;
+            return false;
         };
         // One allocation per message, sized up front (no growth while filling).
         let available = (self.log.last_index().0 + 1).saturating_sub(next.0) as usize;
@@ -972,6 +974,7 @@ impl RaftNode {
             commit,
         };
         self.send(to, body, Send::Now);
+        true
     }
 
     fn send_empty_append(&mut self, i: usize) {
