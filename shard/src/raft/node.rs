@@ -70,6 +70,9 @@ pub struct RaftNode {
     read_only: ReadOnly,
     heartbeat_seq: u64,
     quiesced: bool,
+    /// Leader: a `TimeoutNow` went out this term. Its target may win a forced election
+    /// that ignores follower leases, so this leader's lease is void for the rest of the term.
+    timeout_now_sent: bool,
     /// Leader: appends or commit updates are waiting to go out (sent in `ready`: batching).
     pending_broadcast: bool,
     /// Leader: commit index last sent to each follower is tracked here for empty appends.
@@ -153,6 +156,7 @@ impl RaftNode {
             read_only: ReadOnly::default(),
             heartbeat_seq: 0,
             quiesced: false,
+            timeout_now_sent: false,
             pending_broadcast: false,
             commit_sent: Vec::new(),
             msgs_now: Vec::new(),
@@ -392,7 +396,7 @@ impl RaftNode {
         );
         self.transfer = Some((target, 0));
         if caught_up {
-            self.send(target, MessageBody::TimeoutNow, Send::Now);
+            self.send_timeout_now(target);
         } else {
             self.pending_broadcast = true;
         }
@@ -806,6 +810,7 @@ impl RaftNode {
         );
         self.role = Role::Leader;
         self.leader = Some(self.id);
+        self.timeout_now_sent = false;
         self.votes.clear();
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
@@ -992,6 +997,11 @@ impl RaftNode {
         self.send(to, body, Send::Now);
     }
 
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.timeout_now_sent = true;
+        self.send(to, MessageBody::TimeoutNow, Send::Now);
+    }
+
     fn send_snapshot(&mut self, i: usize) {
         let to = self.progress[i].0;
         if matches!(self.progress[i].1.state, ProgressState::Snapshot { .. }) {
@@ -1108,7 +1118,7 @@ impl RaftNode {
                     .map(|(id, _)| *id)
                     .find(|id| self.conf.is_voter(*id));
                 if let Some(heir) = heir {
-                    self.send(heir, MessageBody::TimeoutNow, Send::Now);
+                    self.send_timeout_now(heir);
                 }
                 self.become_follower(self.term, None);
             }
@@ -1168,6 +1178,7 @@ impl RaftNode {
         if self.role != Role::Leader
             || self.cfg.lease_ticks == 0
             || self.transfer.is_some()
+            || self.timeout_now_sent
             || self.quiesced
         {
             return false;
@@ -1530,7 +1541,7 @@ impl RaftNode {
                             target = target.0,
                             "transfer target caught up: sending TimeoutNow"
                         );
-                        self.send(target, MessageBody::TimeoutNow, Send::Now);
+                        self.send_timeout_now(target);
                     }
                 }
             }
