@@ -474,14 +474,15 @@ impl RaftNode {
     /// The runtime's report on a snapshot sent to `to`.
     pub fn report_snapshot(&mut self, to: NodeId, status: SnapshotStatus) {
         if let Some(pr) = self.progress_mut(to) {
-            if let ProgressState::Snapshot { pending } = pr.state {
+            if matches!(pr.state, ProgressState::Snapshot { .. }) {
                 if status == SnapshotStatus::Failed {
+                    // Nothing was installed: probe from what is known to match.
                     pr.state = ProgressState::Snapshot {
                         pending: LogIndex(0),
                     };
                 }
+                // Finished: probe after the snapshot (`become_probe` uses `pending`).
                 pr.become_probe();
-                let _ = pending;
                 self.pending_broadcast = true;
             }
         }
