@@ -42,9 +42,22 @@ pub struct RaftArgs {
     /// Appends in flight per follower.
     #[arg(long, default_value_t = 64)]
     pub max_inflight_msgs: usize,
+    /// `shared`: one heap `Bytes` shared by every entry (each clone is an atomic
+    /// reference count, as with payloads cut from a receive buffer); `static`: a
+    /// `Bytes::from_static` payload (clones are free), to see the core's own cost.
+    #[arg(long, value_enum, default_value_t = PayloadKind::Shared)]
+    pub payload: PayloadKind,
     /// Print one JSON line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How the proposed payload is held (see `--payload`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadKind {
+    Shared,
+    Static,
 }
 
 struct Group {
@@ -158,7 +171,16 @@ pub fn run(args: RaftArgs) -> anyhow::Result<()> {
         g.nodes[0].role() == Role::Leader,
         "node 1 did not become leader"
     );
-    let payload = Bytes::from(vec![0xABu8; args.payload_bytes]);
+    let payload = match args.payload {
+        // A clone of a `Bytes` made from a Vec is in the shared (reference-counted) form,
+        // like a slice of a receive buffer.
+        PayloadKind::Shared => Bytes::from(vec![0xABu8; args.payload_bytes]).clone(),
+        PayloadKind::Static => {
+            let leaked: &'static [u8] =
+                Box::leak(vec![0xABu8; args.payload_bytes].into_boxed_slice());
+            Bytes::from_static(leaked)
+        }
+    };
     // Keep at most this many proposed-but-uncommitted entries (the window does the rest).
     let max_uncommitted = (args.batch * 8) as u64;
 
@@ -223,4 +245,49 @@ pub fn run(args: RaftArgs) -> anyhow::Result<()> {
         .figure("leader_commit", g.nodes[0].commit().0);
     report.print(args.json);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// "benchmark:" smoke test: the loop the benchmark times commits every proposal on
+    /// every node (no assertion on time).
+    #[test]
+    fn benchmark_raft_smoke_commits_everything() {
+        let args = RaftArgs {
+            nodes: 3,
+            payload_bytes: 16,
+            duration_secs: 0.0,
+            batch: 64,
+            max_entries_per_msg: 100,
+            max_inflight_msgs: 4,
+            payload: PayloadKind::Shared,
+            json: false,
+        };
+        let mut g = Group::new(&args).unwrap();
+        g.nodes[0].campaign();
+        for _ in 0..100 {
+            g.process_readies();
+            g.deliver();
+        }
+        assert_eq!(g.nodes[0].role(), Role::Leader);
+        let payload = Bytes::from_static(b"0123456789abcdef");
+        for _ in 0..50 {
+            for _ in 0..args.batch {
+                g.nodes[0].propose(payload.clone()).unwrap();
+            }
+            g.process_readies();
+            g.deliver();
+            g.compact();
+        }
+        while g.process_readies() | g.deliver() {}
+        let last = g.nodes[0].last_id().index;
+        assert_eq!(last.0, 1 + 50 * 64, "no-op plus every proposal");
+        for n in &g.nodes {
+            assert_eq!(n.commit(), last);
+            assert_eq!(n.applied(), last);
+        }
+        assert_eq!(g.applied_by_leader, last.0);
+    }
 }

@@ -155,7 +155,7 @@ fn seeds() -> Vec<u64> {
     let n: u64 = std::env::var("QUASAR_RAFT_CHAOS_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(24);
+        .unwrap_or(200);
     (0..n).map(|i| 0x5eed_0000 + i).collect()
 }
 

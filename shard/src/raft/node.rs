@@ -70,6 +70,9 @@ pub struct RaftNode {
     read_only: ReadOnly,
     heartbeat_seq: u64,
     quiesced: bool,
+    /// Leader: a `TimeoutNow` went out this term. Its target may win a forced election
+    /// that ignores follower leases, so this leader's lease is void for the rest of the term.
+    timeout_now_sent: bool,
     /// Leader: appends or commit updates are waiting to go out (sent in `ready`: batching).
     pending_broadcast: bool,
     /// Leader: commit index last sent to each follower is tracked here for empty appends.
@@ -153,6 +156,7 @@ impl RaftNode {
             read_only: ReadOnly::default(),
             heartbeat_seq: 0,
             quiesced: false,
+            timeout_now_sent: false,
             pending_broadcast: false,
             commit_sent: Vec::new(),
             msgs_now: Vec::new(),
@@ -392,7 +396,7 @@ impl RaftNode {
         );
         self.transfer = Some((target, 0));
         if caught_up {
-            self.send(target, MessageBody::TimeoutNow, Send::Now);
+            self.send_timeout_now(target);
         } else {
             self.pending_broadcast = true;
         }
@@ -470,14 +474,15 @@ impl RaftNode {
     /// The runtime's report on a snapshot sent to `to`.
     pub fn report_snapshot(&mut self, to: NodeId, status: SnapshotStatus) {
         if let Some(pr) = self.progress_mut(to) {
-            if let ProgressState::Snapshot { pending } = pr.state {
+            if matches!(pr.state, ProgressState::Snapshot { .. }) {
                 if status == SnapshotStatus::Failed {
+                    // Nothing was installed: probe from what is known to match.
                     pr.state = ProgressState::Snapshot {
                         pending: LogIndex(0),
                     };
                 }
+                // Finished: probe after the snapshot (`become_probe` uses `pending`).
                 pr.become_probe();
-                let _ = pending;
                 self.pending_broadcast = true;
             }
         }
@@ -806,6 +811,7 @@ impl RaftNode {
         );
         self.role = Role::Leader;
         self.leader = Some(self.id);
+        self.timeout_now_sent = false;
         self.votes.clear();
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
@@ -923,8 +929,8 @@ impl RaftNode {
                 if !has_entries && !needs_commit {
                     break;
                 }
-                self.send_append(i);
-                if !has_entries {
+                let sent = self.send_append(i);
+                if !has_entries || !sent {
                     break;
                 }
             }
@@ -938,16 +944,18 @@ impl RaftNode {
             .map_or(LogIndex(0), |(_, c)| *c)
     }
 
-    fn send_append(&mut self, i: usize) {
+    /// Sends the next append (or the snapshot) to progress `i`; false if an append
+    /// could not be built (the loop in `flush_appends` must then stop).
+    fn send_append(&mut self, i: usize) -> bool {
         let to = self.progress[i].0;
         let next = self.progress[i].1.next;
         if next <= self.log.snapshot.last.index {
             self.send_snapshot(i);
-            return;
+            return false;
         }
         let prev_index = next.prev();
         let Some(prev_term) = self.log.term(prev_index) else {
-            return;
+            return false;
         };
         // One allocation per message, sized up front (no growth while filling).
         let available = (self.log.last_index().0 + 1).saturating_sub(next.0) as usize;
@@ -972,6 +980,7 @@ impl RaftNode {
             commit,
         };
         self.send(to, body, Send::Now);
+        true
     }
 
     fn send_empty_append(&mut self, i: usize) {
@@ -987,6 +996,11 @@ impl RaftNode {
             commit,
         };
         self.send(to, body, Send::Now);
+    }
+
+    fn send_timeout_now(&mut self, to: NodeId) {
+        self.timeout_now_sent = true;
+        self.send(to, MessageBody::TimeoutNow, Send::Now);
     }
 
     fn send_snapshot(&mut self, i: usize) {
@@ -1105,7 +1119,7 @@ impl RaftNode {
                     .map(|(id, _)| *id)
                     .find(|id| self.conf.is_voter(*id));
                 if let Some(heir) = heir {
-                    self.send(heir, MessageBody::TimeoutNow, Send::Now);
+                    self.send_timeout_now(heir);
                 }
                 self.become_follower(self.term, None);
             }
@@ -1165,6 +1179,7 @@ impl RaftNode {
         if self.role != Role::Leader
             || self.cfg.lease_ticks == 0
             || self.transfer.is_some()
+            || self.timeout_now_sent
             || self.quiesced
         {
             return false;
@@ -1527,7 +1542,7 @@ impl RaftNode {
                             target = target.0,
                             "transfer target caught up: sending TimeoutNow"
                         );
-                        self.send(target, MessageBody::TimeoutNow, Send::Now);
+                        self.send_timeout_now(target);
                     }
                 }
             }
