@@ -42,9 +42,22 @@ pub struct RaftArgs {
     /// Appends in flight per follower.
     #[arg(long, default_value_t = 64)]
     pub max_inflight_msgs: usize,
+    /// `shared`: one heap `Bytes` shared by every entry (each clone is an atomic
+    /// reference count, as with payloads cut from a receive buffer); `static`: a
+    /// `Bytes::from_static` payload (clones are free), to see the core's own cost.
+    #[arg(long, value_enum, default_value_t = PayloadKind::Shared)]
+    pub payload: PayloadKind,
     /// Print one JSON line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// How the proposed payload is held (see `--payload`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadKind {
+    Shared,
+    Static,
 }
 
 struct Group {
@@ -158,7 +171,14 @@ pub fn run(args: RaftArgs) -> anyhow::Result<()> {
         g.nodes[0].role() == Role::Leader,
         "node 1 did not become leader"
     );
-    let payload = Bytes::from(vec![0xABu8; args.payload_bytes]);
+    let payload = match args.payload {
+        PayloadKind::Shared => Bytes::from(vec![0xABu8; args.payload_bytes]),
+        PayloadKind::Static => {
+            let leaked: &'static [u8] =
+                Box::leak(vec![0xABu8; args.payload_bytes].into_boxed_slice());
+            Bytes::from_static(leaked)
+        }
+    };
     // Keep at most this many proposed-but-uncommitted entries (the window does the rest).
     let max_uncommitted = (args.batch * 8) as u64;
 

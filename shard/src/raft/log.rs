@@ -159,14 +159,13 @@ impl RaftLog {
         out: &mut Vec<Entry>,
     ) {
         let first = self.first_index().0;
-        if from.0 < first {
+        if from.0 < first || from > self.last_index() {
             return;
         }
         let mut bytes = 0u64;
         for e in self
             .entries
-            .iter()
-            .skip((from.0 - first) as usize)
+            .range((from.0 - first) as usize..)
             .take(max_count)
         {
             bytes += e.size_bytes();
@@ -189,7 +188,17 @@ impl RaftLog {
         );
         let start = (from.0 - first) as usize;
         let end = (to.0 - first) as usize + 1;
-        out.extend(self.entries.range(start..end).cloned());
+        // The deque is at most two slices: clone them in bulk (the hot path of `Ready`).
+        let (a, b) = self.entries.as_slices();
+        let mut s = start;
+        if s < a.len() {
+            let upto = end.min(a.len());
+            out.extend_from_slice(&a[s..upto]);
+            s = upto;
+        }
+        if s < end {
+            out.extend_from_slice(&b[s - a.len()..end - a.len()]);
+        }
     }
 
     pub fn commit_to(&mut self, index: LogIndex) -> bool {

@@ -186,7 +186,10 @@ impl Cluster {
         let snapshot_request = rd.snapshot_request.clone();
         peer.node.advance(rd.done());
         if let Some(meta) = snapshot_request {
-            let _ = meta;
+            // The core asked for a snapshot: take it at that applied index and compact.
+            if let Err(e) = self.compact(id, meta.last.index) {
+                panic!("requested snapshot at {} refused: {e}", meta.last);
+            }
         }
         self.record_leader(id);
         Some(text)
