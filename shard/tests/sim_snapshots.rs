@@ -65,7 +65,6 @@ fn safety_only(scenario: Scenario) -> Scenario {
 }
 
 #[test]
-#[ignore = "core liveness bug F1b (SIM_FINDINGS.md): run with --ignored once fixed"]
 fn s5_snapshots_then_liveness() {
     let scenario = compacting(3, 1);
     let name = "s5_snapshots_then_liveness";

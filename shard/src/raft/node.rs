@@ -987,6 +987,9 @@ impl RaftNode {
         let to = self.progress[i].0;
         let prev_index = self.progress[i].1.next.prev();
         let Some(prev_term) = self.log.term(prev_index) else {
+            // The entry before `next` was compacted away: only a snapshot can bring this
+            // follower up to date (found by the simulator: seed 2827503250954064918).
+            self.send_snapshot(i);
             return;
         };
         let commit = self.log.committed;
