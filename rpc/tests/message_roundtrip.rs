@@ -650,7 +650,7 @@ fn roundtrip<M: WireMessage + PartialEq + Debug>(msg: &M, prefix_frames: usize) 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn raft_batch_roundtrips(batch in raft_batch(), prefix in 0..3usize) {
