@@ -14,7 +14,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -203,9 +203,10 @@ fn stream_batch(args: &RpcArgs) -> RaftBatch {
 }
 
 fn stream(args: &RpcArgs, report: &mut Report) -> anyhow::Result<()> {
-    let done = Arc::new(AtomicBool::new(false));
+    // Frames the sender queued, published once it has finished (u64::MAX: still sending).
+    let expected = Arc::new(AtomicU64::new(u64::MAX));
     let (addr_tx, addr_rx) = mpsc::channel();
-    let done_rx = done.clone();
+    let expected_rx = expected.clone();
     let receiver = executor(args, 0, "rpc-recv")
         .spawn(move || async move {
             let counter = Rc::new(Counter {
@@ -215,10 +216,21 @@ fn stream(args: &RpcArgs, report: &mut Report) -> anyhow::Result<()> {
             let addr = t.listen(loopback());
             // NOTE: the sender side reports a failed send as a closed channel.
             let _ = addr_tx.send(addr.map_err(|e| e.to_string()));
-            while !done_rx.load(Ordering::Acquire) {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
+            // Until every queued frame arrived (or 30 s after the sender finished).
+            let mut give_up = None;
+            loop {
+                let want = expected_rx.load(Ordering::Acquire);
+                if want != u64::MAX {
+                    if counter.got.get().frames >= want {
+                        break;
+                    }
+                    let limit = *give_up.get_or_insert(Instant::now() + Duration::from_secs(30));
+                    if Instant::now() > limit {
+                        break;
+                    }
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
             }
-            glommio::timer::sleep(Duration::from_millis(200)).await;
             t.stop();
             counter.got.get()
         })
@@ -263,7 +275,11 @@ fn stream(args: &RpcArgs, report: &mut Report) -> anyhow::Result<()> {
         })
         .map_err(glommio_error)?;
     let sent = sender.join();
-    done.store(true, Ordering::Release);
+    let queued = match &sent {
+        Ok(Ok((queued, _))) => *queued,
+        _ => 0,
+    };
+    expected.store(queued, Ordering::Release);
     let got = receiver.join().map_err(glommio_error)?;
     let (sent, dropped) = sent
         .map_err(glommio_error)?
@@ -562,4 +578,46 @@ fn bare_round(
     result
         .map_err(glommio_error)?
         .map_err(|e| anyhow::anyhow!("bare client: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every mode at smoke size, so none can rot; figures are checked for presence, never
+    /// for speed.
+    #[test]
+    fn every_mode_runs_at_smoke_size() {
+        for mode in [Mode::Stream, Mode::StreamSmall, Mode::Pingpong] {
+            let args = RpcArgs {
+                mode,
+                duration_secs: 1,
+                json: true,
+                entries: 8,
+                entry_bytes: 64,
+                msgs_per_frame: 64,
+                frames_per_turn: 4,
+                rounds: 1,
+                spin_us: 0,
+                pin: false,
+            };
+            let mut report = Report::new("rpc", &args);
+            match mode {
+                Mode::Stream | Mode::StreamSmall => stream(&args, &mut report).unwrap(),
+                Mode::Pingpong | Mode::BarePingpong => pingpong(&args, &mut report).unwrap(),
+            }
+            let figure = |name: &str| report.figures.get(name).and_then(|v| v.as_f64());
+            if mode == Mode::Pingpong {
+                assert!(figure("samples").is_some_and(|s| s > 0.0), "{mode:?}");
+                assert!(figure("bare_samples").is_some_and(|s| s > 0.0), "{mode:?}");
+                assert!(figure("p50_ratio_to_bare").is_some(), "{mode:?}");
+            } else {
+                assert!(
+                    figure("frames_received").is_some_and(|f| f >= 2.0),
+                    "{mode:?}"
+                );
+                assert_eq!(figure("frames_received"), figure("frames_sent"), "{mode:?}");
+            }
+        }
+    }
 }

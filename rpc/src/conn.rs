@@ -147,17 +147,19 @@ impl RecvBuffer {
             self.start = 0;
             self.end = 0;
         }
+        // `needed`: bytes still missing from the frame at `start` (0: not known yet).
         let want = self.needed.max(1);
-        if self.buf.len() - self.start < want || self.end == self.buf.len() {
+        if self.buf.len() - self.end < want {
             let pending = self.end - self.start;
             self.buf.copy_within(self.start..self.end, 0);
             self.start = 0;
             self.end = pending;
-            let need_len = want.max(pending + 1);
+            let need_len = pending + want;
             if need_len > self.buf.len() {
                 let new_len = need_len
                     .next_power_of_two()
-                    .min(self.max_buf_bytes.max(need_len));
+                    .min(self.max_buf_bytes)
+                    .max(need_len);
                 self.buf.resize(new_len, 0);
             }
         }

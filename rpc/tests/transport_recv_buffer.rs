@@ -1,0 +1,98 @@
+//! The connection's receive buffer: frames arriving in arbitrary pieces come out whole,
+//! aligned and in order, the buffer grows for a frame larger than itself (never past the
+//! limit), and an oversized frame is refused before any growth.
+
+use quasar_rpc::conn::{AlignedVec, ConnConfig, RecvBuffer};
+use quasar_rpc::frame::{access_body, decode_body, encode_frame, FrameError, BODY_ALIGN};
+use quasar_rpc::message::{
+    ClusterId, Entry, EntryKind, GroupId, Handshake, LogId, LogIndex, NodeId, RaftBatch, RaftBody,
+    RaftMessage, ShardId, Term,
+};
+
+fn big_batch(payload_bytes: usize) -> RaftBatch {
+    RaftBatch {
+        from: NodeId(1),
+        to: NodeId(2),
+        to_shard: ShardId(0),
+        messages: vec![RaftMessage {
+            group: GroupId(4),
+            term: Term(2),
+            body: RaftBody::Append(quasar_rpc::message::Append {
+                prev: LogId::default(),
+                entries: vec![Entry {
+                    term: Term(2),
+                    kind: EntryKind::Normal,
+                    payload: (0..payload_bytes).map(|i| i as u8).collect(),
+                }],
+                commit: LogIndex(0),
+            }),
+        }],
+        heartbeats: vec![],
+        heartbeat_responses: vec![],
+    }
+}
+
+fn config(recv_buf_bytes: usize, max_frame_len_bytes: usize) -> ConnConfig {
+    ConnConfig {
+        recv_buf_bytes,
+        max_frame_len_bytes,
+        ..ConnConfig::default()
+    }
+}
+
+/// Feeds `wire` in pieces of `chunk` bytes; returns the decoded frames in order.
+fn feed(buf: &mut RecvBuffer, wire: &[u8], chunk: usize) -> Result<Vec<Vec<u8>>, FrameError> {
+    let mut bodies = Vec::new();
+    let mut at = 0;
+    loop {
+        while let Some(frame) = buf.next_frame()? {
+            assert_eq!(frame.body.as_ptr() as usize % BODY_ALIGN, 0, "body aligned");
+            bodies.push(frame.body.to_vec());
+        }
+        if at == wire.len() {
+            return Ok(bodies);
+        }
+        let spare = buf.spare_mut();
+        let n = chunk.min(spare.len()).min(wire.len() - at);
+        spare[..n].copy_from_slice(&wire[at..at + n]);
+        buf.filled(n);
+        at += n;
+    }
+}
+
+#[test]
+fn frames_cut_anywhere_come_out_whole_and_the_buffer_grows_for_a_big_one() {
+    let hello = Handshake::from_node(ClusterId(1), NodeId(2), ShardId(0), ShardId(0));
+    let big = big_batch(300 << 10);
+    let mut wire: AlignedVec = AlignedVec::new();
+    encode_frame(&hello, &mut wire).unwrap();
+    encode_frame(&big, &mut wire).unwrap();
+    encode_frame(&hello, &mut wire).unwrap();
+    for chunk in [1, 7, 4096, 1 << 20] {
+        let mut buf = RecvBuffer::new(&config(4096, 1 << 20));
+        let bodies = feed(&mut buf, &wire, chunk).unwrap();
+        assert_eq!(bodies.len(), 3, "chunk {chunk}");
+        let mut aligned: AlignedVec = AlignedVec::new();
+        aligned.extend_from_slice(&bodies[1]);
+        assert_eq!(decode_body::<RaftBatch>(&aligned).unwrap(), big);
+        aligned.clear();
+        aligned.extend_from_slice(&bodies[2]);
+        assert!(access_body::<Handshake>(&aligned).is_ok());
+        assert!(!buf.has_partial());
+    }
+}
+
+#[test]
+fn an_oversized_frame_is_refused_from_its_header() {
+    let mut wire: AlignedVec = AlignedVec::new();
+    encode_frame(&big_batch(64 << 10), &mut wire).unwrap();
+    let mut buf = RecvBuffer::new(&config(4096, 16 << 10));
+    match feed(&mut buf, &wire[..64], 64) {
+        Err(FrameError::TooLarge { max, .. }) => assert_eq!(max, 16 << 10),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(
+        buf.spare_mut().len() <= 4096,
+        "no growth for a refused frame"
+    );
+}
