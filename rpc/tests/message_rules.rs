@@ -115,9 +115,9 @@ fn error_text_names_the_numbers_and_the_next_step() {
 }
 
 #[test]
-fn default_limits_are_4k_keys_1m_values() {
+fn default_limits_are_8k_keys_1m_values() {
     let limits = SizeLimits::default();
-    assert_eq!(limits.max_key_bytes, 4096);
+    assert_eq!(limits.max_key_bytes, 8192);
     assert_eq!(limits.max_value_bytes, 1 << 20);
     assert!(limits.max_frame_bytes > limits.max_value_bytes + limits.max_key_bytes);
 }
@@ -132,13 +132,13 @@ fn put(key_len: usize, value_len: usize) -> Operation {
 #[test]
 fn limits_refuse_with_the_limit_and_accept_at_it() {
     let limits = SizeLimits::default();
-    assert_eq!(limits.validate_operation(&put(4096, 1 << 20)), Ok(()));
+    assert_eq!(limits.validate_operation(&put(8192, 1 << 20)), Ok(()));
     assert_eq!(
-        limits.validate_operation(&put(4097, 1)),
+        limits.validate_operation(&put(8193, 1)),
         Err(RequestError::TooLarge {
             what: LimitKind::Key,
-            len: 4097,
-            max: 4096
+            len: 8193,
+            max: 8192
         })
     );
     assert_eq!(

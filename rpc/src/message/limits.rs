@@ -29,8 +29,8 @@ pub struct SizeLimits {
 }
 
 impl SizeLimits {
-    /// 4 KiB: a filesystem path component or an inode key fits many times over.
-    pub const DEFAULT_MAX_KEY_BYTES: u32 = 4 << 10;
+    /// 8 KiB: a directory entry key (parent inode + a 4 KiB path component) fits whole.
+    pub const DEFAULT_MAX_KEY_BYTES: u32 = 8 << 10;
     /// 1 MiB: metadata values are small; bulk data belongs in the chunk store.
     pub const DEFAULT_MAX_VALUE_BYTES: u32 = 1 << 20;
     /// 16 MiB: room for a transaction of several maximal values and for Raft
