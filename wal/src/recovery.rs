@@ -107,8 +107,17 @@ fn check_header(id: SegmentId, bytes: &[u8], seed: u32) -> Result<usize, String>
     }
 }
 
+/// Whether every byte is zero (memcmp-speed).
+pub fn is_zero(bytes: &[u8]) -> bool {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    bytes.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
+}
+
 /// The highest valid `synced_lsn` at 8-aligned offsets from `from` on.
 fn max_mark_after(id: SegmentId, bytes: &[u8], from: usize) -> Option<Lsn> {
+    if is_zero(bytes.get(from..).unwrap_or(&[])) {
+        return None; // the common case: a clean end, zeros up to the end of the segment
+    }
     let seed = record::segment_seed(id.0);
     let mut best = None;
     let mut at = record::pad8(from);
@@ -235,7 +244,7 @@ pub fn scan<'a>(
             .iter()
             .filter(
                 |&&(sid, b)| match check_header(sid, b, record::segment_seed(sid.0)) {
-                    Ok(start) => b[start..].iter().any(|&x| x != 0),
+                    Ok(start) => !is_zero(&b[start..]),
                     Err(_) => true,
                 },
             )
@@ -249,7 +258,7 @@ pub fn scan<'a>(
         let end = if stop == 0 {
             End::NewSegment { id }
         } else {
-            let dirty = bytes[stop..].iter().any(|&b| b != 0);
+            let dirty = !is_zero(&bytes[stop..]);
             End::Open {
                 segment: id,
                 offset: stop,
