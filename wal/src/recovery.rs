@@ -225,13 +225,21 @@ pub fn scan<'a>(
         }
         // Rows 3 and 4: is there proof that bytes at `stop` were durable?
         let x = Lsn::new(id, stop);
-        let later = segments[i + 1..]
-            .iter()
-            .map(|&(sid, b)| max_mark_after(sid, b, 0));
-        let proof = std::iter::once(max_mark_after(id, bytes, stop + 8))
-            .chain(later)
-            .flatten()
-            .max();
+        // Later segments: a pristine one (valid header, zeros after it) holds no mark and
+        // is kept; any other is searched for marks, then discarded.
+        let mut discard = Vec::new();
+        let mut later_proof = None;
+        for &(sid, b) in &segments[i + 1..] {
+            let pristine = match check_header(sid, b, record::segment_seed(sid.0)) {
+                Ok(start) => is_zero(&b[start..]),
+                Err(_) => false,
+            };
+            if !pristine {
+                discard.push(sid);
+                later_proof = later_proof.max(max_mark_after(sid, b, 0));
+            }
+        }
+        let proof = max_mark_after(id, bytes, stop + 8).max(later_proof);
         if let Some(proof) = proof.filter(|&p| p > x) {
             return Err(Corruption {
                 segment: id,
@@ -240,16 +248,6 @@ pub fn scan<'a>(
                 proof,
             });
         }
-        let discard = segments[i + 1..]
-            .iter()
-            .filter(
-                |&&(sid, b)| match check_header(sid, b, record::segment_seed(sid.0)) {
-                    Ok(start) => !is_zero(&b[start..]),
-                    Err(_) => true,
-                },
-            )
-            .map(|&(sid, _)| sid)
-            .collect();
         let torn = reason.map(|reason| TornTail {
             segment: id,
             offset: stop,
