@@ -56,7 +56,8 @@
 //!    segment and the batch goes to the next prepared one.
 //! 3. `begin_sync`: one `fdatasync` per segment written since the last sync (normally
 //!    one), issued through glommio; `on_sync_done` moves `durable_lsn`. A failed sync
-//!    poisons the log: every later call returns `WalError::Poisoned`.
+//!    poisons the log: every later call returns `WalError::Poisoned`. (`SyncMethod::Blocking`
+//!    issues a direct fdatasync on the executor thread instead; it exists for measurements.)
 //! 4. `collect_garbage`: segments no group needs are deleted (then the directory is
 //!    fsynced) once the records that released them are durable; cold groups pinning the
 //!    oldest segment are rewritten forward first.

@@ -5,8 +5,10 @@
 //! Mapped pages reach the disk in any order, so a valid record after a bad one does not
 //! prove corruption: it may be a later, never-synced batch whose pages were written back
 //! early. Every batch therefore opens with a `SyncMark` record holding `synced_lsn`, the
-//! position already durable when the batch was written, and a segment is sealed (seal
-//! record, then sync) before a later one is reported durable. The decision table, applied
+//! position already durable when the batch was written, and the batch's end offset (a
+//! batch is replayed whole or not at all, so a torn batch never leaves half its
+//! records), and a segment is sealed (seal record, then sync) before a later one is
+//! reported durable. The decision table, applied
 //! at the first position X (segment S, offset O) that does not hold a valid record:
 //!
 //! | # | where | bytes at X | verdict |
