@@ -13,7 +13,10 @@ use anyhow::Context as _;
 use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
-use quasar_wal::{Batch, GroupId, LogIndex, SharedWal, Term, Wal, WalConfig};
+use quasar_wal::{
+    Batch, Disk, GroupId, LogIndex, MmapDisk, SegmentId, SharedWal, SyncMethod, Term, Wal,
+    WalConfig,
+};
 use serde::Serialize;
 
 use crate::report::{latency_histogram, Percentiles, Report};
@@ -49,6 +52,10 @@ pub struct WalArgs {
     pub spin_us: u64,
     #[arg(long, default_value_t = 64)]
     pub segment_mib: usize,
+    /// How the WAL issues fdatasync: `uring` (glommio, the default) or `blocking`
+    /// (a direct syscall on the executor thread, for comparison).
+    #[arg(long, default_value = "uring")]
+    pub sync: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -111,7 +118,8 @@ struct WalRun {
     bytes: u64,
     elapsed: Duration,
     latency: Histogram<u64>,
-    baseline: Option<BaselineRun>,
+    /// The plain pwrite loop and the same loop writing through a mapping.
+    baseline: Option<(BaselineRun, BaselineRun)>,
 }
 
 fn run_wal(args: &WalArgs, dir: &Path) -> anyhow::Result<WalRun> {
@@ -161,8 +169,14 @@ async fn producer(p: Rc<Producers>, deadline: Instant) -> anyhow::Result<()> {
 }
 
 async fn wal_loop(args: WalArgs, dir: PathBuf) -> anyhow::Result<WalRun> {
+    let sync_method = match args.sync.as_str() {
+        "uring" => SyncMethod::Uring,
+        "blocking" => SyncMethod::Blocking,
+        other => anyhow::bail!("--sync {other}: expected uring or blocking"),
+    };
     let config = WalConfig {
         segment_size_bytes: args.segment_mib << 20,
+        sync_method,
         ..WalConfig::default()
     };
     let mut wal = Wal::open_dir(dir.join("wal"), config)?;
@@ -187,7 +201,12 @@ async fn wal_loop(args: WalArgs, dir: PathBuf) -> anyhow::Result<WalRun> {
     };
     let slice = total / u32::try_from(slices).unwrap_or(1);
     let mut baseline = match args.with_baseline {
-        true => Some((Baseline::create(&dir)?, BaselineRun::new())),
+        true => Some((
+            Baseline::create(&dir)?,
+            BaselineRun::new(),
+            MmapBaseline::create(&dir)?,
+            BaselineRun::new(),
+        )),
         false => None,
     };
     let mut elapsed = Duration::ZERO;
@@ -201,11 +220,12 @@ async fn wal_loop(args: WalArgs, dir: PathBuf) -> anyhow::Result<WalRun> {
             t.await?;
         }
         elapsed += start.elapsed();
-        if let Some((file, run)) = &mut baseline {
+        if let Some((file, run, mmap, mmap_run)) = &mut baseline {
             let wal = p.wal.wal().borrow();
             let bytes = lsn_bytes(start_lsn, wal.appended_lsn(), args.segment_mib);
             let per_sync = usize::try_from(bytes / wal.syncs_completed().max(1)).unwrap_or(4096);
-            file.run(per_sync, slice, run)?;
+            file.run(per_sync, slice / 2, run)?;
+            mmap.run(per_sync, slice / 2, mmap_run)?;
         }
     }
     let (syncs, end_lsn) = {
@@ -219,7 +239,7 @@ async fn wal_loop(args: WalArgs, dir: PathBuf) -> anyhow::Result<WalRun> {
         bytes: lsn_bytes(start_lsn, end_lsn, args.segment_mib),
         elapsed,
         latency,
-        baseline: baseline.map(|(_, run)| run),
+        baseline: baseline.map(|(_, run, _, mmap_run)| (run, mmap_run)),
     })
 }
 
@@ -306,6 +326,48 @@ impl Baseline {
     }
 }
 
+/// The plain loop again, but copying into a `MAP_SHARED` mapping of a preallocated
+/// segment (the WAL's `MmapDisk`) instead of `pwrite`: isolates the cost of mmap writeback.
+struct MmapBaseline {
+    disk: MmapDisk,
+    offset: usize,
+}
+
+impl MmapBaseline {
+    fn create(dir: &Path) -> anyhow::Result<MmapBaseline> {
+        let mut disk = MmapDisk::open_dir(dir.join("mmap-baseline"))?;
+        disk.prepare(SegmentId(1), BASELINE_FILE_BYTES, vec![1u8; 8])?;
+        disk.wait_prepared(SegmentId(1))?;
+        Ok(MmapBaseline { disk, offset: 0 })
+    }
+
+    fn run(
+        &mut self,
+        bytes_per_sync: usize,
+        duration: Duration,
+        out: &mut BaselineRun,
+    ) -> anyhow::Result<()> {
+        let buf: Vec<u8> = (0..bytes_per_sync).map(|i| i as u8).collect();
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            let t0 = Instant::now();
+            if self.offset + buf.len() > BASELINE_FILE_BYTES {
+                self.offset = 0;
+            }
+            self.disk.bytes_mut(SegmentId(1))[self.offset..self.offset + buf.len()]
+                .copy_from_slice(&buf);
+            self.disk.sync_blocking(SegmentId(1))?;
+            self.offset += buf.len();
+            out.syncs += 1;
+            out.bytes += buf.len() as u64;
+            let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+            out.latency.saturating_record(us.max(1));
+        }
+        out.elapsed += start.elapsed();
+        Ok(())
+    }
+}
+
 impl Drop for Baseline {
     fn drop(&mut self) {
         // NOTE: best effort; the whole bench directory is removed afterwards anyway.
@@ -349,9 +411,17 @@ pub fn run(args: WalArgs) -> anyhow::Result<()> {
             .figure("syncs_per_sec", syncs_per_sec)
             .figure("bytes_per_sync", w.bytes / w.syncs.max(1))
             .percentiles("", &latency);
-        if let Some(b) = &w.baseline {
+        if let Some((b, m)) = &w.baseline {
             let base = b.syncs as f64 / b.elapsed.as_secs_f64();
             let p = Percentiles::from_histogram(&b.latency);
+            let mp = Percentiles::from_histogram(&m.latency);
+            report
+                .figure(
+                    "mmap_baseline_syncs_per_sec",
+                    m.syncs as f64 / m.elapsed.as_secs_f64(),
+                )
+                .figure("mmap_baseline_p50_us", mp.p50_us)
+                .figure("mmap_baseline_p99_us", mp.p99_us);
             report
                 .figure("baseline_syncs_per_sec", base)
                 .figure("baseline_bytes_per_sync", b.bytes / b.syncs.max(1))

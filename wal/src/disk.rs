@@ -52,11 +52,22 @@ pub trait Disk {
     fn location(&self, id: SegmentId) -> String;
 }
 
+/// How `MmapDisk` issues `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMethod {
+    /// Through glommio's io_uring: the executor keeps running other tasks meanwhile.
+    #[default]
+    Uring,
+    /// A direct `fdatasync(2)` on the executor thread, which stalls every task of the
+    /// core until it returns. Only for measuring, or a core with nothing else to do.
+    Blocking,
+}
+
 /// A mapped segment file.
 struct Mapped {
     /// `None` for an empty file (nothing to map).
     map: Option<MmapMut>,
-    file: File,
+    file: Rc<File>,
     path: PathBuf,
     /// The glommio handle used for `fdatasync` through io_uring, opened on first sync.
     uring: Rc<std::cell::RefCell<Option<Rc<glommio::io::BufferedFile>>>>,
@@ -82,6 +93,7 @@ pub struct MmapDisk {
     pending: BTreeSet<SegmentId>,
     failed: HashMap<SegmentId, io::Error>,
     thread: Option<JoinHandle<()>>,
+    sync_method: SyncMethod,
 }
 
 impl MmapDisk {
@@ -110,7 +122,13 @@ impl MmapDisk {
             pending: BTreeSet::new(),
             failed: HashMap::new(),
             thread: Some(thread),
+            sync_method: SyncMethod::Uring,
         })
+    }
+
+    /// Chooses how syncs are issued (default: io_uring).
+    pub fn set_sync_method(&mut self, method: SyncMethod) {
+        self.sync_method = method;
     }
 
     fn path(&self, id: SegmentId) -> PathBuf {
@@ -123,7 +141,7 @@ impl MmapDisk {
             id,
             Mapped {
                 map,
-                file,
+                file: Rc::new(file),
                 path,
                 uring: Rc::new(std::cell::RefCell::new(None)),
             },
@@ -281,6 +299,10 @@ impl Disk for MmapDisk {
 
     fn sync(&mut self, id: SegmentId) -> SyncFuture {
         let m = self.mapped(id);
+        if self.sync_method == SyncMethod::Blocking {
+            let file = m.file.clone();
+            return Box::pin(async move { file.sync_data() });
+        }
         let slot = m.uring.clone();
         let path = m.path.clone();
         Box::pin(async move {

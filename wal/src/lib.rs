@@ -56,7 +56,8 @@
 //!    segment and the batch goes to the next prepared one.
 //! 3. `begin_sync`: one `fdatasync` per segment written since the last sync (normally
 //!    one), issued through glommio; `on_sync_done` moves `durable_lsn`. A failed sync
-//!    poisons the log: every later call returns `WalError::Poisoned`.
+//!    poisons the log: every later call returns `WalError::Poisoned`. (`SyncMethod::Blocking`
+//!    issues a direct fdatasync on the executor thread instead; it exists for measurements.)
 //! 4. `collect_garbage`: segments no group needs are deleted (then the directory is
 //!    fsynced) once the records that released them are durable; cold groups pinning the
 //!    oldest segment are rewritten forward first.
@@ -86,7 +87,7 @@ use std::task::{Context, Poll, Waker};
 
 #[cfg(feature = "testing")]
 pub use disk::{Crash, MemDisk};
-pub use disk::{Disk, MmapDisk, SyncFuture};
+pub use disk::{Disk, MmapDisk, SyncFuture, SyncMethod};
 pub use gc::GcReport;
 pub use index::LogOpError;
 pub use segment::{Lsn, SegmentId};
@@ -179,6 +180,8 @@ pub struct WalConfig {
     pub max_old_segments: usize,
     /// Upper bound on the bytes one `collect_garbage` call rewrites.
     pub rewrite_budget_bytes: usize,
+    /// How `open_dir` logs issue fdatasync (io_uring unless measuring).
+    pub sync_method: SyncMethod,
 }
 
 impl Default for WalConfig {
@@ -189,6 +192,7 @@ impl Default for WalConfig {
             cache_bytes: 64 << 20,
             max_old_segments: 4,
             rewrite_budget_bytes: 16 << 20,
+            sync_method: SyncMethod::Uring,
         }
     }
 }
@@ -410,11 +414,12 @@ impl Wal<MmapDisk> {
     /// Opens (creating if needed) the WAL in `dir`, recovering what is there.
     pub fn open_dir(dir: impl AsRef<Path>, config: WalConfig) -> Result<Wal<MmapDisk>, WalError> {
         let dir = dir.as_ref();
-        let disk = MmapDisk::open_dir(dir).map_err(|source| WalError::Io {
+        let mut disk = MmapDisk::open_dir(dir).map_err(|source| WalError::Io {
             op: "open directory",
             location: dir.display().to_string(),
             source,
         })?;
+        disk.set_sync_method(config.sync_method);
         Wal::open(disk, config)
     }
 }

@@ -5,8 +5,10 @@
 //! Mapped pages reach the disk in any order, so a valid record after a bad one does not
 //! prove corruption: it may be a later, never-synced batch whose pages were written back
 //! early. Every batch therefore opens with a `SyncMark` record holding `synced_lsn`, the
-//! position already durable when the batch was written, and a segment is sealed (seal
-//! record, then sync) before a later one is reported durable. The decision table, applied
+//! position already durable when the batch was written, and the batch's end offset (a
+//! batch is replayed whole or not at all, so a torn batch never leaves half its
+//! records), and a segment is sealed (seal record, then sync) before a later one is
+//! reported durable. The decision table, applied
 //! at the first position X (segment S, offset O) that does not hold a valid record:
 //!
 //! | # | where | bytes at X | verdict |
@@ -107,8 +109,17 @@ fn check_header(id: SegmentId, bytes: &[u8], seed: u32) -> Result<usize, String>
     }
 }
 
+/// Whether every byte is zero (memcmp-speed).
+pub fn is_zero(bytes: &[u8]) -> bool {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    bytes.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
+}
+
 /// The highest valid `synced_lsn` at 8-aligned offsets from `from` on.
 fn max_mark_after(id: SegmentId, bytes: &[u8], from: usize) -> Option<Lsn> {
+    if is_zero(bytes.get(from..).unwrap_or(&[])) {
+        return None; // the common case: a clean end, zeros up to the end of the segment
+    }
     let seed = record::segment_seed(id.0);
     let mut best = None;
     let mut at = record::pad8(from);
@@ -216,13 +227,21 @@ pub fn scan<'a>(
         }
         // Rows 3 and 4: is there proof that bytes at `stop` were durable?
         let x = Lsn::new(id, stop);
-        let later = segments[i + 1..]
-            .iter()
-            .map(|&(sid, b)| max_mark_after(sid, b, 0));
-        let proof = std::iter::once(max_mark_after(id, bytes, stop + 8))
-            .chain(later)
-            .flatten()
-            .max();
+        // Later segments: a pristine one (valid header, zeros after it) holds no mark and
+        // is kept; any other is searched for marks, then discarded.
+        let mut discard = Vec::new();
+        let mut later_proof = None;
+        for &(sid, b) in &segments[i + 1..] {
+            let pristine = match check_header(sid, b, record::segment_seed(sid.0)) {
+                Ok(start) => is_zero(&b[start..]),
+                Err(_) => false,
+            };
+            if !pristine {
+                discard.push(sid);
+                later_proof = later_proof.max(max_mark_after(sid, b, 0));
+            }
+        }
+        let proof = max_mark_after(id, bytes, stop + 8).max(later_proof);
         if let Some(proof) = proof.filter(|&p| p > x) {
             return Err(Corruption {
                 segment: id,
@@ -231,16 +250,6 @@ pub fn scan<'a>(
                 proof,
             });
         }
-        let discard = segments[i + 1..]
-            .iter()
-            .filter(
-                |&&(sid, b)| match check_header(sid, b, record::segment_seed(sid.0)) {
-                    Ok(start) => b[start..].iter().any(|&x| x != 0),
-                    Err(_) => true,
-                },
-            )
-            .map(|&(sid, _)| sid)
-            .collect();
         let torn = reason.map(|reason| TornTail {
             segment: id,
             offset: stop,
@@ -249,7 +258,7 @@ pub fn scan<'a>(
         let end = if stop == 0 {
             End::NewSegment { id }
         } else {
-            let dirty = bytes[stop..].iter().any(|&b| b != 0);
+            let dirty = !is_zero(&bytes[stop..]);
             End::Open {
                 segment: id,
                 offset: stop,

@@ -94,6 +94,7 @@ fn config() -> WalConfig {
         cache_bytes: 1 << 10,
         max_old_segments: 2,
         rewrite_budget_bytes: 4 << 10,
+        ..WalConfig::default()
     }
 }
 
