@@ -106,17 +106,20 @@ fuzz_target!(|data: &[u8]| {
     while let (Some(kind), Some(s), Some(hi), Some(lo)) =
         (input.byte(), input.byte(), input.byte(), input.byte())
     {
-        let Some(seg) = segments.get_mut(usize::from(s) % segments.len().max(1)) else {
+        let n = segments.len().max(1);
+        let Some(seg) = segments.get_mut(usize::from(s) % n) else {
             break;
         };
         let pos = (usize::from(hi) << 8 | usize::from(lo)) % SEGMENT_LEN;
+        let len = seg.len();
         match kind % 4 {
-            0 => seg[pos.min(seg.len().saturating_sub(1))] ^= 1 << (lo % 8),
+            0 => {
+                if len > 0 {
+                    seg[pos.min(len - 1)] ^= 1 << (lo % 8);
+                }
+            }
             1 => seg.truncate(pos),
-            2 => seg[pos.min(seg.len())..]
-                .iter_mut()
-                .take(64)
-                .for_each(|b| *b = 0),
+            2 => seg[pos.min(len)..].iter_mut().take(64).for_each(|b| *b = 0),
             _ => seg.clear(),
         }
     }
