@@ -1,10 +1,21 @@
-//! A bounded cache of the most recent entries of every group, so that replicating the tail
-//! of a log never reads a segment. Each group keeps a contiguous suffix of its log; one
-//! byte budget covers all groups and the oldest insertions are evicted first.
+//! A bounded cache of where the most recent entries of every group lie in the mapping, so
+//! that reading the tail of a log is a slice of mapped memory: no record is decoded, no
+//! segment file is read, and appending copies no payload a second time (the cache holds
+//! locations, never copies). Each group keeps a contiguous suffix of its log; one budget,
+//! counted in payload bytes, covers all groups and the oldest insertions are evicted first.
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::segment::SegmentId;
 use crate::{GroupHasher, GroupId, LogIndex, Term};
+
+/// Where an entry's payload lies: `len` bytes at `offset` of `segment`'s mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub segment: SegmentId,
+    pub offset: u32,
+    pub len: u32,
+}
 
 /// Per-entry bookkeeping counted against the budget besides the payload.
 const ENTRY_OVERHEAD_BYTES: usize = 32;
@@ -13,7 +24,7 @@ const ENTRY_OVERHEAD_BYTES: usize = 32;
 struct GroupCache {
     /// Index of `entries[0]`.
     first: LogIndex,
-    entries: VecDeque<(Term, Box<[u8]>)>,
+    entries: VecDeque<(Term, Location)>,
 }
 
 /// The cache. Invariant: `bytes` is the sum of the cost of every cached entry.
@@ -26,8 +37,8 @@ pub struct EntryCache {
     budget_bytes: usize,
 }
 
-fn cost(payload: &[u8]) -> usize {
-    payload.len() + ENTRY_OVERHEAD_BYTES
+fn cost(location: &Location) -> usize {
+    location.len as usize + ENTRY_OVERHEAD_BYTES
 }
 
 impl EntryCache {
@@ -45,7 +56,7 @@ impl EntryCache {
     }
 
     /// Caches entry `index` of `group`, dropping cached entries at `index` and after.
-    pub fn insert(&mut self, group: GroupId, index: LogIndex, term: Term, payload: &[u8]) {
+    pub fn insert(&mut self, group: GroupId, index: LogIndex, term: Term, payload: Location) {
         if self.budget_bytes == 0 {
             return;
         }
@@ -57,8 +68,8 @@ impl EntryCache {
             g.entries.clear();
             g.first = index;
         }
-        g.entries.push_back((term, payload.into()));
-        self.bytes += cost(payload);
+        g.entries.push_back((term, payload));
+        self.bytes += cost(&payload);
         self.order.push_back((group, index));
         while self.bytes > self.budget_bytes {
             let Some((g_id, i)) = self.order.pop_front() else {
@@ -79,12 +90,17 @@ impl EntryCache {
     }
 
     /// The cached entry `index` of `group`.
-    pub fn get(&self, group: GroupId, index: LogIndex) -> Option<(Term, &[u8])> {
+    pub fn get(&self, group: GroupId, index: LogIndex) -> Option<(Term, Location)> {
         let g = self.groups.get(&group)?;
         let i = index.0.checked_sub(g.first.0)?;
-        g.entries
-            .get(usize::try_from(i).ok()?)
-            .map(|(t, p)| (*t, &p[..]))
+        g.entries.get(usize::try_from(i).ok()?).copied()
+    }
+
+    /// Every segment a cached entry lies in (for invariant checks).
+    pub fn segments(&self) -> impl Iterator<Item = SegmentId> + '_ {
+        self.groups
+            .values()
+            .flat_map(|g| g.entries.iter().map(|(_, l)| l.segment))
     }
 
     /// Drops cached entries at `from` and after.
@@ -134,20 +150,28 @@ impl EntryCache {
 mod tests {
     use super::*;
 
+    fn at(offset: u32, len: u32) -> Location {
+        Location {
+            segment: SegmentId(1),
+            offset,
+            len,
+        }
+    }
+
     #[test]
     fn keeps_a_contiguous_suffix_within_budget() {
         let mut c = EntryCache::new(3 * (8 + ENTRY_OVERHEAD_BYTES));
         for i in 1..=5 {
-            c.insert(GroupId(1), LogIndex(i), Term(1), &[i as u8; 8]);
+            c.insert(GroupId(1), LogIndex(i), Term(1), at(i as u32 * 64, 8));
         }
         assert!(c.get(GroupId(1), LogIndex(2)).is_none());
-        assert_eq!(c.get(GroupId(1), LogIndex(5)).unwrap().1, &[5u8; 8]);
+        assert_eq!(c.get(GroupId(1), LogIndex(5)).unwrap().1, at(320, 8));
         assert_eq!(c.get(GroupId(1), LogIndex(3)).unwrap().0, Term(1));
-        c.insert(GroupId(1), LogIndex(4), Term(2), b"x");
+        c.insert(GroupId(1), LogIndex(4), Term(2), at(1000, 1));
         assert!(c.get(GroupId(1), LogIndex(5)).is_none());
         assert_eq!(
             c.get(GroupId(1), LogIndex(4)).unwrap(),
-            (Term(2), &b"x"[..])
+            (Term(2), at(1000, 1))
         );
         c.compact(GroupId(1), LogIndex(4));
         assert!(c.get(GroupId(1), LogIndex(3)).is_none());
@@ -159,9 +183,9 @@ mod tests {
     #[test]
     fn eviction_is_oldest_first_across_groups() {
         let mut c = EntryCache::new(2 * (1 + ENTRY_OVERHEAD_BYTES));
-        c.insert(GroupId(1), LogIndex(1), Term(1), b"a");
-        c.insert(GroupId(2), LogIndex(1), Term(1), b"b");
-        c.insert(GroupId(3), LogIndex(1), Term(1), b"c");
+        c.insert(GroupId(1), LogIndex(1), Term(1), at(0, 1));
+        c.insert(GroupId(2), LogIndex(1), Term(1), at(8, 1));
+        c.insert(GroupId(3), LogIndex(1), Term(1), at(16, 1));
         assert!(c.get(GroupId(1), LogIndex(1)).is_none());
         assert!(c.get(GroupId(2), LogIndex(1)).is_some());
         assert!(c.get(GroupId(3), LogIndex(1)).is_some());

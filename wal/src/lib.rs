@@ -828,8 +828,16 @@ impl<D: Disk> Wal<D> {
                 let buf = self.disk.bytes_mut(seg);
                 record::put_entries_prefix(buf, at, first, count as u32);
                 let mut p = at + HEADER_LEN + record::ENTRIES_PREFIX_LEN;
-                for (term, payload) in entries {
+                self.cache.truncate(group, first);
+                for (i, (term, payload)) in entries.iter().enumerate() {
+                    let location = cache::Location {
+                        segment: seg,
+                        offset: (p + record::ENTRY_HEADER_LEN) as u32,
+                        len: payload.len() as u32,
+                    };
                     p = record::put_entry(buf, p, *term, payload);
+                    self.cache
+                        .insert(group, LogIndex(first.0 + i as u64), *term, location);
                 }
                 let next = record::seal_record(
                     buf,
@@ -848,11 +856,6 @@ impl<D: Disk> Wal<D> {
                 let g = self.groups.entry(group).or_default();
                 if let Err(e) = g.append(run) {
                     panic!("validated entries refused by the index of group {group}: {e}");
-                }
-                self.cache.truncate(group, first);
-                for (i, (term, payload)) in entries.iter().enumerate() {
-                    self.cache
-                        .insert(group, LogIndex(first.0 + i as u64), *term, payload);
                 }
                 next
             }
@@ -1153,7 +1156,9 @@ impl<D: Disk> Wal<D> {
         self.check_range(group, LogIndex(range.end.0 - 1))?;
         let mut index = range.start;
         while index.0 < range.end.0 {
-            if let Some((term, payload)) = self.cache.get(group, index) {
+            if let Some((term, at)) = self.cache.get(group, index) {
+                let (start, len) = (at.offset as usize, at.len as usize);
+                let payload = &self.disk.bytes(at.segment)[start..start + len];
                 out.push(Entry {
                     index,
                     term,
@@ -1275,6 +1280,12 @@ impl<D: Disk> Wal<D> {
             }
         }
         self.cache.check_invariants();
+        for segment in self.cache.segments() {
+            assert!(
+                self.segments.contains(&segment),
+                "cached entry in deleted segment {segment}"
+            );
+        }
     }
 }
 
