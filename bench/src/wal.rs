@@ -266,6 +266,34 @@ impl BaselineRun {
             latency: latency_histogram(),
         }
     }
+
+    /// The loop both baselines share: for `duration`, write `bytes_per_sync` bytes at the
+    /// next offset of a `BASELINE_FILE_BYTES` file with `write_and_sync` (wrapping to 0 at
+    /// the end), timing each write + sync.
+    fn measure(
+        &mut self,
+        bytes_per_sync: usize,
+        duration: Duration,
+        offset: &mut usize,
+        mut write_and_sync: impl FnMut(&[u8], usize) -> std::io::Result<()>,
+    ) -> anyhow::Result<()> {
+        let buf: Vec<u8> = (0..bytes_per_sync).map(|i| i as u8).collect();
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            let t0 = Instant::now();
+            if *offset + buf.len() > BASELINE_FILE_BYTES {
+                *offset = 0;
+            }
+            write_and_sync(&buf, *offset)?;
+            *offset += buf.len();
+            self.syncs += 1;
+            self.bytes += buf.len() as u64;
+            let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.latency.saturating_record(us.max(1));
+        }
+        self.elapsed += start.elapsed();
+        Ok(())
+    }
 }
 
 /// The plain loop: `pwrite` of the same bytes per sync at increasing offsets of a
@@ -305,24 +333,12 @@ impl Baseline {
         duration: Duration,
         out: &mut BaselineRun,
     ) -> anyhow::Result<()> {
-        let buf: Vec<u8> = (0..bytes_per_sync).map(|i| i as u8).collect();
-        let start = Instant::now();
-        while start.elapsed() < duration {
-            let t0 = Instant::now();
-            if self.offset + buf.len() > BASELINE_FILE_BYTES {
-                self.offset = 0;
-            }
-            self.file.write_all_at(&buf, self.offset as u64)?;
+        let file = &self.file;
+        out.measure(bytes_per_sync, duration, &mut self.offset, |buf, offset| {
+            file.write_all_at(buf, offset as u64)?;
             // `sync_data` is fdatasync(2).
-            self.file.sync_data()?;
-            self.offset += buf.len();
-            out.syncs += 1;
-            out.bytes += buf.len() as u64;
-            let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-            out.latency.saturating_record(us.max(1));
-        }
-        out.elapsed += start.elapsed();
-        Ok(())
+            file.sync_data()
+        })
     }
 }
 
@@ -347,24 +363,11 @@ impl MmapBaseline {
         duration: Duration,
         out: &mut BaselineRun,
     ) -> anyhow::Result<()> {
-        let buf: Vec<u8> = (0..bytes_per_sync).map(|i| i as u8).collect();
-        let start = Instant::now();
-        while start.elapsed() < duration {
-            let t0 = Instant::now();
-            if self.offset + buf.len() > BASELINE_FILE_BYTES {
-                self.offset = 0;
-            }
-            self.disk.bytes_mut(SegmentId(1))[self.offset..self.offset + buf.len()]
-                .copy_from_slice(&buf);
-            self.disk.sync_blocking(SegmentId(1))?;
-            self.offset += buf.len();
-            out.syncs += 1;
-            out.bytes += buf.len() as u64;
-            let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-            out.latency.saturating_record(us.max(1));
-        }
-        out.elapsed += start.elapsed();
-        Ok(())
+        let disk = &mut self.disk;
+        out.measure(bytes_per_sync, duration, &mut self.offset, |buf, offset| {
+            disk.bytes_mut(SegmentId(1))[offset..offset + buf.len()].copy_from_slice(buf);
+            disk.sync_blocking(SegmentId(1))
+        })
     }
 }
 
