@@ -326,6 +326,8 @@ fn ping_batch() -> RaftBatch {
             group: GroupId(7),
             term: Term(5),
             commit: LogIndex(1000),
+            seq: 1,
+            tick: 1,
         }],
         ..RaftBatch::default()
     }
@@ -339,6 +341,8 @@ fn pong_batch() -> RaftBatch {
         heartbeat_responses: vec![HeartbeatResponse {
             group: GroupId(7),
             term: Term(5),
+            seq: 1,
+            tick: 1,
         }],
         ..RaftBatch::default()
     }

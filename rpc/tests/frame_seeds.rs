@@ -74,6 +74,8 @@ fn raft(messages: Vec<RaftMessage>, heartbeats: Vec<Heartbeat>) -> RaftBatch {
         heartbeat_responses: vec![HeartbeatResponse {
             group: GroupId(121),
             term: Term(3),
+            seq: 9,
+            tick: 40,
         }],
     }
 }
@@ -178,6 +180,8 @@ fn seeds() -> BTreeMap<String, Vec<u8>> {
                     group: GroupId(g),
                     term: Term(2),
                     commit: LogIndex(g * 10),
+                    seq: g + 1,
+                    tick: 100 + g,
                 })
                 .collect(),
         )),
@@ -194,6 +198,9 @@ fn seeds() -> BTreeMap<String, Vec<u8>> {
                         index: LogIndex(500),
                     },
                     descriptor: descriptor(),
+                    voters: vec![NodeId(1), NodeId(2), NodeId(3)],
+                    voters_outgoing: vec![],
+                    learners: vec![],
                     offset_bytes: 0,
                     total_bytes: 64,
                     data: (0..64).collect(),

@@ -116,6 +116,9 @@ fn raft_body() -> BoxedStrategy<RaftBody> {
             .prop_map(|(snapshot, descriptor, offset_bytes, total_bytes, data)| {
                 RaftBody::Snapshot(SnapshotChunk {
                     snapshot,
+                    voters: descriptor.voters().collect(),
+                    voters_outgoing: Vec::new(),
+                    learners: Vec::new(),
                     descriptor,
                     offset_bytes,
                     total_bytes,
@@ -159,15 +162,23 @@ fn raft_batch() -> BoxedStrategy<RaftBatch> {
         term: Term(t),
         body,
     });
-    let heartbeat = (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(g, t, c)| Heartbeat {
-        group: GroupId(g),
-        term: Term(t),
-        commit: LogIndex(c),
-    });
-    let heartbeat_resp = (any::<u64>(), any::<u64>()).prop_map(|(g, t)| HeartbeatResponse {
-        group: GroupId(g),
-        term: Term(t),
-    });
+    let heartbeat =
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(g, t, c, s)| {
+            Heartbeat {
+                group: GroupId(g),
+                term: Term(t),
+                commit: LogIndex(c),
+                seq: s,
+                tick: s ^ c,
+            }
+        });
+    let heartbeat_resp =
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(g, t, s)| HeartbeatResponse {
+            group: GroupId(g),
+            term: Term(t),
+            seq: s,
+            tick: s.rotate_left(7),
+        });
     (
         node(),
         node(),

@@ -455,6 +455,9 @@ pub enum InvalidReason {
     NotMergeable,
     /// The replica change makes no sense (node already there, last voter ...).
     BadReplicaChange,
+    /// A client write to the system key space (keys that start with byte 0x00, served by
+    /// the meta range); only the node writes there.
+    ReservedKey,
 }
 
 /// Why a node cannot serve now (retry later or elsewhere).

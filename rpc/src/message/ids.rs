@@ -119,6 +119,19 @@ id_newtype!(
     u64
 );
 
+impl ClusterId {
+    /// The id of the cluster named `name` (`--cluster-id`): FNV-1a 64 of the name's bytes.
+    /// Nodes and clients derive it the same way, so a client needs only the name.
+    pub fn from_name(name: &str) -> ClusterId {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        ClusterId(h)
+    }
+}
+
 impl KeyVersion {
     /// The version of a key that does not exist (never written, or deleted).
     pub const ABSENT: KeyVersion = KeyVersion(0);

@@ -9,8 +9,8 @@
 //! ```text
 //!  RaftBatch { from, to, to_shard }
 //!   ├─ messages:            [ RaftMessage { group, term, body } ... ]
-//!   ├─ heartbeats:          [ Heartbeat { group, term, commit } ... ]   one per group,
-//!   └─ heartbeat_responses: [ HeartbeatResponse { group, term } ... ]   coalesced per node
+//!   ├─ heartbeats:          [ Heartbeat { group, term, commit, seq, tick } ... ]  one per group,
+//!   └─ heartbeat_responses: [ HeartbeatResponse { group, term, seq, tick } ... ] coalesced per node
 //! ```
 
 use rkyv::{Archive, Deserialize, Serialize};
@@ -212,8 +212,15 @@ pub enum VoteResponse {
 pub struct SnapshotChunk {
     /// Last log entry the snapshot includes.
     pub snapshot: LogId,
-    /// The range (and so the membership) as of that entry.
+    /// The range as of that entry.
     pub descriptor: RangeDescriptor,
+    /// The Raft membership as of that entry (it may be joint, which the
+    /// descriptor cannot say): the voters.
+    pub voters: Vec<NodeId>,
+    /// The outgoing voters of a joint configuration (empty otherwise).
+    pub voters_outgoing: Vec<NodeId>,
+    /// The learners.
+    pub learners: Vec<NodeId>,
     /// Where `data` starts in the whole snapshot.
     pub offset_bytes: u64,
     /// Length of the whole snapshot.
@@ -290,6 +297,10 @@ pub struct Heartbeat {
     pub term: Term,
     /// Commit index the follower may advance to (at most what it matched).
     pub commit: LogIndex,
+    /// The leader's heartbeat round (ReadIndex confirmation); echoed back.
+    pub seq: u64,
+    /// The leader's tick count when sent (leases); echoed back.
+    pub tick: u64,
 }
 
 /// A follower's answer to a [`Heartbeat`].
@@ -300,4 +311,8 @@ pub struct HeartbeatResponse {
     pub group: GroupId,
     /// Follower's term (a higher one makes the leader step down).
     pub term: Term,
+    /// The heartbeat's `seq`, echoed.
+    pub seq: u64,
+    /// The heartbeat's `tick`, echoed.
+    pub tick: u64,
 }
