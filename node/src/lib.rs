@@ -1,14 +1,20 @@
 //! quasar-node: the Quasar storage node process.
 //!
-//! Built so far:
 //! - [`config`]: flags, `QUASAR_*` environment variables and a TOML file, resolved into one
 //!   validated [`config::NodeConfig`]; every error names the setting and the fix;
+//! - [`manifest`]: the data directory's identity file (cluster, node, shards, members);
 //! - [`memlock`]: the `RLIMIT_MEMLOCK` check glommio needs, run at start;
+//! - [`server`]: `quasar start`: one glommio executor per shard running
+//!   `quasar_shard::runtime::run_shard`, the admin port, signal handling;
 //! - [`admin`]: the admin HTTP port (`/health`, `/ready`, `/status`, `/metrics`), hyper on
-//!   a thread of its own, serving whatever an [`admin::AdminSource`] reports.
-//!
-//! The shards, the cluster bootstrap, `quasar start` and `quasar demo` are issue #5.
+//!   a thread of its own, serving whatever an [`admin::AdminSource`] reports;
+//! - [`metrics`]: the Prometheus metrics and the node's `AdminSource`;
+//! - [`demo`]: `quasar demo`, three child nodes on loopback.
 
 pub mod admin;
 pub mod config;
+pub mod demo;
+pub mod manifest;
 pub mod memlock;
+pub mod metrics;
+pub mod server;

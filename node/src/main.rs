@@ -1,18 +1,59 @@
 //! `quasar`: the Quasar storage node.
 //!
-//! The node (shards, ranges, cluster bootstrap, admin HTTP) is built in issue #5; until then
-//! this binary only describes itself.
+//! - `quasar start ...`: run one node (see `quasar start --help`; every flag is also a
+//!   `QUASAR_<FLAG>` environment variable and a key of `--config FILE.toml`);
+//! - `quasar demo`: a local 3-node cluster on loopback, for trying Quasar out.
+//!
+//! Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 
-use clap::Parser;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use quasar_node::config::{NodeConfig, StartArgs};
+use quasar_node::demo::{run_demo, DemoArgs};
+use quasar_node::server::{run_node, stop_on_signals};
 
 /// Quasar: a thread-per-core, sharded Multi-Raft storage node.
-///
-/// The node itself is not built yet (issue #5): `quasar start` and `quasar demo` arrive with it.
 #[derive(Parser, Debug)]
 #[command(name = "quasar", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("the quasar node is not built yet (issue #5); see `quasar --help`")
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node.
+    Start(StartArgs),
+    /// Run a local 3-node cluster on loopback until Ctrl-C.
+    Demo(DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let stop = Arc::new(AtomicBool::new(false));
+    let result = stop_on_signals(&stop).and_then(|()| match &cli.command {
+        Command::Start(args) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let cfg = NodeConfig::resolve(args, cores)?;
+            run_node(&cfg, stop)
+        }
+        Command::Demo(args) => run_demo(args, stop),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quasar: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -20,3 +20,9 @@ pub mod linearizability;
 /// The deterministic cluster simulator (feature `sim`).
 #[cfg(feature = "sim")]
 pub mod sim;
+
+/// The multi-raft store of one shard (no I/O of its own beyond the WAL and snapshot files).
+pub mod store;
+
+/// The per-core event loop on glommio (the only async code of the shard).
+pub mod runtime;

@@ -719,6 +719,14 @@ impl<D: Disk> Wal<D> {
         self.syncs_completed
     }
 
+    /// Bytes of the segments holding log data (each `segment_size_bytes` or more).
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|id| self.disk.bytes(*id).len() as u64)
+            .sum()
+    }
+
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.is_some()
     }

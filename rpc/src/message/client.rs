@@ -128,6 +128,55 @@ impl Operation {
     }
 }
 
+impl ArchivedOperation {
+    /// Whether the operation writes (see [`Operation::is_write`]), read in place.
+    pub fn is_write(&self) -> bool {
+        match self {
+            ArchivedOperation::Get { .. } | ArchivedOperation::Scan(_) => false,
+            ArchivedOperation::Txn(txn) => txn
+                .success
+                .iter()
+                .chain(txn.failure.iter())
+                .any(|op| !matches!(op, ArchivedTxnOp::Get { .. })),
+            ArchivedOperation::Put { .. }
+            | ArchivedOperation::Delete { .. }
+            | ArchivedOperation::CompareAndSet { .. }
+            | ArchivedOperation::DeleteRange { .. }
+            | ArchivedOperation::Increment { .. } => true,
+        }
+    }
+
+    /// The key that routes the operation (as `client::routing_key`), read in place.
+    pub fn routing_key(&self) -> &[u8] {
+        match self {
+            ArchivedOperation::Get { key }
+            | ArchivedOperation::Put { key, .. }
+            | ArchivedOperation::Delete { key }
+            | ArchivedOperation::CompareAndSet { key, .. }
+            | ArchivedOperation::Increment { key, .. } => key.as_slice(),
+            ArchivedOperation::DeleteRange { start, .. } => start.as_slice(),
+            ArchivedOperation::Scan(scan) => scan.start.as_slice(),
+            ArchivedOperation::Txn(txn) => txn
+                .compares
+                .first()
+                .map(|c| c.key.as_slice())
+                .or_else(|| {
+                    txn.success
+                        .iter()
+                        .chain(txn.failure.iter())
+                        .next()
+                        .map(|op| match op {
+                            ArchivedTxnOp::Get { key }
+                            | ArchivedTxnOp::Put { key, .. }
+                            | ArchivedTxnOp::Delete { key } => key.as_slice(),
+                            ArchivedTxnOp::DeleteRange { start, .. } => start.as_slice(),
+                        })
+                })
+                .unwrap_or(&[]),
+        }
+    }
+}
+
 /// The condition of a compare-and-set.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -458,6 +507,8 @@ pub enum InvalidReason {
     /// A client write to the system key space (keys that start with byte 0x00, served by
     /// the meta range); only the node writes there.
     ReservedKey,
+    /// This node does not implement the operation yet.
+    Unsupported,
 }
 
 /// Why a node cannot serve now (retry later or elsewhere).

@@ -194,6 +194,18 @@ impl RangeState {
         outcome
     }
 
+    /// Records that the entry at `index` changed nothing here (a leader's no-op or a
+    /// membership change): versions stay, the applied index moves.
+    pub fn skip_to(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "range {}: skip to {index} after {} (log order broken)",
+            self.descriptor.id,
+            self.applied_index
+        );
+        self.applied_index = index;
+    }
+
     /// Serves a read (`Get`, `Scan`, read-only `Txn`) from the applied state. The caller
     /// has established that the state is fresh enough.
     pub fn read(&self, op: &ArchivedOperation) -> Outcome {

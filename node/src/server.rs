@@ -1,0 +1,187 @@
+//! `quasar start`: one node process. Reads (or on the first start writes) the data dir's
+//! manifest, checks `RLIMIT_MEMLOCK`, starts one glommio executor per shard (each running
+//! `quasar_shard::runtime::run_shard`), the admin HTTP port, and waits for SIGTERM/SIGINT
+//! or a shard failure.
+//!
+//! ```text
+//!  DATA_DIR/quasar.json         cluster id, node id, shards, members
+//!  DATA_DIR/shard-N/wal/        the shard's WAL segments
+//!  DATA_DIR/shard-N/snapshots/  the latest snapshot of each of its groups
+//! ```
+//!
+//! Stopping: the stop flag is set; every shard finishes the turn in flight (its fdatasync
+//! included), stops accepting and closes its connections; the process exits 0. A shard that
+//! fails (failed fsync, damaged log) stops the whole process with exit status 1: the
+//! supervisor restarts it and recovery starts from what is durable.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use glommio::{LocalExecutorBuilder, Placement};
+use quasar_rpc::message::ClusterId;
+use quasar_shard::raft::NodeId;
+use quasar_shard::runtime::{run_shard, NodeShared, ShardReport, ShardSpec};
+use quasar_shard::store::{Directory, StoreConfig};
+use quasar_wal::WalConfig;
+use tracing::{error, info};
+
+use crate::admin::AdminServer;
+use crate::config::NodeConfig;
+use crate::manifest::Manifest;
+use crate::memlock;
+use crate::metrics::{Metrics, NodeAdmin};
+
+/// Memory glommio may lock per executor for its io_uring buffers (the machine's
+/// RLIMIT_MEMLOCK must allow `memlock::PER_SHARD_BYTES` per shard).
+const IO_MEMORY_BYTES: usize = 512 << 10;
+
+/// Installs SIGTERM and SIGINT handlers that set `flag`.
+pub fn stop_on_signals(flag: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(flag))
+            .with_context(|| format!("cannot install the handler of signal {sig}"))?;
+    }
+    Ok(())
+}
+
+/// Runs a node until `stop` is set (or a shard fails). Returns an error when a shard failed.
+pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    memlock::ensure(cfg.shards)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create --data-dir {}", cfg.data_dir.display()))?;
+    let manifest = Manifest::load_or_create(
+        &cfg.data_dir,
+        &cfg.cluster_id,
+        cfg.node_id,
+        cfg.shards,
+        &cfg.initial_cluster,
+    )?;
+    let mut members: Vec<(NodeId, SocketAddr)> = manifest
+        .members
+        .iter()
+        .map(|(n, a)| (NodeId(*n), *a))
+        .collect();
+    // This node is reached at its advertised address (the manifest holds the bootstrap one).
+    for m in &mut members {
+        if m.0 .0 == cfg.node_id {
+            m.1 = cfg.advertise;
+        }
+    }
+    let member_ids: Vec<NodeId> = members.iter().map(|m| m.0).collect();
+    let metrics = Arc::new(Metrics::new());
+    let shared = Arc::new(NodeShared {
+        node: NodeId(cfg.node_id),
+        cluster_name: cfg.cluster_id.clone(),
+        cluster: ClusterId::from_name(&cfg.cluster_id),
+        shards: cfg.shards as u32,
+        members,
+        started: Instant::now(),
+        directory: Arc::new(RwLock::new(Directory::bootstrap(&member_ids))),
+        reports: (0..cfg.shards)
+            .map(|_| Mutex::new(ShardReport::default()))
+            .collect(),
+        stop: AtomicBool::new(false),
+        observer: Arc::clone(&metrics) as Arc<dyn quasar_shard::runtime::ShardObserver>,
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::with_capacity(cfg.shards);
+    for i in 0..cfg.shards {
+        let dir = cfg.data_dir.join(format!("shard-{i}"));
+        let mut store = StoreConfig::new(
+            NodeId(cfg.node_id),
+            quasar_rpc::message::ShardId(i as u32),
+            cfg.shards as u32,
+        );
+        store.election_ticks = cfg.election_ticks;
+        store.heartbeat_ticks = cfg.heartbeat_ticks;
+        // Requests wait at most ~5 election timeouts before an error answer.
+        store.request_timeout_ticks = u64::from(cfg.election_ticks) * 5;
+        let spec = ShardSpec {
+            store,
+            wal_dir: dir.join("wal"),
+            snapshot_dir: dir.join("snapshots"),
+            wal: WalConfig {
+                segment_size_bytes: 64 << 20,
+                ..WalConfig::default()
+            },
+            listen: quasar_rpc::transport::shard_addr(
+                cfg.listen,
+                quasar_rpc::message::ShardId(i as u32),
+            ),
+            tick: Duration::from_millis(cfg.tick_ms),
+            shared: Arc::clone(&shared),
+        };
+        std::fs::create_dir_all(&spec.wal_dir)
+            .with_context(|| format!("cannot create {}", spec.wal_dir.display()))?;
+        let placement = if cfg.pin {
+            Placement::Fixed(i % cores)
+        } else {
+            Placement::Unbound
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{i}"))
+            .io_memory(IO_MEMORY_BYTES)
+            .preempt_timer(Duration::from_millis(5))
+            .spawn(move || async move { run_shard(spec).await })
+            .map_err(|e| anyhow::anyhow!("cannot start the executor of shard {i}: {e}"))?;
+        handles.push(handle);
+    }
+    let admin = AdminServer::start(
+        cfg.admin_listen,
+        Arc::new(NodeAdmin {
+            shared: Arc::clone(&shared),
+            metrics,
+        }),
+    )
+    .with_context(|| format!("cannot serve --admin-listen {}", cfg.admin_listen))?;
+    info!(
+        node = cfg.node_id,
+        listen = %cfg.listen,
+        admin = %admin.local_addr(),
+        shards = cfg.shards,
+        "quasar node started"
+    );
+    let mut failed = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            info!("stop requested: finishing in-flight work");
+            break;
+        }
+        if let Some(shard) = (0..shared.shards).find(|s| shared.report(*s).failure.is_some()) {
+            failed = shared.report(shard).failure.map(|f| (shard, f));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(shard = i, error = %e, "shard failed");
+                failed.get_or_insert((i as u32, e.to_string()));
+            }
+            Err(e) => {
+                error!(shard = i, error = %e, "shard executor failed");
+                failed.get_or_insert((i as u32, e.to_string()));
+            }
+        }
+    }
+    admin.stop();
+    match failed {
+        Some((shard, reason)) => anyhow::bail!("shard {shard} failed: {reason}"),
+        None => {
+            info!("quasar node stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// Whether `dir` holds a node's data (its manifest).
+pub fn is_initialized(dir: &Path) -> bool {
+    dir.join(crate::manifest::FILE_NAME).exists()
+}

@@ -1,0 +1,559 @@
+//! The per-core event loop: the only glommio code of the shard. One executor thread per
+//! shard runs a `Store` over the shard's memory-mapped WAL, the shard's transport (listener
+//! on base port + shard index, one connection per peer node) and a tick timer.
+//!
+//! ```text
+//!  frames (transport tasks) --on_frame--> store inputs, wake the loop
+//!  loop: wait (wake | next tick) -> tick? -> process() -> send batches -> fdatasync
+//!        -> finish() -> send batches, answer clients -> publish status now and then
+//!  stop: stop accepting, finish the turn in flight (its sync included), close
+//! ```
+//!
+//! Everything the node's other threads see (status, metrics, health) goes through
+//! [`NodeShared`], updated by each shard a few times per second; cross-core channels are
+//! not on the hot path.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use quasar_rpc::conn::{Conn, Delivery, InFrame};
+use quasar_rpc::frame::{access_body, FrameError, FrameKind};
+use quasar_rpc::message::{
+    self as msg, AdminReply, AdminRequest, AdminResponse, ArchivedAdminOp, ClientRequest,
+    ClusterId, InvalidReason, Member, MemberState, NodeStatus, RaftBatch, RangeInfo, RangeSelector,
+    RequestError, ShardStatus,
+};
+use quasar_rpc::transport::{
+    shard_addr, Destination, FrameHandler, PeerInfo, Transport, TransportConfig, TransportStats,
+};
+use quasar_wal::{MmapDisk, Wal, WalConfig};
+use tracing::{error, info, warn};
+
+use crate::raft::{NodeId, Role};
+use crate::store::snapfile::DirSnapshots;
+use crate::store::{ConnToken, ReplicaStatus, SharedDirectory, Store, StoreConfig, StoreMetrics};
+
+/// What one shard last published about itself.
+#[derive(Debug, Clone, Default)]
+pub struct ShardReport {
+    pub replicas: Vec<ReplicaStatus>,
+    pub metrics: StoreMetrics,
+    pub transport: TransportStats,
+    /// Bytes of WAL segments on disk.
+    pub wal_bytes: u64,
+    pub running: bool,
+    /// Why the shard stopped serving (a failed fsync, a damaged log ...).
+    pub failure: Option<String>,
+}
+
+/// Time spent in the shard's hot path, reported to the node's metrics.
+pub trait ShardObserver: Send + Sync {
+    fn wal_append(&self, shard: u32, seconds: f64);
+    fn wal_fsync(&self, shard: u32, seconds: f64);
+    /// A client request answered (`op` is the operation's name).
+    fn request(&self, shard: u32, op: &'static str, seconds: f64, ok: bool);
+}
+
+/// An observer that records nothing (tests).
+pub struct NoObserver;
+
+impl ShardObserver for NoObserver {
+    fn wal_append(&self, _: u32, _: f64) {}
+    fn wal_fsync(&self, _: u32, _: f64) {}
+    fn request(&self, _: u32, _: &'static str, _: f64, _: bool) {}
+}
+
+/// State shared by every shard and the node's other threads.
+pub struct NodeShared {
+    pub node: NodeId,
+    pub cluster_name: String,
+    pub cluster: ClusterId,
+    pub shards: u32,
+    /// Every member with the advertised address of its shard 0.
+    pub members: Vec<(NodeId, SocketAddr)>,
+    pub started: Instant,
+    pub directory: SharedDirectory,
+    pub reports: Vec<Mutex<ShardReport>>,
+    pub stop: AtomicBool,
+    pub observer: Arc<dyn ShardObserver>,
+}
+
+impl NodeShared {
+    pub fn report(&self, shard: u32) -> ShardReport {
+        self.reports
+            .get(shard as usize)
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    fn publish(&self, shard: u32, report: ShardReport) {
+        if let Some(m) = self.reports.get(shard as usize) {
+            *m.lock().unwrap_or_else(|e| e.into_inner()) = report;
+        }
+    }
+
+    /// The leader and commit index of `group` as the local replica knows them.
+    fn range_info(&self, d: &msg::RangeDescriptor) -> RangeInfo {
+        let shard = quasar_rpc::transport::shard_for_group(d.group, self.shards);
+        let report = self.report(shard.0);
+        let local = report
+            .replicas
+            .iter()
+            .find(|r| r.descriptor.group == d.group);
+        RangeInfo {
+            descriptor: local.map_or_else(|| d.clone(), |r| r.descriptor.clone()),
+            leader: local.and_then(|r| r.leader).map(msg::NodeId),
+            commit: local.map(|r| msg::LogIndex(r.commit)),
+        }
+    }
+
+    /// Answers an admin request that needs no Raft round (status, members, ranges).
+    pub fn admin(&self, op: &ArchivedAdminOp) -> Result<AdminReply, RequestError> {
+        let dir = self
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match op {
+            ArchivedAdminOp::Status => Ok(AdminReply::Status(NodeStatus {
+                cluster: self.cluster,
+                node: msg::NodeId(self.node.0),
+                uptime_secs: self.started.elapsed().as_secs(),
+                shards: (0..self.shards)
+                    .map(|s| {
+                        let r = self.report(s);
+                        ShardStatus {
+                            shard: msg::ShardId(s),
+                            groups: r.replicas.len() as u32,
+                            leaders: r.replicas.iter().filter(|x| x.role == Role::Leader).count()
+                                as u32,
+                            wal_bytes: r.wal_bytes,
+                        }
+                    })
+                    .collect(),
+            })),
+            ArchivedAdminOp::ListMembers => Ok(AdminReply::Members(
+                self.members
+                    .iter()
+                    .map(|(n, a)| Member {
+                        node: msg::NodeId(n.0),
+                        address: a.to_string(),
+                        state: MemberState::Active,
+                    })
+                    .collect(),
+            )),
+            ArchivedAdminOp::ListRanges { .. } => Ok(AdminReply::Ranges {
+                ranges: dir.ranges().iter().map(|d| self.range_info(d)).collect(),
+                resume_key: None,
+            }),
+            ArchivedAdminOp::DescribeRange(sel) => {
+                let selector: RangeSelector =
+                    rkyv::deserialize::<RangeSelector, rkyv::rancor::Error>(sel).map_err(|_| {
+                        RequestError::InvalidRequest {
+                            reason: InvalidReason::EmptyKey,
+                        }
+                    })?;
+                let d = match &selector {
+                    RangeSelector::Id(id) => dir.by_id(*id),
+                    RangeSelector::Key(k) => dir.lookup(k),
+                };
+                match d {
+                    Some(d) => Ok(AdminReply::Range(self.range_info(d))),
+                    None => Err(RequestError::UnknownRange {
+                        range: match selector {
+                            RangeSelector::Id(id) => id,
+                            RangeSelector::Key(_) => msg::RangeId(0),
+                        },
+                    }),
+                }
+            }
+            _ => Err(RequestError::InvalidRequest {
+                reason: InvalidReason::Unsupported,
+            }),
+        }
+    }
+}
+
+/// Everything one shard needs to run.
+pub struct ShardSpec {
+    pub store: StoreConfig,
+    pub wal_dir: PathBuf,
+    pub snapshot_dir: PathBuf,
+    pub wal: WalConfig,
+    /// Where this shard listens.
+    pub listen: SocketAddr,
+    pub tick: Duration,
+    pub shared: Arc<NodeShared>,
+}
+
+/// Why a shard could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("shard {shard}: cannot open the WAL in {dir}: {source}")]
+    Wal {
+        shard: u32,
+        dir: PathBuf,
+        source: quasar_wal::WalError,
+    },
+    #[error("shard {shard}: {source}")]
+    Store {
+        shard: u32,
+        source: crate::store::StoreError,
+    },
+    #[error("shard {shard}: snapshot directory {dir}: {source}")]
+    Snapshots {
+        shard: u32,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("shard {shard}: {source}")]
+    Transport {
+        shard: u32,
+        source: quasar_rpc::error::TransportError,
+    },
+}
+
+type ShardStore = Store<MmapDisk, DirSnapshots>;
+
+/// When a request arrived and which operation it is.
+type Started = (Instant, &'static str);
+
+struct Handler {
+    shard: u32,
+    store: RefCell<Option<Rc<RefCell<ShardStore>>>>,
+    shared: Arc<NodeShared>,
+    conns: RefCell<HashMap<ConnToken, Weak<Conn>>>,
+    /// Requests in flight: when they arrived and what they are, for latency metrics.
+    started: RefCell<HashMap<(ConnToken, u64), Started>>,
+    wake: LocalSender<()>,
+    pending_wake: Cell<bool>,
+}
+
+fn op_name(op: &msg::ArchivedOperation) -> &'static str {
+    match op {
+        msg::ArchivedOperation::Get { .. } => "get",
+        msg::ArchivedOperation::Put { .. } => "put",
+        msg::ArchivedOperation::Delete { .. } => "delete",
+        msg::ArchivedOperation::CompareAndSet { .. } => "cas",
+        msg::ArchivedOperation::DeleteRange { .. } => "delete_range",
+        msg::ArchivedOperation::Scan(_) => "scan",
+        msg::ArchivedOperation::Txn(_) => "txn",
+        msg::ArchivedOperation::Increment { .. } => "increment",
+    }
+}
+
+impl Handler {
+    fn wake(&self) {
+        if !self.pending_wake.replace(true) {
+            let _ = self.wake.try_send(());
+        }
+    }
+}
+
+impl FrameHandler for Handler {
+    fn on_frame(
+        &self,
+        peer: &PeerInfo,
+        frame: InFrame<'_>,
+        conn: &Rc<Conn>,
+    ) -> Result<(), FrameError> {
+        let Some(store) = self.store.borrow().clone() else {
+            return Ok(());
+        };
+        match frame.kind {
+            FrameKind::RaftBatch => {
+                if !matches!(peer.origin, msg::Origin::Node { .. }) {
+                    return Err(FrameError::KindMismatch {
+                        expected: FrameKind::ClientRequest,
+                        got: frame.kind,
+                    });
+                }
+                let batch = access_body::<RaftBatch>(frame.body)?;
+                store.borrow_mut().on_raft_batch(batch);
+                self.wake();
+            }
+            FrameKind::ClientRequest => {
+                let req = access_body::<ClientRequest>(frame.body)?;
+                let token = Rc::as_ptr(conn) as usize as ConnToken;
+                self.conns
+                    .borrow_mut()
+                    .entry(token)
+                    .or_insert_with(|| Rc::downgrade(conn));
+                self.started.borrow_mut().insert(
+                    (token, req.request_id.get().0),
+                    (Instant::now(), op_name(&req.op)),
+                );
+                store.borrow_mut().on_client_request(token, req, frame.body);
+                self.wake();
+            }
+            FrameKind::AdminRequest => {
+                let req = access_body::<AdminRequest>(frame.body)?;
+                let result = self.shared.admin(&req.op);
+                let resp = AdminResponse {
+                    request_id: req.request_id.get(),
+                    result,
+                };
+                if conn.push(Delivery::Reliable, &resp).is_err() {
+                    warn!(shard = self.shard, peer = %peer.addr, "cannot queue admin response");
+                }
+            }
+            kind => {
+                return Err(FrameError::KindMismatch {
+                    expected: FrameKind::ClientRequest,
+                    got: kind,
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one shard on the calling glommio executor until `shared.stop` is set or the shard
+/// fails; publishes its failure in its report.
+pub async fn run_shard(spec: ShardSpec) -> Result<(), RuntimeError> {
+    let shard = spec.store.shard.0;
+    let result = run_shard_inner(spec.clone_light(), &spec).await;
+    let mut report = spec.shared.report(shard);
+    report.running = false;
+    if let Err(e) = &result {
+        error!(shard, error = %e, "shard stopped");
+        report.failure = Some(e.to_string());
+    }
+    spec.shared.publish(shard, report);
+    result
+}
+
+impl ShardSpec {
+    fn clone_light(&self) -> (u32, Arc<NodeShared>) {
+        (self.store.shard.0, Arc::clone(&self.shared))
+    }
+}
+
+async fn run_shard_inner(
+    (shard, shared): (u32, Arc<NodeShared>),
+    spec: &ShardSpec,
+) -> Result<(), RuntimeError> {
+    let wal =
+        Wal::open_dir(&spec.wal_dir, spec.wal.clone()).map_err(|source| RuntimeError::Wal {
+            shard,
+            dir: spec.wal_dir.clone(),
+            source,
+        })?;
+    let snaps =
+        DirSnapshots::open(&spec.snapshot_dir).map_err(|source| RuntimeError::Snapshots {
+            shard,
+            dir: spec.snapshot_dir.clone(),
+            source,
+        })?;
+    let seed = quasar_rpc::transport::splitmix64(
+        shared.node.0 ^ u64::from(shard) << 32 ^ shared.started.elapsed().as_nanos() as u64,
+    );
+    let store = Store::open(
+        spec.store.clone(),
+        wal,
+        snaps,
+        Arc::clone(&shared.directory),
+        seed,
+    )
+    .map_err(|source| RuntimeError::Store { shard, source })?;
+    let store = Rc::new(RefCell::new(store));
+    let (wake_tx, wake_rx): (LocalSender<()>, LocalReceiver<()>) = local_channel::new_bounded(1);
+    let handler = Rc::new(Handler {
+        shard,
+        store: RefCell::new(Some(Rc::clone(&store))),
+        shared: Arc::clone(&shared),
+        conns: RefCell::new(HashMap::new()),
+        started: RefCell::new(HashMap::new()),
+        wake: wake_tx,
+        pending_wake: Cell::new(false),
+    });
+    let mut tcfg = TransportConfig::new(
+        shared.cluster,
+        msg::NodeId(shared.node.0),
+        msg::ShardId(shard),
+    );
+    tcfg.conn.idle_timeout = Duration::from_secs(30);
+    let transport = Transport::new(tcfg, Rc::clone(&handler) as Rc<dyn FrameHandler>);
+    let bound = transport
+        .listen(spec.listen)
+        .map_err(|source| RuntimeError::Transport { shard, source })?;
+    info!(shard, addr = %bound, "shard listening");
+    for (node, base) in &shared.members {
+        if *node != shared.node {
+            transport.add_peer(
+                Destination {
+                    node: msg::NodeId(node.0),
+                    shard: msg::ShardId(shard),
+                },
+                shard_addr(*base, msg::ShardId(shard)),
+            );
+        }
+    }
+    let mut next_tick = Instant::now() + spec.tick;
+    let mut last_publish = Instant::now();
+    let result = loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        let now = Instant::now();
+        if now < next_tick && !store.borrow().has_work() {
+            let wait = next_tick - now;
+            let _ = glommio::timer::timeout(wait, async {
+                let _ = wake_rx.recv().await;
+                Ok(())
+            })
+            .await;
+        }
+        handler.pending_wake.set(false);
+        let now = Instant::now();
+        if now >= next_tick {
+            store.borrow_mut().tick();
+            next_tick += spec.tick;
+            if next_tick < now {
+                // Fell behind (a long sync): do not tick in a burst.
+                next_tick = now + spec.tick;
+            }
+        }
+        if let Err(e) = turn(shard, &store, &transport, &handler, &shared).await {
+            break Err(e);
+        }
+        if last_publish.elapsed() >= Duration::from_millis(100) {
+            last_publish = Instant::now();
+            publish(shard, &store, &transport, &shared);
+            handler
+                .conns
+                .borrow_mut()
+                .retain(|_, w| w.strong_count() > 0);
+        }
+        // Let the transport's tasks run between turns.
+        glommio::executor().yield_if_needed().await;
+    };
+    publish(shard, &store, &transport, &shared);
+    transport.stop();
+    handler.store.borrow_mut().take();
+    result
+}
+
+fn publish(
+    shard: u32,
+    store: &Rc<RefCell<ShardStore>>,
+    transport: &Transport,
+    shared: &NodeShared,
+) {
+    let s = store.borrow();
+    let report = ShardReport {
+        replicas: s.statuses(),
+        metrics: s.metrics(),
+        transport: transport.stats(),
+        wal_bytes: s.wal().disk_bytes(),
+        running: true,
+        failure: None,
+    };
+    shared.publish(shard, report);
+}
+
+/// One turn: process, send, sync, finish, send, answer.
+async fn turn(
+    shard: u32,
+    store: &Rc<RefCell<ShardStore>>,
+    transport: &Transport,
+    handler: &Handler,
+    shared: &NodeShared,
+) -> Result<(), RuntimeError> {
+    let started = Instant::now();
+    let appended = store
+        .borrow_mut()
+        .process()
+        .map_err(|source| RuntimeError::Store { shard, source })?;
+    if appended {
+        shared
+            .observer
+            .wal_append(shard, started.elapsed().as_secs_f64());
+    }
+    send_outbox(shard, store, transport);
+    if appended {
+        let job = store
+            .borrow_mut()
+            .wal_mut()
+            .begin_sync()
+            .map_err(|e| RuntimeError::Store {
+                shard,
+                source: e.into(),
+            })?;
+        if let Some(job) = job {
+            let target = job.target();
+            let t = Instant::now();
+            let result = job.run().await;
+            shared.observer.wal_fsync(shard, t.elapsed().as_secs_f64());
+            // A failed fsync poisons the WAL: the shard stops, it never retries.
+            store
+                .borrow_mut()
+                .wal_mut()
+                .on_sync_done(target, result)
+                .map_err(|e| RuntimeError::Store {
+                    shard,
+                    source: e.into(),
+                })?;
+        }
+    }
+    store
+        .borrow_mut()
+        .finish()
+        .map_err(|source| RuntimeError::Store { shard, source })?;
+    send_outbox(shard, store, transport);
+    answer_clients(shard, store, handler, shared);
+    Ok(())
+}
+
+fn send_outbox(shard: u32, store: &Rc<RefCell<ShardStore>>, transport: &Transport) {
+    let mut s = store.borrow_mut();
+    for batch in s.outbox() {
+        let dest = Destination {
+            node: batch.to,
+            shard: msg::ShardId(shard),
+        };
+        if let Err(e) = transport.send_raft(dest, batch) {
+            warn!(shard, to = batch.to.0, error = %e, "raft batch does not encode; dropped");
+        }
+    }
+    s.recycle_outbox();
+    drop(s);
+    transport.flush();
+}
+
+fn answer_clients(
+    shard: u32,
+    store: &Rc<RefCell<ShardStore>>,
+    handler: &Handler,
+    shared: &NodeShared,
+) {
+    let mut s = store.borrow_mut();
+    let conns = handler.conns.borrow();
+    let mut started = handler.started.borrow_mut();
+    let mut kicked: Vec<Rc<Conn>> = Vec::new();
+    for (token, resp) in s.take_responses() {
+        if let Some((at, op)) = started.remove(&(token, resp.request_id.0)) {
+            shared
+                .observer
+                .request(shard, op, at.elapsed().as_secs_f64(), resp.result.is_ok());
+        }
+        let Some(conn) = conns.get(&token).and_then(Weak::upgrade) else {
+            continue;
+        };
+        if conn.push(Delivery::Reliable, &resp).is_ok()
+            && !kicked.iter().any(|c| Rc::ptr_eq(c, &conn))
+        {
+            kicked.push(conn);
+        }
+    }
+    for c in kicked {
+        c.kick();
+    }
+}

@@ -1,0 +1,1462 @@
+//! The multi-raft store of one shard: every Raft group of the core in one map, joined to the
+//! shard's WAL, its snapshot files and the ranges' state machines. No clock, socket or async:
+//! the runtime (`crate::runtime`, or the whole-node simulator) calls it and moves bytes.
+//!
+//! One event-loop turn:
+//!
+//! ```text
+//!  inputs (any order):  tick()  on_raft_batch(batch)  on_client_request(token, req)
+//!  process()      every group with work hands over its Ready; ONE WAL append for all of
+//!                 them; messages that may leave before the sync go to the outbox
+//!  [runtime]      flush the outbox (one RaftBatch per destination node), await the WAL's
+//!                 SyncJob (one fdatasync), report it with wal_mut().on_sync_done
+//!  finish()       votes and acknowledgements go to the outbox (only now: after the sync);
+//!                 committed entries are applied, clients answered, reads served; advance
+//!  [runtime]      flush the outbox, send take_responses() to their connections
+//! ```
+//!
+//! Groups live on shard `shard_for_group(group, shards)` of every node, so a group's peers
+//! are the same shard index on other nodes, and a destination is just a node id.
+//! A replica is created at open for every range of the directory this node holds, and lazily
+//! when a message arrives for a group the directory says this node should hold.
+
+pub mod snapfile;
+pub mod wire;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use quasar_rpc::frame::access_body;
+use quasar_rpc::message::{
+    self as msg, AmbiguousReason, ArchivedClientRequest, ArchivedRaftBatch, ArchivedRaftBody,
+    ClientRequest, ClientResponse, InvalidReason, RaftBatch, RangeDescriptor, RangeId,
+    RequestError, RequestId, UnavailableReason,
+};
+use quasar_wal::{Batch, Disk, Wal, WalError};
+use rkyv::util::AlignedVec;
+use tracing::{debug, info, warn};
+
+use crate::raft::{
+    self, ConfState, Config as RaftConfig, EntryKind, LogId, LogIndex, Message, MessageBody,
+    NodeId, RaftNode, ReadRequestId, Ready, Restored, Role, SnapshotMeta, SnapshotStatus, Term,
+};
+use crate::range::{RangeLimits, RangeState};
+use snapfile::{SnapshotFile, SnapshotStore};
+
+/// The first byte of a normal entry's payload that carries a client request (the leader's
+/// empty no-op entries have no payload; conf change payloads start with their tag, 1 to 3).
+pub const PAYLOAD_REQUEST: u8 = 0;
+
+/// A connection of the runtime that is waiting for answers.
+pub type ConnToken = u64;
+
+/// The system key space: keys below `META_END` belong to the meta range.
+pub const META_END: &[u8] = b"\x01";
+
+/// The descriptors of every range, shared by the shards of one node (read on routing
+/// misses only; changed by range operations).
+#[derive(Debug, Default, Clone)]
+pub struct Directory {
+    ranges: Vec<RangeDescriptor>,
+}
+
+impl Directory {
+    pub fn new(mut ranges: Vec<RangeDescriptor>) -> Directory {
+        ranges.sort_by(|a, b| a.start.cmp(&b.start));
+        Directory { ranges }
+    }
+
+    /// The range that holds `key`.
+    pub fn lookup(&self, key: &[u8]) -> Option<&RangeDescriptor> {
+        self.ranges.iter().find(|d| d.contains(key))
+    }
+
+    pub fn by_id(&self, id: RangeId) -> Option<&RangeDescriptor> {
+        self.ranges.iter().find(|d| d.id == id)
+    }
+
+    pub fn by_group(&self, group: msg::GroupId) -> Option<&RangeDescriptor> {
+        self.ranges.iter().find(|d| d.group == group)
+    }
+
+    pub fn ranges(&self) -> &[RangeDescriptor] {
+        &self.ranges
+    }
+
+    /// The ranges of a brand-new cluster of `members`: the meta range `[b"", META_END)` and
+    /// the user key space `[META_END, unbounded)`, each replicated on every member.
+    pub fn bootstrap(members: &[NodeId]) -> Directory {
+        let replicas: Vec<msg::ReplicaDescriptor> = members
+            .iter()
+            .map(|n| msg::ReplicaDescriptor {
+                node: msg::NodeId(n.0),
+                role: msg::ReplicaRole::Voter,
+            })
+            .collect();
+        Directory::new(vec![
+            RangeDescriptor {
+                id: RangeId(1),
+                group: msg::GroupId(1),
+                start: Vec::new(),
+                end: META_END.to_vec(),
+                replicas: replicas.clone(),
+                epoch: msg::RangeEpoch(1),
+            },
+            RangeDescriptor {
+                id: RangeId(2),
+                group: msg::GroupId(2),
+                start: META_END.to_vec(),
+                end: Vec::new(),
+                replicas,
+                epoch: msg::RangeEpoch(1),
+            },
+        ])
+    }
+}
+
+pub type SharedDirectory = Arc<RwLock<Directory>>;
+
+/// Settings of one shard's store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub node: NodeId,
+    pub shard: msg::ShardId,
+    pub shards: u32,
+    pub election_ticks: u32,
+    pub heartbeat_ticks: u32,
+    pub limits: RangeLimits,
+    /// Take a snapshot (and compact the log below it) once this many entries were applied
+    /// since the last one; 0: never.
+    pub snapshot_after_entries: u64,
+    /// Snapshot bytes per chunk sent to a lagging replica (one chunk per destination per turn).
+    pub snapshot_chunk_bytes: usize,
+    /// A proposal or read unanswered for this many ticks is answered with an error.
+    pub request_timeout_ticks: u64,
+}
+
+impl StoreConfig {
+    pub fn new(node: NodeId, shard: msg::ShardId, shards: u32) -> StoreConfig {
+        StoreConfig {
+            node,
+            shard,
+            shards,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            limits: RangeLimits::default(),
+            snapshot_after_entries: 10_000,
+            snapshot_chunk_bytes: 1 << 20,
+            request_timeout_ticks: 500,
+        }
+    }
+
+    fn raft(&self) -> RaftConfig {
+        let mut c = RaftConfig::new(self.node);
+        c.election_timeout_ticks = self.election_ticks;
+        c.heartbeat_interval_ticks = self.heartbeat_ticks;
+        // The lease must end before any follower may elect a new leader: below the
+        // election timeout, with a margin for clock drift between nodes.
+        c.lease_ticks = self
+            .election_ticks
+            .saturating_sub(self.election_ticks / 5 + 1);
+        c.snapshot_after_entries = 0;
+        c
+    }
+}
+
+/// Why a store stops: it must not serve its groups any more.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("snapshot of group {group} at {location}: {reason}")]
+    Snapshot {
+        group: u64,
+        location: String,
+        reason: String,
+    },
+    #[error("group {group}: entry {index} in the WAL has an unknown payload tag {tag}; the log is damaged")]
+    BadEntry { group: u64, index: u64, tag: u8 },
+    #[error("group {group}: {reason}")]
+    Raft { group: u64, reason: String },
+}
+
+/// Counters of one store, for `/metrics` and `/status`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreMetrics {
+    pub proposals: u64,
+    pub proposals_refused: u64,
+    pub applied_entries: u64,
+    pub leader_changes: u64,
+    pub reads: u64,
+    pub wal_appends: u64,
+    pub wal_bytes: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_sent: u64,
+    pub snapshots_installed: u64,
+    pub raft_messages_in: u64,
+    pub raft_messages_out: u64,
+    pub raft_messages_bad: u64,
+}
+
+/// A point-in-time view of one replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub descriptor: RangeDescriptor,
+    pub role: Role,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub commit: u64,
+    pub applied: u64,
+    pub state_hash: u32,
+    pub keys: usize,
+    pub quiesced: bool,
+}
+
+struct Proposal {
+    index: LogIndex,
+    term: Term,
+    token: ConnToken,
+    request_id: RequestId,
+    at_tick: u64,
+}
+
+struct PendingRead {
+    group: msg::GroupId,
+    token: ConnToken,
+    request_id: RequestId,
+    body: AlignedVec,
+    at_tick: u64,
+}
+
+/// A snapshot arriving in chunks.
+struct Incoming {
+    last: LogId,
+    from: NodeId,
+    total: u64,
+    bytes: Vec<u8>,
+}
+
+/// A snapshot being sent in chunks.
+struct Outgoing {
+    to: NodeId,
+    last: LogId,
+    file: Arc<Vec<u8>>,
+    offset: usize,
+    descriptor: RangeDescriptor,
+    conf: ConfState,
+}
+
+struct Replica {
+    group: msg::GroupId,
+    raft: RaftNode,
+    range: RangeState,
+    proposals: VecDeque<Proposal>,
+    /// Reads whose index is known, waiting for the state machine: (index, read id).
+    waiting_reads: Vec<(LogIndex, u64)>,
+    was_leader: bool,
+    last_leader: Option<NodeId>,
+    incoming: Option<Incoming>,
+    /// A received snapshot, decoded, waiting for the core's `Ready::snapshot`.
+    staged: Option<(LogId, NodeId, RangeState, Vec<u8>)>,
+    outgoing: Vec<Outgoing>,
+    last_snapshot: LogIndex,
+    /// A snapshot taken: compact the WAL below it in the next append.
+    compact_below: Option<LogIndex>,
+}
+
+/// The store of one shard.
+pub struct Store<D: Disk, S: SnapshotStore> {
+    cfg: StoreConfig,
+    wal: Wal<D>,
+    snaps: S,
+    dir: SharedDirectory,
+    groups: HashMap<msg::GroupId, Replica>,
+    /// Sorted for a deterministic processing order.
+    order: Vec<msg::GroupId>,
+    ticks: u64,
+    outbox: Vec<RaftBatch>,
+    responses: Vec<(ConnToken, ClientResponse)>,
+    in_flight: Vec<(msg::GroupId, Ready)>,
+    reads: HashMap<u64, PendingRead>,
+    next_read: u64,
+    scratch: AlignedVec,
+    metrics: StoreMetrics,
+    seed: u64,
+}
+
+impl<D: Disk, S: SnapshotStore> Store<D, S> {
+    /// Opens the store over a recovered WAL and snapshot store: every range of `dir` that
+    /// this node holds and that lives on this shard is rebuilt from its snapshot and log.
+    pub fn open(
+        cfg: StoreConfig,
+        wal: Wal<D>,
+        snaps: S,
+        dir: SharedDirectory,
+        seed: u64,
+    ) -> Result<Store<D, S>, StoreError> {
+        let mut store = Store {
+            cfg,
+            wal,
+            snaps,
+            dir,
+            groups: HashMap::new(),
+            order: Vec::new(),
+            ticks: 0,
+            outbox: Vec::new(),
+            responses: Vec::new(),
+            in_flight: Vec::new(),
+            reads: HashMap::new(),
+            next_read: 1,
+            scratch: AlignedVec::new(),
+            metrics: StoreMetrics::default(),
+            seed,
+        };
+        let mine: Vec<RangeDescriptor> = {
+            let dir = store.dir.read().unwrap_or_else(|e| e.into_inner());
+            dir.ranges()
+                .iter()
+                .filter(|d| store.owns(d))
+                .cloned()
+                .collect()
+        };
+        for d in mine {
+            store.create_replica(&d)?;
+        }
+        Ok(store)
+    }
+
+    fn owns(&self, d: &RangeDescriptor) -> bool {
+        d.replica(msg::NodeId(self.cfg.node.0)).is_some()
+            && quasar_rpc::transport::shard_for_group(d.group, self.cfg.shards) == self.cfg.shard
+    }
+
+    /// Rebuilds (or creates) the replica of `d` from what is durable.
+    fn create_replica(&mut self, d: &RangeDescriptor) -> Result<(), StoreError> {
+        let group = d.group;
+        let wgroup = quasar_wal::GroupId(group.0);
+        let snapshot = match self.snaps.load(group).map_err(|e| StoreError::Snapshot {
+            group: group.0,
+            location: self.snaps.location(group),
+            reason: e.to_string(),
+        })? {
+            Some(bytes) => {
+                let file = SnapshotFile::decode(&bytes).map_err(|e| StoreError::Snapshot {
+                    group: group.0,
+                    location: self.snaps.location(group),
+                    reason: e.to_string(),
+                })?;
+                let range = RangeState::decode_snapshot(&file.range_bytes, self.cfg.limits)
+                    .map_err(|e| StoreError::Snapshot {
+                        group: group.0,
+                        location: self.snaps.location(group),
+                        reason: e.to_string(),
+                    })?;
+                Some((file.meta, range))
+            }
+            None => None,
+        };
+        let hard_state = self.wal.hard_state(wgroup);
+        let has_log = hard_state.is_some() || self.wal.last_index(wgroup).0 > 0;
+        let initial_conf = ConfState::with_voters(d.voters().map(|n| NodeId(n.0)));
+        let (mut restored, range) = match snapshot {
+            Some((meta, range)) => (
+                Restored {
+                    applied: meta.last.index,
+                    snapshot: meta,
+                    ..Restored::default()
+                },
+                range,
+            ),
+            None => (
+                Restored::new_group(initial_conf),
+                RangeState::new(d.clone(), self.cfg.limits),
+            ),
+        };
+        if let Some(hs) = hard_state {
+            restored.hard_state = raft::HardState {
+                term: Term(hs.term.0),
+                vote: (hs.vote != 0).then_some(NodeId(hs.vote)),
+                commit: LogIndex(hs.commit.0),
+            };
+        }
+        if has_log {
+            let first = self
+                .wal
+                .first_index(wgroup)
+                .0
+                .max(restored.snapshot.last.index.0 + 1);
+            let last = self.wal.last_index(wgroup).0;
+            let mut entries = Vec::new();
+            if last >= first {
+                self.wal.entries(
+                    wgroup,
+                    quasar_wal::LogIndex(first)..quasar_wal::LogIndex(last + 1),
+                    &mut entries,
+                )?;
+            }
+            for e in entries {
+                let kind = match e.payload.first() {
+                    None | Some(&PAYLOAD_REQUEST) => EntryKind::Normal,
+                    Some(1..=3) => EntryKind::ConfChange,
+                    Some(&tag) => {
+                        return Err(StoreError::BadEntry {
+                            group: group.0,
+                            index: e.index.0,
+                            tag,
+                        })
+                    }
+                };
+                restored.entries.push(raft::Entry {
+                    term: Term(e.term.0),
+                    index: LogIndex(e.index.0),
+                    kind,
+                    data: Bytes::from(e.payload),
+                });
+            }
+            // The commit index never exceeds what this log holds.
+            let last_held = restored
+                .entries
+                .last()
+                .map_or(restored.snapshot.last.index, |e| e.index);
+            if restored.hard_state.commit > last_held {
+                restored.hard_state.commit = last_held;
+            }
+            if restored.hard_state.commit < restored.snapshot.last.index {
+                restored.hard_state.commit = restored.snapshot.last.index;
+            }
+        }
+        let last_snapshot = restored.snapshot.last.index;
+        let raft = RaftNode::new(
+            &self.cfg.raft(),
+            restored,
+            self.seed ^ quasar_rpc::transport::splitmix64(group.0),
+        )
+        .map_err(|e| StoreError::Raft {
+            group: group.0,
+            reason: e.to_string(),
+        })?;
+        info!(group = group.0, last = %raft.last_id(), commit = raft.commit().0, "replica opened");
+        self.groups.insert(
+            group,
+            Replica {
+                group,
+                raft,
+                range,
+                proposals: VecDeque::new(),
+                waiting_reads: Vec::new(),
+                was_leader: false,
+                last_leader: None,
+                incoming: None,
+                staged: None,
+                outgoing: Vec::new(),
+                last_snapshot,
+                compact_below: None,
+            },
+        );
+        self.order.push(group);
+        self.order.sort_unstable();
+        Ok(())
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    pub fn wal(&self) -> &Wal<D> {
+        &self.wal
+    }
+
+    /// For the runtime's sync: `begin_sync`, `on_sync_done`, `collect_garbage`.
+    pub fn wal_mut(&mut self) -> &mut Wal<D> {
+        &mut self.wal
+    }
+
+    pub fn metrics(&self) -> StoreMetrics {
+        self.metrics
+    }
+
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn leader_count(&self) -> usize {
+        self.groups
+            .values()
+            .filter(|r| r.raft.role() == Role::Leader)
+            .count()
+    }
+
+    /// Every replica's status, in group order.
+    pub fn statuses(&self) -> Vec<ReplicaStatus> {
+        self.order
+            .iter()
+            .filter_map(|g| self.groups.get(g))
+            .map(|r| ReplicaStatus {
+                descriptor: r.range.descriptor().clone(),
+                role: r.raft.role(),
+                term: r.raft.term().0,
+                leader: r.raft.leader().map(|n| n.0),
+                commit: r.raft.commit().0,
+                applied: r.range.applied_index(),
+                state_hash: r.range.state_hash(),
+                keys: r.range.len(),
+                quiesced: r.raft.is_quiesced(),
+            })
+            .collect()
+    }
+
+    /// One unit of logical time for every group; expires requests that waited too long.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        for g in &self.order {
+            if let Some(r) = self.groups.get_mut(g) {
+                r.raft.tick();
+            }
+        }
+        let deadline = self.cfg.request_timeout_ticks;
+        if self.ticks % 16 == 0 {
+            let now = self.ticks;
+            for r in self.groups.values_mut() {
+                while r
+                    .proposals
+                    .front()
+                    .is_some_and(|p| now.saturating_sub(p.at_tick) > deadline)
+                {
+                    if let Some(p) = r.proposals.pop_front() {
+                        self.responses.push((
+                            p.token,
+                            ClientResponse {
+                                request_id: p.request_id,
+                                result: Err(RequestError::Ambiguous {
+                                    reason: AmbiguousReason::Timeout,
+                                }),
+                            },
+                        ));
+                    }
+                }
+            }
+            let expired: Vec<u64> = self
+                .reads
+                .iter()
+                .filter(|(_, r)| now.saturating_sub(r.at_tick) > deadline)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in expired {
+                if let Some(r) = self.reads.remove(&id) {
+                    self.responses.push((
+                        r.token,
+                        ClientResponse {
+                            request_id: r.request_id,
+                            result: Err(RequestError::Unavailable {
+                                reason: UnavailableReason::NoLeader,
+                            }),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    fn batch_for(&mut self, to: NodeId) -> &mut RaftBatch {
+        let i = match self.outbox.iter().position(|b| b.to.0 == to.0) {
+            Some(i) => i,
+            None => {
+                self.outbox.push(RaftBatch {
+                    from: msg::NodeId(self.cfg.node.0),
+                    to: msg::NodeId(to.0),
+                    to_shard: self.cfg.shard,
+                    ..RaftBatch::default()
+                });
+                self.outbox.len() - 1
+            }
+        };
+        &mut self.outbox[i]
+    }
+
+    fn send(&mut self, group: msg::GroupId, m: &Message) {
+        self.metrics.raft_messages_out += 1;
+        if let MessageBody::Snapshot { meta } = &m.body {
+            self.start_snapshot_transfer(group, m.to, meta);
+            return;
+        }
+        let batch = self.batch_for(m.to);
+        wire::push_message(batch, group, m);
+    }
+
+    /// The Raft traffic gathered since the last call, one batch per destination node; the
+    /// runtime sends each and then calls `recycle_outbox`.
+    pub fn outbox(&self) -> impl Iterator<Item = &RaftBatch> {
+        self.outbox.iter().filter(|b| b.message_count() > 0)
+    }
+
+    /// Empties the outbox, keeping its buffers.
+    pub fn recycle_outbox(&mut self) {
+        for b in &mut self.outbox {
+            b.messages.clear();
+            b.heartbeats.clear();
+            b.heartbeat_responses.clear();
+        }
+    }
+
+    /// Answers for clients gathered since the last call.
+    pub fn take_responses(&mut self) -> std::vec::Drain<'_, (ConnToken, ClientResponse)> {
+        self.responses.drain(..)
+    }
+
+    fn replica_for_message(&mut self, group: msg::GroupId) -> Option<&mut Replica> {
+        if !self.groups.contains_key(&group) {
+            let d = {
+                let dir = self.dir.read().unwrap_or_else(|e| e.into_inner());
+                dir.by_group(group).cloned()
+            };
+            match d {
+                Some(d) if self.owns(&d) => {
+                    if let Err(e) = self.create_replica(&d) {
+                        warn!(group = group.0, error = %e, "cannot create replica");
+                        return None;
+                    }
+                }
+                _ => {
+                    debug!(
+                        group = group.0,
+                        "message for a group this shard does not hold"
+                    );
+                    return None;
+                }
+            }
+        }
+        self.groups.get_mut(&group)
+    }
+
+    /// Steps every message of a received batch into its group.
+    pub fn on_raft_batch(&mut self, batch: &ArchivedRaftBatch) {
+        let from = NodeId(batch.from.get().0);
+        let to = self.cfg.node;
+        if batch.to.get().0 != to.0 || batch.to_shard.get() != self.cfg.shard {
+            self.metrics.raft_messages_bad += 1;
+            warn!(
+                to = batch.to.get().0,
+                shard = batch.to_shard.get().0,
+                "raft batch for another node or shard dropped"
+            );
+            return;
+        }
+        for hb in batch.heartbeats.iter() {
+            let m = wire::heartbeat_from_wire(from, to, hb);
+            self.step(hb.group.get(), m);
+        }
+        for hb in batch.heartbeat_responses.iter() {
+            let m = wire::heartbeat_response_from_wire(from, to, hb);
+            self.step(hb.group.get(), m);
+        }
+        for m in batch.messages.iter() {
+            let group = m.group.get();
+            match &m.body {
+                ArchivedRaftBody::Snapshot(chunk) => {
+                    self.on_snapshot_chunk(group, from, Term(m.term.get().0), chunk)
+                }
+                ArchivedRaftBody::SnapshotResponse(resp) => {
+                    self.on_snapshot_response(group, from, resp)
+                }
+                _ => match wire::message_from_wire(from, to, m) {
+                    Ok(Some(m)) => self.step(group, m),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.metrics.raft_messages_bad += 1;
+                        warn!(group = group.0, from = from.0, error = %e, "bad raft message dropped");
+                    }
+                },
+            }
+        }
+    }
+
+    fn step(&mut self, group: msg::GroupId, m: Message) {
+        self.metrics.raft_messages_in += 1;
+        let Some(r) = self.replica_for_message(group) else {
+            return;
+        };
+        if r.raft.is_quiesced() {
+            r.raft.wake();
+        }
+        if let Err(e) = r.raft.step(m) {
+            debug!(group = group.0, error = %e, "message not stepped");
+        }
+    }
+
+    fn on_snapshot_chunk(
+        &mut self,
+        group: msg::GroupId,
+        from: NodeId,
+        term: Term,
+        chunk: &msg::ArchivedSnapshotChunk,
+    ) {
+        let meta = wire::snapshot_meta_from_chunk(chunk);
+        let offset = chunk.offset_bytes.to_native();
+        let total = chunk.total_bytes.to_native();
+        let limits = self.cfg.limits;
+        let Some(r) = self.replica_for_message(group) else {
+            return;
+        };
+        if offset == 0 {
+            r.incoming = Some(Incoming {
+                last: meta.last,
+                from,
+                total,
+                bytes: Vec::with_capacity(total.min(64 << 20) as usize),
+            });
+        }
+        let in_order = matches!(&r.incoming, Some(inc) if inc.last == meta.last
+            && inc.from == from
+            && inc.bytes.len() as u64 == offset
+            && inc.total == total);
+        let refused = if !in_order {
+            r.incoming = None;
+            warn!(
+                group = group.0,
+                from = from.0,
+                offset,
+                "snapshot chunk out of order: transfer restarts"
+            );
+            true
+        } else {
+            let complete = match &mut r.incoming {
+                Some(inc) => {
+                    inc.bytes.extend_from_slice(chunk.data.as_slice());
+                    inc.bytes.len() as u64 >= total
+                }
+                None => false,
+            };
+            if !complete {
+                return;
+            }
+            let bytes = r.incoming.take().map(|i| i.bytes).unwrap_or_default();
+            let decoded = SnapshotFile::decode(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    RangeState::decode_snapshot(&f.range_bytes, limits).map_err(|e| e.to_string())
+                });
+            match decoded {
+                Ok(state) => {
+                    r.staged = Some((meta.last, from, state, bytes));
+                    false
+                }
+                Err(e) => {
+                    warn!(group = group.0, from = from.0, error = %e, "received snapshot refused");
+                    true
+                }
+            }
+        };
+        if refused {
+            let resp = msg::RaftMessage {
+                group,
+                term: msg::Term(r.raft.term().0),
+                body: msg::RaftBody::SnapshotResponse(msg::SnapshotResponse {
+                    snapshot: msg::LogId {
+                        term: msg::Term(meta.last.term.0),
+                        index: msg::LogIndex(meta.last.index.0),
+                    },
+                    received_bytes: 0,
+                    outcome: msg::SnapshotOutcome::Rejected,
+                }),
+            };
+            self.batch_for(from).messages.push(resp);
+            return;
+        }
+        // The whole snapshot is here and valid: hand its metadata to the core, which decides
+        // (stale or not) and returns it in `Ready::snapshot` for `process` to install.
+        let m = Message {
+            from,
+            to: self.cfg.node,
+            term,
+            body: MessageBody::Snapshot { meta },
+        };
+        self.step(group, m);
+    }
+
+    fn on_snapshot_response(
+        &mut self,
+        group: msg::GroupId,
+        from: NodeId,
+        resp: &msg::ArchivedSnapshotResponse,
+    ) {
+        let Some(r) = self.groups.get_mut(&group) else {
+            return;
+        };
+        let status = match resp.outcome {
+            msg::ArchivedSnapshotOutcome::Continue => return,
+            msg::ArchivedSnapshotOutcome::Installed => SnapshotStatus::Finished,
+            msg::ArchivedSnapshotOutcome::Rejected => SnapshotStatus::Failed,
+        };
+        r.outgoing.retain(|o| o.to != from);
+        r.raft.report_snapshot(from, status);
+    }
+
+    fn start_snapshot_transfer(&mut self, group: msg::GroupId, to: NodeId, meta: &SnapshotMeta) {
+        let file = match self.snaps.load(group) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                warn!(group = group.0, "snapshot requested but none is stored");
+                return;
+            }
+            Err(e) => {
+                warn!(group = group.0, error = %e, "cannot read snapshot to send");
+                return;
+            }
+        };
+        let Some(r) = self.groups.get_mut(&group) else {
+            return;
+        };
+        r.outgoing.retain(|o| o.to != to);
+        r.outgoing.push(Outgoing {
+            to,
+            last: meta.last,
+            file: Arc::new(file),
+            offset: 0,
+            descriptor: r.range.descriptor().clone(),
+            conf: meta.conf_state.clone(),
+        });
+        self.metrics.snapshots_sent += 1;
+        info!(group = group.0, to = to.0, last = %meta.last, "sending snapshot");
+    }
+
+    /// Sends the next chunk of every snapshot transfer in progress (one per destination).
+    fn pump_snapshots(&mut self) {
+        let chunk = self.cfg.snapshot_chunk_bytes.max(1);
+        let mut out: Vec<(NodeId, msg::RaftMessage)> = Vec::new();
+        for g in &self.order {
+            let Some(r) = self.groups.get_mut(g) else {
+                continue;
+            };
+            let term = msg::Term(r.raft.term().0);
+            for o in &mut r.outgoing {
+                if o.offset >= o.file.len() && !o.file.is_empty() {
+                    continue;
+                }
+                if out.iter().any(|(to, _)| *to == o.to) {
+                    continue;
+                }
+                let end = (o.offset + chunk).min(o.file.len());
+                let (voters, voters_outgoing, learners) = wire::conf_to_wire(&o.conf);
+                out.push((
+                    o.to,
+                    msg::RaftMessage {
+                        group: r.group,
+                        term,
+                        body: msg::RaftBody::Snapshot(msg::SnapshotChunk {
+                            snapshot: msg::LogId {
+                                term: msg::Term(o.last.term.0),
+                                index: msg::LogIndex(o.last.index.0),
+                            },
+                            descriptor: o.descriptor.clone(),
+                            voters,
+                            voters_outgoing,
+                            learners,
+                            offset_bytes: o.offset as u64,
+                            total_bytes: o.file.len() as u64,
+                            data: o.file[o.offset..end].to_vec(),
+                        }),
+                    },
+                ));
+                o.offset = end.max(o.offset + 1);
+            }
+        }
+        for (to, m) in out {
+            self.batch_for(to).messages.push(m);
+        }
+    }
+
+    /// Handles one client request (validated frame body `body`, archived `req`).
+    pub fn on_client_request(
+        &mut self,
+        token: ConnToken,
+        req: &ArchivedClientRequest,
+        body: &[u8],
+    ) {
+        let request_id = req.request_id.get();
+        let result = self.route_request(token, req, body);
+        if let Err(e) = result {
+            self.responses.push((
+                token,
+                ClientResponse {
+                    request_id,
+                    result: Err(e),
+                },
+            ));
+        }
+    }
+
+    /// Returns `Err` to answer at once; `Ok` when the request was proposed, queued or served.
+    fn route_request(
+        &mut self,
+        token: ConnToken,
+        req: &ArchivedClientRequest,
+        body: &[u8],
+    ) -> Result<(), RequestError> {
+        let key = req.op.routing_key();
+        let descriptor = {
+            let dir = self.dir.read().unwrap_or_else(|e| e.into_inner());
+            match req.route.as_ref() {
+                Some(route) => match dir.by_id(route.range.get()) {
+                    Some(d) => d.clone(),
+                    None => {
+                        return Err(RequestError::UnknownRange {
+                            range: route.range.get(),
+                        })
+                    }
+                },
+                None => match dir.lookup(key) {
+                    Some(d) => d.clone(),
+                    None => {
+                        return Err(RequestError::Unavailable {
+                            reason: UnavailableReason::CatchingUp,
+                        })
+                    }
+                },
+            }
+        };
+        if !self.owns(&descriptor) {
+            return Err(RequestError::KeyNotInRange { descriptor });
+        }
+        let Some(r) = self.groups.get_mut(&descriptor.group) else {
+            return Err(RequestError::KeyNotInRange { descriptor });
+        };
+        if req.route.is_none() && !descriptor.contains(key) {
+            return Err(RequestError::KeyNotInRange { descriptor });
+        }
+        if r.raft.is_quiesced() {
+            r.raft.wake();
+        }
+        let range_id = descriptor.id;
+        let not_leader = |r: &Replica| RequestError::NotLeader {
+            range: range_id,
+            leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
+        };
+        r.range.check_proposal(body.len(), req)?;
+        let is_write = req.op.is_write();
+        if is_write {
+            if descriptor.id == RangeId(1) {
+                return Err(RequestError::InvalidRequest {
+                    reason: InvalidReason::ReservedKey,
+                });
+            }
+            if r.raft.role() != Role::Leader {
+                return Err(not_leader(r));
+            }
+            let mut data = BytesMut::with_capacity(body.len() + 1);
+            data.put_u8(PAYLOAD_REQUEST);
+            data.put_slice(body);
+            let index = r.raft.propose(data.freeze()).map_err(|e| {
+                debug!(group = r.group.0, error = %e, "proposal refused");
+                not_leader(r)
+            })?;
+            r.proposals.push_back(Proposal {
+                index,
+                term: r.raft.term(),
+                token,
+                request_id: req.request_id.get(),
+                at_tick: self.ticks,
+            });
+            self.metrics.proposals += 1;
+            return Ok(());
+        }
+        self.metrics.reads += 1;
+        match req.consistency {
+            msg::ArchivedReadConsistency::Stale { .. } => {
+                let result = r.range.read(&req.op);
+                self.responses.push((
+                    token,
+                    ClientResponse {
+                        request_id: req.request_id.get(),
+                        result,
+                    },
+                ));
+                Ok(())
+            }
+            msg::ArchivedReadConsistency::Linearizable | msg::ArchivedReadConsistency::Follower => {
+                let linearizable =
+                    matches!(req.consistency, msg::ArchivedReadConsistency::Linearizable);
+                if linearizable && r.raft.role() != Role::Leader {
+                    return Err(not_leader(r));
+                }
+                if r.raft.leader().is_none() {
+                    return Err(RequestError::Unavailable {
+                        reason: UnavailableReason::NoLeader,
+                    });
+                }
+                let id = self.next_read;
+                self.next_read += 1;
+                let mut copy = AlignedVec::with_capacity(body.len());
+                copy.extend_from_slice(body);
+                let lease_ok = r.raft.role() == Role::Leader
+                    && r.raft.has_lease()
+                    && r.raft.term_at(r.raft.commit()) == Some(r.raft.term());
+                if lease_ok {
+                    // Leader lease (thesis §6.4.1): no round trip; serve once applied up to
+                    // the commit index known now.
+                    r.waiting_reads.push((r.raft.commit(), id));
+                } else {
+                    r.raft
+                        .read_index(ReadRequestId(id))
+                        .map_err(|_| not_leader(r))?;
+                }
+                let group = r.group;
+                self.reads.insert(
+                    id,
+                    PendingRead {
+                        group,
+                        token,
+                        request_id: req.request_id.get(),
+                        body: copy,
+                        at_tick: self.ticks,
+                    },
+                );
+                if lease_ok {
+                    self.serve_reads(group);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn serve_reads(&mut self, group: msg::GroupId) {
+        let Some(r) = self.groups.get_mut(&group) else {
+            return;
+        };
+        let applied = LogIndex(r.range.applied_index());
+        let mut i = 0;
+        while i < r.waiting_reads.len() {
+            let (index, id) = r.waiting_reads[i];
+            if index > applied {
+                i += 1;
+                continue;
+            }
+            r.waiting_reads.swap_remove(i);
+            let Some(read) = self.reads.remove(&id) else {
+                continue;
+            };
+            let result = match access_body::<ClientRequest>(&read.body) {
+                Ok(req) => r.range.read(&req.op),
+                Err(e) => Err(RequestError::InvalidRequest {
+                    reason: {
+                        warn!(error = %e, "stored read no longer decodes");
+                        InvalidReason::EmptyKey
+                    },
+                }),
+            };
+            self.responses.push((
+                read.token,
+                ClientResponse {
+                    request_id: read.request_id,
+                    result,
+                },
+            ));
+        }
+    }
+
+    /// Phase 1 of a turn: gathers the Ready of every group with work into ONE WAL append
+    /// and queues the messages that may leave before the sync. Returns whether anything was
+    /// appended (the runtime then syncs before calling `finish`).
+    pub fn process(&mut self) -> Result<bool, StoreError> {
+        assert!(
+            self.in_flight.is_empty(),
+            "process() twice without finish()"
+        );
+        self.pump_snapshots();
+        let order = std::mem::take(&mut self.order);
+        for g in &order {
+            let Some(r) = self.groups.get_mut(g) else {
+                continue;
+            };
+            if r.compact_below.is_some() || r.raft.has_ready() {
+                if let Some(rd) = r.raft.ready() {
+                    self.in_flight.push((*g, rd));
+                }
+            }
+        }
+        self.order = order;
+        // Install received snapshots first: their files must be durable before the WAL
+        // record that restarts the log after them.
+        for i in 0..self.in_flight.len() {
+            let (g, ref rd) = self.in_flight[i];
+            if let Some(meta) = rd.snapshot.clone() {
+                self.stage_install(g, &meta)?;
+            }
+        }
+        let mut batch = Batch::with_capacity(64);
+        for (g, rd) in &self.in_flight {
+            let wg = quasar_wal::GroupId(g.0);
+            if let Some(meta) = &rd.snapshot {
+                batch.snapshot_mark(
+                    wg,
+                    quasar_wal::LogIndex(meta.last.index.0),
+                    quasar_wal::Term(meta.last.term.0),
+                );
+            }
+            if let Some(first) = rd.append.first() {
+                batch.entries(
+                    wg,
+                    quasar_wal::LogIndex(first.index.0),
+                    rd.append
+                        .iter()
+                        .map(|e| (quasar_wal::Term(e.term.0), e.data.as_ref())),
+                );
+            }
+            if let Some(hs) = rd.hard_state {
+                batch.hard_state(
+                    wg,
+                    quasar_wal::HardState {
+                        term: quasar_wal::Term(hs.term.0),
+                        vote: hs.vote.map_or(0, |n| n.0),
+                        commit: quasar_wal::LogIndex(hs.commit.0),
+                    },
+                );
+            }
+        }
+        for r in self.groups.values_mut() {
+            if let Some(below) = r.compact_below.take() {
+                batch.compact(
+                    quasar_wal::GroupId(r.group.0),
+                    quasar_wal::LogIndex(below.0),
+                );
+            }
+        }
+        let appended = !batch.is_empty();
+        if appended {
+            self.metrics.wal_appends += 1;
+            self.metrics.wal_bytes += batch.len_bytes() as u64;
+            self.wal.append(&batch)?;
+        }
+        drop(batch);
+        let mut now = Vec::new();
+        for (g, rd) in &mut self.in_flight {
+            for m in rd.send_now.drain(..) {
+                now.push((*g, m));
+            }
+        }
+        for (g, m) in now {
+            self.send(g, &m);
+        }
+        Ok(appended)
+    }
+
+    fn stage_install(&mut self, g: msg::GroupId, meta: &SnapshotMeta) -> Result<(), StoreError> {
+        let Some(r) = self.groups.get_mut(&g) else {
+            return Ok(());
+        };
+        let Some((last, _, _, ref file)) = r.staged else {
+            return Err(StoreError::Raft {
+                group: g.0,
+                reason: format!(
+                    "core asked to install snapshot {} that never arrived",
+                    meta.last
+                ),
+            });
+        };
+        if last != meta.last {
+            return Err(StoreError::Raft {
+                group: g.0,
+                reason: format!(
+                    "core asked to install snapshot {} but {} arrived",
+                    meta.last, last
+                ),
+            });
+        }
+        self.snaps.save(g, file).map_err(|e| StoreError::Snapshot {
+            group: g.0,
+            location: self.snaps.location(g),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Phase 2 of a turn, once the WAL is durable up to everything `process` appended:
+    /// acknowledgements leave, committed entries are applied, clients answered, reads served.
+    pub fn finish(&mut self) -> Result<(), StoreError> {
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let mut applied_up_to = Vec::with_capacity(in_flight.len());
+        for (g, rd) in in_flight.iter_mut() {
+            let g = *g;
+            applied_up_to.push(rd.apply.last().map(|e| e.index));
+            for m in std::mem::take(&mut rd.send_after_sync) {
+                self.send(g, &m);
+            }
+            if rd.snapshot.is_some() {
+                self.install_staged(g);
+            }
+            for e in std::mem::take(&mut rd.apply) {
+                self.apply_entry(g, &e)?;
+            }
+            if let Some(r) = self.groups.get_mut(&g) {
+                for rs in rd.reads.drain(..) {
+                    r.waiting_reads.push((rs.index, rs.request.0));
+                }
+            }
+        }
+        for ((g, rd), applied) in in_flight.drain(..).zip(applied_up_to) {
+            if let Some(r) = self.groups.get_mut(&g) {
+                // The apply list was emptied above; report what was applied ourselves.
+                r.raft.advance(raft::Advanced {
+                    hard_state_persisted: rd.hard_state,
+                    persisted: rd.append.last().map(raft::Entry::id),
+                    applied,
+                    snapshot_installed: rd.snapshot.as_ref().map(|m| m.last),
+                    buffers: None,
+                });
+            }
+            self.serve_reads(g);
+            self.after_turn(g)?;
+        }
+        Ok(())
+    }
+
+    fn install_staged(&mut self, g: msg::GroupId) {
+        let Some(r) = self.groups.get_mut(&g) else {
+            return;
+        };
+        let Some((last, from, state, _)) = r.staged.take() else {
+            return;
+        };
+        info!(group = g.0, last = %last, keys = state.len(), "snapshot installed");
+        r.range = state;
+        r.last_snapshot = last.index;
+        // Proposals below the snapshot can no longer be matched to their entries.
+        let term = msg::Term(r.raft.term().0);
+        let mut failed = Vec::new();
+        while r.proposals.front().is_some_and(|p| p.index <= last.index) {
+            if let Some(p) = r.proposals.pop_front() {
+                failed.push(p);
+            }
+        }
+        self.metrics.snapshots_installed += 1;
+        for p in failed {
+            self.responses.push((
+                p.token,
+                ClientResponse {
+                    request_id: p.request_id,
+                    result: Err(RequestError::Ambiguous {
+                        reason: AmbiguousReason::LeadershipLost,
+                    }),
+                },
+            ));
+        }
+        let resp = msg::RaftMessage {
+            group: g,
+            term,
+            body: msg::RaftBody::SnapshotResponse(msg::SnapshotResponse {
+                snapshot: msg::LogId {
+                    term: msg::Term(last.term.0),
+                    index: msg::LogIndex(last.index.0),
+                },
+                received_bytes: 0,
+                outcome: msg::SnapshotOutcome::Installed,
+            }),
+        };
+        self.batch_for(from).messages.push(resp);
+    }
+
+    fn apply_entry(&mut self, g: msg::GroupId, e: &raft::Entry) -> Result<(), StoreError> {
+        let Some(r) = self.groups.get_mut(&g) else {
+            return Ok(());
+        };
+        if e.index.0 <= r.range.applied_index() {
+            return Ok(());
+        }
+        self.metrics.applied_entries += 1;
+        let outcome = match (e.kind, e.data.first()) {
+            (EntryKind::Normal, Some(&PAYLOAD_REQUEST)) => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&e.data[1..]);
+                match access_body::<ClientRequest>(&self.scratch) {
+                    Ok(req) => Some(r.range.apply(e.index.0, req)),
+                    Err(err) => {
+                        return Err(StoreError::Raft {
+                            group: g.0,
+                            reason: format!(
+                                "committed entry {} does not decode ({err}): the log is damaged",
+                                e.index.0
+                            ),
+                        })
+                    }
+                }
+            }
+            (EntryKind::Normal, None) | (EntryKind::ConfChange, _) => {
+                r.range.skip_to(e.index.0);
+                None
+            }
+            (EntryKind::Normal, Some(&tag)) => {
+                return Err(StoreError::BadEntry {
+                    group: g.0,
+                    index: e.index.0,
+                    tag,
+                })
+            }
+        };
+        // Answer the proposal of this index, if this replica proposed it.
+        while let Some(p) = r.proposals.front() {
+            if p.index > e.index {
+                break;
+            }
+            let Some(p) = r.proposals.pop_front() else {
+                break;
+            };
+            let result = if p.index == e.index && p.term == e.term {
+                match &outcome {
+                    Some(o) => o.clone(),
+                    None => continue,
+                }
+            } else {
+                // Another leader's entry took this index: ours was never committed.
+                Err(RequestError::NotLeader {
+                    range: r.range.descriptor().id,
+                    leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
+                })
+            };
+            self.responses.push((
+                p.token,
+                ClientResponse {
+                    request_id: p.request_id,
+                    result,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Leadership bookkeeping and snapshot policy after a group's turn.
+    fn after_turn(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
+        let every = self.cfg.snapshot_after_entries;
+        let Some(r) = self.groups.get_mut(&g) else {
+            return Ok(());
+        };
+        let leader = r.raft.leader();
+        if leader != r.last_leader {
+            r.last_leader = leader;
+            self.metrics.leader_changes += 1;
+        }
+        let is_leader = r.raft.role() == Role::Leader;
+        if r.was_leader && !is_leader {
+            // Proposals of a deposed leader may still commit under the new one: unknown.
+            let range = r.range.descriptor().id;
+            for p in r.proposals.drain(..) {
+                self.responses.push((
+                    p.token,
+                    ClientResponse {
+                        request_id: p.request_id,
+                        result: Err(RequestError::Ambiguous {
+                            reason: AmbiguousReason::LeadershipLost,
+                        }),
+                    },
+                ));
+            }
+            let hint = leader.map(|n| msg::NodeId(n.0));
+            let ids: Vec<u64> = self
+                .reads
+                .iter()
+                .filter(|(_, rd)| rd.group == g)
+                .map(|(id, _)| *id)
+                .collect();
+            r.waiting_reads.clear();
+            for id in ids {
+                if let Some(rd) = self.reads.remove(&id) {
+                    self.responses.push((
+                        rd.token,
+                        ClientResponse {
+                            request_id: rd.request_id,
+                            result: Err(RequestError::NotLeader {
+                                range,
+                                leader_hint: hint,
+                            }),
+                        },
+                    ));
+                }
+            }
+        }
+        r.was_leader = is_leader;
+        let applied = LogIndex(r.range.applied_index());
+        if every > 0 && applied.0 >= r.last_snapshot.0 + every && applied <= r.raft.applied() {
+            self.take_snapshot(g, applied)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the range's snapshot at `applied`, compacts the core's log below it, and asks
+    /// the next WAL append to compact the shard log.
+    fn take_snapshot(&mut self, g: msg::GroupId, applied: LogIndex) -> Result<(), StoreError> {
+        let Some(r) = self.groups.get_mut(&g) else {
+            return Ok(());
+        };
+        let meta = match r.raft.snapshot_meta(applied) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(group = g.0, error = %e, "snapshot deferred");
+                return Ok(());
+            }
+        };
+        let file = SnapshotFile {
+            group: g,
+            meta: meta.clone(),
+            range_bytes: r.range.encode_snapshot(),
+        }
+        .encode();
+        self.snaps
+            .save(g, &file)
+            .map_err(|e| StoreError::Snapshot {
+                group: g.0,
+                location: self.snaps.location(g),
+                reason: e.to_string(),
+            })?;
+        if let Err(e) = r.raft.compact(applied) {
+            debug!(group = g.0, error = %e, "compaction deferred");
+            return Ok(());
+        }
+        r.last_snapshot = applied;
+        r.compact_below = Some(LogIndex(applied.0 + 1));
+        self.metrics.snapshots_taken += 1;
+        info!(
+            group = g.0,
+            index = applied.0,
+            bytes = file.len(),
+            "snapshot taken"
+        );
+        Ok(())
+    }
+
+    /// Makes `node` campaign in `group` at once (bootstrap and tests).
+    pub fn campaign(&mut self, group: msg::GroupId) {
+        if let Some(r) = self.groups.get_mut(&group) {
+            r.raft.campaign();
+        }
+    }
+
+    /// Whether any group has work for `process` (the runtime may skip a turn otherwise).
+    pub fn has_work(&self) -> bool {
+        !self.responses.is_empty()
+            || self.outbox.iter().any(|b| b.message_count() > 0)
+            || self.groups.values().any(|r| {
+                r.raft.has_ready()
+                    || r.compact_below.is_some()
+                    || r.outgoing.iter().any(|o| o.offset < o.file.len())
+            })
+    }
+
+    /// Checks the invariants of every group (simulator and tests).
+    pub fn check_invariants(&self) {
+        for r in self.groups.values() {
+            r.raft.check_invariants();
+            assert!(
+                LogIndex(r.range.applied_index()) <= r.raft.commit(),
+                "group {}: applied {} beyond commit {}",
+                r.group.0,
+                r.range.applied_index(),
+                r.raft.commit().0
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

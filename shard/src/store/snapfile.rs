@@ -1,0 +1,251 @@
+//! Where a shard keeps the latest snapshot of each of its groups, and the snapshot file's
+//! format: the Raft metadata (last included entry, membership) and the range's own
+//! checksummed snapshot bytes (`RangeState::encode_snapshot`), with a CRC32C over the whole.
+//!
+//! ```text
+//!  0      4     6      8          12        16 ...                        len-4
+//!  | QSNF | ver | 0    | meta len | 0       | rkyv SnapshotFileMeta | range bytes | crc32c |
+//! ```
+//!
+//! `SnapshotStore::save` replaces a group's snapshot atomically (write to a temporary file,
+//! fsync, rename, fsync the directory); the store writes it before the WAL record that
+//! compacts the log below it, so a durable compaction always has its snapshot.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use quasar_rpc::message::GroupId;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::raft::{ConfState, LogId, LogIndex, NodeId, SnapshotMeta, Term};
+
+const MAGIC: [u8; 4] = *b"QSNF";
+const VERSION: u16 = 1;
+const HEADER_LEN: usize = 16;
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+struct SnapshotFileMeta {
+    group: u64,
+    index: u64,
+    term: u64,
+    voters: Vec<u64>,
+    voters_outgoing: Vec<u64>,
+    learners: Vec<u64>,
+}
+
+/// A decoded snapshot file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFile {
+    pub group: GroupId,
+    pub meta: SnapshotMeta,
+    /// The range's snapshot (`RangeState::decode_snapshot` checks it again).
+    pub range_bytes: Vec<u8>,
+}
+
+/// Why snapshot file bytes cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotFileError {
+    #[error("snapshot file is {len} bytes, too short for its header and checksum")]
+    Truncated { len: usize },
+    #[error("not a Quasar snapshot file (bad magic or version)")]
+    BadHeader,
+    #[error("snapshot file checksum mismatch (expected {expected:#010x}, got {actual:#010x})")]
+    Checksum { expected: u32, actual: u32 },
+    #[error("snapshot file metadata does not decode: {reason}")]
+    Invalid { reason: String },
+}
+
+impl SnapshotFile {
+    /// The file's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let ids = |v: &[NodeId]| v.iter().map(|n| n.0).collect();
+        let meta = SnapshotFileMeta {
+            group: self.group.0,
+            index: self.meta.last.index.0,
+            term: self.meta.last.term.0,
+            voters: ids(&self.meta.conf_state.voters),
+            voters_outgoing: ids(&self.meta.conf_state.voters_outgoing),
+            learners: ids(&self.meta.conf_state.learners),
+        };
+        let meta_bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&meta)
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        let mut out =
+            Vec::with_capacity(HEADER_LEN + meta_bytes.len() + self.range_bytes.len() + 4);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&meta_bytes);
+        out.extend_from_slice(&self.range_bytes);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes and checks file bytes.
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, SnapshotFileError> {
+        if bytes.len() < HEADER_LEN + 4 {
+            return Err(SnapshotFileError::Truncated { len: bytes.len() });
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        let expected = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        let actual = crc32c::crc32c(body);
+        if expected != actual {
+            return Err(SnapshotFileError::Checksum { expected, actual });
+        }
+        if body[0..4] != MAGIC || u16::from_le_bytes([body[4], body[5]]) != VERSION {
+            return Err(SnapshotFileError::BadHeader);
+        }
+        let meta_len = u32::from_le_bytes([body[8], body[9], body[10], body[11]]) as usize;
+        let rest = &body[HEADER_LEN..];
+        if meta_len > rest.len() {
+            return Err(SnapshotFileError::Truncated { len: bytes.len() });
+        }
+        let mut aligned = AlignedVec::<16>::with_capacity(meta_len);
+        aligned.extend_from_slice(&rest[..meta_len]);
+        let meta =
+            rkyv::from_bytes::<SnapshotFileMeta, rkyv::rancor::Error>(&aligned).map_err(|e| {
+                SnapshotFileError::Invalid {
+                    reason: e.to_string(),
+                }
+            })?;
+        let ids = |v: &[u64]| v.iter().map(|n| NodeId(*n)).collect();
+        Ok(SnapshotFile {
+            group: GroupId(meta.group),
+            meta: SnapshotMeta {
+                last: LogId::new(Term(meta.term), LogIndex(meta.index)),
+                conf_state: ConfState {
+                    voters: ids(&meta.voters),
+                    voters_outgoing: ids(&meta.voters_outgoing),
+                    learners: ids(&meta.learners),
+                },
+            },
+            range_bytes: rest[meta_len..].to_vec(),
+        })
+    }
+}
+
+/// Keeps the latest snapshot file of each group.
+pub trait SnapshotStore {
+    /// Replaces `group`'s snapshot with `file`, durably and atomically.
+    fn save(&mut self, group: GroupId, file: &[u8]) -> io::Result<()>;
+    /// The bytes of `group`'s latest snapshot, if any.
+    fn load(&self, group: GroupId) -> io::Result<Option<Vec<u8>>>;
+    /// Where `group`'s snapshot lives, for messages.
+    fn location(&self, group: GroupId) -> String;
+}
+
+/// Snapshot files in a directory: `{group:016x}.snap`.
+#[derive(Debug)]
+pub struct DirSnapshots {
+    dir: PathBuf,
+}
+
+impl DirSnapshots {
+    /// Uses (and creates) `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> io::Result<DirSnapshots> {
+        fs::create_dir_all(dir.as_ref())?;
+        Ok(DirSnapshots {
+            dir: dir.as_ref().to_path_buf(),
+        })
+    }
+
+    fn path(&self, group: GroupId) -> PathBuf {
+        self.dir.join(format!("{:016x}.snap", group.0))
+    }
+}
+
+impl SnapshotStore for DirSnapshots {
+    fn save(&mut self, group: GroupId, file: &[u8]) -> io::Result<()> {
+        let path = self.path(group);
+        let tmp = path.with_extension("snap.tmp");
+        {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(file)?;
+            f.sync_data()?;
+        }
+        fs::rename(&tmp, &path)?;
+        fs::File::open(&self.dir)?.sync_all()
+    }
+
+    fn load(&self, group: GroupId) -> io::Result<Option<Vec<u8>>> {
+        match fs::read(self.path(group)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn location(&self, group: GroupId) -> String {
+        self.path(group).display().to_string()
+    }
+}
+
+/// Snapshots in memory, for the simulator (they survive simulated crashes: `save` is
+/// durable at once).
+#[derive(Debug, Default, Clone)]
+pub struct MemSnapshots {
+    files: HashMap<u64, Vec<u8>>,
+}
+
+impl SnapshotStore for MemSnapshots {
+    fn save(&mut self, group: GroupId, file: &[u8]) -> io::Result<()> {
+        self.files.insert(group.0, file.to_vec());
+        Ok(())
+    }
+
+    fn load(&self, group: GroupId) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.files.get(&group.0).cloned())
+    }
+
+    fn location(&self, group: GroupId) -> String {
+        format!("memory snapshot of group {}", group.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SnapshotFile {
+        SnapshotFile {
+            group: GroupId(7),
+            meta: SnapshotMeta {
+                last: LogId::new(Term(3), LogIndex(120)),
+                conf_state: ConfState::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+            },
+            range_bytes: b"range snapshot bytes".to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_file_round_trips_and_damage_is_refused() {
+        let file = sample();
+        let bytes = file.encode();
+        assert_eq!(SnapshotFile::decode(&bytes), Ok(file));
+        for at in [0, 5, 20, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x40;
+            assert!(SnapshotFile::decode(&bad).is_err(), "flip at {at} accepted");
+        }
+        assert!(matches!(
+            SnapshotFile::decode(&bytes[..10]),
+            Err(SnapshotFileError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn dir_snapshots_replace_atomically() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = DirSnapshots::open(dir.path().join("snap")).expect("open");
+        assert_eq!(store.load(GroupId(7)).expect("load"), None);
+        store.save(GroupId(7), b"one").expect("save");
+        store.save(GroupId(7), b"two").expect("save");
+        assert_eq!(store.load(GroupId(7)).expect("load"), Some(b"two".to_vec()));
+    }
+}

@@ -1,0 +1,1 @@
+// store tests: see the whole-node simulator
