@@ -410,7 +410,7 @@ mod tests {
     #[test]
     fn defaults_fill_everything_but_id_and_data_dir() {
         let config = NodeConfig::resolve(&args(1), 4).unwrap();
-        assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(config.listen, DEFAULT_LISTEN.parse::<SocketAddr>().unwrap());
         assert_eq!(config.advertise, config.listen);
         assert_eq!(config.shards, 4);
         assert!(config.pin);
@@ -504,7 +504,7 @@ mod tests {
         a.advertise = Some("10.1.2.3:7100".into());
         assert_eq!(
             NodeConfig::resolve(&a, 1).unwrap().advertise,
-            "10.1.2.3:7100".parse().unwrap()
+            "10.1.2.3:7100".parse::<SocketAddr>().unwrap()
         );
     }
 
