@@ -59,6 +59,12 @@ pub struct StartArgs {
     /// Heartbeat interval in ticks.
     #[arg(long, env = "QUASAR_HEARTBEAT_TICKS", value_name = "N")]
     pub heartbeat_ticks: Option<u32>,
+    /// Snapshot a range (and truncate its log) every N applied entries; 0: never by count.
+    #[arg(long, env = "QUASAR_SNAPSHOT_ENTRIES", value_name = "N")]
+    pub snapshot_entries: Option<u64>,
+    /// ... or every N applied payload bytes; 0: never by size.
+    #[arg(long, env = "QUASAR_SNAPSHOT_BYTES", value_name = "BYTES")]
+    pub snapshot_bytes: Option<u64>,
 }
 
 /// The same settings as read from a TOML file.
@@ -77,6 +83,8 @@ struct FileConfig {
     tick_ms: Option<u64>,
     election_ticks: Option<u32>,
     heartbeat_ticks: Option<u32>,
+    snapshot_entries: Option<u64>,
+    snapshot_bytes: Option<u64>,
 }
 
 /// Defaults: etcd-like timing (100 ms heartbeats, 1 s elections) with a 10 ms tick.
@@ -88,6 +96,10 @@ pub const DEFAULT_ELECTION_TICKS: u32 = 100;
 pub const DEFAULT_HEARTBEAT_TICKS: u32 = 10;
 /// More shards than this is a typo, not a machine.
 pub const MAX_SHARDS: usize = 1024;
+/// Snapshot every 10,000 applied entries ...
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
+/// ... or every 64 MiB of applied payload, whichever comes first.
+pub const DEFAULT_SNAPSHOT_BYTES: u64 = 64 << 20;
 
 /// A validated node configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +117,8 @@ pub struct NodeConfig {
     pub tick_ms: u64,
     pub election_ticks: u32,
     pub heartbeat_ticks: u32,
+    pub snapshot_entries: u64,
+    pub snapshot_bytes: u64,
 }
 
 /// A setting that cannot be used, with the fix.
@@ -316,6 +330,14 @@ impl NodeConfig {
             tick_ms,
             election_ticks,
             heartbeat_ticks,
+            snapshot_entries: args
+                .snapshot_entries
+                .or(file.snapshot_entries)
+                .unwrap_or(DEFAULT_SNAPSHOT_ENTRIES),
+            snapshot_bytes: args
+                .snapshot_bytes
+                .or(file.snapshot_bytes)
+                .unwrap_or(DEFAULT_SNAPSHOT_BYTES),
         })
     }
 }
@@ -423,6 +445,10 @@ mod tests {
             ),
             (10, 100, 10)
         );
+        assert_eq!(
+            (config.snapshot_entries, config.snapshot_bytes),
+            (10_000, 64 << 20)
+        );
     }
 
     #[test]
@@ -447,10 +473,12 @@ mod tests {
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let mut a = args(2);
         a.shards = Some(3);
-        let file = "node-id = 9\nshards = 8\ntick-ms = 20\ncluster-id = \"meta\"\n";
+        let file = "node-id = 9\nshards = 8\ntick-ms = 20\ncluster-id = \"meta\"\n\
+                    snapshot-entries = 500\n";
         let config = NodeConfig::resolve_with_file_text(&a, file, 2).unwrap();
         assert_eq!(config.node_id, 2);
         assert_eq!(config.shards, 3);
+        assert_eq!(config.snapshot_entries, 500);
         assert_eq!(config.tick_ms, 20);
         assert_eq!(config.cluster_id, "meta");
     }

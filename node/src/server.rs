@@ -98,6 +98,10 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         );
         store.election_ticks = cfg.election_ticks;
         store.heartbeat_ticks = cfg.heartbeat_ticks;
+        store.snapshot_after_entries = cfg.snapshot_entries;
+        store.snapshot_after_bytes = cfg.snapshot_bytes;
+        // An idle group quiesces after two election timeouts without traffic.
+        store.quiesce_after_ticks = u64::from(cfg.election_ticks) * 2;
         // Requests wait at most ~5 election timeouts before an error answer.
         store.request_timeout_ticks = u64::from(cfg.election_ticks) * 5;
         let spec = ShardSpec {

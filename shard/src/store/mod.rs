@@ -129,6 +129,12 @@ pub struct StoreConfig {
     /// Take a snapshot (and compact the log below it) once this many entries were applied
     /// since the last one; 0: never.
     pub snapshot_after_entries: u64,
+    /// ... or once this many payload bytes were applied since the last one; 0: never.
+    pub snapshot_after_bytes: u64,
+    /// An idle group (everything committed and applied everywhere, nothing in flight)
+    /// quiesces after this many ticks: it stops ticking and heartbeating until traffic wakes
+    /// it. 0 disables quiescence.
+    pub quiesce_after_ticks: u64,
     /// Snapshot bytes per chunk sent to a lagging replica (one chunk per destination per turn).
     pub snapshot_chunk_bytes: usize,
     /// A proposal or read unanswered for this many ticks is answered with an error.
@@ -145,6 +151,8 @@ impl StoreConfig {
             heartbeat_ticks: 2,
             limits: RangeLimits::default(),
             snapshot_after_entries: 10_000,
+            snapshot_after_bytes: 64 << 20,
+            quiesce_after_ticks: 20,
             snapshot_chunk_bytes: 1 << 20,
             request_timeout_ticks: 500,
         }
@@ -261,6 +269,10 @@ struct Replica {
     staged: Option<(LogId, NodeId, RangeState, Vec<u8>)>,
     outgoing: Vec<Outgoing>,
     last_snapshot: LogIndex,
+    /// Payload bytes applied since the last snapshot.
+    bytes_since_snapshot: u64,
+    /// The tick of the last message or request for this group.
+    last_activity: u64,
     /// A snapshot taken: compact the WAL below it in the next append.
     compact_below: Option<LogIndex>,
 }
@@ -283,6 +295,12 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     scratch: AlignedVec,
     metrics: StoreMetrics,
     seed: u64,
+    /// The tick at which each peer node was last heard from (any batch, even empty).
+    last_heard: HashMap<NodeId, u64>,
+    /// Peer nodes: every other replica of every range this shard holds.
+    peers: Vec<NodeId>,
+    /// Send a batch to every peer in this turn, even an empty one.
+    liveness_due: bool,
 }
 
 impl<D: Disk, S: SnapshotStore> Store<D, S> {
@@ -311,6 +329,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             scratch: AlignedVec::new(),
             metrics: StoreMetrics::default(),
             seed,
+            last_heard: HashMap::new(),
+            peers: Vec::new(),
+            liveness_due: false,
         };
         let mine: Vec<RangeDescriptor> = {
             let dir = store.dir.read().unwrap_or_else(|e| e.into_inner());
@@ -451,11 +472,19 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 staged: None,
                 outgoing: Vec::new(),
                 last_snapshot,
+                bytes_since_snapshot: 0,
+                last_activity: 0,
                 compact_below: None,
             },
         );
         self.order.push(group);
         self.order.sort_unstable();
+        for n in d.replicas.iter().map(|x| NodeId(x.node.0)) {
+            if n != self.cfg.node && !self.peers.contains(&n) {
+                self.peers.push(n);
+                self.peers.sort_unstable();
+            }
+        }
         Ok(())
     }
 
@@ -513,10 +542,61 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// One unit of logical time for every group; expires requests that waited too long.
     pub fn tick(&mut self) {
         self.ticks += 1;
+        let now = self.ticks;
+        let quiesce_after = self.cfg.quiesce_after_ticks;
+        let election = u64::from(self.cfg.election_ticks);
+        let heartbeat = u64::from(self.cfg.heartbeat_ticks.max(1));
         for g in &self.order {
-            if let Some(r) = self.groups.get_mut(g) {
-                r.raft.tick();
+            let Some(r) = self.groups.get_mut(g) else {
+                continue;
+            };
+            if r.raft.is_quiesced() {
+                // A quiesced follower wakes when its leader's node falls silent: the node-level
+                // liveness batches stopped, so the leader may be gone.
+                let leader_silent = r.raft.leader().is_none_or(|l| {
+                    now.saturating_sub(self.last_heard.get(&l).copied().unwrap_or(0)) > election
+                });
+                if r.raft.role() != Role::Leader && leader_silent {
+                    r.raft.wake();
+                }
+                continue;
             }
+            r.raft.tick();
+            if quiesce_after == 0 || now.saturating_sub(r.last_activity) < quiesce_after {
+                continue;
+            }
+            let settled = r.proposals.is_empty()
+                && r.waiting_reads.is_empty()
+                && r.outgoing.is_empty()
+                && r.raft.commit() == r.raft.last_id().index
+                && LogIndex(r.range.applied_index()) == r.raft.commit();
+            if !settled {
+                continue;
+            }
+            match r.raft.role() {
+                Role::Leader if r.raft.can_quiesce() => r.raft.quiesce(),
+                // A follower whose live leader stopped heartbeating: the leader quiesced.
+                Role::Follower => {
+                    let leader_alive = r.raft.leader().is_some_and(|l| {
+                        now.saturating_sub(self.last_heard.get(&l).copied().unwrap_or(0))
+                            <= 2 * heartbeat
+                    });
+                    if leader_alive {
+                        r.raft.quiesce();
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Node-level liveness: one (possibly empty) batch per peer every heartbeat interval,
+        // whatever the number of groups, so quiesced followers can tell a quiet leader from
+        // a dead one.
+        if now % heartbeat == 0 {
+            for i in 0..self.peers.len() {
+                let p = self.peers[i];
+                self.batch_for(p);
+            }
+            self.liveness_due = true;
         }
         let deadline = self.cfg.request_timeout_ticks;
         if self.ticks % 16 == 0 {
@@ -591,11 +671,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// The Raft traffic gathered since the last call, one batch per destination node; the
     /// runtime sends each and then calls `recycle_outbox`.
     pub fn outbox(&self) -> impl Iterator<Item = &RaftBatch> {
-        self.outbox.iter().filter(|b| b.message_count() > 0)
+        let all = self.liveness_due;
+        self.outbox
+            .iter()
+            .filter(move |b| all || b.message_count() > 0)
     }
 
     /// Empties the outbox, keeping its buffers.
     pub fn recycle_outbox(&mut self) {
+        self.liveness_due = false;
         for b in &mut self.outbox {
             b.messages.clear();
             b.heartbeats.clear();
@@ -637,6 +721,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     pub fn on_raft_batch(&mut self, batch: &ArchivedRaftBatch) {
         let from = NodeId(batch.from.get().0);
         let to = self.cfg.node;
+        self.last_heard.insert(from, self.ticks);
         if batch.to.get().0 != to.0 || batch.to_shard.get() != self.cfg.shard {
             self.metrics.raft_messages_bad += 1;
             warn!(
@@ -677,10 +762,18 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
 
     fn step(&mut self, group: msg::GroupId, m: Message) {
         self.metrics.raft_messages_in += 1;
+        let now = self.ticks;
         let Some(r) = self.replica_for_message(group) else {
             return;
         };
-        if r.raft.is_quiesced() {
+        // Heartbeats keep a group alive but are not activity: an idle group still quiesces.
+        if !m.is_heartbeat() {
+            r.last_activity = now;
+            if r.raft.is_quiesced() {
+                r.raft.wake();
+            }
+        } else if r.raft.is_quiesced() && r.raft.role() != Role::Leader {
+            // A heartbeat means the leader is awake again.
             r.raft.wake();
         }
         if let Err(e) = r.raft.step(m) {
@@ -928,6 +1021,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if req.route.is_none() && !descriptor.contains(key) {
             return Err(RequestError::KeyNotInRange { descriptor });
         }
+        r.last_activity = self.ticks;
         if r.raft.is_quiesced() {
             r.raft.wake();
         }
@@ -1223,6 +1317,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         info!(group = g.0, last = %last, keys = state.len(), "snapshot installed");
         r.range = state;
         r.last_snapshot = last.index;
+        r.bytes_since_snapshot = 0;
         // Proposals below the snapshot can no longer be matched to their entries.
         let term = msg::Term(r.raft.term().0);
         let mut failed = Vec::new();
@@ -1266,6 +1361,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             return Ok(());
         }
         self.metrics.applied_entries += 1;
+        r.bytes_since_snapshot += e.data.len() as u64;
         let outcome = match (e.kind, e.data.first()) {
             (EntryKind::Normal, Some(&PAYLOAD_REQUEST)) => {
                 self.scratch.clear();
@@ -1329,6 +1425,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// Leadership bookkeeping and snapshot policy after a group's turn.
     fn after_turn(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
         let every = self.cfg.snapshot_after_entries;
+        let every_bytes = self.cfg.snapshot_after_bytes;
         let Some(r) = self.groups.get_mut(&g) else {
             return Ok(());
         };
@@ -1377,7 +1474,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         r.was_leader = is_leader;
         let applied = LogIndex(r.range.applied_index());
-        if every > 0 && applied.0 >= r.last_snapshot.0 + every && applied <= r.raft.applied() {
+        let due = (every > 0 && applied.0 >= r.last_snapshot.0 + every)
+            || (every_bytes > 0 && r.bytes_since_snapshot >= every_bytes);
+        if due && applied > r.last_snapshot && applied <= r.raft.applied() {
             self.take_snapshot(g, applied)?;
         }
         Ok(())
@@ -1414,6 +1513,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             return Ok(());
         }
         r.last_snapshot = applied;
+        r.bytes_since_snapshot = 0;
         r.compact_below = Some(LogIndex(applied.0 + 1));
         self.metrics.snapshots_taken += 1;
         info!(
@@ -1435,6 +1535,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// Whether any group has work for `process` (the runtime may skip a turn otherwise).
     pub fn has_work(&self) -> bool {
         !self.responses.is_empty()
+            || self.liveness_due
             || self.outbox.iter().any(|b| b.message_count() > 0)
             || self.groups.values().any(|r| {
                 r.raft.has_ready()
