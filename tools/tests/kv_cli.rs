@@ -5,6 +5,15 @@
 mod common;
 
 use common::{quasarctl, FakeCluster, Run, FIRST_NODE};
+use quasar_rpc::message::{Member, MemberState, NodeId};
+
+/// A loopback address that was just free: nothing listens there.
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string()
+}
 
 fn words(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
@@ -262,6 +271,36 @@ fn status_in_both_modes() {
 }
 
 #[test]
+fn status_reports_a_member_that_is_down() {
+    let fake = FakeCluster::start_with(
+        "quasar",
+        1,
+        0,
+        vec![Member {
+            node: NodeId(99),
+            address: free_addr(),
+            state: MemberState::Unreachable,
+        }],
+    );
+    let table = ctl(fake.endpoint(0), &["status"]);
+    assert_eq!(table.code, 1, "{table:?}");
+    let down = table
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("99 "))
+        .unwrap_or_else(|| panic!("no row for node 99: {table:?}"));
+    assert!(down.contains("unreachable  error: "), "{table:?}");
+    assert!(table.stdout.contains("RANGE"), "{table:?}");
+
+    let doc = ctl(fake.endpoint(0), &["-o", "json", "status"]);
+    assert_eq!(doc.code, 1, "{doc:?}");
+    let doc = doc.json();
+    assert_eq!(doc["nodes"][1]["node_id"], 99);
+    assert!(doc["nodes"][1]["error"].is_string(), "{doc}");
+    assert_eq!(doc["nodes"][0]["groups"], 2);
+}
+
+#[test]
 fn a_follower_endpoint_redirects_to_the_leader() {
     // Node 7 follows, node 8 leads; only the follower is named.
     let fake = FakeCluster::start("quasar", 2, 1);
@@ -270,6 +309,7 @@ fn a_follower_endpoint_redirects_to_the_leader() {
     assert_eq!(put.code, 0, "{put:?}");
     let get = ctl(follower, &["-o", "json", "kv", "get", "k"]);
     assert_eq!(get.json()["value"], "v");
+    assert!(fake.hits(FIRST_NODE) >= 1, "the follower was asked first");
     assert!(fake.hits(FIRST_NODE + 1) >= 2);
 }
 
@@ -293,12 +333,7 @@ fn endpoints_and_cluster_from_the_environment() {
 
 #[test]
 fn unreachable_endpoints_fail_with_one_line() {
-    // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let dead = format!("127.0.0.1:{port}");
+    let dead = free_addr();
     let run = ctl(&format!("{dead},not-an-address"), &["kv", "get", "k"]);
     run.assert_one_line_error();
     assert!(run.stdout.is_empty(), "{run:?}");

@@ -57,6 +57,12 @@ pub const FIRST_NODE: u64 = 7;
 impl FakeCluster {
     /// `nodes` nodes in cluster `name`; node `FIRST_NODE + leader` leads every range.
     pub fn start(name: &str, nodes: usize, leader: usize) -> FakeCluster {
+        FakeCluster::start_with(name, nodes, leader, Vec::new())
+    }
+
+    /// As `start`, and `extra` members listed by every node that serve nothing (a member
+    /// that is down, at an address where nothing listens).
+    pub fn start_with(name: &str, nodes: usize, leader: usize, extra: Vec<Member>) -> FakeCluster {
         let listeners: Vec<TcpListener> = (0..nodes)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
             .collect();
@@ -72,6 +78,7 @@ impl FakeCluster {
                 address: a.clone(),
                 state: MemberState::Active,
             })
+            .chain(extra)
             .collect();
         let shared = Arc::new(Shared {
             cluster: ClusterId::from_name(name),
