@@ -68,9 +68,11 @@ impl ClientConfig {
             session: SessionId(fastrand::u64(1..)),
             request_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(2),
-            max_attempts: 8,
+            // Enough to ride out a leader failure: detection takes an election timeout or
+            // two, and the backoff doubles up to a second.
+            max_attempts: 30,
             backoff_min: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(1),
             consistency: ReadConsistency::Linearizable,
             max_frame_len_bytes: 16 << 20,
         }
@@ -290,10 +292,12 @@ impl Call {
                 delay
             }
             Err(AttemptError::NotSent(reason)) => {
+                forget_leader(cache, target);
                 self.last = reason;
                 self.backoff.next_delay()
             }
             Err(AttemptError::Lost(reason)) => {
+                forget_leader(cache, target);
                 if self.is_write {
                     self.ambiguous = Some(reason.clone());
                 }
@@ -319,6 +323,16 @@ impl Call {
         self.request.route = target.route;
         self.request.request_id = request_id;
         &self.request
+    }
+}
+
+/// After an unreachable target, the next attempt goes to another voter, not the same
+/// (possibly dead) leader again.
+fn forget_leader(cache: &mut RangeCache, target: &Target) {
+    if let Some(route) = target.route {
+        if cache.leader(route.range) == Some(target.node) {
+            cache.set_leader(route.range, None);
+        }
     }
 }
 
