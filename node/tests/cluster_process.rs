@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{key, value, wait_until, Cluster, USER_RANGE};
 use quasar_rpc::client::BlockingClient;
-use quasar_rpc::message::{NodeId, RangeId};
+use quasar_rpc::message::{AdminOp, AdminReply, NodeId, RangeId, RangeSelector, ShardId};
 
 /// Acknowledged writes: key index -> value.
 type Acked = BTreeMap<usize, Vec<u8>>;
@@ -202,9 +202,20 @@ fn a_client_whose_cached_leader_died_fails_over() {
     let mut client = cluster.client();
     let (acked, failed) = write_keys(&mut client, "f", 0..20, Duration::from_secs(10));
     assert_no_failures("before the kill", &failed);
-    // Make sure the client's cache names the leader (it learns it from a `NotLeader` hint,
-    // or never if the first voter it tries happens to lead), then kill exactly that node.
+    // Make sure the client's cache holds the range and names its leader (a client learns
+    // them from `KeyNotInRange` and `NotLeader` answers, which a node that serves or forwards
+    // the request never sends), then kill exactly that node.
     let leader = cluster.wait_leader(USER_RANGE, Duration::from_secs(5));
+    if client.cache().lookup(&key(0)).is_none() {
+        match client.admin(
+            NodeId(leader),
+            ShardId(0),
+            AdminOp::DescribeRange(RangeSelector::Id(RangeId(USER_RANGE))),
+        ) {
+            Ok(AdminReply::Range(info)) => client.cache_mut().insert(info.descriptor),
+            other => panic!("DescribeRange of range {USER_RANGE}: {other:?}"),
+        }
+    }
     client
         .cache_mut()
         .set_leader(RangeId(USER_RANGE), Some(NodeId(leader)));
