@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Run a local 3-node cluster on loopback until Ctrl-C.
     Demo(DemoArgs),
 }
