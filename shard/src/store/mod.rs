@@ -139,6 +139,8 @@ pub struct StoreConfig {
     pub snapshot_chunk_bytes: usize,
     /// A proposal or read unanswered for this many ticks is answered with an error.
     pub request_timeout_ticks: u64,
+    /// Length of a tick in milliseconds (for `Stale` reads' staleness bound).
+    pub tick_ms: u64,
 }
 
 impl StoreConfig {
@@ -155,6 +157,7 @@ impl StoreConfig {
             quiesce_after_ticks: 20,
             snapshot_chunk_bytes: 1 << 20,
             request_timeout_ticks: 500,
+            tick_ms: 10,
         }
     }
 
@@ -273,6 +276,8 @@ struct Replica {
     bytes_since_snapshot: u64,
     /// The tick of the last message or request for this group.
     last_activity: u64,
+    /// The tick of the last message from the group's leader (stale reads' bound).
+    last_leader_contact: u64,
     /// A snapshot taken: compact the WAL below it in the next append.
     compact_below: Option<LogIndex>,
 }
@@ -474,6 +479,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 last_snapshot,
                 bytes_since_snapshot: 0,
                 last_activity: 0,
+                last_leader_contact: 0,
                 compact_below: None,
             },
         );
@@ -766,6 +772,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(r) = self.replica_for_message(group) else {
             return;
         };
+        if r.raft.leader() == Some(m.from) {
+            r.last_leader_contact = now;
+        }
         // Heartbeats keep a group alive but are not activity: an idle group still quiesces.
         if !m.is_heartbeat() {
             r.last_activity = now;
@@ -1060,7 +1069,18 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         self.metrics.reads += 1;
         match req.consistency {
-            msg::ArchivedReadConsistency::Stale { .. } => {
+            msg::ArchivedReadConsistency::Stale { max_staleness_ms } => {
+                // The local state is at most as old as the last word from the leader (a
+                // quiesced group's leader has nothing newer); the leader itself is current.
+                let age_ms = self.ticks.saturating_sub(r.last_leader_contact) * self.cfg.tick_ms;
+                let fresh = r.raft.role() == Role::Leader
+                    || r.raft.is_quiesced()
+                    || age_ms <= u64::from(max_staleness_ms.to_native());
+                if !fresh {
+                    return Err(RequestError::Unavailable {
+                        reason: UnavailableReason::CatchingUp,
+                    });
+                }
                 let result = r.range.read(&req.op);
                 self.responses.push((
                     token,

@@ -1,1 +1,228 @@
-// store tests: see the whole-node simulator
+//! Single-node store tests over the in-memory disk: the turn protocol, routing answers,
+//! snapshots and recovery. Multi-node behaviour is the whole-node simulator's
+//! (`shard::sim::node`, `tests/sim_node.rs`).
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll, Waker};
+
+use quasar_rpc::frame::{access_body, encode_frame};
+use quasar_rpc::message::{
+    ClientRequest, ClientResponse, InvalidReason, Operation, ReadConsistency, Reply, RequestError,
+    RequestId, Sequence, SessionId, ShardId,
+};
+use quasar_wal::{Crash, MemDisk, Wal, WalConfig};
+use rkyv::util::AlignedVec;
+
+use super::snapfile::MemSnapshots;
+use super::{Directory, Store, StoreConfig};
+use crate::raft::NodeId;
+
+fn wal_config() -> WalConfig {
+    WalConfig {
+        segment_size_bytes: 256 << 10,
+        cache_bytes: 1 << 20,
+        ..WalConfig::default()
+    }
+}
+
+struct One {
+    store: Store<MemDisk, MemSnapshots>,
+    next: u64,
+}
+
+fn config(shards: u32) -> StoreConfig {
+    let mut cfg = StoreConfig::new(NodeId(1), ShardId(0), shards);
+    cfg.snapshot_after_entries = 20;
+    cfg
+}
+
+fn open(disk: MemDisk, snaps: MemSnapshots, cfg: StoreConfig) -> One {
+    let wal = Wal::open(disk, wal_config()).expect("wal opens");
+    let dir = Arc::new(RwLock::new(Directory::bootstrap(&[NodeId(1)])));
+    let store = Store::open(cfg, wal, snaps, dir, 7).expect("store opens");
+    One { store, next: 1 }
+}
+
+impl One {
+    /// One turn as the runtime runs it; `MemDisk` syncs complete at once.
+    fn turn(&mut self) {
+        let appended = self.store.process().expect("process");
+        self.store.recycle_outbox();
+        if appended {
+            if let Some(job) = self.store.wal_mut().begin_sync().expect("begin sync") {
+                let target = job.target();
+                let mut fut = std::pin::pin!(job.run());
+                let mut cx = Context::from_waker(Waker::noop());
+                let Poll::Ready(result) = fut.as_mut().poll(&mut cx) else {
+                    panic!("a MemDisk sync completes at once")
+                };
+                self.store
+                    .wal_mut()
+                    .on_sync_done(target, result)
+                    .expect("sync done");
+            }
+        }
+        self.store.finish().expect("finish");
+    }
+
+    fn settle(&mut self, ticks: usize) {
+        for _ in 0..ticks {
+            self.store.tick();
+            self.turn();
+        }
+    }
+
+    fn request(&mut self, op: Operation, consistency: ReadConsistency) -> ClientResponse {
+        let id = self.next;
+        self.next += 1;
+        let req = ClientRequest {
+            request_id: RequestId(id),
+            session: SessionId(99),
+            sequence: Sequence(id),
+            consistency,
+            route: None,
+            op,
+        };
+        let mut frame = AlignedVec::new();
+        let encoded = encode_frame(&req, &mut frame).expect("encodes");
+        let start = encoded.frame.start + quasar_rpc::frame::HEADER_LEN;
+        let mut body = AlignedVec::<16>::new();
+        body.extend_from_slice(&frame[start..start + encoded.body_len as usize]);
+        let archived = access_body::<ClientRequest>(&body).expect("valid");
+        self.store.on_client_request(5, archived, &body);
+        for _ in 0..50 {
+            if let Some(pos) = self
+                .store
+                .responses
+                .iter()
+                .position(|(_, r)| r.request_id.0 == id)
+            {
+                return self.store.responses.remove(pos).1;
+            }
+            self.turn();
+            self.store.tick();
+        }
+        panic!("request {id} never answered");
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) -> ClientResponse {
+        self.request(
+            Operation::Put {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
+            ReadConsistency::Linearizable,
+        )
+    }
+
+    fn get(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        match self
+            .request(
+                Operation::Get { key: key.to_vec() },
+                ReadConsistency::Linearizable,
+            )
+            .result
+        {
+            Ok(Reply::Get(v)) => v.map(|v| v.value),
+            other => panic!("get answered {other:?}"),
+        }
+    }
+}
+
+fn leader() -> One {
+    let mut one = open(MemDisk::new(), MemSnapshots::default(), config(1));
+    one.settle(40);
+    assert_eq!(
+        one.store.leader_count(),
+        2,
+        "a single voter leads both ranges"
+    );
+    one
+}
+
+#[test]
+fn a_single_node_writes_reads_and_refuses_the_meta_range() {
+    let mut one = leader();
+    assert!(matches!(
+        one.put(b"k", b"v").result,
+        Ok(Reply::Written { .. })
+    ));
+    assert_eq!(one.get(b"k"), Some(b"v".to_vec()));
+    assert_eq!(one.get(b"missing"), None);
+    let meta = one.put(b"\x00system", b"x");
+    assert_eq!(
+        meta.result,
+        Err(RequestError::InvalidRequest {
+            reason: InvalidReason::ReservedKey
+        })
+    );
+    let stale = one.request(
+        Operation::Get { key: b"k".to_vec() },
+        ReadConsistency::Stale {
+            max_staleness_ms: 0,
+        },
+    );
+    assert!(matches!(stale.result, Ok(Reply::Get(Some(_)))), "{stale:?}");
+}
+
+#[test]
+fn a_range_on_another_shard_is_answered_with_its_descriptor() {
+    // With two shards, groups 1 and 2 may land on different shards; the shard that does not
+    // own the user range answers with the range's descriptor.
+    let mut cfg = config(2);
+    let owner = quasar_rpc::transport::shard_for_group(quasar_rpc::message::GroupId(2), 2);
+    cfg.shard = ShardId(1 - owner.0);
+    let mut other = open(MemDisk::new(), MemSnapshots::default(), cfg);
+    other.settle(5);
+    match other.put(b"k", b"v").result {
+        Err(RequestError::KeyNotInRange { descriptor }) => {
+            assert_eq!(descriptor.id.0, 2);
+            assert!(descriptor.contains(b"k"));
+        }
+        other => panic!("expected KeyNotInRange, got {other:?}"),
+    }
+}
+
+#[test]
+fn snapshots_compact_the_log_and_a_crash_recovers_every_acknowledged_write() {
+    let mut one = leader();
+    for i in 0..70u32 {
+        let key = format!("key-{i:03}");
+        assert!(
+            matches!(
+                one.put(key.as_bytes(), b"v").result,
+                Ok(Reply::Written { .. })
+            ),
+            "put {key}"
+        );
+    }
+    assert!(
+        one.store.metrics().snapshots_taken >= 2,
+        "{:?}",
+        one.store.metrics()
+    );
+    let before = one.store.statuses();
+    let snaps = one.store.snaps.clone();
+    let crashed = one.store.wal.disk().crash(Crash::DropUnsynced);
+    let mut again = open(crashed, snaps, config(1));
+    again.settle(40);
+    let after = again.store.statuses();
+    let user = |s: &Vec<super::ReplicaStatus>| {
+        s.iter()
+            .find(|r| r.descriptor.id.0 == 2)
+            .map(|r| (r.applied, r.state_hash, r.keys))
+    };
+    let (applied, hash, keys) = user(&before).expect("user range before");
+    let (applied2, hash2, keys2) = user(&after).expect("user range after");
+    assert_eq!(keys2, keys);
+    assert!(applied2 >= applied);
+    if applied2 == applied {
+        assert_eq!(hash2, hash);
+    }
+    for i in 0..70u32 {
+        let key = format!("key-{i:03}");
+        assert_eq!(again.get(key.as_bytes()), Some(b"v".to_vec()), "{key}");
+    }
+    again.store.check_invariants();
+}
