@@ -43,7 +43,11 @@ pub const USER_RANGE: u64 = 2;
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Raft timing of every harness node: 10 ms ticks, elections after 300-600 ms, heartbeats
 /// every 30 ms.
-pub const TIMING_FLAGS: [&str; 8] = [
+pub const TIMING_FLAGS: [&str; 10] = [
+    // Small snapshots, so that a node restarted after a few hundred writes catches up
+    // through a snapshot transfer.
+    "--snapshot-entries",
+    "200",
     "--tick-ms",
     "10",
     "--election-ticks",

@@ -1496,7 +1496,20 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let applied = LogIndex(r.range.applied_index());
         let due = (every > 0 && applied.0 >= r.last_snapshot.0 + every)
             || (every_bytes > 0 && r.bytes_since_snapshot >= every_bytes);
-        if due && applied > r.last_snapshot && applied <= r.raft.applied() {
+        // A leader keeps the log a lagging follower still needs, up to twice the policy:
+        // a follower a little behind catches up from the log, a dead one gets a snapshot.
+        let overdue = (every > 0 && applied.0 >= r.last_snapshot.0 + 2 * every)
+            || (every_bytes > 0 && r.bytes_since_snapshot >= 2 * every_bytes);
+        let me = r.raft.id();
+        let lagging = is_leader
+            && r.raft
+                .conf_state()
+                .members()
+                .into_iter()
+                .filter(|p| *p != me)
+                .any(|p| r.raft.progress(p).is_none_or(|pr| pr.matched < applied));
+        if due && (!lagging || overdue) && applied > r.last_snapshot && applied <= r.raft.applied()
+        {
             self.take_snapshot(g, applied)?;
         }
         Ok(())
