@@ -198,6 +198,8 @@ pub struct StoreMetrics {
     pub proposals: u64,
     pub proposals_refused: u64,
     pub applied_entries: u64,
+    /// Entries this replica learned are committed (summed over its groups).
+    pub committed_entries: u64,
     pub leader_changes: u64,
     pub reads: u64,
     pub wal_appends: u64,
@@ -278,6 +280,8 @@ struct Replica {
     last_activity: u64,
     /// The tick of the last message from the group's leader (stale reads' bound).
     last_leader_contact: u64,
+    /// The commit index at the end of the last turn (for the commits counter).
+    last_commit: LogIndex,
     /// A snapshot taken: compact the WAL below it in the next append.
     compact_below: Option<LogIndex>,
 }
@@ -480,6 +484,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 bytes_since_snapshot: 0,
                 last_activity: 0,
                 last_leader_contact: 0,
+                last_commit: LogIndex(0),
                 compact_below: None,
             },
         );
@@ -1449,6 +1454,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(r) = self.groups.get_mut(&g) else {
             return Ok(());
         };
+        let commit = r.raft.commit();
+        if commit > r.last_commit {
+            if r.last_commit.0 > 0 {
+                self.metrics.committed_entries += commit.0 - r.last_commit.0;
+            }
+            r.last_commit = commit;
+        }
         let leader = r.raft.leader();
         if leader != r.last_leader {
             r.last_leader = leader;
