@@ -48,6 +48,7 @@ pub struct Metrics {
     registry: Registry,
     proposals: Family<ShardLabel, Counter>,
     applied: Family<ShardLabel, Counter>,
+    committed: Family<ShardLabel, Counter>,
     leader_changes: Family<ShardLabel, Counter>,
     wal_bytes_written: Family<ShardLabel, Counter>,
     snapshots_taken: Family<ShardLabel, Counter>,
@@ -78,6 +79,7 @@ impl Metrics {
         let m = Metrics {
             proposals: Family::default(),
             applied: Family::default(),
+            committed: Family::default(),
             leader_changes: Family::default(),
             wal_bytes_written: Family::default(),
             snapshots_taken: Family::default(),
@@ -104,6 +106,11 @@ impl Metrics {
             "applied_entries",
             "Committed entries applied",
             m.applied.clone(),
+        );
+        registry.register(
+            "committed_entries",
+            "Entries learned committed (commit index advances)",
+            m.committed.clone(),
         );
         registry.register(
             "leader_changes",
@@ -190,6 +197,7 @@ impl Metrics {
             let m = r.metrics;
             self.bump(&self.proposals, shard, "proposals", m.proposals);
             self.bump(&self.applied, shard, "applied", m.applied_entries);
+            self.bump(&self.committed, shard, "committed", m.committed_entries);
             self.bump(
                 &self.leader_changes,
                 shard,
