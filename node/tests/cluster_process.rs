@@ -202,6 +202,40 @@ fn sigterm_stops_cleanly_and_restart_recovers() {
 
     // Stop the leader: the harder case (it must hand over or just stop, and flush its log).
     let victim = cluster.wait_leader(USER_RANGE, Duration::from_secs(5));
+
+    // The leader's metrics count what it just did, labelled per shard (never per range).
+    // Shards publish their counters a few times a second: poll briefly.
+    let admin = cluster.node(victim).admin_addr();
+    let counter = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let mut text = String::new();
+    let complete = wait_until(Duration::from_secs(5), || {
+        text = match common::http_get(admin, "/metrics") {
+            Ok((200, t)) => t,
+            _ => return false,
+        };
+        [
+            "quasar_proposals_total",
+            "quasar_committed_entries_total",
+            "quasar_applied_entries_total",
+            "quasar_wal_fsync_seconds_count",
+            "quasar_wal_append_seconds_count",
+            "quasar_requests_total",
+            "quasar_request_seconds_count",
+            "quasar_peer_messages_sent_total",
+        ]
+        .iter()
+        .all(|name| counter(&text, name) > 0.0)
+    });
+    assert!(complete, "metrics incomplete:\n{text}");
+    assert!(
+        !text.contains("range="),
+        "metrics must not be labelled per range"
+    );
     cluster.node_mut(victim).terminate();
     let status = cluster
         .node_mut(victim)
