@@ -386,6 +386,22 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             }
             None => None,
         };
+        // A received snapshot's file is saved before the WAL record that restarts the log
+        // after it is durable; a crash in between leaves the snapshot past the end of the
+        // log. Restart the log after it now (as the lost record would have), or the next
+        // append would leave a gap.
+        if let Some((meta, _)) = &snapshot {
+            if meta.last.index.0 > self.wal.last_index(wgroup).0 {
+                let mut batch = Batch::with_capacity(1);
+                batch.snapshot_mark(
+                    wgroup,
+                    quasar_wal::LogIndex(meta.last.index.0),
+                    quasar_wal::Term(meta.last.term.0),
+                );
+                self.wal.append(&batch)?;
+                info!(group = group.0, last = %meta.last, "log restarted after a snapshot installed just before a crash");
+            }
+        }
         let hard_state = self.wal.hard_state(wgroup);
         let has_log = hard_state.is_some() || self.wal.last_index(wgroup).0 > 0;
         let initial_conf = ConfState::with_voters(d.voters().map(|n| NodeId(n.0)));
