@@ -647,25 +647,14 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     }
                 }
             }
-            let expired: Vec<u64> = self
-                .reads
-                .iter()
-                .filter(|(_, r)| now.saturating_sub(r.at_tick) > deadline)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in expired {
-                if let Some(r) = self.reads.remove(&id) {
-                    self.responses.push((
-                        r.token,
-                        ClientResponse {
-                            request_id: r.request_id,
-                            result: Err(RequestError::Unavailable {
-                                reason: UnavailableReason::NoLeader,
-                            }),
-                        },
-                    ));
-                }
-            }
+            fail_reads(
+                &mut self.reads,
+                &mut self.responses,
+                |r| now.saturating_sub(r.at_tick) > deadline,
+                &RequestError::Unavailable {
+                    reason: UnavailableReason::NoLeader,
+                },
+            );
         }
     }
 
@@ -1497,28 +1486,16 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     },
                 ));
             }
-            let hint = leader.map(|n| msg::NodeId(n.0));
-            let ids: Vec<u64> = self
-                .reads
-                .iter()
-                .filter(|(_, rd)| rd.group == g)
-                .map(|(id, _)| *id)
-                .collect();
             r.waiting_reads.clear();
-            for id in ids {
-                if let Some(rd) = self.reads.remove(&id) {
-                    self.responses.push((
-                        rd.token,
-                        ClientResponse {
-                            request_id: rd.request_id,
-                            result: Err(RequestError::NotLeader {
-                                range,
-                                leader_hint: hint,
-                            }),
-                        },
-                    ));
-                }
-            }
+            fail_reads(
+                &mut self.reads,
+                &mut self.responses,
+                |rd| rd.group == g,
+                &RequestError::NotLeader {
+                    range,
+                    leader_hint: leader.map(|n| msg::NodeId(n.0)),
+                },
+            );
         }
         r.was_leader = is_leader;
         let applied = LogIndex(r.range.applied_index());
@@ -1616,6 +1593,31 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 r.range.applied_index(),
                 r.raft.commit().0
             );
+        }
+    }
+}
+
+/// Answers every pending read that `pick` selects with `error`.
+fn fail_reads(
+    reads: &mut HashMap<u64, PendingRead>,
+    responses: &mut Vec<(ConnToken, ClientResponse)>,
+    pick: impl Fn(&PendingRead) -> bool,
+    error: &RequestError,
+) {
+    let ids: Vec<u64> = reads
+        .iter()
+        .filter(|(_, r)| pick(r))
+        .map(|(id, _)| *id)
+        .collect();
+    for id in ids {
+        if let Some(r) = reads.remove(&id) {
+            responses.push((
+                r.token,
+                ClientResponse {
+                    request_id: r.request_id,
+                    result: Err(error.clone()),
+                },
+            ));
         }
     }
 }
