@@ -426,6 +426,13 @@ async fn run_shard_inner(
         }
         if last_publish.elapsed() >= Duration::from_millis(100) {
             last_publish = Instant::now();
+            // Segments no group needs any more are deleted, cold groups rewritten forward.
+            if let Err(e) = store.borrow_mut().wal_mut().collect_garbage() {
+                break Err(RuntimeError::Store {
+                    shard,
+                    source: e.into(),
+                });
+            }
             publish(shard, &store, &transport, &shared);
             handler
                 .conns

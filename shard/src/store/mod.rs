@@ -23,7 +23,7 @@
 pub mod snapfile;
 pub mod wire;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -292,14 +292,14 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     wal: Wal<D>,
     snaps: S,
     dir: SharedDirectory,
-    groups: HashMap<msg::GroupId, Replica>,
+    groups: HashMap<msg::GroupId, Replica, quasar_wal::GroupHasher>,
     /// Sorted for a deterministic processing order.
     order: Vec<msg::GroupId>,
     ticks: u64,
     outbox: Vec<RaftBatch>,
     responses: Vec<(ConnToken, ClientResponse)>,
     in_flight: Vec<(msg::GroupId, Ready)>,
-    reads: HashMap<u64, PendingRead>,
+    reads: BTreeMap<u64, PendingRead>,
     next_read: u64,
     scratch: AlignedVec,
     metrics: StoreMetrics,
@@ -327,13 +327,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             wal,
             snaps,
             dir,
-            groups: HashMap::new(),
+            groups: HashMap::default(),
             order: Vec::new(),
             ticks: 0,
             outbox: Vec::new(),
             responses: Vec::new(),
             in_flight: Vec::new(),
-            reads: HashMap::new(),
+            reads: BTreeMap::new(),
             next_read: 1,
             scratch: AlignedVec::new(),
             metrics: StoreMetrics::default(),
@@ -391,7 +391,18 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         // log. Restart the log after it now (as the lost record would have), or the next
         // append would leave a gap.
         if let Some((meta, _)) = &snapshot {
-            if meta.last.index.0 > self.wal.last_index(wgroup).0 {
+            let s = quasar_wal::LogIndex(meta.last.index.0);
+            // The log agrees with the snapshot when it holds the snapshot's last entry with
+            // the same term (then every later entry follows it); otherwise it ends before the
+            // snapshot or holds another leader's entries there.
+            let agrees = s <= self.wal.last_index(wgroup)
+                && self
+                    .wal
+                    .term(wgroup, s)
+                    .is_ok_and(|t| t.0 == meta.last.term.0);
+            let compacted_past =
+                self.wal.first_index(wgroup) > s && self.wal.last_index(wgroup) >= s;
+            if !agrees && !compacted_past {
                 let mut batch = Batch::with_capacity(1);
                 batch.snapshot_mark(
                     wgroup,
@@ -923,6 +934,14 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(r) = self.groups.get_mut(&group) else {
             return;
         };
+        // The core asks again when a transfer takes long; one still sending the same
+        // snapshot goes on (restarting it would never finish a large one).
+        if r.outgoing
+            .iter()
+            .any(|o| o.to == to && o.last == meta.last && o.offset < o.file.len())
+        {
+            return;
+        }
         r.outgoing.retain(|o| o.to != to);
         r.outgoing.push(Outgoing {
             to,
@@ -1599,7 +1618,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
 
 /// Answers every pending read that `pick` selects with `error`.
 fn fail_reads(
-    reads: &mut HashMap<u64, PendingRead>,
+    reads: &mut BTreeMap<u64, PendingRead>,
     responses: &mut Vec<(ConnToken, ClientResponse)>,
     pick: impl Fn(&PendingRead) -> bool,
     error: &RequestError,
