@@ -66,3 +66,21 @@ fn canary_stale_reads_are_caught() {
         |seed| run(seed, &cfg),
     );
 }
+
+/// Store bug 1 (see `quasar_shard::sim::node::reconcile_snapshots`): a node that stops
+/// between saving a received snapshot and syncing the WAL record of its snapshot mark
+/// restarts with a snapshot past its WAL log and is refused every later append ("entries
+/// start at 101 but the log ends at 98: a gap"): the replica never serves again. This seed
+/// hits it (a failed fsync right after a snapshot install); without the simulator's
+/// workaround it fails to settle. Ignored until the store reconciles at open; then drop
+/// the workaround and un-ignore.
+#[test]
+#[ignore = "store bug 1: snapshot saved before its WAL mark is durable wedges the replica"]
+fn store_bug_1_snapshot_past_the_wal_log_wedges_the_replica() {
+    let mut cfg = NodeSimConfig::stormy();
+    cfg.reconcile_snapshots = false;
+    let seed = 2_407_878_960_848_841_449;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}

@@ -12,8 +12,8 @@ use std::time::Duration;
 use quasar_rpc::client::{AttemptError, Call, ClientConfig, Next, RangeCache, Session, Target};
 use quasar_rpc::error::ClientError;
 use quasar_rpc::message::{
-    ClientResponse, ClusterId, Expected, KeyVersion, NodeId, Operation as WireOp,
-    ReadConsistency, Reply, RequestError, RequestId, SessionId,
+    ClientResponse, ClusterId, Expected, KeyVersion, NodeId, Operation as WireOp, ReadConsistency,
+    Reply, RequestError, RequestId, SessionId,
 };
 
 use crate::linearizability::{Model, Operation};
@@ -62,7 +62,12 @@ impl Model for CounterModel {
         None
     }
 
-    fn step(&self, state: &Option<i64>, input: &KvOp, output: Option<&KvOut>) -> Option<Option<i64>> {
+    fn step(
+        &self,
+        state: &Option<i64>,
+        input: &KvOp,
+        output: Option<&KvOut>,
+    ) -> Option<Option<i64>> {
         match (&input.kind, output) {
             (OpKind::Get, None) => Some(*state),
             (OpKind::Get, Some(KvOut::Value(v))) => (v == state).then_some(*state),
@@ -165,7 +170,10 @@ pub fn outcome(op: &KvOp, result: Result<Reply, ClientError>) -> Result<Option<K
 /// The address standing for node `n` in the client config (nothing listens on it).
 #[must_use]
 pub fn fake_addr(n: u64) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 20_000 + n as u16 * 10))
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::LOCALHOST,
+        20_000 + n as u16 * 10,
+    ))
 }
 
 /// The node a target address stands for.
@@ -279,7 +287,11 @@ impl SimClient {
     }
 
     /// The next attempt to send at `now`, if one is due: (node, encoded request).
-    pub fn due_attempt(&mut self, now: u64, timeout: u64) -> Option<(u64, quasar_rpc::message::ClientRequest)> {
+    pub fn due_attempt(
+        &mut self,
+        now: u64,
+        timeout: u64,
+    ) -> Option<(u64, quasar_rpc::message::ClientRequest)> {
         let p = self.pending.as_mut()?;
         if p.attempt.is_some() || p.retry_at > now {
             return None;

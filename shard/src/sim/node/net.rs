@@ -146,7 +146,8 @@ impl SimNet {
         let before = self.queue.len();
         self.queue.retain(|_, f| f.from != node && f.to != node);
         self.dropped += (before - self.queue.len()) as u64;
-        self.last_on_link.retain(|(a, b), _| *a != node && *b != node);
+        self.last_on_link
+            .retain(|(a, b), _| *a != node && *b != node);
     }
 
     #[must_use]
