@@ -21,7 +21,7 @@ const FILE: &str = "sim_node";
 fn whole_nodes_stay_linearizable_in_calm_weather() {
     let cfg = NodeSimConfig::calm();
     let name = "whole_nodes_stay_linearizable_in_calm_weather";
-    let total = run_seeds(FILE, name, 3, |seed| run(seed, &cfg));
+    let total = run_seeds(FILE, name, 20, |seed| run(seed, &cfg));
     assert!(
         total.writes_acked > 0 && total.reads_served > 0,
         "no progress: {total:?}"
@@ -32,7 +32,7 @@ fn whole_nodes_stay_linearizable_in_calm_weather() {
 fn whole_nodes_stay_linearizable_through_crashes_partitions_and_failed_fsyncs() {
     let cfg = NodeSimConfig::stormy();
     let name = "whole_nodes_stay_linearizable_through_crashes_partitions_and_failed_fsyncs";
-    let total = run_seeds(FILE, name, 8, |seed| run(seed, &cfg));
+    let total = run_seeds(FILE, name, 120, |seed| run(seed, &cfg));
     assert!(
         total.writes_acked > 0 && total.reads_served > 0 && total.crashes > 0,
         "no progress or no faults: {total:?}"
@@ -46,7 +46,7 @@ fn canary_ack_before_answer_is_caught() {
     cfg.canary = Canary::AckBeforeAnswer;
     run_canary(
         "canary_ack_before_answer_is_caught",
-        4,
+        8,
         1,
         &["linearizability"],
         |seed| run(seed, &cfg),
@@ -60,7 +60,7 @@ fn canary_stale_reads_are_caught() {
     cfg.canary = Canary::StaleReads;
     run_canary(
         "canary_stale_reads_are_caught",
-        4,
+        8,
         1,
         &["linearizability"],
         |seed| run(seed, &cfg),
@@ -83,4 +83,19 @@ fn store_bug_1_snapshot_past_the_wal_log_wedges_the_replica() {
     if let Err(f) = run(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
+}
+
+/// Canary: a node whose restart loses everything it had synced (WAL and snapshots) must be
+/// caught: it forgets votes and acknowledged entries.
+#[test]
+fn canary_amnesia_is_caught() {
+    let mut cfg = NodeSimConfig::stormy();
+    cfg.canary = Canary::Amnesia;
+    run_canary(
+        "canary_amnesia_is_caught",
+        12,
+        1,
+        &["linearizability", "state machine safety", "panic"],
+        |seed| run(seed, &cfg),
+    );
 }

@@ -77,6 +77,9 @@ pub struct NodeSimConfig {
     pub partition_rate: f64,
     /// Probability per step that a node crashes (when all are up).
     pub crash_rate: f64,
+    /// Probability per node turn that the node dies between its WAL append and the end of
+    /// the sync (only while every node is up).
+    pub mid_turn_crash_rate: f64,
     /// Probability per step that a node's disk starts failing (fsync errors).
     pub fsync_failure_rate: f64,
     /// Call `Wal::collect_garbage` every this many steps (0: never).
@@ -109,6 +112,7 @@ impl NodeSimConfig {
             partition_rate: 0.01,
             crash_rate: 0.01,
             fsync_failure_rate: 0.004,
+            mid_turn_crash_rate: 0.002,
             gc_every: 16,
             client_timeout: 150,
             reconcile_snapshots: true,
@@ -124,6 +128,7 @@ impl NodeSimConfig {
             partition_rate: 0.0,
             crash_rate: 0.0,
             fsync_failure_rate: 0.0,
+            mid_turn_crash_rate: 0.0,
             ..NodeSimConfig::stormy()
         }
     }
@@ -517,11 +522,23 @@ impl Sim {
             if self.nodes[i].store.is_none() {
                 continue;
             }
-            if let Err(e) = self.turn(i) {
-                let id = self.nodes[i].id;
-                self.log(format!("n{id} store stopped: {e}"));
-                let how = self.pick_crash();
-                self.crash(i, how);
+            let all_up = self.nodes.iter().all(|x| x.store.is_some());
+            let crash_before_sync =
+                self.faulty && all_up && self.fault_rng.chance(self.cfg.mid_turn_crash_rate);
+            match self.turn(i, crash_before_sync) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let id = self.nodes[i].id;
+                    self.log(format!("n{id} dies during its WAL sync"));
+                    let how = self.pick_crash();
+                    self.crash(i, how);
+                }
+                Err(e) => {
+                    let id = self.nodes[i].id;
+                    self.log(format!("n{id} store stopped: {e}"));
+                    let how = self.pick_crash();
+                    self.crash(i, how);
+                }
             }
         }
         if self.cfg.gc_every > 0 && self.now % self.cfg.gc_every == 0 {
@@ -541,19 +558,27 @@ impl Sim {
         self.check_step()
     }
 
-    /// One turn of node `i`, as `runtime::turn` does it.
-    fn turn(&mut self, i: usize) -> Result<(), StoreError> {
+    /// One turn of node `i`, as `runtime::turn` does it. With `crash_before_sync` the node
+    /// dies after the append and the first sends, before the sync completes (returns
+    /// `Ok(false)`; the caller crashes it).
+    fn turn(&mut self, i: usize, crash_before_sync: bool) -> Result<bool, StoreError> {
         let id = self.nodes[i].id;
+        let now = self.now;
         let Some(store) = self.nodes[i].store.as_mut() else {
-            return Ok(());
+            return Ok(true);
         };
         let appended = store.process()?;
-        let mut frames = Vec::new();
         for batch in store.outbox() {
-            frames.push((batch.to.0, frame_of(batch)));
+            let to = batch.to.0;
+            let frame = frame_of(batch);
+            self.net
+                .send(now, id, to, frame, &self.net_faults, &mut self.net_rng);
         }
         store.recycle_outbox();
         if appended {
+            if crash_before_sync {
+                return Ok(false);
+            }
             if let Some(job) = store.wal_mut().begin_sync()? {
                 let target = job.target();
                 let result = ready(job.run());
@@ -562,19 +587,18 @@ impl Sim {
         }
         store.finish()?;
         for batch in store.outbox() {
-            frames.push((batch.to.0, frame_of(batch)));
+            let to = batch.to.0;
+            let frame = frame_of(batch);
+            self.net
+                .send(now, id, to, frame, &self.net_faults, &mut self.net_rng);
         }
         store.recycle_outbox();
         let responses: Vec<_> = store.take_responses().collect();
-        for (to, frame) in frames {
-            self.net
-                .send(self.now, id, to, frame, &self.net_faults, &mut self.net_rng);
-        }
         for (token, resp) in responses {
             let delay = self.link_rng.between(1, 2);
             self.seq += 1;
             self.client_net.insert(
-                (self.now + delay, self.seq),
+                (now + delay, self.seq),
                 ClientMsg::Response {
                     node: id,
                     client: token as usize,
@@ -582,7 +606,7 @@ impl Sim {
                 },
             );
         }
-        Ok(())
+        Ok(true)
     }
 
     fn pick_crash(&mut self) -> Crash {
