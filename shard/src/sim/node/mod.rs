@@ -75,8 +75,11 @@ pub struct NodeSimConfig {
     pub net: NetFaults,
     /// Probability per step that a node is cut off (when none is).
     pub partition_rate: f64,
-    /// Probability per step that a node crashes (when all are up).
+    /// Probability per step that a node crashes (while fewer than `max_down` are down).
     pub crash_rate: f64,
+    /// How many nodes may be down at once (2 of 3: the cluster loses its quorum and must
+    /// recover it from the disks).
+    pub max_down: usize,
     /// Probability per node turn that the node dies between its WAL append and the end of
     /// the sync (only while every node is up).
     pub mid_turn_crash_rate: f64,
@@ -111,12 +114,34 @@ impl NodeSimConfig {
             },
             partition_rate: 0.01,
             crash_rate: 0.01,
+            max_down: 1,
             fsync_failure_rate: 0.004,
             mid_turn_crash_rate: 0.002,
             gc_every: 16,
             client_timeout: 150,
             reconcile_snapshots: true,
             canary: Canary::None,
+        }
+    }
+
+    /// Every fault at high rates; two nodes may be down at once.
+    #[must_use]
+    pub fn harsh() -> NodeSimConfig {
+        NodeSimConfig {
+            net: NetFaults {
+                drop: 0.15,
+                duplicate: 0.1,
+                reorder: 0.1,
+                min_delay: 1,
+                max_delay: 8,
+            },
+            partition_rate: 0.02,
+            crash_rate: 0.02,
+            max_down: 2,
+            fsync_failure_rate: 0.01,
+            mid_turn_crash_rate: 0.01,
+            max_steps: 8000,
+            ..NodeSimConfig::stormy()
         }
     }
 
@@ -522,9 +547,9 @@ impl Sim {
             if self.nodes[i].store.is_none() {
                 continue;
             }
-            let all_up = self.nodes.iter().all(|x| x.store.is_some());
+            let may_crash = self.may_crash();
             let crash_before_sync =
-                self.faulty && all_up && self.fault_rng.chance(self.cfg.mid_turn_crash_rate);
+                self.faulty && may_crash && self.fault_rng.chance(self.cfg.mid_turn_crash_rate);
             match self.turn(i, crash_before_sync) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -568,13 +593,19 @@ impl Sim {
             return Ok(true);
         };
         let appended = store.process()?;
-        for batch in store.outbox() {
-            let to = batch.to.0;
-            let frame = frame_of(batch);
+        // Sorted by destination: the store's maps iterate in a per-process order, and the
+        // draws of the network's generator must not depend on it.
+        let mut frames: Vec<(u64, AlignedVec)> =
+            store.outbox().map(|b| (b.to.0, frame_of(b))).collect();
+        frames.sort_by_key(|f| f.0);
+        store.recycle_outbox();
+        for (to, frame) in frames {
             self.net
                 .send(now, id, to, frame, &self.net_faults, &mut self.net_rng);
         }
-        store.recycle_outbox();
+        let Some(store) = self.nodes[i].store.as_mut() else {
+            return Ok(true);
+        };
         if appended {
             if crash_before_sync {
                 return Ok(false);
@@ -586,14 +617,16 @@ impl Sim {
             }
         }
         store.finish()?;
-        for batch in store.outbox() {
-            let to = batch.to.0;
-            let frame = frame_of(batch);
+        let mut frames: Vec<(u64, AlignedVec)> =
+            store.outbox().map(|b| (b.to.0, frame_of(b))).collect();
+        frames.sort_by_key(|f| f.0);
+        store.recycle_outbox();
+        let mut responses: Vec<_> = store.take_responses().collect();
+        responses.sort_by_key(|(token, r)| (*token, r.request_id.0));
+        for (to, frame) in frames {
             self.net
                 .send(now, id, to, frame, &self.net_faults, &mut self.net_rng);
         }
-        store.recycle_outbox();
-        let responses: Vec<_> = store.take_responses().collect();
         for (token, resp) in responses {
             let delay = self.link_rng.between(1, 2);
             self.seq += 1;
@@ -635,13 +668,13 @@ impl Sim {
             self.partition_until = self.now + len;
             self.log(format!("partition: n{victim} cut off for {len} steps"));
         }
-        let all_up = self.nodes.iter().all(|x| x.store.is_some());
-        if all_up && self.fault_rng.chance(self.cfg.crash_rate) {
+        let may_crash = self.may_crash();
+        if may_crash && self.fault_rng.chance(self.cfg.crash_rate) {
             let i = self.fault_rng.index(self.nodes.len());
             let how = self.pick_crash();
             self.crash(i, how);
         }
-        if all_up && self.fault_rng.chance(self.cfg.fsync_failure_rate) {
+        if may_crash && self.fault_rng.chance(self.cfg.fsync_failure_rate) {
             let i = self.fault_rng.index(self.nodes.len());
             let ops = self.fault_rng.between(0, 20);
             if let Some(s) = self.nodes[i].store.as_mut() {
@@ -650,6 +683,11 @@ impl Sim {
                 self.log(format!("n{id} disk fails after {ops} more operations"));
             }
         }
+    }
+
+    /// Whether one more node may go down.
+    fn may_crash(&self) -> bool {
+        self.nodes.iter().filter(|x| x.store.is_none()).count() < self.cfg.max_down
     }
 
     fn crash(&mut self, i: usize, how: Crash) {
