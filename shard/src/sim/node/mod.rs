@@ -85,6 +85,8 @@ pub struct NodeSimConfig {
     pub mid_turn_crash_rate: f64,
     /// Probability per step that a node's disk starts failing (fsync errors).
     pub fsync_failure_rate: f64,
+    /// WAL segment size: small, so that runs roll segments and collect garbage.
+    pub wal_segment_bytes: usize,
     /// Call `Wal::collect_garbage` every this many steps (0: never).
     pub gc_every: u64,
     /// Client attempt timeout, in steps.
@@ -117,6 +119,7 @@ impl NodeSimConfig {
             max_down: 1,
             fsync_failure_rate: 0.004,
             mid_turn_crash_rate: 0.002,
+            wal_segment_bytes: 8 << 10,
             gc_every: 16,
             client_timeout: 150,
             reconcile_snapshots: true,
@@ -230,13 +233,13 @@ struct Sim {
     summary: SimSummary,
 }
 
-fn wal_config() -> WalConfig {
+fn wal_config(segment_bytes: usize) -> WalConfig {
     WalConfig {
-        segment_size_bytes: 64 << 10,
+        segment_size_bytes: segment_bytes,
         prepared_segments: 1,
         cache_bytes: 1 << 20,
         max_old_segments: 2,
-        rewrite_budget_bytes: 64 << 10,
+        rewrite_budget_bytes: segment_bytes,
         ..WalConfig::default()
     }
 }
@@ -282,8 +285,8 @@ fn body_of(buf: &AlignedVec) -> std::ops::Range<usize> {
 /// its WAL log: `Store::open` rebuilds the replica from the snapshot, and the next append
 /// (entries from snapshot + 1) is refused by the WAL ("entries start at N but the log ends
 /// at M: a gap"), so the shard stops again on every restart. Here, before `Store::open`,
-/// every snapshot whose last entry the WAL does not hold (index beyond the log, or another
-/// term) gets its snapshot mark appended and synced, as the store should do at open.
+/// every snapshot past the end of the group's WAL log gets its snapshot mark appended and
+/// synced, as the store should do at open.
 /// Returns the groups it repaired.
 pub fn reconcile_snapshots(
     wal: &mut Wal<MemDisk>,
@@ -300,11 +303,9 @@ pub fn reconcile_snapshots(
             .map_err(|e| format!("snapshot of g{} does not decode: {e}", g.0))?;
         let last = file.meta.last;
         let wg = quasar_wal::GroupId(g.0);
-        let held = wal.last_index(wg).0 >= last.index.0
-            && wal
-                .term(wg, quasar_wal::LogIndex(last.index.0))
-                .is_ok_and(|t| t.0 == last.term.0);
-        if !held {
+        // Only the gap: a log that reaches the snapshot is the store's to reconcile (its
+        // entries past the snapshot may be acknowledged; a mark would drop them).
+        if wal.last_index(wg).0 < last.index.0 {
             batch.snapshot_mark(
                 wg,
                 quasar_wal::LogIndex(last.index.0),
@@ -389,7 +390,7 @@ impl Sim {
         snaps: SharedSnapshots,
         incarnation: u64,
     ) -> Result<SimStore, String> {
-        let mut wal = Wal::open(disk, wal_config())
+        let mut wal = Wal::open(disk, wal_config(self.cfg.wal_segment_bytes))
             .map_err(|e| format!("node {id}: WAL does not reopen: {e}"))?;
         if self.cfg.reconcile_snapshots {
             let groups: Vec<msg::GroupId> = self
@@ -467,7 +468,24 @@ impl Sim {
                 ));
             }
         }
-        self.log(format!("settled: {}", self.describe()));
+        let segments: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let s = n.store.as_ref()?;
+                Some(format!(
+                    "n{} {} segments, last {:?}",
+                    n.id,
+                    s.wal().disk().segment_ids().len(),
+                    s.wal().disk().segment_ids().last()
+                ))
+            })
+            .collect();
+        self.log(format!(
+            "settled: {}; {}",
+            self.describe(),
+            segments.join(", ")
+        ));
         self.check_history()
     }
 
