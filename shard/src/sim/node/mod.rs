@@ -281,12 +281,19 @@ fn body_of(buf: &AlignedVec) -> std::ops::Range<usize> {
 
 /// Workaround for store bug 1: `Store::process` saves a received snapshot file (durable at
 /// once) before the WAL append that carries its snapshot mark is synced. If the node stops
-/// in between (a failed fsync, a power cut), it restarts with a snapshot past the end of
-/// its WAL log: `Store::open` rebuilds the replica from the snapshot, and the next append
-/// (entries from snapshot + 1) is refused by the WAL ("entries start at N but the log ends
-/// at M: a gap"), so the shard stops again on every restart. Here, before `Store::open`,
-/// every snapshot past the end of the group's WAL log gets its snapshot mark appended and
-/// synced, as the store should do at open.
+/// in between (a failed fsync, a power cut during the sync), it restarts with a snapshot
+/// its WAL does not know about, and never serves the group again:
+///
+/// - (a) the WAL log ends before the snapshot: `Store::open` rebuilds the replica from the
+///   snapshot, and the next append (entries from snapshot + 1) is refused by the WAL
+///   ("entries start at 101 but the log ends at 90: a gap"), so the shard stops again on
+///   every restart;
+/// - (b) the WAL log goes on past the snapshot with the old, conflicting suffix that the
+///   snapshot replaced: `Store::open` refuses to start ("restored state is inconsistent:
+///   entry 45/102 does not follow 49/101; the persisted log cannot be trusted").
+///
+/// Here, before `Store::open`, such a snapshot gets its snapshot mark appended and synced,
+/// as the store should do itself (at open, or by saving the file only after the sync).
 /// Returns the groups it repaired.
 pub fn reconcile_snapshots(
     wal: &mut Wal<MemDisk>,
@@ -303,9 +310,19 @@ pub fn reconcile_snapshots(
             .map_err(|e| format!("snapshot of g{} does not decode: {e}", g.0))?;
         let last = file.meta.last;
         let wg = quasar_wal::GroupId(g.0);
-        // Only the gap: a log that reaches the snapshot is the store's to reconcile (its
-        // entries past the snapshot may be acknowledged; a mark would drop them).
-        if wal.last_index(wg).0 < last.index.0 {
+        // (a) The gap: the log ends before the snapshot. (b) The log goes on past the
+        // snapshot with entries of an older term than the snapshot's last: they cannot be
+        // in any later leader's log. Any other log is left alone (its entries past the
+        // snapshot may be acknowledged; a mark would drop them).
+        let gap = wal.last_index(wg).0 < last.index.0;
+        let stale_suffix = !gap && {
+            let mut next = Vec::new();
+            let at = quasar_wal::LogIndex(last.index.0 + 1);
+            wal.entries(wg, at..quasar_wal::LogIndex(at.0 + 1), &mut next)
+                .is_ok()
+                && next.first().is_some_and(|e| e.term.0 < last.term.0)
+        };
+        if gap || stale_suffix {
             batch.snapshot_mark(
                 wg,
                 quasar_wal::LogIndex(last.index.0),
@@ -405,8 +422,8 @@ impl Sim {
                 .map_err(|e| format!("node {id}: {e}"))?
             {
                 self.log(format!(
-                    "n{id} WORKAROUND store bug 1: g{} snapshot at {index} is past the WAL's \
-                     log; wrote its snapshot mark",
+                    "n{id} WORKAROUND store bug 1: g{} snapshot at {index} is unknown to \
+                     the WAL; wrote its snapshot mark",
                     g.0
                 ));
             }
