@@ -118,3 +118,18 @@ fn a_seed_replays_exactly() {
         }
     }
 }
+
+/// Canary: a node whose restart loses everything it had synced (WAL and snapshots) must be
+/// caught: it forgets votes and acknowledged entries.
+#[test]
+fn canary_amnesia_is_caught() {
+    let mut cfg = NodeSimConfig::stormy();
+    cfg.canary = Canary::Amnesia;
+    run_canary(
+        "canary_amnesia_is_caught",
+        12,
+        1,
+        &["linearizability", "state machine safety", "panic"],
+        |seed| run(seed, &cfg),
+    );
+}
