@@ -7,9 +7,15 @@
 //! linearizability per key ([`clients::CounterModel`]).
 //!
 //! Faults (seeded): frame loss, delay, duplication and reordering; one node cut off for a
-//! while; crashes that lose unsynced WAL bytes (dropped, random sectors, torn) and restart
-//! the node from its disk and its (durable) snapshots; failed fsyncs, which stop the node
-//! like a crash (it must never answer after one).
+//! while; crashes between turns and during the WAL sync that lose unsynced WAL bytes
+//! (dropped, random sectors, torn) and restart the node from its disk and its (durable)
+//! snapshots; failed fsyncs, which stop the node like a crash (it must never answer after
+//! one). Scenarios: [`NodeSimConfig::calm`], [`NodeSimConfig::stormy`] (one node down at a
+//! time) and [`NodeSimConfig::harsh`] (two down at once: no quorum until one returns). WAL
+//! segments are 8 KiB so that runs roll segments and `collect_garbage` deletes and
+//! rewrites them.
+//!
+//! Known store bug worked around here: see [`reconcile_snapshots`] ("store bug 1").
 //!
 //! Checks: `Store::check_invariants` after every step; replicas of a group at the same
 //! applied index have the same state hash (at any step); after healing, every replica
