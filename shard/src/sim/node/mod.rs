@@ -91,6 +91,9 @@ pub struct NodeSimConfig {
     pub mid_turn_crash_rate: f64,
     /// Probability per step that a node's disk starts failing (fsync errors).
     pub fsync_failure_rate: f64,
+    /// Snapshot bytes per chunk: small, so that transfers take several chunks (see store
+    /// bug 2 in `shard/tests/sim_node.rs`: above ~20 chunks a transfer never completes).
+    pub snapshot_chunk_bytes: usize,
     /// WAL segment size: small, so that runs roll segments and collect garbage.
     pub wal_segment_bytes: usize,
     /// Call `Wal::collect_garbage` every this many steps (0: never).
@@ -126,6 +129,7 @@ impl NodeSimConfig {
             fsync_failure_rate: 0.004,
             mid_turn_crash_rate: 0.002,
             wal_segment_bytes: 8 << 10,
+            snapshot_chunk_bytes: 1024,
             gc_every: 16,
             client_timeout: 150,
             reconcile_snapshots: true,
@@ -250,12 +254,12 @@ fn wal_config(segment_bytes: usize) -> WalConfig {
     }
 }
 
-fn store_config(node: u64) -> StoreConfig {
+fn store_config(node: u64, snapshot_chunk_bytes: usize) -> StoreConfig {
     let mut c = StoreConfig::new(NodeId(node), msg::ShardId(0), 1);
     c.election_ticks = 10;
     c.heartbeat_ticks = 2;
     c.snapshot_after_entries = 50;
-    c.snapshot_chunk_bytes = 1024;
+    c.snapshot_chunk_bytes = snapshot_chunk_bytes;
     c.request_timeout_ticks = 60;
     c
 }
@@ -435,7 +439,7 @@ impl Sim {
             }
         }
         Store::open(
-            store_config(id),
+            store_config(id, self.cfg.snapshot_chunk_bytes),
             wal,
             snaps,
             Arc::clone(&self.dir),
@@ -531,6 +535,21 @@ impl Sim {
                         ));
                     }
                 }
+            }
+        }
+        for n in &self.nodes {
+            if let Some(s) = &n.store {
+                let m = s.metrics();
+                parts.push(format!(
+                    "n{} snapshots sent {} installed {} taken {}, raft msgs in {} out {} bad {}",
+                    n.id,
+                    m.snapshots_sent,
+                    m.snapshots_installed,
+                    m.snapshots_taken,
+                    m.raft_messages_in,
+                    m.raft_messages_out,
+                    m.raft_messages_bad
+                ));
             }
         }
         let busy = self.clients.iter().filter(|c| c.pending.is_some()).count();
