@@ -158,6 +158,22 @@ impl NodeSimConfig {
         }
     }
 
+    /// More clients, keys and operations (longer logs, larger snapshots in 4 KiB chunks),
+    /// a lossy reordering network, two nodes down at once.
+    #[must_use]
+    pub fn busy() -> NodeSimConfig {
+        let mut c = NodeSimConfig::stormy();
+        c.ops = 500;
+        c.keys = 8;
+        c.clients = 6;
+        c.max_steps = 10_000;
+        c.net.drop = 0.1;
+        c.net.reorder = 0.1;
+        c.max_down = 2;
+        c.snapshot_chunk_bytes = 4096;
+        c
+    }
+
     /// A reliable network and no crashes.
     #[must_use]
     pub fn calm() -> NodeSimConfig {
