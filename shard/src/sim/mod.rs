@@ -18,6 +18,9 @@
 //! QUASAR_SIM_LOG=1 ...                                         # echo the event log
 //! ```
 //!
+//! `node` is the whole-node simulator: the real multi-raft `Store` of three nodes over the
+//! real WAL on simulated disks (`shard/tests/sim_node.rs`).
+//!
 //! A step is one tick: faults, client operations, due syncs, message delivery, `tick`,
 //! then every node's `Ready` (see `cluster::runtime`), then the invariants.
 
@@ -27,6 +30,7 @@ pub mod event_log;
 pub mod harness;
 pub mod invariants;
 pub mod net;
+pub mod node;
 pub mod rng;
 pub mod seeds;
 pub mod state_machine;

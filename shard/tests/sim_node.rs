@@ -1,0 +1,168 @@
+//! The whole-node simulator (`quasar_shard::sim::node`): three real multi-raft stores over
+//! the real WAL on simulated disks, simulated clients through the real client library's
+//! retry logic, seeded faults (loss, delay, duplication, partitions, crashes that lose
+//! unsynced bytes, failed fsyncs). Checks: store invariants every step, equal state at
+//! equal applied index, convergence after healing, linearizable client histories.
+//!
+//! ```text
+//! cargo test -p quasar-shard --test sim_node                       # the CI seed list
+//! QUASAR_SIM_SEEDS=200 cargo test -p quasar-shard --test sim_node  # more seeds
+//! QUASAR_SIM_SEED=<seed> cargo test -p quasar-shard --test sim_node -- \
+//!     --include-ignored --exact <test>                             # replay one
+//! QUASAR_SIM_LOG=1 ...                                             # echo the event log
+//! ```
+
+use quasar_shard::sim::harness::{run_canary, run_seeds};
+use quasar_shard::sim::node::{run, Canary, NodeSimConfig};
+
+const FILE: &str = "sim_node";
+
+#[test]
+fn whole_nodes_stay_linearizable_in_calm_weather() {
+    let cfg = NodeSimConfig::calm();
+    let name = "whole_nodes_stay_linearizable_in_calm_weather";
+    let total = run_seeds(FILE, name, 20, |seed| run(seed, &cfg));
+    assert!(
+        total.writes_acked > 0 && total.reads_served > 0,
+        "no progress: {total:?}"
+    );
+}
+
+#[test]
+fn whole_nodes_stay_linearizable_through_crashes_partitions_and_failed_fsyncs() {
+    let cfg = NodeSimConfig::stormy();
+    let name = "whole_nodes_stay_linearizable_through_crashes_partitions_and_failed_fsyncs";
+    let total = run_seeds(FILE, name, 120, |seed| run(seed, &cfg));
+    assert!(
+        total.writes_acked > 0 && total.reads_served > 0 && total.crashes > 0,
+        "no progress or no faults: {total:?}"
+    );
+}
+
+/// Harsher: heavy loss, duplication and reordering, two nodes down at once (no quorum
+/// until one returns), frequent failed fsyncs and deaths during the sync.
+#[test]
+fn whole_nodes_stay_linearizable_in_harsh_weather() {
+    let cfg = NodeSimConfig::harsh();
+    let name = "whole_nodes_stay_linearizable_in_harsh_weather";
+    let total = run_seeds(FILE, name, 40, |seed| run(seed, &cfg));
+    assert!(
+        total.writes_acked > 0 && total.reads_served > 0 && total.crashes > 0,
+        "no progress or no faults: {total:?}"
+    );
+}
+
+/// Busier: six clients, eight keys, 500 operations (logs of 300+ entries, 20 KiB
+/// snapshots), a lossy reordering network, two nodes down at once.
+#[test]
+fn whole_nodes_stay_linearizable_when_busy() {
+    let cfg = NodeSimConfig::busy();
+    let name = "whole_nodes_stay_linearizable_when_busy";
+    let total = run_seeds(FILE, name, 30, |seed| run(seed, &cfg));
+    assert!(
+        total.writes_acked > 0 && total.reads_served > 0 && total.snapshots_installed > 0,
+        "no progress or no snapshot installed: {total:?}"
+    );
+}
+
+/// Canary: clients that count a Put as done when they send it must be caught.
+#[test]
+fn canary_ack_before_answer_is_caught() {
+    let mut cfg = NodeSimConfig::stormy();
+    cfg.canary = Canary::AckBeforeAnswer;
+    run_canary(
+        "canary_ack_before_answer_is_caught",
+        8,
+        1,
+        &["linearizability"],
+        |seed| run(seed, &cfg),
+    );
+}
+
+/// Canary: stale local reads passed off as linearizable must be caught.
+#[test]
+fn canary_stale_reads_are_caught() {
+    let mut cfg = NodeSimConfig::stormy();
+    cfg.canary = Canary::StaleReads;
+    run_canary(
+        "canary_stale_reads_are_caught",
+        8,
+        1,
+        &["linearizability"],
+        |seed| run(seed, &cfg),
+    );
+}
+
+/// Store bug 1 (see `quasar_shard::sim::node::reconcile_snapshots`): a node that stops
+/// between saving a received snapshot and syncing the WAL record of its snapshot mark never
+/// serves the group again. Seed (a), stormy: a failed fsync right after a snapshot install;
+/// the WAL log ends before the snapshot and every later append is refused ("entries start
+/// at 101 but the log ends at 90: a gap"). Seed (b), harsh: the node dies during the sync;
+/// the WAL keeps the old suffix past the snapshot and the store refuses to open ("entry
+/// 45/102 does not follow 49/101"). Without the simulator's workaround both fail. Ignored
+/// until the store reconciles; then drop the workaround and un-ignore.
+#[test]
+#[ignore = "store bug 1: a snapshot saved before its WAL mark is durable wedges the replica"]
+fn store_bug_1_snapshot_unknown_to_the_wal_wedges_the_replica() {
+    let mut failures = Vec::new();
+    for (mut cfg, seed) in [
+        (NodeSimConfig::stormy(), 7_024_067_252_894_391_527),
+        (NodeSimConfig::harsh(), 497_467_414_158_503_710),
+    ] {
+        cfg.reconcile_snapshots = false;
+        if let Err(f) = run(seed, &cfg) {
+            failures.push(format!("seed {seed}: {}", f.reason));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Store bug 2: a snapshot transfer that needs more turns than the core's snapshot retry
+/// (2 x election timeout ticks) never completes. The store streams one chunk per
+/// destination per turn and the receiver acknowledges only the whole snapshot; the leader's
+/// core gives up after 20 ticks ("snapshot unreported: probing again"), asks for the
+/// snapshot again, and `start_snapshot_transfer` restarts it from offset 0. Here a 20 KiB
+/// snapshot in 1 KiB chunks (21 turns) is restarted forever: n3 stays at applied 249 while
+/// the others reach 328, 3000 steps after healing (n1 sent the snapshot 182 times, n3
+/// installed it 0 times). In production: any range snapshot whose transfer takes longer
+/// than 2 election timeouts (e.g. 2 s at the defaults) can never be installed.
+#[test]
+#[ignore = "store bug 2: a snapshot transfer longer than the core's retry restarts forever"]
+fn store_bug_2_long_snapshot_transfers_restart_forever() {
+    let mut cfg = NodeSimConfig::busy();
+    cfg.snapshot_chunk_bytes = 1024;
+    let seed = 1_350_788_995_684_345_383;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}", f.reason);
+    }
+}
+
+/// A seed replays exactly: the same summary twice in a row.
+#[test]
+fn a_seed_replays_exactly() {
+    let cfg = NodeSimConfig::harsh();
+    for seed in quasar_shard::sim::seeds::seeds_for("a_seed_replays_exactly", 3) {
+        let a = run(seed, &cfg);
+        let b = run(seed, &cfg);
+        match (a, b) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "seed {seed} did not replay exactly"),
+            (Err(a), Err(b)) => assert_eq!(a.reason, b.reason, "seed {seed}"),
+            (a, b) => panic!("seed {seed} replayed differently: {a:?} vs {b:?}"),
+        }
+    }
+}
+
+/// Canary: a node whose restart loses everything it had synced (WAL and snapshots) must be
+/// caught: it forgets votes and acknowledged entries.
+#[test]
+fn canary_amnesia_is_caught() {
+    let mut cfg = NodeSimConfig::stormy();
+    cfg.canary = Canary::Amnesia;
+    run_canary(
+        "canary_amnesia_is_caught",
+        12,
+        1,
+        &["linearizability", "state machine safety", "panic"],
+        |seed| run(seed, &cfg),
+    );
+}
