@@ -15,7 +15,8 @@
 //! segments are 8 KiB so that runs roll segments and `collect_garbage` deletes and
 //! rewrites them.
 //!
-//! Known store bug worked around here: see [`reconcile_snapshots`] ("store bug 1").
+//! Regressions it found are kept as seeds in `shard/tests/sim_node.rs` (a snapshot saved
+//! before its WAL mark was durable; a long snapshot transfer restarted forever).
 //!
 //! Checks: `Store::check_invariants` after every step; replicas of a group at the same
 //! applied index have the same state hash (at any step); after healing, every replica
@@ -91,8 +92,7 @@ pub struct NodeSimConfig {
     pub mid_turn_crash_rate: f64,
     /// Probability per step that a node's disk starts failing (fsync errors).
     pub fsync_failure_rate: f64,
-    /// Snapshot bytes per chunk: small, so that transfers take several chunks (see store
-    /// bug 2 in `shard/tests/sim_node.rs`: above ~20 chunks a transfer never completes).
+    /// Snapshot bytes per chunk: small, so that transfers take several chunks.
     pub snapshot_chunk_bytes: usize,
     /// WAL segment size: small, so that runs roll segments and collect garbage.
     pub wal_segment_bytes: usize,
@@ -100,8 +100,6 @@ pub struct NodeSimConfig {
     pub gc_every: u64,
     /// Client attempt timeout, in steps.
     pub client_timeout: u64,
-    /// Work around store bug 1 (see [`reconcile_snapshots`]) at every restart.
-    pub reconcile_snapshots: bool,
     pub canary: Canary,
 }
 
@@ -132,7 +130,6 @@ impl NodeSimConfig {
             snapshot_chunk_bytes: 1024,
             gc_every: 16,
             client_timeout: 150,
-            reconcile_snapshots: true,
             canary: Canary::None,
         }
     }
@@ -305,70 +302,6 @@ fn body_of(buf: &AlignedVec) -> std::ops::Range<usize> {
     }
 }
 
-/// Workaround for store bug 1: `Store::process` saves a received snapshot file (durable at
-/// once) before the WAL append that carries its snapshot mark is synced. If the node stops
-/// in between (a failed fsync, a power cut during the sync), it restarts with a snapshot
-/// its WAL does not know about, and never serves the group again:
-///
-/// - (a) the WAL log ends before the snapshot: `Store::open` rebuilds the replica from the
-///   snapshot, and the next append (entries from snapshot + 1) is refused by the WAL
-///   ("entries start at 101 but the log ends at 90: a gap"), so the shard stops again on
-///   every restart;
-/// - (b) the WAL log goes on past the snapshot with the old, conflicting suffix that the
-///   snapshot replaced: `Store::open` refuses to start ("restored state is inconsistent:
-///   entry 45/102 does not follow 49/101; the persisted log cannot be trusted").
-///
-/// Here, before `Store::open`, such a snapshot gets its snapshot mark appended and synced,
-/// as the store should do itself (at open, or by saving the file only after the sync).
-/// Returns the groups it repaired.
-pub fn reconcile_snapshots(
-    wal: &mut Wal<MemDisk>,
-    snaps: &SharedSnapshots,
-    groups: &[msg::GroupId],
-) -> Result<Vec<(msg::GroupId, u64)>, String> {
-    let mut repaired = Vec::new();
-    let mut batch = quasar_wal::Batch::with_capacity(4);
-    for &g in groups {
-        let Some(bytes) = snaps.load(g).map_err(|e| e.to_string())? else {
-            continue;
-        };
-        let file = crate::store::snapfile::SnapshotFile::decode(&bytes)
-            .map_err(|e| format!("snapshot of g{} does not decode: {e}", g.0))?;
-        let last = file.meta.last;
-        let wg = quasar_wal::GroupId(g.0);
-        // (a) The gap: the log ends before the snapshot. (b) The log goes on past the
-        // snapshot with entries of an older term than the snapshot's last: they cannot be
-        // in any later leader's log. Any other log is left alone (its entries past the
-        // snapshot may be acknowledged; a mark would drop them).
-        let gap = wal.last_index(wg).0 < last.index.0;
-        let stale_suffix = !gap && {
-            let mut next = Vec::new();
-            let at = quasar_wal::LogIndex(last.index.0 + 1);
-            wal.entries(wg, at..quasar_wal::LogIndex(at.0 + 1), &mut next)
-                .is_ok()
-                && next.first().is_some_and(|e| e.term.0 < last.term.0)
-        };
-        if gap || stale_suffix {
-            batch.snapshot_mark(
-                wg,
-                quasar_wal::LogIndex(last.index.0),
-                quasar_wal::Term(last.term.0),
-            );
-            repaired.push((g, last.index.0));
-        }
-    }
-    if !batch.is_empty() {
-        wal.append(&batch).map_err(|e| e.to_string())?;
-        if let Some(job) = wal.begin_sync().map_err(|e| e.to_string())? {
-            let target = job.target();
-            let result = ready(job.run());
-            wal.on_sync_done(target, result)
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(repaired)
-}
-
 /// Runs one seed of `cfg`.
 pub fn run(seed: u64, cfg: &NodeSimConfig) -> Result<SimSummary, SimFailure> {
     let mut sim = Sim::new(seed, cfg.clone());
@@ -433,27 +366,8 @@ impl Sim {
         snaps: SharedSnapshots,
         incarnation: u64,
     ) -> Result<SimStore, String> {
-        let mut wal = Wal::open(disk, wal_config(self.cfg.wal_segment_bytes))
+        let wal = Wal::open(disk, wal_config(self.cfg.wal_segment_bytes))
             .map_err(|e| format!("node {id}: WAL does not reopen: {e}"))?;
-        if self.cfg.reconcile_snapshots {
-            let groups: Vec<msg::GroupId> = self
-                .dir
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .ranges()
-                .iter()
-                .map(|d| d.group)
-                .collect();
-            for (g, index) in reconcile_snapshots(&mut wal, &snaps, &groups)
-                .map_err(|e| format!("node {id}: {e}"))?
-            {
-                self.log(format!(
-                    "n{id} WORKAROUND store bug 1: g{} snapshot at {index} is unknown to \
-                     the WAL; wrote its snapshot mark",
-                    g.0
-                ));
-            }
-        }
         Store::open(
             store_config(id, self.cfg.snapshot_chunk_bytes),
             wal,
