@@ -719,6 +719,14 @@ impl<D: Disk> Wal<D> {
         self.syncs_completed
     }
 
+    /// The largest `Batch::len_bytes` one `append` takes (a batch must fit one segment with
+    /// its header and sync marks); a writer splits larger turns into several appends.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.config
+            .segment_size_bytes
+            .saturating_sub(SEGMENT_HEADER_RECORD_LEN + 2 * SYNC_MARK_RECORD_LEN)
+    }
+
     /// Bytes of the segments holding log data (each `segment_size_bytes` or more).
     pub fn disk_bytes(&self) -> u64 {
         self.segments

@@ -1230,51 +1230,19 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 self.stage_install(g, &meta)?;
             }
         }
-        let mut batch = Batch::with_capacity(64);
-        for (g, rd) in &self.in_flight {
-            let wg = quasar_wal::GroupId(g.0);
-            if let Some(meta) = &rd.snapshot {
-                batch.snapshot_mark(
-                    wg,
-                    quasar_wal::LogIndex(meta.last.index.0),
-                    quasar_wal::Term(meta.last.term.0),
-                );
-            }
-            if let Some(first) = rd.append.first() {
-                batch.entries(
-                    wg,
-                    quasar_wal::LogIndex(first.index.0),
-                    rd.append
-                        .iter()
-                        .map(|e| (quasar_wal::Term(e.term.0), e.data.as_ref())),
-                );
-            }
-            if let Some(hs) = rd.hard_state {
-                batch.hard_state(
-                    wg,
-                    quasar_wal::HardState {
-                        term: quasar_wal::Term(hs.term.0),
-                        vote: hs.vote.map_or(0, |n| n.0),
-                        commit: quasar_wal::LogIndex(hs.commit.0),
-                    },
-                );
-            }
-        }
+        let mut compactions = Vec::new();
         for r in self.groups.values_mut() {
             if let Some(below) = r.compact_below.take() {
-                batch.compact(
-                    quasar_wal::GroupId(r.group.0),
-                    quasar_wal::LogIndex(below.0),
-                );
+                compactions.push((r.group, below));
             }
         }
-        let appended = !batch.is_empty();
-        if appended {
-            self.metrics.wal_appends += 1;
-            self.metrics.wal_bytes += batch.len_bytes() as u64;
-            self.wal.append(&batch)?;
-        }
-        drop(batch);
+        compactions.sort_unstable_by_key(|(g, _)| *g);
+        let appended = write_turn(
+            &mut self.wal,
+            &self.in_flight,
+            &compactions,
+            &mut self.metrics,
+        )?;
         let mut now = Vec::new();
         for (g, rd) in &mut self.in_flight {
             for m in rd.send_now.drain(..) {
@@ -1614,6 +1582,104 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             );
         }
     }
+}
+
+/// Writes one turn's records: as one WAL append when they fit (the usual case), else as
+/// several appends, each at most `Wal::max_batch_bytes` (one sync covers them all). A
+/// group's hard state goes before its entries (a restore clips a commit index past the log),
+/// and its entries may be split across appends at entry boundaries. Returns whether
+/// anything was appended.
+fn write_turn<D: Disk>(
+    wal: &mut Wal<D>,
+    in_flight: &[(msg::GroupId, Ready)],
+    compactions: &[(msg::GroupId, LogIndex)],
+    metrics: &mut StoreMetrics,
+) -> Result<bool, WalError> {
+    use quasar_wal::record::{entry_len, record_len, ENTRIES_PREFIX_LEN};
+    let max = wal.max_batch_bytes();
+    let mut appended = false;
+    let mut batch = Batch::with_capacity(64);
+    let flush = |batch: &mut Batch<'_>,
+                 wal: &mut Wal<D>,
+                 metrics: &mut StoreMetrics,
+                 appended: &mut bool|
+     -> Result<(), WalError> {
+        if !batch.is_empty() {
+            metrics.wal_appends += 1;
+            metrics.wal_bytes += batch.len_bytes() as u64;
+            wal.append(batch)?;
+            batch.clear();
+            *appended = true;
+        }
+        Ok(())
+    };
+    // Small fixed-size records: 16 to 24-byte bodies.
+    let small = record_len(24);
+    for (g, rd) in in_flight {
+        let wg = quasar_wal::GroupId(g.0);
+        if let Some(meta) = &rd.snapshot {
+            if batch.len_bytes() + small > max {
+                flush(&mut batch, wal, metrics, &mut appended)?;
+            }
+            batch.snapshot_mark(
+                wg,
+                quasar_wal::LogIndex(meta.last.index.0),
+                quasar_wal::Term(meta.last.term.0),
+            );
+        }
+        if let Some(hs) = rd.hard_state {
+            if batch.len_bytes() + small > max {
+                flush(&mut batch, wal, metrics, &mut appended)?;
+            }
+            batch.hard_state(
+                wg,
+                quasar_wal::HardState {
+                    term: quasar_wal::Term(hs.term.0),
+                    vote: hs.vote.map_or(0, |n| n.0),
+                    commit: quasar_wal::LogIndex(hs.commit.0),
+                },
+            );
+        }
+        let mut rest: &[raft::Entry] = &rd.append;
+        while let Some(first) = rest.first() {
+            let room = max.saturating_sub(batch.len_bytes() + record_len(ENTRIES_PREFIX_LEN));
+            let mut used = 0;
+            let mut take = 0;
+            for e in rest {
+                let len = entry_len(e.data.len());
+                if used + len > room {
+                    break;
+                }
+                used += len;
+                take += 1;
+            }
+            if take == 0 {
+                if batch.is_empty() {
+                    // One entry larger than a segment: the WAL refuses it with the limits.
+                    take = 1;
+                } else {
+                    flush(&mut batch, wal, metrics, &mut appended)?;
+                    continue;
+                }
+            }
+            batch.entries(
+                wg,
+                quasar_wal::LogIndex(first.index.0),
+                rest[..take]
+                    .iter()
+                    .map(|e| (quasar_wal::Term(e.term.0), e.data.as_ref())),
+            );
+            rest = &rest[take..];
+        }
+    }
+    for (g, below) in compactions {
+        if batch.len_bytes() + small > max {
+            flush(&mut batch, wal, metrics, &mut appended)?;
+        }
+        batch.compact(quasar_wal::GroupId(g.0), quasar_wal::LogIndex(below.0));
+    }
+    flush(&mut batch, wal, metrics, &mut appended)?;
+    Ok(appended)
 }
 
 /// Answers every pending read that `pick` selects with `error`.
