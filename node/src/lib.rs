@@ -9,11 +9,13 @@
 //! - [`admin`]: the admin HTTP port (`/health`, `/ready`, `/status`, `/metrics`), hyper on
 //!   a thread of its own, serving whatever an [`admin::AdminSource`] reports;
 //! - [`metrics`]: the Prometheus metrics and the node's `AdminSource`;
+//! - [`local_cluster`]: `quasar start` child processes on loopback (demo, benchmarks);
 //! - [`demo`]: `quasar demo`, three child nodes on loopback.
 
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod local_cluster;
 pub mod manifest;
 pub mod memlock;
 pub mod metrics;

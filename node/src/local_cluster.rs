@@ -1,0 +1,305 @@
+//! A cluster of `quasar start` child processes on loopback, for `quasar demo` and for
+//! `quasar-bench --spawn`: ports, data directories, start, readiness, kill -9, restart and a
+//! clean stop (SIGTERM, then SIGKILL after a grace period). Only the processes it started are
+//! ever signalled, by PID.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How to lay out and start the cluster.
+#[derive(Debug, Clone)]
+pub struct LocalClusterConfig {
+    /// The `quasar` binary.
+    pub exe: PathBuf,
+    pub nodes: u64,
+    pub shards: usize,
+    /// Shard 0 of node i listens on `base_port + 10 * (i - 1)`, its admin port is
+    /// `base_port + 80 + i`. `None`: a free block of ports is found.
+    pub base_port: Option<u16>,
+    /// Node i keeps its data in `root/node-i` (and logs to `root/node-i/quasar.log`).
+    pub root: PathBuf,
+    /// More `quasar start` flags for every node (e.g. timing).
+    pub extra_args: Vec<String>,
+}
+
+/// One node of the cluster.
+#[derive(Debug)]
+pub struct LocalNode {
+    pub id: u64,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalNode {
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// A running local cluster; dropping it stops every node.
+#[derive(Debug)]
+pub struct LocalCluster {
+    cfg: LocalClusterConfig,
+    initial: String,
+    pub nodes: Vec<LocalNode>,
+}
+
+/// `GET path` on an admin port: the status code and body.
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((code, body))
+}
+
+/// A base port below the ephemeral range whose block of 100 ports is free now.
+fn free_base_port() -> anyhow::Result<u16> {
+    let mut rng = fastrand::Rng::new();
+    for _ in 0..200 {
+        let base = rng.u16(20_000..30_000);
+        let free = (0..100u16).all(|p| TcpListener::bind(("127.0.0.1", base + p)).is_ok());
+        if free {
+            return Ok(base);
+        }
+    }
+    bail!("no free block of 100 loopback ports between 20000 and 30000")
+}
+
+impl LocalCluster {
+    /// Starts every node and waits (up to `timeout`) until each answers `/ready`.
+    pub fn start(mut cfg: LocalClusterConfig, timeout: Duration) -> anyhow::Result<LocalCluster> {
+        if cfg.nodes == 0 || cfg.nodes > 7 {
+            bail!("a local cluster has 1 to 7 nodes, not {}", cfg.nodes);
+        }
+        if cfg.shards == 0 || cfg.shards > 8 {
+            bail!(
+                "a local cluster runs 1 to 8 shards per node, not {}",
+                cfg.shards
+            );
+        }
+        let base = match cfg.base_port {
+            Some(p) if p > u16::MAX - 100 => {
+                bail!("base port {p} is too high: the cluster needs 100 ports above it")
+            }
+            Some(p) => p,
+            None => free_base_port()?,
+        };
+        cfg.base_port = Some(base);
+        let listen = |i: u64| SocketAddr::from(([127, 0, 0, 1], base + 10 * (i as u16 - 1)));
+        let admin = |i: u64| SocketAddr::from(([127, 0, 0, 1], base + 80 + i as u16));
+        let initial = (1..=cfg.nodes)
+            .map(|i| format!("{i}={}", listen(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = (1..=cfg.nodes)
+            .map(|i| LocalNode {
+                id: i,
+                listen: listen(i),
+                admin: admin(i),
+                dir: cfg.root.join(format!("node-{i}")),
+                child: None,
+            })
+            .collect();
+        let mut cluster = LocalCluster {
+            cfg,
+            initial,
+            nodes,
+        };
+        for i in 1..=cluster.cfg.nodes {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_ready(timeout)?;
+        Ok(cluster)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.cfg.root
+    }
+
+    pub fn shards(&self) -> usize {
+        self.cfg.shards
+    }
+
+    /// `(node id, shard-0 address)` of every node, for client configurations.
+    pub fn endpoints(&self) -> Vec<(u64, SocketAddr)> {
+        self.nodes.iter().map(|n| (n.id, n.listen)).collect()
+    }
+
+    pub fn node_mut(&mut self, id: u64) -> anyhow::Result<&mut LocalNode> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .with_context(|| format!("no node {id} in this cluster"))
+    }
+
+    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        let exe = self.cfg.exe.clone();
+        let shards = self.cfg.shards.to_string();
+        let extra = self.cfg.extra_args.clone();
+        let initial = self.initial.clone();
+        let node = self.node_mut(id)?;
+        std::fs::create_dir_all(&node.dir)
+            .with_context(|| format!("cannot create {}", node.dir.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("quasar.log"))
+            .with_context(|| format!("cannot open the log of node {id}"))?;
+        let child = Command::new(&exe)
+            .arg("start")
+            .args(["--node-id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(node.dir.join("data"))
+            .args(["--listen", &node.listen.to_string()])
+            .args(["--admin-listen", &node.admin.to_string()])
+            .args(["--initial-cluster", &initial])
+            .args(["--shards", &shards])
+            .args(["--pin", "false"])
+            .args(&extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start node {id} ({})", exe.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until every running node answers `/ready` with 200.
+    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for n in &mut self.nodes {
+            if n.child.is_none() {
+                continue;
+            }
+            loop {
+                if let Some(Ok(Some(status))) = n.child.as_mut().map(Child::try_wait) {
+                    bail!(
+                        "node {} exited ({status}); see {}",
+                        n.id,
+                        n.dir.join("quasar.log").display()
+                    );
+                }
+                if matches!(
+                    http_get(n.admin, "/ready", Duration::from_millis(500)),
+                    Ok((200, _))
+                ) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "node {} was not ready within {timeout:?}; see {}",
+                        n.id,
+                        n.dir.join("quasar.log").display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// The node that leads `range`, from the nodes' `/status`.
+    pub fn leader_of(&mut self, range: u64) -> Option<u64> {
+        let mut best: Option<(u64, u64)> = None;
+        for n in &mut self.nodes {
+            if !n.is_running() {
+                continue;
+            }
+            let Ok((200, body)) = http_get(n.admin, "/status", Duration::from_millis(500)) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            for r in v["ranges"].as_array().into_iter().flatten() {
+                if r["range_id"].as_u64() == Some(range) && r["role"] == "leader" {
+                    let term = r["term"].as_u64().unwrap_or(0);
+                    if best.is_none_or(|(t, _)| term > t) {
+                        best = Some((term, n.id));
+                    }
+                }
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// SIGKILL: the node stops at once, losing nothing that was synced.
+    pub fn kill9(&mut self, id: u64) -> anyhow::Result<()> {
+        let node = self.node_mut(id)?;
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped node again with the same data dir (it recovers and rejoins).
+    pub fn restart(&mut self, id: u64, timeout: Duration) -> anyhow::Result<()> {
+        if self.node_mut(id)?.is_running() {
+            bail!("node {id} is still running");
+        }
+        self.spawn(id)?;
+        self.wait_ready(timeout)
+    }
+
+    /// Stops every node: SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        for n in &mut self.nodes {
+            if let Some(child) = &n.child {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                }
+            }
+        }
+        let deadline = Instant::now() + grace;
+        for n in &mut self.nodes {
+            if let Some(mut child) = n.child.take() {
+                loop {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}
