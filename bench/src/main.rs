@@ -4,9 +4,12 @@
 use clap::{Parser, Subcommand};
 
 mod alloc_count;
+mod failover;
+mod fsmeta;
 mod raft;
 mod report;
 mod rpc;
+mod target;
 mod wal;
 
 /// quasar-bench: load generator and micro-benchmarks for Quasar. Prints figures (one JSON
@@ -28,6 +31,10 @@ enum Command {
     Raft(raft::RaftArgs),
     /// Frame streaming and ping-pong between two executors over loopback TCP.
     Rpc(rpc::RpcArgs),
+    /// mdtest-like filesystem metadata workload (create, stat, readdir, rename, unlink).
+    Fsmeta(fsmeta::FsmetaArgs),
+    /// Client-observed unavailability when the leader is killed (spawned clusters only).
+    Failover(failover::FailoverArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +43,7 @@ fn main() -> anyhow::Result<()> {
         Command::WalRecover(args) => wal::run_recover(args),
         Command::Raft(args) => raft::run(args),
         Command::Rpc(args) => rpc::run(args),
+        Command::Fsmeta(args) => fsmeta::run(args),
+        Command::Failover(args) => failover::run(args),
     }
 }

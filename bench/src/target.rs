@@ -1,0 +1,241 @@
+//! Where a cluster benchmark sends its load: `--endpoints` of a running cluster (discovered
+//! through `ListMembers` and `Status` on shard 0, as `quasarctl` does), or `--spawn N`
+//! `quasar start` children on loopback (a `LocalCluster` in a temporary directory, with fast
+//! election timing). Shared by `fsmeta`, `failover` and the cluster load subcommands.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use quasar_node::local_cluster::{LocalCluster, LocalClusterConfig};
+use quasar_rpc::client::{BlockingClient, ClientConfig};
+use quasar_rpc::message::{AdminOp, AdminReply, ClusterId, NodeId, SessionId, ShardId};
+use serde::Serialize;
+
+/// The target flags every cluster benchmark takes.
+#[derive(clap::Args, Debug, Clone, Serialize)]
+pub struct TargetArgs {
+    /// Shard-0 addresses (HOST:PORT) of nodes of a running cluster.
+    #[arg(long, value_delimiter = ',', conflicts_with = "spawn", value_name = "HOST:PORT,...")]
+    pub endpoints: Vec<String>,
+    /// Start this many `quasar start` nodes on loopback (in a temporary directory) and load
+    /// them instead; they are stopped when the benchmark ends.
+    #[arg(long, value_name = "N")]
+    pub spawn: Option<u64>,
+    /// Shards per spawned node.
+    #[arg(long, default_value_t = 2, value_name = "S")]
+    pub shards: usize,
+    /// The `quasar` binary for `--spawn` (default: next to this executable).
+    #[arg(long, env = "QUASAR_BIN", value_name = "PATH")]
+    pub quasar_bin: Option<PathBuf>,
+    /// The cluster's name (`quasar start --cluster-id`).
+    #[arg(long, default_value = "quasar", value_name = "NAME")]
+    pub cluster_id: String,
+    /// `--election-ticks` for spawned nodes (10 ms ticks): fast elections on loopback.
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    pub election_ticks: u32,
+    /// `--heartbeat-ticks` for spawned nodes.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub heartbeat_ticks: u32,
+}
+
+/// A resolved target: the client configuration and, with `--spawn`, the running cluster.
+pub struct Target {
+    pub config: ClientConfig,
+    /// Dropped before `dir`: the nodes stop before their data is removed.
+    pub cluster: Option<LocalCluster>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Target {
+    /// One line naming the target, for the human report.
+    pub fn describe(&self) -> String {
+        let nodes = self
+            .config
+            .nodes
+            .iter()
+            .map(|(n, a)| format!("{}={a}", n.0))
+            .collect::<Vec<_>>()
+            .join(",");
+        match &self.dir {
+            Some(d) => format!(
+                "spawned {} nodes x {} shards in {} ({nodes})",
+                self.config.nodes.len(),
+                self.config.shards_per_node,
+                d.path().display()
+            ),
+            None => format!(
+                "{} nodes x {} shards ({nodes})",
+                self.config.nodes.len(),
+                self.config.shards_per_node
+            ),
+        }
+    }
+}
+
+impl Target {
+    /// A client with a session of its own: clients sharing a session would have their
+    /// writes taken for retries of each other's (exactly-once by session and sequence).
+    pub fn client(&self) -> BlockingClient {
+        let mut config = self.config.clone();
+        config.session = SessionId(fastrand::u64(1..));
+        BlockingClient::new(config)
+    }
+}
+
+/// How long spawned nodes may take to answer `/ready`.
+pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Resolves the flags: starts the local cluster or discovers the remote one.
+pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
+    let cluster_id = ClusterId::from_name(&args.cluster_id);
+    match (args.spawn, args.endpoints.is_empty()) {
+        (Some(nodes), _) => {
+            let exe = quasar_binary(args.quasar_bin.as_deref())?;
+            let dir = tempfile::Builder::new()
+                .prefix("quasar-bench-")
+                .tempdir()
+                .context("cannot create a temporary directory for the spawned nodes")?;
+            let cluster = LocalCluster::start(
+                LocalClusterConfig {
+                    exe,
+                    nodes,
+                    shards: args.shards,
+                    base_port: None,
+                    root: dir.path().to_path_buf(),
+                    extra_args: vec![
+                        "--cluster-id".into(),
+                        args.cluster_id.clone(),
+                        "--election-ticks".into(),
+                        args.election_ticks.to_string(),
+                        "--heartbeat-ticks".into(),
+                        args.heartbeat_ticks.to_string(),
+                    ],
+                },
+                SPAWN_TIMEOUT,
+            )
+            .context("cannot start the local cluster (--spawn)")?;
+            let shards = u32::try_from(args.shards).context("too many shards")?;
+            let endpoints = cluster
+                .endpoints()
+                .into_iter()
+                .map(|(id, addr)| (NodeId(id), addr))
+                .collect();
+            Ok(Target {
+                config: ClientConfig::new(cluster_id, endpoints, shards),
+                cluster: Some(cluster),
+                dir: Some(dir),
+            })
+        }
+        (None, false) => Ok(Target {
+            config: discover(cluster_id, &args.endpoints)?,
+            cluster: None,
+            dir: None,
+        }),
+        (None, true) => bail!(
+            "no target: pass --endpoints HOST:PORT[,HOST:PORT...] of a running cluster, or \
+             --spawn 3 to start nodes on loopback"
+        ),
+    }
+}
+
+/// The `quasar` binary: `explicit` (flag or `QUASAR_BIN`), else next to this executable (or
+/// one directory up when this one runs from `target/*/deps`).
+pub fn quasar_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!(
+            "--quasar-bin/QUASAR_BIN {} is not a file: build it with `cargo build -p quasar-node`",
+            path.display()
+        );
+    }
+    let exe = std::env::current_exe().context("cannot find this executable's path")?;
+    let mut tried = Vec::new();
+    if let Some(dir) = exe.parent() {
+        tried.push(dir.join("quasar"));
+        if dir.ends_with("deps") {
+            if let Some(up) = dir.parent() {
+                tried.push(up.join("quasar"));
+            }
+        }
+    }
+    if let Some(found) = tried.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let tried = tried
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    bail!(
+        "no `quasar` binary found (tried {tried}): build it with `cargo build -p quasar-node` \
+         or pass --quasar-bin PATH"
+    )
+}
+
+/// Finds the members and the shard count through the first endpoint that answers.
+fn discover(cluster: ClusterId, endpoints: &[String]) -> anyhow::Result<ClientConfig> {
+    let mut seeds = Vec::new();
+    let mut last = String::new();
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        match endpoint.trim().to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(addr)) => seeds.push((NodeId(u64::MAX - i as u64), addr)),
+            Ok(None) => last = format!("{endpoint} resolves to no address"),
+            Err(e) => last = format!("bad address {endpoint:?}: {e}"),
+        }
+    }
+    let mut probe_config = ClientConfig::new(cluster, seeds.clone(), 1);
+    probe_config.max_attempts = 2;
+    probe_config.request_timeout = Duration::from_secs(3);
+    probe_config.io_timeout = Duration::from_secs(3);
+    let mut probe = BlockingClient::new(probe_config);
+    for (placeholder, contacted) in seeds {
+        let members = match probe.admin(placeholder, ShardId(0), AdminOp::ListMembers) {
+            Ok(AdminReply::Members(m)) => m,
+            Ok(_) => {
+                last = format!("{contacted} answered ListMembers with something else");
+                continue;
+            }
+            Err(e) => {
+                last = format!("{contacted}: {e}");
+                continue;
+            }
+        };
+        let status = match probe.admin(placeholder, ShardId(0), AdminOp::Status) {
+            Ok(AdminReply::Status(s)) => s,
+            Ok(_) => {
+                last = format!("{contacted} answered Status with something else");
+                continue;
+            }
+            Err(e) => {
+                last = format!("{contacted}: {e}");
+                continue;
+            }
+        };
+        let shards = u32::try_from(status.shards.len()).context("too many shards")?;
+        if shards == 0 {
+            bail!("{contacted} reports no shard: is it still starting?");
+        }
+        let mut nodes: Vec<(NodeId, SocketAddr)> = Vec::new();
+        for m in &members {
+            let Ok(Some(mut addr)) = m.address.to_socket_addrs().map(|mut a| a.next()) else {
+                continue;
+            };
+            if addr.ip().is_unspecified() {
+                addr.set_ip(contacted.ip());
+            }
+            nodes.push((m.node, addr));
+        }
+        if !nodes.iter().any(|(n, _)| *n == status.node) {
+            nodes.push((status.node, contacted));
+        }
+        return Ok(ClientConfig::new(cluster, nodes, shards));
+    }
+    bail!(
+        "no endpoint answered ({}): {last}",
+        endpoints.join(",")
+    )
+}
