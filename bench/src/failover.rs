@@ -109,9 +109,7 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<()> {
     let errors: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let period = Duration::from_secs_f64(args.writers as f64 / f64::from(args.rate));
     let clients: Vec<BlockingClient> = (0..args.writers).map(|_| target.client()).collect();
-    let mut cluster = target
-        .cluster
-        .context("failover needs a spawned cluster")?;
+    let mut cluster = target.cluster.context("failover needs a spawned cluster")?;
     let writers: Vec<_> = clients
         .into_iter()
         .enumerate()

@@ -175,7 +175,10 @@ impl Worker {
         let Ok(bytes) = <[u8; 8]>::try_from(d.value.as_slice()) else {
             return Ok(false);
         };
-        Ok(self.client.get(&inode_key(u64::from_be_bytes(bytes)))?.is_some())
+        Ok(self
+            .client
+            .get(&inode_key(u64::from_be_bytes(bytes)))?
+            .is_some())
     }
 
     /// Lists `parent`: the number of entries.
@@ -435,7 +438,8 @@ pub fn run(args: FsmetaArgs) -> anyhow::Result<()> {
         .context("the run's directory exists already")?;
     let dir_names: Vec<String> = (0..args.dirs).map(|d| format!("dir{d:06}")).collect();
     let (mkdir, dirs) = phase("mkdir", &mut workers, &dir_names, &mut errors, |w, name| {
-        Ok(w.create(run_dir, name, true)?.map(|ino| (name.clone(), ino)))
+        Ok(w.create(run_dir, name, true)?
+            .map(|ino| (name.clone(), ino)))
     });
     if dirs.len() as u64 != args.dirs {
         bail!(
@@ -457,10 +461,8 @@ pub fn run(args: FsmetaArgs) -> anyhow::Result<()> {
         })
         .collect();
     let (create, files) = phase("create", &mut workers, &wanted, &mut errors, |w, f| {
-        Ok(w.create(f.dir, &f.name, false)?.map(|ino| File {
-            ino,
-            ..f.clone()
-        }))
+        Ok(w.create(f.dir, &f.name, false)?
+            .map(|ino| File { ino, ..f.clone() }))
     });
     let (stat, found) = phase("stat", &mut workers, &files, &mut errors, |w, f| {
         Ok(w.stat(f.dir, &f.name)?.then_some(()))

@@ -17,7 +17,12 @@ use serde::Serialize;
 #[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct TargetArgs {
     /// Shard-0 addresses (HOST:PORT) of nodes of a running cluster.
-    #[arg(long, value_delimiter = ',', conflicts_with = "spawn", value_name = "HOST:PORT,...")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "spawn",
+        value_name = "HOST:PORT,..."
+    )]
     pub endpoints: Vec<String>,
     /// Start this many `quasar start` nodes on loopback (in a temporary directory) and load
     /// them instead; they are stopped when the benchmark ends.
@@ -234,8 +239,5 @@ fn discover(cluster: ClusterId, endpoints: &[String]) -> anyhow::Result<ClientCo
         }
         return Ok(ClientConfig::new(cluster, nodes, shards));
     }
-    bail!(
-        "no endpoint answered ({}): {last}",
-        endpoints.join(",")
-    )
+    bail!("no endpoint answered ({}): {last}", endpoints.join(","))
 }
