@@ -230,7 +230,7 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<()> {
     } else {
         for (i, k) in kills.iter().enumerate() {
             report.figure(
-                &format!("kill {}", i + 1),
+                &format!("kill {:03}", i + 1),
                 format!(
                     "node {} killed; new leader {} after {}; writes back after {}; restart took {:.0} ms",
                     k.killed,

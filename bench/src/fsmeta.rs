@@ -524,12 +524,15 @@ pub fn run(args: FsmetaArgs) -> anyhow::Result<()> {
         report.figure("phases", &phases);
     } else {
         report.figure("target", target.describe());
-        for p in &phases {
-            report.figure(p.name, p.human());
-        }
     }
     report.figure("check", &check).figure("errors", &errors);
     report.print(args.json);
+    if !args.json {
+        // In phase order (the report's figures print sorted by name).
+        for p in &phases {
+            println!("  {:<8} {}", p.name, p.human());
+        }
+    }
     drop(workers);
     if let Some(mut cluster) = target.cluster {
         cluster.stop(Duration::from_secs(10));
