@@ -41,7 +41,10 @@ pub struct ClientConfig {
     pub nodes: Vec<(NodeId, SocketAddr)>,
     /// Shards per node (every node runs the same number).
     pub shards_per_node: u32,
-    /// The exactly-once session; random by default.
+    /// The exactly-once session; random by default. Every client needs its own: two clients
+    /// built from clones of one config share it, and the second one's writes are taken for
+    /// retries of the first one's (answered with their outcome, never applied). Use
+    /// [`ClientConfig::with_fresh_session`] for each client.
     pub session: SessionId,
     /// How long one attempt waits for its answer.
     pub request_timeout: Duration,
@@ -75,6 +78,15 @@ impl ClientConfig {
             backoff_max: Duration::from_secs(1),
             consistency: ReadConsistency::Linearizable,
             max_frame_len_bytes: 16 << 20,
+        }
+    }
+
+    /// This configuration with a new random session (for one more client).
+    #[must_use]
+    pub fn with_fresh_session(&self) -> ClientConfig {
+        ClientConfig {
+            session: SessionId(fastrand::u64(1..)),
+            ..self.clone()
         }
     }
 
