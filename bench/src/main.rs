@@ -4,10 +4,14 @@
 use clap::{Parser, Subcommand};
 
 mod alloc_count;
+mod hdrlog;
+mod kv;
+mod plot;
 mod raft;
 mod report;
 mod rpc;
 mod wal;
+mod workload;
 
 /// quasar-bench: load generator and micro-benchmarks for Quasar. Prints figures (one JSON
 /// line with `--json`); never asserts on them.
@@ -28,6 +32,10 @@ enum Command {
     Raft(raft::RaftArgs),
     /// Frame streaming and ping-pong between two executors over loopback TCP.
     Rpc(rpc::RpcArgs),
+    /// Cluster load generator: closed or open loop, YCSB presets, HdrHistogram logs, plots.
+    Kv(kv::KvArgs),
+    /// Add interval HdrHistogram logs of `kv --hdr-log` and print one summary.
+    Merge(hdrlog::MergeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::WalRecover(args) => wal::run_recover(args),
         Command::Raft(args) => raft::run(args),
         Command::Rpc(args) => rpc::run(args),
+        Command::Kv(args) => kv::run(args),
+        Command::Merge(args) => hdrlog::run(args),
     }
 }
