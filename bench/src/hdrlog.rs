@@ -137,7 +137,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
             add(&mut entry.0, &iv.histogram)?;
         }
     }
-    if totals.failed.len() > 0 {
+    if !totals.failed.is_empty() {
         totals
             .errors
             .insert("all (kinds are not logged)".into(), totals.failed.len());

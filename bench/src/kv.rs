@@ -514,9 +514,13 @@ fn preload(
     nodes: &[(NodeId, SocketAddr)],
     shards: u32,
     args: &KvArgs,
+    interrupted: &AtomicBool,
 ) -> anyhow::Result<()> {
     let began = Instant::now();
-    eprintln!("preloading {} keys of {} bytes", args.keys, args.value_bytes);
+    eprintln!(
+        "preloading {} keys of {} bytes",
+        args.keys, args.value_bytes
+    );
     let threads = args.concurrency.min(64) as u64;
     let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -528,6 +532,9 @@ fn preload(
                     fastrand::fill(&mut value);
                     let mut i = t;
                     while i < args.keys {
+                        if interrupted.load(Ordering::Relaxed) {
+                            bail!("interrupted during the preload");
+                        }
                         client
                             .put(&key_name(i), &value)
                             .map_err(|e| anyhow::anyhow!("preload of key {i} failed: {e}"))?;
@@ -577,6 +584,13 @@ fn collect(shared: &Shared) -> (Histogram<u64>, Histogram<u64>, Slot) {
 
 pub fn run(args: KvArgs) -> anyhow::Result<()> {
     validate(&args)?;
+    // SIGINT/SIGTERM end the run early but cleanly: the spawned nodes are stopped and what
+    // was measured is reported.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))
+            .context("cannot install the SIGINT/SIGTERM handler")?;
+    }
     let cluster_id = ClusterId::from_name(&args.cluster_id);
     // The spawned cluster and its directory live until the end of the run.
     let mut _tmp = None;
@@ -588,7 +602,11 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
                 .prefix("quasar-bench-kv")
                 .tempdir()
                 .context("cannot create a temporary directory for --spawn")?;
-            eprintln!("starting {n} nodes x {} shards ({})", args.shards, exe.display());
+            eprintln!(
+                "starting {n} nodes x {} shards ({})",
+                args.shards,
+                exe.display()
+            );
             let cluster = LocalCluster::start(
                 LocalClusterConfig {
                     exe,
@@ -617,8 +635,11 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
             Duration::from_millis(args.request_timeout_ms),
         )?,
     };
+    if interrupted.load(Ordering::Relaxed) {
+        bail!("interrupted before the run began");
+    }
     if args.preload.unwrap_or(args.workload.reads()) {
-        preload(cluster_id, &nodes, shards, &args)?;
+        preload(cluster_id, &nodes, shards, &args, &interrupted)?;
     }
     let distribution = args
         .distribution
@@ -680,8 +701,15 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
     let mut log_error = None;
     for second in 1..=total_secs {
         let tick = start + Duration::from_secs(second);
-        if let Some(wait) = tick.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+        while let Some(wait) = tick.checked_duration_since(Instant::now()) {
+            if interrupted.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(wait.min(Duration::from_millis(100)));
+        }
+        if interrupted.load(Ordering::Relaxed) {
+            eprintln!("interrupted: stopping and reporting what was measured");
+            break;
         }
         let (ok, failed, sum) = collect(&shared);
         let warm = second <= args.warmup_secs;
@@ -706,7 +734,12 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
             let written = log
                 .write_histogram(&ok, since_epoch, Duration::from_secs(1), None)
                 .and_then(|()| {
-                    log.write_histogram(&failed, since_epoch, Duration::from_secs(1), Tag::new(ERRORS_TAG))
+                    log.write_histogram(
+                        &failed,
+                        since_epoch,
+                        Duration::from_secs(1),
+                        Tag::new(ERRORS_TAG),
+                    )
                 });
             if let Err(e) = written {
                 log_error.get_or_insert_with(|| format!("--hdr-log: cannot write: {e}"));
@@ -749,7 +782,14 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
 
     let mut report = Report::new("kv", &*args);
     report
-        .figure("mode", if args.rate.is_some() { "open" } else { "closed" })
+        .figure(
+            "mode",
+            if args.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+        )
         .figure("nodes", nodes.len())
         .figure("shards", shards)
         .figure("distribution", distribution)

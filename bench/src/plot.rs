@@ -19,6 +19,9 @@ pub struct IntervalPoint {
     pub max_us: u64,
 }
 
+/// One latency line of the plot: its name, colour and figure.
+type Series = (&'static str, RGBColor, fn(&IntervalPoint) -> u64);
+
 /// Two panels: latency (ms) on top, throughput (ops/s, intervals of 1 s) below.
 pub fn render(path: &Path, points: &[IntervalPoint], title: &str) -> anyhow::Result<()> {
     draw(path, points, title)
@@ -36,11 +39,7 @@ fn draw(
     let (top, bottom) = root.split_vertically(420);
     let t_max = points.iter().map(|p| p.t_secs).fold(1.0, f64::max);
     let ms = |us: u64| us as f64 / 1000.0;
-    let lat_max = points
-        .iter()
-        .map(|p| ms(p.max_us))
-        .fold(0.001, f64::max)
-        * 1.1;
+    let lat_max = points.iter().map(|p| ms(p.max_us)).fold(0.001, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(&top)
         .caption(format!("{title}: latency per interval"), ("sans-serif", 20))
         .margin(10)
@@ -52,7 +51,7 @@ fn draw(
         .x_desc("seconds")
         .y_desc("latency (ms)")
         .draw()?;
-    let series: [(&str, RGBColor, fn(&IntervalPoint) -> u64); 3] = [
+    let series: [Series; 3] = [
         ("p50", BLUE, |p| p.p50_us),
         ("p99", RED, |p| p.p99_us),
         ("max", BLACK, |p| p.max_us),
