@@ -84,9 +84,9 @@ pub struct KvArgs {
     /// Start an N-node cluster of the `quasar` binary on loopback for the run (stopped after).
     #[arg(long)]
     pub spawn: Option<u64>,
-    /// Shards per node of the --spawn cluster.
-    #[arg(long, default_value_t = 1)]
-    pub shards: usize,
+    /// Shards per node of the --spawn cluster (default 1; --endpoints discovers them).
+    #[arg(long)]
+    pub shards: Option<usize>,
     /// The `quasar` binary for --spawn (default: next to this executable).
     #[arg(long, env = "QUASAR_BIN")]
     pub quasar_bin: Option<PathBuf>,
@@ -242,6 +242,9 @@ fn round1(v: f64) -> f64 {
 fn validate(args: &KvArgs) -> anyhow::Result<()> {
     if args.spawn.is_none() && args.endpoints.is_empty() {
         bail!("no target: pass --endpoints HOST:PORT[,...] or --spawn N");
+    }
+    if args.spawn.is_none() && args.shards.is_some() {
+        bail!("--shards is for --spawn only: with --endpoints the shard count is discovered");
     }
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
@@ -602,16 +605,13 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
                 .prefix("quasar-bench-kv")
                 .tempdir()
                 .context("cannot create a temporary directory for --spawn")?;
-            eprintln!(
-                "starting {n} nodes x {} shards ({})",
-                args.shards,
-                exe.display()
-            );
+            let shards = args.shards.unwrap_or(1);
+            eprintln!("starting {n} nodes x {shards} shards ({})", exe.display());
             let cluster = LocalCluster::start(
                 LocalClusterConfig {
                     exe,
                     nodes: n,
-                    shards: args.shards,
+                    shards,
                     base_port: None,
                     root: tmp.path().to_path_buf(),
                     extra_args: Vec::new(),
@@ -624,7 +624,7 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .map(|(id, a)| (NodeId(id), a))
                 .collect();
-            let shards = u32::try_from(args.shards).context("--shards is too large")?;
+            let shards = u32::try_from(shards).context("--shards is too large")?;
             spawned = Some(cluster);
             _tmp = Some(tmp);
             (nodes, shards)
