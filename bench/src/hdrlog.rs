@@ -19,7 +19,7 @@ use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::kv::{Totals, ERRORS_TAG};
+use crate::kv::{Totals, ERRORS_TAG, KIND_TAG_PREFIX};
 use crate::plot::{self, IntervalPoint};
 use crate::report::{latency_histogram, Percentiles, Report};
 
@@ -41,7 +41,8 @@ pub struct MergeArgs {
 pub struct Interval {
     pub start: Duration,
     pub duration: Duration,
-    pub errors: bool,
+    /// The tag, if any (`errors`, `op.read`, ...).
+    pub tag: Option<String>,
     pub histogram: Histogram<u64>,
 }
 
@@ -80,7 +81,7 @@ pub fn read_log(path: &std::path::Path) -> anyhow::Result<Vec<Interval>> {
                 out.push(Interval {
                     start: base + h.start_timestamp(),
                     duration: h.duration(),
-                    errors: h.tag().is_some_and(|t| t.as_str() == ERRORS_TAG),
+                    tag: h.tag().map(|t| t.as_str().to_owned()),
                     histogram,
                 });
             }
@@ -120,10 +121,22 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     }
     let origin = first.unwrap_or_default();
     for iv in all.iter().flatten() {
-        if iv.errors {
-            add(&mut totals.failed, &iv.histogram)?;
-        } else {
-            add(&mut totals.ok, &iv.histogram)?;
+        let errors = iv.tag.as_deref() == Some(ERRORS_TAG);
+        match iv.tag.as_deref() {
+            None => add(&mut totals.ok, &iv.histogram)?,
+            Some(ERRORS_TAG) => add(&mut totals.failed, &iv.histogram)?,
+            Some(tag) => {
+                if let Some(kind) = tag.strip_prefix(KIND_TAG_PREFIX) {
+                    let h = totals.by_kind.entry(kind.to_owned()).or_insert_with(|| {
+                        let mut h = latency_histogram();
+                        h.auto(true);
+                        h
+                    });
+                    add(h, &iv.histogram)?;
+                }
+                // Other tags are not ours: left out.
+                continue;
+            }
         }
         let second = iv.start.saturating_sub(origin).as_secs();
         let entry = seconds.entry(second).or_insert_with(|| {
@@ -131,7 +144,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
             h.auto(true);
             (h, 0)
         });
-        if iv.errors {
+        if errors {
             entry.1 += iv.histogram.len();
         } else {
             add(&mut entry.0, &iv.histogram)?;

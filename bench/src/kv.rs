@@ -146,13 +146,17 @@ pub struct KvArgs {
 
 /// The tag of the interval histograms holding the latencies of failed requests.
 pub const ERRORS_TAG: &str = "errors";
+/// The tag prefix of the interval histograms of one operation kind (`op.read`, ...): the
+/// successful requests of that kind, also counted in the untagged histogram.
+pub const KIND_TAG_PREFIX: &str = "op.";
 
 /// What one worker recorded since the last collection.
 struct Slot {
     ok: Histogram<u64>,
     failed: Histogram<u64>,
     errors: BTreeMap<String, u64>,
-    ops: BTreeMap<&'static str, u64>,
+    /// Latencies of successful requests per operation kind.
+    by_kind: BTreeMap<&'static str, Histogram<u64>>,
 }
 
 impl Slot {
@@ -161,7 +165,7 @@ impl Slot {
             ok: latency_histogram(),
             failed: latency_histogram(),
             errors: BTreeMap::new(),
-            ops: BTreeMap::new(),
+            by_kind: BTreeMap::new(),
         }
     }
 }
@@ -179,7 +183,8 @@ pub struct Totals {
     pub ok: Histogram<u64>,
     pub failed: Histogram<u64>,
     pub errors: BTreeMap<String, u64>,
-    pub ops: BTreeMap<String, u64>,
+    /// Latencies of successful requests per operation kind (`read`, `update`, ...).
+    pub by_kind: BTreeMap<String, Histogram<u64>>,
     pub secs: f64,
 }
 
@@ -189,7 +194,7 @@ impl Totals {
             ok: latency_histogram(),
             failed: latency_histogram(),
             errors: BTreeMap::new(),
-            ops: BTreeMap::new(),
+            by_kind: BTreeMap::new(),
             secs: 0.0,
         }
     }
@@ -205,8 +210,19 @@ impl Totals {
             .figure("errors_by_kind", &self.errors)
             .figure("measured_secs", round1(self.secs))
             .percentiles("", &p);
-        if !self.ops.is_empty() {
-            report.figure("ops_by_kind", &self.ops);
+        if !self.by_kind.is_empty() {
+            let ops: BTreeMap<&str, u64> = self
+                .by_kind
+                .iter()
+                .map(|(k, h)| (k.as_str(), h.len()))
+                .collect();
+            report.figure("ops_by_kind", ops);
+            let by_kind: BTreeMap<&str, Percentiles> = self
+                .by_kind
+                .iter()
+                .map(|(k, h)| (k.as_str(), Percentiles::from_histogram(h)))
+                .collect();
+            report.figure("latency_by_kind", by_kind);
         }
     }
 
@@ -224,6 +240,12 @@ impl Totals {
         );
         for (kind, n) in &self.errors {
             out.push_str(&format!("\n  {kind:<20} {n}"));
+        }
+        if self.by_kind.len() > 1 {
+            for (kind, h) in &self.by_kind {
+                let p = Percentiles::from_histogram(h);
+                out.push_str(&format!("\n{kind:<10} {}", p.human()));
+            }
         }
         out
     }
@@ -447,9 +469,14 @@ fn record(slot: &Mutex<Slot>, kind: OpKind, latency: Duration, result: Result<()
         .unwrap_or(u64::MAX)
         .max(1);
     let Ok(mut s) = slot.lock() else { return };
-    *s.ops.entry(kind.name()).or_default() += 1;
     match result {
-        Ok(()) => s.ok.saturating_record(us),
+        Ok(()) => {
+            s.ok.saturating_record(us);
+            s.by_kind
+                .entry(kind.name())
+                .or_insert_with(latency_histogram)
+                .saturating_record(us);
+        }
         Err(e) => {
             s.failed.saturating_record(us);
             *s.errors.entry(error_kind(&e)).or_default() += 1;
@@ -578,8 +605,12 @@ fn collect(shared: &Shared) -> (Histogram<u64>, Histogram<u64>, Slot) {
         for (k, v) in s.errors {
             *sum.errors.entry(k).or_default() += v;
         }
-        for (k, v) in s.ops {
-            *sum.ops.entry(k).or_default() += v;
+        for (k, h) in s.by_kind {
+            let _ = sum
+                .by_kind
+                .entry(k)
+                .or_insert_with(latency_histogram)
+                .add(&h);
         }
     }
     (ok, failed, sum)
@@ -666,7 +697,10 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
     let mut log = match log_file.as_mut() {
         Some(f) => Some(
             IntervalLogWriterBuilder::new()
-                .add_comment("quasar-bench kv: untagged = successful requests (us), tag errors = failed requests (us)")
+                .add_comment(
+                    "quasar-bench kv: untagged = successful requests (us), tag errors = failed \
+                     requests (us), tag op.KIND = successful requests of one kind (us)",
+                )
                 .with_start_time(SystemTime::now())
                 .begin_log_with(f, &mut serializer)
                 .map_err(|e| anyhow::anyhow!("--hdr-log: cannot write the header: {e}"))?,
@@ -741,6 +775,16 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
                         Tag::new(ERRORS_TAG),
                     )
                 });
+            let mut written = written.map_err(|e| e.to_string());
+            for (kind, h) in &sum.by_kind {
+                if written.is_err() {
+                    break;
+                }
+                let tag = format!("{KIND_TAG_PREFIX}{kind}");
+                written = log
+                    .write_histogram(h, since_epoch, Duration::from_secs(1), Tag::new(&tag))
+                    .map_err(|e| e.to_string());
+            }
             if let Err(e) = written {
                 log_error.get_or_insert_with(|| format!("--hdr-log: cannot write: {e}"));
             }
@@ -758,8 +802,12 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
         for (k, v) in sum.errors {
             *totals.errors.entry(k).or_default() += v;
         }
-        for (k, v) in sum.ops {
-            *totals.ops.entry(k.to_owned()).or_default() += v;
+        for (k, h) in &sum.by_kind {
+            let _ = totals
+                .by_kind
+                .entry((*k).to_owned())
+                .or_insert_with(latency_histogram)
+                .add(h);
         }
         totals.secs += 1.0;
     }

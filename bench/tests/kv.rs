@@ -157,6 +157,11 @@ fn write_run_and_merge_of_two_logs_adds_counts() {
     assert_eq!(ops(&m), ops(&a) + ops(&b), "{m}");
     assert_eq!(errors(&m), errors(&a) + errors(&b), "{m}");
     assert!(m["p99_us"].is_number() && m["max_us"].is_number());
+    assert_eq!(
+        m["ops_by_kind"]["update"].as_u64(),
+        Some(ops(&m)),
+        "every write is an update: {m}"
+    );
     assert!(m["max_us"].as_u64() >= a["max_us"].as_u64().max(b["max_us"].as_u64()));
 }
 
@@ -170,7 +175,8 @@ fn read_run() {
 fn ycsb_f_run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let v = kv_run(dir.path(), "f", "ycsb-f");
-    assert!(v["ops_by_kind"]["rmw"].is_number(), "{v}");
+    assert!(v["ops_by_kind"].is_object(), "{v}");
+    assert!(v["latency_by_kind"]["read"]["p99_us"].is_number(), "{v}");
 }
 
 #[test]
