@@ -76,19 +76,24 @@ impl ReadMode {
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct KvArgs {
     /// Shard-0 addresses of running nodes, comma-separated (HOST:PORT,...).
-    #[arg(long, value_delimiter = ',', conflicts_with = "spawn")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "HOST:PORT,...",
+        conflicts_with = "spawn"
+    )]
     pub endpoints: Vec<String>,
     /// Cluster name (`quasar start --cluster-id`) of the --endpoints cluster.
     #[arg(long, default_value = "quasar")]
     pub cluster_id: String,
     /// Start an N-node cluster of the `quasar` binary on loopback for the run (stopped after).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     pub spawn: Option<u64>,
     /// Shards per node of the --spawn cluster (default 1; --endpoints discovers them).
-    #[arg(long)]
+    #[arg(long, value_name = "S")]
     pub shards: Option<usize>,
     /// The `quasar` binary for --spawn (default: next to this executable).
-    #[arg(long, env = "QUASAR_BIN")]
+    #[arg(long, env = "QUASAR_BIN", value_name = "PATH")]
     pub quasar_bin: Option<PathBuf>,
     /// Operation mix.
     #[arg(long, value_enum, default_value = "write")]
