@@ -6,11 +6,15 @@ use clap::{Parser, Subcommand};
 mod alloc_count;
 mod failover;
 mod fsmeta;
+mod hdrlog;
+mod kv;
+mod plot;
 mod raft;
 mod report;
 mod rpc;
 mod target;
 mod wal;
+mod workload;
 
 /// quasar-bench: load generator and micro-benchmarks for Quasar. Prints figures (one JSON
 /// line with `--json`); never asserts on them.
@@ -35,6 +39,10 @@ enum Command {
     Fsmeta(fsmeta::FsmetaArgs),
     /// Client-observed unavailability when the leader is killed (spawned clusters only).
     Failover(failover::FailoverArgs),
+    /// Cluster load generator: closed or open loop, YCSB presets, HdrHistogram logs, plots.
+    Kv(kv::KvArgs),
+    /// Add interval HdrHistogram logs of `kv --hdr-log` and print one summary.
+    Merge(hdrlog::MergeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Rpc(args) => rpc::run(args),
         Command::Fsmeta(args) => fsmeta::run(args),
         Command::Failover(args) => failover::run(args),
+        Command::Kv(args) => kv::run(args),
+        Command::Merge(args) => hdrlog::run(args),
     }
 }

@@ -1,0 +1,198 @@
+//! `quasar-bench kv` and `merge` end to end: the built binary against a `--spawn 3` cluster
+//! of the built `quasar` binary, tiny sizes. No figure is asserted, only the shape of the
+//! output (JSON fields, an SVG, an interval log whose merge adds the counts).
+//!
+//! Needs `target/<profile>/quasar` (`cargo build -p quasar-node`; `cargo test --workspace`
+//! builds it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bench() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_quasar-bench"))
+}
+
+/// `quasar` next to `quasar-bench`.
+fn quasar() -> PathBuf {
+    let bin = bench()
+        .parent()
+        .expect("the bench binary has a directory")
+        .join("quasar");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p quasar-node` first (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `quasar-bench args`, killing it after `limit`.
+fn run(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(bench())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("quasar-bench starts");
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().expect("wait on quasar-bench").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            // SIGTERM: the bench stops its spawned nodes before exiting.
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            std::thread::sleep(Duration::from_secs(5));
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect output");
+            panic!(
+                "quasar-bench {args:?} ran past {limit:?}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+fn json_of(out: &Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().expect("one JSON line");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"))
+}
+
+/// One tiny run; returns its JSON and checks the outputs exist.
+fn kv_run(dir: &Path, name: &str, workload: &str) -> serde_json::Value {
+    let quasar = quasar();
+    let log = dir.join(format!("{name}.hlog"));
+    let svg = dir.join(format!("{name}.svg"));
+    let out = run(
+        &[
+            "kv",
+            "--spawn",
+            "3",
+            "--shards",
+            "1",
+            "--quasar-bin",
+            quasar.to_str().expect("utf-8 path"),
+            "--workload",
+            workload,
+            "--duration-secs",
+            "1",
+            "--warmup-secs",
+            "0",
+            "--concurrency",
+            "2",
+            "--keys",
+            "50",
+            "--json",
+            "--hdr-log",
+            log.to_str().expect("utf-8 path"),
+            "--plot",
+            svg.to_str().expect("utf-8 path"),
+        ],
+        Duration::from_secs(120),
+    );
+    let v = json_of(&out, &format!("kv --workload {workload}"));
+    for field in [
+        "ops_per_sec",
+        "errors",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p999_us",
+        "max_us",
+        "nodes",
+    ] {
+        assert!(v[field].is_number(), "{field} missing in {v}");
+    }
+    assert_eq!(v["benchmark"], "kv");
+    assert_eq!(v["nodes"], 3);
+    assert_eq!(v["config"]["workload"], workload);
+    assert!(v["env"]["commit"].is_string() && v["env"]["cores"].is_number());
+    assert!(
+        v["ops"].as_u64().expect("ops") > 0,
+        "no request succeeded: {v}"
+    );
+    let text = std::fs::read_to_string(&svg).expect("the plot was written");
+    assert!(
+        text.starts_with("<svg") || text.starts_with("<?xml"),
+        "not an SVG: {}",
+        &text[..text.len().min(80)]
+    );
+    assert!(log.is_file(), "the hdr log was written");
+    v
+}
+
+#[test]
+fn write_run_and_merge_of_two_logs_adds_counts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = kv_run(dir.path(), "a", "write");
+    let b = kv_run(dir.path(), "b", "write");
+    let out = run(
+        &[
+            "merge",
+            dir.path().join("a.hlog").to_str().expect("utf-8"),
+            dir.path().join("b.hlog").to_str().expect("utf-8"),
+            "--json",
+        ],
+        Duration::from_secs(20),
+    );
+    let m = json_of(&out, "merge");
+    let ops = |v: &serde_json::Value| v["ops"].as_u64().expect("ops");
+    let errors = |v: &serde_json::Value| v["errors"].as_u64().expect("errors");
+    assert_eq!(ops(&m), ops(&a) + ops(&b), "{m}");
+    assert_eq!(errors(&m), errors(&a) + errors(&b), "{m}");
+    assert!(m["p99_us"].is_number() && m["max_us"].is_number());
+    assert_eq!(
+        m["ops_by_kind"]["update"].as_u64(),
+        Some(ops(&m)),
+        "every write is an update: {m}"
+    );
+    assert!(m["max_us"].as_u64() >= a["max_us"].as_u64().max(b["max_us"].as_u64()));
+}
+
+#[test]
+fn read_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    kv_run(dir.path(), "read", "read");
+}
+
+#[test]
+fn ycsb_f_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let v = kv_run(dir.path(), "f", "ycsb-f");
+    assert!(v["ops_by_kind"].is_object(), "{v}");
+    assert!(v["latency_by_kind"]["read"]["p99_us"].is_number(), "{v}");
+}
+
+#[test]
+fn bad_flags_name_the_flag() {
+    let out = run(
+        &["kv", "--spawn", "3", "--read-ratio", "2"],
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--read-ratio"), "{err}");
+    let out = run(&["kv"], Duration::from_secs(20));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--endpoints") && err.contains("--spawn"),
+        "{err}"
+    );
+}
