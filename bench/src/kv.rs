@@ -22,8 +22,8 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -33,17 +33,16 @@ use clap::{Args, ValueEnum};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
-use quasar_node::local_cluster::{LocalCluster, LocalClusterConfig};
 use quasar_rpc::client::{BlockingClient, ClientConfig};
 use quasar_rpc::error::ClientError;
 use quasar_rpc::message::{
-    AdminOp, AdminReply, ClusterId, Expected, KeyVersion, NodeId, Operation, ReadConsistency,
-    Reply, SessionId, ShardId,
+    ClusterId, Expected, KeyVersion, NodeId, Operation, ReadConsistency, Reply, SessionId,
 };
 use serde::Serialize;
 
 use crate::plot::{self, IntervalPoint};
 use crate::report::{latency_histogram, Percentiles, Report};
+use crate::target::TargetArgs;
 use crate::workload::{key_name, Distribution, KeySpace, OpKind, Workload};
 
 /// How reads are served.
@@ -75,26 +74,9 @@ impl ReadMode {
 /// Load a cluster with key-value requests and report throughput and latency.
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct KvArgs {
-    /// Shard-0 addresses of running nodes, comma-separated (HOST:PORT,...).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_name = "HOST:PORT,...",
-        conflicts_with = "spawn"
-    )]
-    pub endpoints: Vec<String>,
-    /// Cluster name (`quasar start --cluster-id`) of the --endpoints cluster.
-    #[arg(long, default_value = "quasar")]
-    pub cluster_id: String,
-    /// Start an N-node cluster of the `quasar` binary on loopback for the run (stopped after).
-    #[arg(long, value_name = "N")]
-    pub spawn: Option<u64>,
-    /// Shards per node of the --spawn cluster (default 1; --endpoints discovers them).
-    #[arg(long, value_name = "S")]
-    pub shards: Option<usize>,
-    /// The `quasar` binary for --spawn (default: next to this executable).
-    #[arg(long, env = "QUASAR_BIN", value_name = "PATH")]
-    pub quasar_bin: Option<PathBuf>,
+    /// Where the load goes (`--endpoints` or `--spawn N`).
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Operation mix.
     #[arg(long, value_enum, default_value = "write")]
     pub workload: Workload,
@@ -267,12 +249,6 @@ fn round1(v: f64) -> f64 {
 }
 
 fn validate(args: &KvArgs) -> anyhow::Result<()> {
-    if args.spawn.is_none() && args.endpoints.is_empty() {
-        bail!("no target: pass --endpoints HOST:PORT[,...] or --spawn N");
-    }
-    if args.spawn.is_none() && args.shards.is_some() {
-        bail!("--shards is for --spawn only: with --endpoints the shard count is discovered");
-    }
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
@@ -300,107 +276,6 @@ fn validate(args: &KvArgs) -> anyhow::Result<()> {
         bail!("--request-timeout-ms must be at least 1");
     }
     Ok(())
-}
-
-/// The `quasar` binary for --spawn: `--quasar-bin`/`QUASAR_BIN`, else next to this
-/// executable or one directory up (for `target/<profile>/deps/`).
-fn quasar_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = explicit {
-        if !p.is_file() {
-            bail!(
-                "--quasar-bin {}: no such file; build it with `cargo build -p quasar-node`",
-                p.display()
-            );
-        }
-        return Ok(p.to_path_buf());
-    }
-    let exe = std::env::current_exe().context("cannot find this executable's path")?;
-    let dir = exe.parent().context("this executable has no directory")?;
-    for d in [Some(dir), dir.parent()].into_iter().flatten() {
-        let candidate = d.join("quasar");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    bail!(
-        "no `quasar` binary next to {}: build it (`cargo build -p quasar-node`) or pass \
-         --quasar-bin PATH",
-        exe.display()
-    )
-}
-
-fn resolve(address: &str) -> anyhow::Result<SocketAddr> {
-    address
-        .trim()
-        .to_socket_addrs()
-        .with_context(|| format!("--endpoints: bad address {address:?}: use HOST:PORT"))?
-        .next()
-        .with_context(|| format!("--endpoints: {address} resolves to no address"))
-}
-
-/// Members and shard count from the first endpoint that answers (as `quasarctl` does):
-/// placeholder node ids never reach a server, admin requests carry none.
-fn discover(
-    endpoints: &[String],
-    cluster: ClusterId,
-    timeout: Duration,
-) -> anyhow::Result<(Vec<(NodeId, SocketAddr)>, u32)> {
-    let mut seeds = Vec::new();
-    for (i, e) in endpoints.iter().enumerate() {
-        seeds.push((NodeId(u64::MAX - i as u64), resolve(e)?));
-    }
-    let mut cfg = ClientConfig::new(cluster, seeds.clone(), 1);
-    cfg.request_timeout = timeout;
-    cfg.io_timeout = timeout;
-    cfg.max_attempts = 2;
-    let mut probe = BlockingClient::new(cfg);
-    let mut last = String::new();
-    for (placeholder, addr) in seeds {
-        let members = match probe.admin(placeholder, ShardId(0), AdminOp::ListMembers) {
-            Ok(AdminReply::Members(m)) => m,
-            Ok(_) => {
-                last = format!("{addr} answered ListMembers with another reply");
-                continue;
-            }
-            Err(e) => {
-                last = format!("{addr}: {e}");
-                continue;
-            }
-        };
-        let status = match probe.admin(placeholder, ShardId(0), AdminOp::Status) {
-            Ok(AdminReply::Status(s)) => s,
-            Ok(_) => {
-                last = format!("{addr} answered Status with another reply");
-                continue;
-            }
-            Err(e) => {
-                last = format!("{addr}: {e}");
-                continue;
-            }
-        };
-        let shards = u32::try_from(status.shards.len()).unwrap_or(0);
-        if shards == 0 {
-            last = format!("{addr} reports no shard: is it still starting?");
-            continue;
-        }
-        let mut nodes = Vec::new();
-        for m in &members {
-            if let Ok(mut a) = resolve(&m.address) {
-                if a.ip().is_unspecified() {
-                    a.set_ip(addr.ip());
-                }
-                nodes.push((m.node, a));
-            }
-        }
-        if !nodes.iter().any(|(n, _)| *n == status.node) {
-            nodes.push((status.node, addr));
-        }
-        return Ok((nodes, shards));
-    }
-    bail!(
-        "no endpoint answered ({}): {last}; check --endpoints and --cluster-id",
-        endpoints.join(",")
-    )
 }
 
 /// One clear word per kind of failure.
@@ -630,47 +505,12 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&interrupted))
             .context("cannot install the SIGINT/SIGTERM handler")?;
     }
-    let cluster_id = ClusterId::from_name(&args.cluster_id);
-    // The spawned cluster and its directory live until the end of the run.
-    let mut _tmp = None;
-    let mut spawned = None;
-    let (nodes, shards) = match args.spawn {
-        Some(n) => {
-            let exe = quasar_binary(args.quasar_bin.as_deref())?;
-            let tmp = tempfile::Builder::new()
-                .prefix("quasar-bench-kv")
-                .tempdir()
-                .context("cannot create a temporary directory for --spawn")?;
-            let shards = args.shards.unwrap_or(1);
-            eprintln!("starting {n} nodes x {shards} shards ({})", exe.display());
-            let cluster = LocalCluster::start(
-                LocalClusterConfig {
-                    exe,
-                    nodes: n,
-                    shards,
-                    base_port: None,
-                    root: tmp.path().to_path_buf(),
-                    extra_args: Vec::new(),
-                },
-                Duration::from_secs(60),
-            )
-            .context("--spawn: the cluster did not start")?;
-            let nodes: Vec<(NodeId, SocketAddr)> = cluster
-                .endpoints()
-                .into_iter()
-                .map(|(id, a)| (NodeId(id), a))
-                .collect();
-            let shards = u32::try_from(shards).context("--shards is too large")?;
-            spawned = Some(cluster);
-            _tmp = Some(tmp);
-            (nodes, shards)
-        }
-        None => discover(
-            &args.endpoints,
-            cluster_id,
-            Duration::from_millis(args.request_timeout_ms),
-        )?,
-    };
+    // The spawned cluster (if any) and its directory live until the end of the run.
+    let mut target = crate::target::resolve(&args.target)?;
+    eprintln!("target: {}", target.describe());
+    let cluster_id = target.config.cluster;
+    let nodes = target.config.nodes.clone();
+    let shards = target.config.shards_per_node;
     if interrupted.load(Ordering::Relaxed) {
         bail!("interrupted before the run began");
     }
@@ -829,7 +669,7 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
     if let Some(e) = log_error {
         bail!(e);
     }
-    if let Some(mut cluster) = spawned.take() {
+    if let Some(mut cluster) = target.cluster.take() {
         cluster.stop(Duration::from_secs(10));
     }
 
