@@ -91,6 +91,11 @@ pub struct KvArgs {
     /// the other YCSB presets).
     #[arg(long, value_enum)]
     pub distribution: Option<Distribution>,
+    /// Put before every key name (`PREFIX000000000042`): clients on several machines with
+    /// different prefixes load disjoint keys. Must not start with byte 0x00 (the reserved
+    /// meta range).
+    #[arg(long, default_value = "user", value_name = "PREFIX")]
+    pub key_prefix: String,
     /// Keys in the key space (written by the preload).
     #[arg(long, default_value_t = 10_000)]
     pub keys: u64,
@@ -249,6 +254,9 @@ fn round1(v: f64) -> f64 {
 }
 
 fn validate(args: &KvArgs) -> anyhow::Result<()> {
+    if args.key_prefix.is_empty() || args.key_prefix.starts_with('\0') {
+        bail!("--key-prefix must be non-empty and not start with byte 0x00 (the meta range)");
+    }
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
@@ -301,30 +309,31 @@ struct Worker {
     rng: fastrand::Rng,
     value: Vec<u8>,
     scan_length: u32,
+    prefix: String,
 }
 
 impl Worker {
     fn run_op(&mut self, kind: OpKind, keys: &KeySpace) -> Result<(), ClientError> {
         match kind {
             OpKind::Read => {
-                let key = key_name(keys.choose(&mut self.rng));
+                let key = key_name(&self.prefix, keys.choose(&mut self.rng));
                 self.client.get(&key).map(drop)
             }
             OpKind::Update => {
-                let key = key_name(keys.choose(&mut self.rng));
+                let key = key_name(&self.prefix, keys.choose(&mut self.rng));
                 self.client.put(&key, &self.value).map(drop)
             }
             OpKind::Insert => {
-                let key = key_name(keys.insert());
+                let key = key_name(&self.prefix, keys.insert());
                 self.client.put(&key, &self.value).map(drop)
             }
             OpKind::Scan => {
-                let key = key_name(keys.choose(&mut self.rng));
+                let key = key_name(&self.prefix, keys.choose(&mut self.rng));
                 let count = self.rng.u32(1..=self.scan_length);
                 self.client.scan(&key, b"", count, 1 << 20).map(drop)
             }
             OpKind::ReadModifyWrite => {
-                let key = key_name(keys.choose(&mut self.rng));
+                let key = key_name(&self.prefix, keys.choose(&mut self.rng));
                 let version = self
                     .client
                     .get(&key)?
@@ -446,7 +455,7 @@ fn preload(
                             bail!("interrupted during the preload");
                         }
                         client
-                            .put(&key_name(i), &value)
+                            .put(&key_name(&args.key_prefix, i), &value)
                             .map_err(|e| anyhow::anyhow!("preload of key {i} failed: {e}"))?;
                         i += threads;
                     }
@@ -564,6 +573,7 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
             rng: fastrand::Rng::new(),
             value,
             scan_length: args.scan_length,
+            prefix: args.key_prefix.clone(),
         };
         let (shared, args) = (Arc::clone(&shared), Arc::clone(&args));
         handles.push(

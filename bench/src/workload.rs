@@ -107,9 +107,9 @@ fn pick(first: bool, a: OpKind, b: OpKind) -> OpKind {
     }
 }
 
-/// The name of key `index`.
-pub fn key_name(index: u64) -> Vec<u8> {
-    format!("user{index:012}").into_bytes()
+/// The name of key `index` under `prefix` (`--key-prefix`, `user` by default).
+pub fn key_name(prefix: &str, index: u64) -> Vec<u8> {
+    format!("{prefix}{index:012}").into_bytes()
 }
 
 /// YCSB's zipfian generator (Gray et al., "Quickly generating billion-record synthetic
@@ -239,8 +239,9 @@ mod tests {
 
     #[test]
     fn keys_sort_by_index_and_avoid_the_meta_range() {
-        assert!(key_name(9) < key_name(10));
-        assert!(key_name(0)[0] >= 0x01);
+        assert!(key_name("user", 9) < key_name("user", 10));
+        assert!(key_name("user", 0)[0] >= 0x01);
+        assert!(key_name("a/", 5).starts_with(b"a/"));
         let ks = KeySpace::new(Distribution::Latest, 10);
         let mut rng = fastrand::Rng::with_seed(1);
         assert_eq!(ks.insert(), 10);
