@@ -79,13 +79,31 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Res
     Ok((code, body))
 }
 
-/// A base port below the ephemeral range whose block of 100 ports is free now.
+/// The last `lines` lines of a node's log (for errors: the log may be in a temporary
+/// directory that is removed with the cluster).
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Blocks of ports handed out by this process: clusters started concurrently (tests run in
+/// parallel threads) never share a block.
+static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A block of 100 ports below the ephemeral range, free now and not handed out before by
+/// this process.
 fn free_base_port() -> anyhow::Result<u16> {
     let mut rng = fastrand::Rng::new();
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..200 {
-        let base = rng.u16(20_000..30_000);
+        let base = 20_000 + 100 * rng.u16(0..100);
+        if taken.contains(&base) {
+            continue;
+        }
         let free = (0..100u16).all(|p| TcpListener::bind(("127.0.0.1", base + p)).is_ok());
         if free {
+            taken.push(base);
             return Ok(base);
         }
     }
@@ -94,7 +112,32 @@ fn free_base_port() -> anyhow::Result<u16> {
 
 impl LocalCluster {
     /// Starts every node and waits (up to `timeout`) until each answers `/ready`.
-    pub fn start(mut cfg: LocalClusterConfig, timeout: Duration) -> anyhow::Result<LocalCluster> {
+    ///
+    /// With `base_port: None`, a start whose nodes fail (another process may have taken a
+    /// port of the block meanwhile) is retried on another block of ports, twice at most,
+    /// each time in a fresh subfolder of `root`.
+    pub fn start(cfg: LocalClusterConfig, timeout: Duration) -> anyhow::Result<LocalCluster> {
+        if cfg.base_port.is_some() {
+            return LocalCluster::start_once(cfg, timeout);
+        }
+        let mut failures = Vec::new();
+        for attempt in 0..3 {
+            let mut c = cfg.clone();
+            if attempt > 0 {
+                c.root = cfg.root.join(format!("retry-{attempt}"));
+            }
+            match LocalCluster::start_once(c, timeout) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) => failures.push(format!("{e:#}")),
+            }
+        }
+        bail!(
+            "the local cluster did not start (3 tries on other ports):\n{}",
+            failures.join("\n")
+        )
+    }
+
+    fn start_once(mut cfg: LocalClusterConfig, timeout: Duration) -> anyhow::Result<LocalCluster> {
         if cfg.nodes == 0 || cfg.nodes > 7 {
             bail!("a local cluster has 1 to 7 nodes, not {}", cfg.nodes);
         }
@@ -202,9 +245,10 @@ impl LocalCluster {
             loop {
                 if let Some(Ok(Some(status))) = n.child.as_mut().map(Child::try_wait) {
                     bail!(
-                        "node {} exited ({status}); see {}",
+                        "node {} exited ({status}); the end of {}:\n{}",
                         n.id,
-                        n.dir.join("quasar.log").display()
+                        n.dir.join("quasar.log").display(),
+                        log_tail(&n.dir.join("quasar.log"), 8)
                     );
                 }
                 if matches!(
