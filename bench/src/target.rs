@@ -3,14 +3,13 @@
 //! `quasar start` children on loopback (a `LocalCluster` in a temporary directory, with fast
 //! election timing). Shared by `fsmeta`, `failover` and the cluster load subcommands.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use quasar_node::local_cluster::{LocalCluster, LocalClusterConfig};
 use quasar_rpc::client::{BlockingClient, ClientConfig};
-use quasar_rpc::message::{AdminOp, AdminReply, ClusterId, NodeId, SessionId, ShardId};
+use quasar_rpc::message::{ClusterId, NodeId, SessionId};
 use serde::Serialize;
 
 /// The target flags every cluster benchmark takes.
@@ -183,61 +182,5 @@ pub fn quasar_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Finds the members and the shard count through the first endpoint that answers.
 fn discover(cluster: ClusterId, endpoints: &[String]) -> anyhow::Result<ClientConfig> {
-    let mut seeds = Vec::new();
-    let mut last = String::new();
-    for (i, endpoint) in endpoints.iter().enumerate() {
-        match endpoint.trim().to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(addr)) => seeds.push((NodeId(u64::MAX - i as u64), addr)),
-            Ok(None) => last = format!("{endpoint} resolves to no address"),
-            Err(e) => last = format!("bad address {endpoint:?}: {e}"),
-        }
-    }
-    let mut probe_config = ClientConfig::new(cluster, seeds.clone(), 1);
-    probe_config.max_attempts = 2;
-    probe_config.request_timeout = Duration::from_secs(3);
-    probe_config.io_timeout = Duration::from_secs(3);
-    let mut probe = BlockingClient::new(probe_config);
-    for (placeholder, contacted) in seeds {
-        let members = match probe.admin(placeholder, ShardId(0), AdminOp::ListMembers) {
-            Ok(AdminReply::Members(m)) => m,
-            Ok(_) => {
-                last = format!("{contacted} answered ListMembers with something else");
-                continue;
-            }
-            Err(e) => {
-                last = format!("{contacted}: {e}");
-                continue;
-            }
-        };
-        let status = match probe.admin(placeholder, ShardId(0), AdminOp::Status) {
-            Ok(AdminReply::Status(s)) => s,
-            Ok(_) => {
-                last = format!("{contacted} answered Status with something else");
-                continue;
-            }
-            Err(e) => {
-                last = format!("{contacted}: {e}");
-                continue;
-            }
-        };
-        let shards = u32::try_from(status.shards.len()).context("too many shards")?;
-        if shards == 0 {
-            bail!("{contacted} reports no shard: is it still starting?");
-        }
-        let mut nodes: Vec<(NodeId, SocketAddr)> = Vec::new();
-        for m in &members {
-            let Ok(Some(mut addr)) = m.address.to_socket_addrs().map(|mut a| a.next()) else {
-                continue;
-            };
-            if addr.ip().is_unspecified() {
-                addr.set_ip(contacted.ip());
-            }
-            nodes.push((m.node, addr));
-        }
-        if !nodes.iter().any(|(n, _)| *n == status.node) {
-            nodes.push((status.node, contacted));
-        }
-        return Ok(ClientConfig::new(cluster, nodes, shards));
-    }
-    bail!("no endpoint answered ({}): {last}", endpoints.join(","))
+    Ok(quasar_rpc::client::discover(cluster, endpoints, Duration::from_secs(3))?.config)
 }

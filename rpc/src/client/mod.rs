@@ -18,6 +18,7 @@
 mod async_client;
 mod blocking;
 mod cache;
+pub mod discover;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use std::time::Duration;
 pub use async_client::AsyncClient;
 pub use blocking::BlockingClient;
 pub use cache::RangeCache;
+pub use discover::{discover, Discovered, DiscoveryError};
 
 use crate::error::ClientError;
 use crate::message::{
