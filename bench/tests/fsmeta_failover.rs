@@ -5,62 +5,24 @@
 //! Needs the `quasar` binary next to `quasar-bench` (`cargo build -p quasar-node`, or
 //! `cargo test --workspace`, which builds it).
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{bench, quasar};
 
 use serde_json::Value;
-
-fn bench() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_quasar-bench"))
-}
-
-fn quasar() -> PathBuf {
-    let bench = bench();
-    let dir = bench
-        .parent()
-        .expect("the quasar-bench binary lives in a directory");
-    let quasar = dir.join("quasar");
-    assert!(
-        quasar.is_file(),
-        "{} is missing: build it first with `cargo build -p quasar-node` (or run \
-         `cargo test --workspace`, which builds it)",
-        quasar.display()
-    );
-    quasar
-}
 
 /// Runs `quasar-bench ARGS --spawn 3 --shards 1 --quasar-bin ...`, killing it after
 /// `limit`. The limit is generous and only guards against a hang: the bench stops its nodes
 /// itself when it ends, but a SIGKILLed bench cannot (its nodes would outlive it).
 fn run(args: &[&str], limit: Duration) -> Output {
     let quasar = quasar();
-    let mut child = Command::new(bench())
-        .args(args)
-        .args(["--spawn", "3", "--shards", "1", "--quasar-bin"])
-        .arg(&quasar)
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("quasar-bench starts");
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait().expect("waiting for quasar-bench") {
-            Some(_) => break,
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("quasar-bench output");
-                panic!(
-                    "quasar-bench {args:?} ran past {limit:?}; stderr:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-    child.wait_with_output().expect("quasar-bench output")
+    let quasar = quasar.to_str().expect("a UTF-8 path");
+    let mut all = args.to_vec();
+    all.extend(["--spawn", "3", "--shards", "1", "--quasar-bin", quasar]);
+    common::run(&all, limit)
 }
 
 fn json_line(args: &[&str], limit: Duration) -> Value {

@@ -5,61 +5,13 @@
 //! Needs `target/<profile>/quasar` (`cargo build -p quasar-node`; `cargo test --workspace`
 //! builds it).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn bench() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_quasar-bench"))
-}
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
 
-/// `quasar` next to `quasar-bench`.
-fn quasar() -> PathBuf {
-    let bin = bench()
-        .parent()
-        .expect("the bench binary has a directory")
-        .join("quasar");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p quasar-node` first (cargo test --workspace builds it)",
-        bin.display()
-    );
-    bin
-}
-
-/// Runs `quasar-bench args`, killing it after `limit`.
-fn run(args: &[&str], limit: Duration) -> Output {
-    let mut child = Command::new(bench())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("quasar-bench starts");
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().expect("wait on quasar-bench").is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            // SIGTERM: the bench stops its spawned nodes before exiting.
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
-            std::thread::sleep(Duration::from_secs(5));
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("collect output");
-            panic!(
-                "quasar-bench {args:?} ran past {limit:?}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("collect output")
-}
+use common::{quasar, run};
 
 fn json_of(out: &Output, what: &str) -> serde_json::Value {
     assert!(

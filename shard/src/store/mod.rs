@@ -1337,24 +1337,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         r.bytes_since_snapshot = 0;
         // Proposals below the snapshot can no longer be matched to their entries.
         let term = msg::Term(r.raft.term().0);
-        let mut failed = Vec::new();
-        while r.proposals.front().is_some_and(|p| p.index <= last.index) {
-            if let Some(p) = r.proposals.pop_front() {
-                failed.push(p);
-            }
-        }
+        let below = r.proposals.partition_point(|p| p.index <= last.index);
+        answer_lost(&mut self.responses, r.proposals.drain(..below));
         self.metrics.snapshots_installed += 1;
-        for p in failed {
-            self.responses.push((
-                p.token,
-                ClientResponse {
-                    request_id: p.request_id,
-                    result: Err(RequestError::Ambiguous {
-                        reason: AmbiguousReason::LeadershipLost,
-                    }),
-                },
-            ));
-        }
         let resp = msg::RaftMessage {
             group: g,
             term,
@@ -1462,17 +1447,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if r.was_leader && !is_leader {
             // Proposals of a deposed leader may still commit under the new one: unknown.
             let range = r.range.descriptor().id;
-            for p in r.proposals.drain(..) {
-                self.responses.push((
-                    p.token,
-                    ClientResponse {
-                        request_id: p.request_id,
-                        result: Err(RequestError::Ambiguous {
-                            reason: AmbiguousReason::LeadershipLost,
-                        }),
-                    },
-                ));
-            }
+            answer_lost(&mut self.responses, r.proposals.drain(..));
             r.waiting_reads.clear();
             fail_reads(
                 &mut self.reads,
@@ -1680,6 +1655,25 @@ fn write_turn<D: Disk>(
     }
     flush(&mut batch, wal, metrics, &mut appended)?;
     Ok(appended)
+}
+
+/// Answers proposals whose fate this replica can no longer learn (leadership lost, or a
+/// snapshot replaced their entries): they may have been committed, so `Ambiguous`.
+fn answer_lost(
+    responses: &mut Vec<(ConnToken, ClientResponse)>,
+    lost: impl Iterator<Item = Proposal>,
+) {
+    for p in lost {
+        responses.push((
+            p.token,
+            ClientResponse {
+                request_id: p.request_id,
+                result: Err(RequestError::Ambiguous {
+                    reason: AmbiguousReason::LeadershipLost,
+                }),
+            },
+        ));
+    }
 }
 
 /// Answers every pending read that `pick` selects with `error`.
