@@ -395,6 +395,7 @@ fn request_error() -> BoxedStrategy<RequestError> {
         ]
         .prop_map(|reason| RequestError::InvalidRequest { reason }),
         node().prop_map(|node| RequestError::UnknownNode { node }),
+        "[a-z ]{0,40}".prop_map(|reason| RequestError::Refused { reason }),
         any::<u64>().prop_map(|r| RequestError::ChangeInProgress { range: RangeId(r) }),
         prop_oneof![
             Just(UnavailableReason::NoLeader),

@@ -53,6 +53,9 @@ fn every_error() -> Vec<RequestError> {
             reason: InvalidReason::EmptySpan,
         },
         RequestError::UnknownNode { node: NodeId(9) },
+        RequestError::Refused {
+            reason: "ranges 2 and 3 are not adjacent".into(),
+        },
         RequestError::ChangeInProgress { range: RangeId(1) },
         RequestError::Unavailable {
             reason: UnavailableReason::NoQuorum,
@@ -79,7 +82,7 @@ fn retryable_errors_are_routing_and_availability_ones() {
         .collect();
     assert_eq!(
         retryable,
-        [true, true, true, true, false, false, false, false, true, true, true],
+        [true, true, true, true, false, false, false, false, false, true, true, true],
         "NotLeader, RangeMoved, KeyNotInRange, UnknownRange, ChangeInProgress, Unavailable and \
          Ambiguous (same session+sequence) retry; the rest stop"
     );

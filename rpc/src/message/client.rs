@@ -605,6 +605,13 @@ pub enum RequestError {
         /// The node named.
         node: NodeId,
     },
+    /// A range operation (split, merge, leadership transfer) was refused; nothing changed.
+    /// The reason is one line for the operator: what is wrong and what to do.
+    #[error("refused: {reason}")]
+    Refused {
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// Another split, merge or membership change of the range is in flight.
     #[error("range {range} has a configuration change in progress: retry when it completes")]
     ChangeInProgress {
@@ -660,6 +667,7 @@ impl RequestError {
             | RequestError::TooLarge { .. }
             | RequestError::InvalidRequest { .. }
             | RequestError::UnknownNode { .. }
+            | RequestError::Refused { .. }
             | RequestError::SessionExpired { .. } => false,
         }
     }
