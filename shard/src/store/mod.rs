@@ -526,6 +526,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             )
         };
         store.last_allocated = max_id;
+        let buried = store.snaps.buried().map_err(|e| StoreError::Snapshot {
+            group: 0,
+            location: "snapshot directory".into(),
+            reason: e.to_string(),
+        })?;
+        store.destroyed.extend(buried);
         for d in &mine {
             store.create_replica(d.group, Some(d), None)?;
         }
@@ -537,24 +543,18 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             reason: e.to_string(),
         })?;
         for g in files {
+            if store.destroyed.contains(&g) {
+                // Buried before its file went (a crash in between): finish the job.
+                store.destroy_files(g)?;
+                continue;
+            }
             if !store.groups.contains_key(&g) {
                 store.create_replica(g, None, None)?;
             }
         }
         // A range merged away whose file outlived the merge (a crash right after the
-        // survivor's snapshot): the survivor covers its span with a newer epoch.
-        let stale: Vec<msg::GroupId> = store
-            .groups
-            .values()
-            .filter(|b| {
-                let b = b.range.descriptor();
-                store.groups.values().any(|a| {
-                    let a = a.range.descriptor();
-                    a.id != b.id && a.epoch > b.epoch && a.contains_span(&b.start, &b.end)
-                })
-            })
-            .map(|r| r.group)
-            .collect();
+        // survivor's snapshot): a newer range holds its first key.
+        let stale = store.superseded();
         for g in stale {
             info!(
                 group = g.0,
@@ -579,6 +579,38 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         Ok(store)
     }
 
+    /// Local ranges that no longer exist: another local range with a newer epoch holds
+    /// their first key. Only a merge (or a newer range after it) can put a range's first key
+    /// into another range, so such a range was absorbed, whatever this replica missed. (A
+    /// lagging split parent overlaps its children with an older epoch: it is kept.)
+    fn superseded(&self) -> Vec<msg::GroupId> {
+        let mut out: Vec<msg::GroupId> = Vec::new();
+        for a in self.groups.values().filter(|a| !a.awaiting_snapshot) {
+            for g in self.superseded_by(a.range.descriptor()) {
+                if !out.contains(&g) {
+                    out.push(g);
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// The local ranges that the range `n` supersedes (see `superseded`).
+    fn superseded_by(&self, n: &RangeDescriptor) -> Vec<msg::GroupId> {
+        self.groups
+            .values()
+            .filter(|b| {
+                let d = b.range.descriptor();
+                b.group != n.group
+                    && !b.awaiting_snapshot
+                    && n.epoch > d.epoch
+                    && n.contains(&d.start)
+            })
+            .map(|b| b.group)
+            .collect()
+    }
+
     /// Removes a replica from memory (its files stay; see `destroy_files`).
     fn drop_replica(&mut self, g: msg::GroupId) -> Option<Replica> {
         let r = self.groups.remove(&g)?;
@@ -594,8 +626,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         Some(r)
     }
 
-    /// Deletes a destroyed range's snapshot file and its log in the WAL.
+    /// Buries a destroyed range (it is never created again here), then deletes its snapshot
+    /// file and its log in the WAL.
     fn destroy_files(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
+        self.destroyed.insert(g);
+        self.snaps.bury(g).map_err(|e| StoreError::Snapshot {
+            group: g.0,
+            location: self.snaps.location(g),
+            reason: e.to_string(),
+        })?;
         self.snaps.remove(g).map_err(|e| StoreError::Snapshot {
             group: g.0,
             location: self.snaps.location(g),

@@ -573,10 +573,23 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let child = r.range.split_off(e.index.0, left.clone(), right.clone());
         let leads = r.raft.role() == Role::Leader;
         self.metrics.splits += 1;
+        // Replaying an old split whose right range is long gone here (absorbed by a merge
+        // whose survivor is newer): only the left range changes.
+        let gone = self.destroyed.contains(&right.group)
+            || self.groups.values().any(|n| {
+                let n = n.range.descriptor();
+                n.group != g && n.epoch > right.epoch && n.contains(&right.start)
+            });
         {
             let mut dir = self.dir.write().unwrap_or_else(|e| e.into_inner());
             dir.upsert(&left);
-            dir.upsert(&right);
+            if !gone {
+                dir.upsert(&right);
+            }
+        }
+        if gone {
+            info!(range = d.id.0, right = right_id, "split replayed; its right range was merged away since");
+            return Ok(Ok(Applied::Split { left, right }));
         }
         info!(
             range = d.id.0,
@@ -628,6 +641,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if leads {
             self.campaign(right.group);
         }
+        let stale = self.superseded_by(&right);
+        self.destroy_superseded(right.group, stale);
         let orphans: Vec<Message> = {
             let mut kept = Vec::new();
             let mut mine = Vec::new();
@@ -1137,7 +1152,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     /// After a snapshot installed: the directory learns the range's shape, and local ranges
-    /// the snapshot's range absorbed (a merge this replica skipped) are destroyed.
+    /// that a merge this replica skipped absorbed are destroyed (see `superseded`).
     pub(super) fn after_install(
         &mut self,
         g: msg::GroupId,
@@ -1156,18 +1171,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 }
             }
         }
-        let stale: Vec<msg::GroupId> = self
-            .groups
-            .values()
-            .filter(|b| {
-                let d = b.range.descriptor();
-                b.group != g
-                    && !b.awaiting_snapshot
-                    && d.epoch < installed.epoch
-                    && installed.contains_span(&d.start, &d.end)
-            })
-            .map(|b| b.group)
-            .collect();
+        let stale = self.superseded_by(installed);
+        self.destroy_superseded(g, stale);
+    }
+
+    /// Destroys local ranges that a newer range `by` superseded.
+    pub(super) fn destroy_superseded(&mut self, by: msg::GroupId, stale: Vec<msg::GroupId>) {
+        let g = by;
         for s in stale {
             info!(
                 group = s.0,

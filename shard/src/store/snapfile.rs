@@ -142,6 +142,10 @@ pub trait SnapshotStore {
     fn groups(&self) -> io::Result<Vec<GroupId>>;
     /// Deletes `group`'s snapshot (its range was merged away), durably.
     fn remove(&mut self, group: GroupId) -> io::Result<()>;
+    /// Records, durably, that `group` was destroyed here: it is never created again.
+    fn bury(&mut self, group: GroupId) -> io::Result<()>;
+    /// Every group buried here.
+    fn buried(&self) -> io::Result<Vec<GroupId>>;
 }
 
 /// Snapshot files in a directory: `{group:016x}.snap`.
@@ -161,6 +165,22 @@ impl DirSnapshots {
 
     fn path(&self, group: GroupId) -> PathBuf {
         self.dir.join(format!("{:016x}.snap", group.0))
+    }
+
+    /// Groups with a file named `{group:016x}{suffix}`, in group order.
+    fn list(&self, suffix: &str) -> io::Result<Vec<GroupId>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(suffix)) else {
+                continue;
+            };
+            if let Ok(g) = u64::from_str_radix(hex, 16) {
+                out.push(GroupId(g));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
     }
 }
 
@@ -190,18 +210,17 @@ impl SnapshotStore for DirSnapshots {
     }
 
     fn groups(&self) -> io::Result<Vec<GroupId>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
-            let name = entry?.file_name();
-            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".snap")) else {
-                continue;
-            };
-            if let Ok(g) = u64::from_str_radix(hex, 16) {
-                out.push(GroupId(g));
-            }
-        }
-        out.sort_unstable();
-        Ok(out)
+        self.list(".snap")
+    }
+
+    fn bury(&mut self, group: GroupId) -> io::Result<()> {
+        let path = self.dir.join(format!("{:016x}.dead", group.0));
+        fs::File::create(&path)?.sync_all()?;
+        fs::File::open(&self.dir)?.sync_all()
+    }
+
+    fn buried(&self) -> io::Result<Vec<GroupId>> {
+        self.list(".dead")
     }
 
     fn remove(&mut self, group: GroupId) -> io::Result<()> {
@@ -218,6 +237,7 @@ impl SnapshotStore for DirSnapshots {
 #[derive(Debug, Default, Clone)]
 pub struct MemSnapshots {
     files: HashMap<u64, Vec<u8>>,
+    buried: std::collections::BTreeSet<u64>,
 }
 
 impl SnapshotStore for MemSnapshots {
@@ -243,6 +263,15 @@ impl SnapshotStore for MemSnapshots {
     fn remove(&mut self, group: GroupId) -> io::Result<()> {
         self.files.remove(&group.0);
         Ok(())
+    }
+
+    fn bury(&mut self, group: GroupId) -> io::Result<()> {
+        self.buried.insert(group.0);
+        Ok(())
+    }
+
+    fn buried(&self) -> io::Result<Vec<GroupId>> {
+        Ok(self.buried.iter().map(|g| GroupId(*g)).collect())
     }
 }
 

@@ -225,6 +225,14 @@ impl SnapshotStore for SharedSnapshots {
     fn remove(&mut self, group: msg::GroupId) -> io::Result<()> {
         self.0.borrow_mut().remove(group)
     }
+
+    fn bury(&mut self, group: msg::GroupId) -> io::Result<()> {
+        self.0.borrow_mut().bury(group)
+    }
+
+    fn buried(&self) -> io::Result<Vec<msg::GroupId>> {
+        self.0.borrow().buried()
+    }
 }
 
 type SimStore = Store<MemDisk, SharedSnapshots>;
