@@ -316,6 +316,13 @@ impl AdminClient {
         admin
     }
 
+    /// Asks `node` node-level questions first.
+    #[must_use]
+    pub fn with_contact(mut self, node: NodeId) -> AdminClient {
+        self.contact = node;
+        self
+    }
+
     /// Bounds one operation's total time (default 60 s).
     #[must_use]
     pub fn with_total_timeout(mut self, timeout: Duration) -> AdminClient {
