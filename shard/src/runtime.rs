@@ -295,7 +295,31 @@ impl FrameHandler for Handler {
             }
             FrameKind::AdminRequest => {
                 let req = access_body::<AdminRequest>(frame.body)?;
-                let result = self.shared.admin(&req.op);
+                let range = match &req.op {
+                    ArchivedAdminOp::SplitRange { range, .. }
+                    | ArchivedAdminOp::TransferLeader { range, .. } => Some(range.get()),
+                    ArchivedAdminOp::MergeRanges { left, .. } => Some(left.get()),
+                    _ => None,
+                };
+                if let Some(range) = range {
+                    // Range changes are carried out by the shard that holds the range.
+                    let token = Rc::as_ptr(conn) as usize as ConnToken;
+                    let mut s = store.borrow_mut();
+                    if s.holds_range(range) {
+                        self.conns
+                            .borrow_mut()
+                            .entry(token)
+                            .or_insert_with(|| Rc::downgrade(conn));
+                        s.on_admin_request(token, req.request_id.get(), &req.op);
+                        drop(s);
+                        self.wake();
+                        return Ok(());
+                    }
+                }
+                let result = match range {
+                    Some(range) => Err(RequestError::UnknownRange { range }),
+                    None => self.shared.admin(&req.op),
+                };
                 let resp = AdminResponse {
                     request_id: req.request_id.get(),
                     result,
@@ -551,6 +575,16 @@ fn answer_clients(
                 .observer
                 .request(shard, op, at.elapsed().as_secs_f64(), resp.result.is_ok());
         }
+        let Some(conn) = conns.get(&token).and_then(Weak::upgrade) else {
+            continue;
+        };
+        if conn.push(Delivery::Reliable, &resp).is_ok()
+            && !kicked.iter().any(|c| Rc::ptr_eq(c, &conn))
+        {
+            kicked.push(conn);
+        }
+    }
+    for (token, resp) in s.take_admin_responses() {
         let Some(conn) = conns.get(&token).and_then(Weak::upgrade) else {
             continue;
         };

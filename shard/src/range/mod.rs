@@ -69,6 +69,11 @@ pub struct RangeState {
     /// The index of the last applied entry; versions never exceed it.
     applied_index: u64,
     limits: RangeLimits,
+    /// Key and value bytes held (the size that automatic splits look at).
+    bytes: u64,
+    /// Set when the range is frozen for a merge into its left neighbour: the index of the
+    /// freeze. A frozen range serves reads and refuses every write.
+    frozen_at: Option<u64>,
 }
 
 impl RangeState {
@@ -79,7 +84,80 @@ impl RangeState {
             sessions: Sessions::new(DEFAULT_MAX_SESSIONS),
             applied_index: 0,
             limits,
+            bytes: 0,
+            frozen_at: None,
         }
+    }
+
+    /// Replaces the descriptor (a split, merge or membership change was applied).
+    pub fn set_descriptor(&mut self, descriptor: RangeDescriptor) {
+        self.descriptor = descriptor;
+    }
+
+    /// Key and value bytes held.
+    pub fn size_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The freeze index, when the range is frozen for a merge.
+    pub fn frozen_at(&self) -> Option<u64> {
+        self.frozen_at
+    }
+
+    /// Freezes the range at `index` (the freeze entry): writes are refused from now on.
+    pub fn freeze(&mut self, index: u64) {
+        self.skip_to(index);
+        self.frozen_at = Some(index);
+    }
+
+    /// The key in the middle of the range (by count), if it is a valid split point: greater
+    /// than the range's start. O(n): asked for only when a split is due.
+    pub fn middle_key(&self) -> Option<Vec<u8>> {
+        let key = self.data.keys().nth(self.data.len() / 2)?;
+        (key.as_slice() > self.descriptor.start.as_slice()).then(|| key.clone())
+    }
+
+    /// Applies a split at `index`: keys from `right.start` on move to the returned state of
+    /// the new right-hand range (described by `right`), which starts at `index` with a copy
+    /// of the session table; this range keeps the rest under `left`. Nothing is copied over
+    /// the network: every replica splits its own data at the same log index.
+    pub fn split_off(
+        &mut self,
+        index: u64,
+        left: RangeDescriptor,
+        right: RangeDescriptor,
+    ) -> RangeState {
+        self.skip_to(index);
+        let data = self.data.split_off(right.start.as_slice());
+        let moved: u64 = data
+            .iter()
+            .map(|(k, v)| (k.len() + v.value.len()) as u64)
+            .sum();
+        self.bytes -= moved;
+        self.descriptor = left;
+        RangeState {
+            descriptor: right,
+            data,
+            sessions: self.sessions.clone(),
+            applied_index: index,
+            limits: self.limits,
+            bytes: moved,
+            frozen_at: None,
+        }
+    }
+
+    /// Applies a merge at `index`: absorbs the frozen right-hand neighbour `right` (its keys
+    /// are rewritten at version `index`, this range's log position, so versions never exceed
+    /// the applied index) and takes the `merged` descriptor. Sessions are united.
+    pub fn absorb(&mut self, index: u64, right: RangeState, merged: RangeDescriptor) {
+        self.skip_to(index);
+        for (key, mut v) in right.data {
+            v.version = KeyVersion(index);
+            self.bytes += (key.len() + v.value.len()) as u64;
+            self.data.insert(key, v);
+        }
+        self.sessions.absorb(right.sessions);
+        self.descriptor = merged;
     }
 
     pub fn descriptor(&self) -> &RangeDescriptor {
@@ -114,6 +192,11 @@ impl RangeState {
             });
         }
         self.limits.sizes.validate_archived_request(request)?;
+        if self.frozen_at.is_some() && request.op.is_write() {
+            return Err(RequestError::ChangeInProgress {
+                range: self.descriptor.id,
+            });
+        }
         if let Some(route) = request.route.as_ref() {
             if route.range.get() != self.descriptor.id || route.epoch.get() != self.descriptor.epoch
             {
@@ -174,6 +257,13 @@ impl RangeState {
             self.applied_index
         );
         self.applied_index = index;
+        if self.frozen_at.is_some() {
+            // Writes that reached the log after the freeze are refused on every replica,
+            // and not remembered: the merge absorbs the state at the freeze.
+            return Err(RequestError::ChangeInProgress {
+                range: self.descriptor.id,
+            });
+        }
         let session = request.session.get();
         let sequence = request.sequence.get();
         match self.sessions.lookup(session, sequence) {
@@ -253,11 +343,13 @@ impl RangeState {
     fn put(&mut self, key: &[u8], value: &[u8], version: KeyVersion) {
         match self.data.get_mut(key) {
             Some(existing) => {
+                self.bytes = self.bytes + value.len() as u64 - existing.value.len() as u64;
                 existing.value.clear();
                 existing.value.extend_from_slice(value);
                 existing.version = version;
             }
             None => {
+                self.bytes += (key.len() + value.len()) as u64;
                 self.data.insert(
                     key.to_vec(),
                     Versioned {
@@ -266,6 +358,17 @@ impl RangeState {
                     },
                 );
             }
+        }
+    }
+
+    /// Removes `key`; whether it was there.
+    fn remove(&mut self, key: &[u8]) -> bool {
+        match self.data.remove(key) {
+            Some(v) => {
+                self.bytes -= (key.len() + v.value.len()) as u64;
+                true
+            }
+            None => false,
         }
     }
 
@@ -282,7 +385,7 @@ impl RangeState {
             .map(|(k, _)| k.clone())
             .collect();
         for key in &doomed {
-            self.data.remove(key);
+            self.remove(key);
         }
         doomed.len() as u64
     }
@@ -294,7 +397,7 @@ impl RangeState {
                 Ok(Reply::Written { version })
             }
             ArchivedOperation::Delete { key } => {
-                let found = self.data.remove(key.as_slice()).is_some();
+                let found = self.remove(key);
                 Ok(Reply::Deleted { version, found })
             }
             ArchivedOperation::CompareAndSet {
@@ -363,7 +466,7 @@ impl RangeState {
                             TxnOpResult::Put
                         }
                         ArchivedTxnOp::Delete { key } => TxnOpResult::Delete {
-                            found: self.data.remove(key.as_slice()).is_some(),
+                            found: self.remove(key),
                         },
                         ArchivedTxnOp::DeleteRange { start, end } => TxnOpResult::DeleteRange {
                             deleted_count: self.delete_span(start, end),

@@ -145,6 +145,47 @@ impl Sessions {
         })
     }
 
+    /// Unites `other` into this table (a merge): a session known to both keeps every
+    /// remembered outcome (the newest [`OUTCOMES_PER_SESSION`]) and the higher watermark.
+    pub fn absorb(&mut self, other: Sessions) {
+        self.evictions = self.evictions.max(other.evictions);
+        for (id, theirs) in other.by_id {
+            match self.by_id.get_mut(&id) {
+                None => {
+                    self.by_age.insert((theirs.last_index, id));
+                    self.by_id.insert(id, theirs);
+                }
+                Some(ours) => {
+                    for (seq, outcome) in theirs.outcomes {
+                        if !ours.outcomes.iter().any(|(s, _)| *s == seq) {
+                            ours.outcomes.push_back((seq, outcome));
+                        }
+                    }
+                    ours.outcomes.make_contiguous().sort_by_key(|(s, _)| *s);
+                    while ours.outcomes.len() > OUTCOMES_PER_SESSION {
+                        if let Some((oldest, _)) = ours.outcomes.pop_front() {
+                            ours.forgotten_through = ours.forgotten_through.max(oldest.0);
+                        }
+                    }
+                    ours.forgotten_through = ours.forgotten_through.max(theirs.forgotten_through);
+                    if theirs.last_index > ours.last_index {
+                        self.by_age.remove(&(ours.last_index, id));
+                        ours.last_index = theirs.last_index;
+                        self.by_age.insert((ours.last_index, id));
+                    }
+                }
+            }
+        }
+        while self.by_id.len() > self.max_sessions {
+            let Some(&(oldest_index, oldest)) = self.by_age.first() else {
+                break;
+            };
+            self.by_age.remove(&(oldest_index, oldest));
+            self.by_id.remove(&oldest);
+            self.evictions += 1;
+        }
+    }
+
     /// Sessions evicted so far (part of the replicated state).
     pub fn evictions(&self) -> u64 {
         self.evictions

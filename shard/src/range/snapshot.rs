@@ -17,7 +17,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use super::{RangeLimits, RangeState, Sessions, Versioned, DEFAULT_MAX_SESSIONS};
 
 const MAGIC: [u8; 4] = *b"QSNP";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 /// Size of the fixed header before the body.
 pub const HEADER_LEN: usize = 24;
 
@@ -29,6 +29,8 @@ struct RangeImage {
     entries: Vec<KeyValue>,
     sessions: Vec<SessionImage>,
     session_evictions: u64,
+    /// The freeze index of a range frozen for a merge.
+    frozen_at: Option<u64>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,7 @@ impl RangeState {
                 )
                 .collect(),
             session_evictions: self.sessions.evictions(),
+            frozen_at: self.frozen_at,
         };
         let body = match rkyv::to_bytes::<rkyv::rancor::Error>(&image) {
             Ok(body) => body,
@@ -149,6 +152,7 @@ impl RangeState {
         })?;
         let mut state = RangeState::new(image.descriptor, limits);
         state.applied_index = image.applied_index;
+        state.frozen_at = image.frozen_at;
         let mut sessions = Sessions::new(DEFAULT_MAX_SESSIONS);
         for s in image.sessions {
             sessions.restore(
@@ -169,6 +173,7 @@ impl RangeState {
                     ),
                 });
             }
+            state.bytes += (kv.key.len() + kv.value.len()) as u64;
             state.data.insert(
                 kv.key,
                 Versioned {

@@ -20,6 +20,8 @@
 //! A replica is created at open for every range of the directory this node holds, and lazily
 //! when a message arrives for a group the directory says this node should hold.
 
+pub mod command;
+mod ranges;
 pub mod snapfile;
 pub mod wire;
 
@@ -29,9 +31,9 @@ use std::sync::{Arc, RwLock};
 use bytes::{BufMut, Bytes, BytesMut};
 use quasar_rpc::frame::access_body;
 use quasar_rpc::message::{
-    self as msg, AmbiguousReason, ArchivedClientRequest, ArchivedRaftBatch, ArchivedRaftBody,
-    ClientRequest, ClientResponse, InvalidReason, RaftBatch, RangeDescriptor, RangeId,
-    RequestError, RequestId, UnavailableReason,
+    self as msg, AdminReply, AdminResponse, AmbiguousReason, ArchivedAdminOp,
+    ArchivedClientRequest, ArchivedRaftBatch, ArchivedRaftBody, ClientRequest, ClientResponse,
+    InvalidReason, RaftBatch, RangeDescriptor, RangeId, RequestError, RequestId, UnavailableReason,
 };
 use quasar_wal::{Batch, Disk, Wal, WalError};
 use rkyv::util::AlignedVec;
@@ -42,6 +44,7 @@ use crate::raft::{
     NodeId, RaftNode, ReadRequestId, Ready, Restored, Role, SnapshotMeta, SnapshotStatus, Term,
 };
 use crate::range::{RangeLimits, RangeState};
+use command::{RangeCommand, PAYLOAD_RANGE_COMMAND};
 use snapfile::{SnapshotFile, SnapshotStore};
 
 /// The first byte of a normal entry's payload that carries a client request (the leader's
@@ -82,6 +85,40 @@ impl Directory {
 
     pub fn ranges(&self) -> &[RangeDescriptor] {
         &self.ranges
+    }
+
+    /// Records `d` as the truth about its range: it replaces the range's older descriptor
+    /// and every older range it overlaps (a split's parent, a merge's absorbed neighbour);
+    /// an older descriptor of `d`'s range changes nothing.
+    pub fn upsert(&mut self, d: &RangeDescriptor) {
+        if self
+            .ranges
+            .iter()
+            .any(|o| o.id == d.id && o.epoch > d.epoch)
+        {
+            return;
+        }
+        let overlaps = |o: &RangeDescriptor| {
+            (d.end.is_empty() || o.start < d.end) && (o.end.is_empty() || d.start < o.end)
+        };
+        self.ranges
+            .retain(|o| o.id != d.id && !(overlaps(o) && o.epoch < d.epoch));
+        let at = self.ranges.partition_point(|o| o.start < d.start);
+        self.ranges.insert(at, d.clone());
+    }
+
+    /// Forgets range `id` (merged away).
+    pub fn remove(&mut self, id: RangeId) {
+        self.ranges.retain(|o| o.id != id);
+    }
+
+    /// The largest range or group id known.
+    pub fn max_id(&self) -> u64 {
+        self.ranges
+            .iter()
+            .map(|d| d.id.0.max(d.group.0))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The ranges of a brand-new cluster of `members`: the meta range `[b"", META_END)` and
@@ -141,7 +178,18 @@ pub struct StoreConfig {
     pub request_timeout_ticks: u64,
     /// Length of a tick in milliseconds (for `Stale` reads' staleness bound).
     pub tick_ms: u64,
+    /// A range's leader splits it in the middle once it holds this many key and value
+    /// bytes; 0: never. Also the largest merged range a merge may produce.
+    pub split_after_bytes: u64,
+    /// ... or this many keys; 0: never (also bounds merges).
+    pub split_after_keys: u64,
+    /// ... or once it applied this many writes per second over the last
+    /// [`LOAD_WINDOW_TICKS`] ticks; 0: never.
+    pub split_after_writes_per_sec: u64,
 }
+
+/// The window over which a range's write rate is measured for load-based splits.
+pub const LOAD_WINDOW_TICKS: u64 = 100;
 
 impl StoreConfig {
     pub fn new(node: NodeId, shard: msg::ShardId, shards: u32) -> StoreConfig {
@@ -158,6 +206,9 @@ impl StoreConfig {
             snapshot_chunk_bytes: 1 << 20,
             request_timeout_ticks: 500,
             tick_ms: 10,
+            split_after_bytes: 64 << 20,
+            split_after_keys: 0,
+            split_after_writes_per_sec: 0,
         }
     }
 
@@ -210,6 +261,8 @@ pub struct StoreMetrics {
     pub raft_messages_in: u64,
     pub raft_messages_out: u64,
     pub raft_messages_bad: u64,
+    pub splits: u64,
+    pub merges: u64,
 }
 
 /// A point-in-time view of one replica.
@@ -284,6 +337,63 @@ struct Replica {
     last_commit: LogIndex,
     /// A snapshot taken: compact the WAL below it in the next append.
     compact_below: Option<LogIndex>,
+    /// A range created by a split of `parent` that has no snapshot file of its own yet: its
+    /// state is durable only through the parent's log, which must keep the split entry.
+    parent: Option<msg::GroupId>,
+    /// Groups this range absorbed by merges: their files and log go once this range's next
+    /// snapshot covers the merge.
+    absorbed: Vec<msg::GroupId>,
+    /// Writes applied in the current load window, and the tick the window started.
+    window_writes: u64,
+    window_start: u64,
+    /// Writes per second over the last complete window.
+    writes_per_sec: u64,
+    /// The tick the split policy last looked at this range while a split was due.
+    split_checked: u64,
+}
+
+/// An admin request waiting for its change to take effect.
+struct PendingAdmin {
+    token: ConnToken,
+    request_id: RequestId,
+    at_tick: u64,
+    wait: AdminWait,
+}
+
+enum AdminWait {
+    /// The split entry `index` of `group` to apply.
+    Split {
+        group: msg::GroupId,
+        index: LogIndex,
+        term: Term,
+    },
+    /// Split applied: waiting for the right-hand range to have a leader.
+    SplitServing {
+        left: RangeDescriptor,
+        right: RangeDescriptor,
+    },
+    /// The freeze entry `index` of `right` to apply.
+    Freeze {
+        left: msg::GroupId,
+        right: msg::GroupId,
+        index: LogIndex,
+        term: Term,
+    },
+    /// Right frozen at `freeze_index`: waiting for every replica to hold it, then the merge
+    /// is proposed in `left`.
+    Frozen {
+        left: msg::GroupId,
+        right: msg::GroupId,
+        freeze_index: LogIndex,
+    },
+    /// The merge entry `index` of `left` to apply.
+    Merge {
+        left: msg::GroupId,
+        index: LogIndex,
+        term: Term,
+    },
+    /// Leadership of `group` going to `to`.
+    Transfer { group: msg::GroupId, to: NodeId },
 }
 
 /// The store of one shard.
@@ -310,7 +420,20 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     peers: Vec<NodeId>,
     /// Send a batch to every peer in this turn, even an empty one.
     liveness_due: bool,
+    admin_responses: Vec<(ConnToken, AdminResponse)>,
+    pending_admin: Vec<PendingAdmin>,
+    /// Messages for groups this shard does not hold (yet): a split's new range may hear
+    /// from its first leader before this replica applied the split. (group, message, tick).
+    orphans: Vec<(msg::GroupId, Message, u64)>,
+    /// Groups that must write a snapshot file soon (split children, merge survivors), and
+    /// the tick from which it is due.
+    forced_snapshots: Vec<(msg::GroupId, u64)>,
+    /// The last range id this store proposed for a split.
+    last_allocated: u64,
 }
+
+/// Orphan messages kept at most, and for how many ticks.
+const MAX_ORPHANS: usize = 1024;
 
 impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// Opens the store over a recovered WAL and snapshot store: every range of `dir` that
@@ -341,19 +464,107 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             last_heard: HashMap::new(),
             peers: Vec::new(),
             liveness_due: false,
+            admin_responses: Vec::new(),
+            pending_admin: Vec::new(),
+            orphans: Vec::new(),
+            forced_snapshots: Vec::new(),
+            last_allocated: 0,
         };
-        let mine: Vec<RangeDescriptor> = {
+        let (mine, max_id): (Vec<RangeDescriptor>, u64) = {
             let dir = store.dir.read().unwrap_or_else(|e| e.into_inner());
-            dir.ranges()
-                .iter()
-                .filter(|d| store.owns(d))
-                .cloned()
-                .collect()
+            (
+                dir.ranges()
+                    .iter()
+                    .filter(|d| store.owns(d))
+                    .cloned()
+                    .collect(),
+                dir.max_id(),
+            )
         };
-        for d in mine {
-            store.create_replica(&d)?;
+        store.last_allocated = max_id;
+        for d in &mine {
+            store.create_replica(d.group, Some(d), None)?;
+        }
+        // Ranges born of splits (and every range with a snapshot) are found by their files;
+        // a split child without a file yet is re-created when its parent's log replays.
+        let files = store.snaps.groups().map_err(|e| StoreError::Snapshot {
+            group: 0,
+            location: "snapshot directory".into(),
+            reason: e.to_string(),
+        })?;
+        for g in files {
+            if !store.groups.contains_key(&g) {
+                store.create_replica(g, None, None)?;
+            }
+        }
+        // A range merged away whose file outlived the merge (a crash right after the
+        // survivor's snapshot): the survivor covers its span with a newer epoch.
+        let stale: Vec<msg::GroupId> = store
+            .groups
+            .values()
+            .filter(|b| {
+                let b = b.range.descriptor();
+                store.groups.values().any(|a| {
+                    let a = a.range.descriptor();
+                    a.id != b.id && a.epoch > b.epoch && a.contains_span(&b.start, &b.end)
+                })
+            })
+            .map(|r| r.group)
+            .collect();
+        for g in stale {
+            info!(
+                group = g.0,
+                "range merged away before a crash: its files go now"
+            );
+            store.drop_replica(g);
+            store.destroy_files(g)?;
+        }
+        {
+            let mut dir = store.dir.write().unwrap_or_else(|e| e.into_inner());
+            for r in store.groups.values() {
+                dir.upsert(r.range.descriptor());
+            }
+        }
+        for r in store.groups.values() {
+            let d = r.range.descriptor();
+            store.last_allocated = store.last_allocated.max(d.id.0).max(d.group.0);
+        }
+        for g in store.wal.group_ids() {
+            store.last_allocated = store.last_allocated.max(g.0);
         }
         Ok(store)
+    }
+
+    /// Removes a replica from memory (its files stay; see `destroy_files`).
+    fn drop_replica(&mut self, g: msg::GroupId) -> Option<Replica> {
+        let r = self.groups.remove(&g)?;
+        self.order.retain(|x| *x != g);
+        self.forced_snapshots.retain(|(x, _)| *x != g);
+        let range = r.range.descriptor().id;
+        fail_reads(
+            &mut self.reads,
+            &mut self.responses,
+            |rd| rd.group == g,
+            &RequestError::UnknownRange { range },
+        );
+        Some(r)
+    }
+
+    /// Deletes a destroyed range's snapshot file and its log in the WAL.
+    fn destroy_files(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
+        self.snaps.remove(g).map_err(|e| StoreError::Snapshot {
+            group: g.0,
+            location: self.snaps.location(g),
+            reason: e.to_string(),
+        })?;
+        let wg = quasar_wal::GroupId(g.0);
+        if self.wal.group_ids().any(|x| x == wg) {
+            let last = self.wal.last_index(wg);
+            let mut batch = Batch::with_capacity(1);
+            batch.compact(wg, quasar_wal::LogIndex(last.0 + 1));
+            self.wal.append(&batch)?;
+        }
+        Ok(())
     }
 
     fn owns(&self, d: &RangeDescriptor) -> bool {
@@ -361,31 +572,56 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             && quasar_rpc::transport::shard_for_group(d.group, self.cfg.shards) == self.cfg.shard
     }
 
-    /// Rebuilds (or creates) the replica of `d` from what is durable.
-    fn create_replica(&mut self, d: &RangeDescriptor) -> Result<(), StoreError> {
-        let group = d.group;
+    /// Rebuilds (or creates) the replica of `group` from what is durable: its snapshot file
+    /// (or `init`, the state a split just made) and its log in the WAL. `fallback` describes
+    /// a brand-new group (no snapshot); a group with neither is skipped.
+    fn create_replica(
+        &mut self,
+        group: msg::GroupId,
+        fallback: Option<&RangeDescriptor>,
+        init: Option<(SnapshotMeta, RangeState)>,
+    ) -> Result<(), StoreError> {
         let wgroup = quasar_wal::GroupId(group.0);
-        let snapshot = match self.snaps.load(group).map_err(|e| StoreError::Snapshot {
-            group: group.0,
-            location: self.snaps.location(group),
-            reason: e.to_string(),
-        })? {
-            Some(bytes) => {
-                let file = SnapshotFile::decode(&bytes).map_err(|e| StoreError::Snapshot {
-                    group: group.0,
-                    location: self.snaps.location(group),
-                    reason: e.to_string(),
-                })?;
-                let range = RangeState::decode_snapshot(&file.range_bytes, self.cfg.limits)
-                    .map_err(|e| StoreError::Snapshot {
+        let from_file = if init.is_some() {
+            None
+        } else {
+            let loaded = self.snaps.load(group).map_err(|e| StoreError::Snapshot {
+                group: group.0,
+                location: self.snaps.location(group),
+                reason: e.to_string(),
+            })?;
+            match loaded {
+                Some(bytes) => {
+                    let file = SnapshotFile::decode(&bytes).map_err(|e| StoreError::Snapshot {
                         group: group.0,
                         location: self.snaps.location(group),
                         reason: e.to_string(),
                     })?;
-                Some((file.meta, range))
+                    let range = RangeState::decode_snapshot(&file.range_bytes, self.cfg.limits)
+                        .map_err(|e| StoreError::Snapshot {
+                            group: group.0,
+                            location: self.snaps.location(group),
+                            reason: e.to_string(),
+                        })?;
+                    Some((file.meta, range))
+                }
+                None => None,
             }
-            None => None,
         };
+        let snapshot = init.or(from_file);
+        let d = match (&snapshot, fallback) {
+            (Some((_, range)), _) => range.descriptor().clone(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => return Ok(()),
+        };
+        if !self.owns(&d) {
+            debug!(
+                group = group.0,
+                "snapshot of a range this shard does not hold; ignored"
+            );
+            return Ok(());
+        }
+        let d = &d;
         // A received snapshot's file is saved before the WAL record that restarts the log
         // after it is durable; a crash in between leaves the snapshot past the end of the
         // log. Restart the log after it now (as the lost record would have), or the next
@@ -454,7 +690,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             }
             for e in entries {
                 let kind = match e.payload.first() {
-                    None | Some(&PAYLOAD_REQUEST) => EntryKind::Normal,
+                    None | Some(&PAYLOAD_REQUEST) | Some(&PAYLOAD_RANGE_COMMAND) => {
+                        EntryKind::Normal
+                    }
                     Some(1..=3) => EntryKind::ConfChange,
                     Some(&tag) => {
                         return Err(StoreError::BadEntry {
@@ -513,6 +751,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 last_leader_contact: 0,
                 last_commit: LogIndex(0),
                 compact_below: None,
+                parent: None,
+                absorbed: Vec::new(),
+                window_writes: 0,
+                window_start: self.ticks,
+                writes_per_sec: 0,
+                split_checked: 0,
             },
         );
         self.order.push(group);
@@ -636,6 +880,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             }
             self.liveness_due = true;
         }
+        let orphan_ttl = 2 * election;
+        self.orphans
+            .retain(|(_, _, at)| now.saturating_sub(*at) <= orphan_ttl);
+        self.check_admin();
+        self.finish_frozen();
         let deadline = self.cfg.request_timeout_ticks;
         if self.ticks % 16 == 0 {
             let now = self.ticks;
@@ -727,7 +976,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             };
             match d {
                 Some(d) if self.owns(&d) => {
-                    if let Err(e) = self.create_replica(&d) {
+                    if let Err(e) = self.create_replica(d.group, Some(&d), None) {
                         warn!(group = group.0, error = %e, "cannot create replica");
                         return None;
                     }
@@ -790,7 +1039,14 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     fn step(&mut self, group: msg::GroupId, m: Message) {
         self.metrics.raft_messages_in += 1;
         let now = self.ticks;
-        let Some(r) = self.replica_for_message(group) else {
+        if self.replica_for_message(group).is_none() {
+            // Perhaps a range this replica has not applied the split of yet.
+            if self.orphans.len() < MAX_ORPHANS {
+                self.orphans.push((group, m, now));
+            }
+            return;
+        }
+        let Some(r) = self.groups.get_mut(&group) else {
             return;
         };
         if r.raft.leader() == Some(m.from) {
@@ -923,11 +1179,18 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let file = match self.snaps.load(group) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
-                warn!(group = group.0, "snapshot requested but none is stored");
+                // A split's new range before its first file: the core asks again later.
+                debug!(group = group.0, "snapshot requested but none is stored yet");
+                if let Some(r) = self.groups.get_mut(&group) {
+                    r.raft.report_snapshot(to, SnapshotStatus::Failed);
+                }
                 return;
             }
             Err(e) => {
                 warn!(group = group.0, error = %e, "cannot read snapshot to send");
+                if let Some(r) = self.groups.get_mut(&group) {
+                    r.raft.report_snapshot(to, SnapshotStatus::Failed);
+                }
                 return;
             }
         };
@@ -1209,6 +1472,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             self.in_flight.is_empty(),
             "process() twice without finish()"
         );
+        self.write_forced_snapshots()?;
         self.pump_snapshots();
         let order = std::mem::take(&mut self.order);
         for g in &order {
@@ -1321,6 +1585,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             self.serve_reads(g);
             self.after_turn(g)?;
         }
+        if !self.pending_admin.is_empty() {
+            self.check_admin();
+        }
         Ok(())
     }
 
@@ -1364,12 +1631,22 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         self.metrics.applied_entries += 1;
         r.bytes_since_snapshot += e.data.len() as u64;
+        if e.kind == EntryKind::Normal && e.data.first() == Some(&PAYLOAD_RANGE_COMMAND) {
+            self.apply_range_command(g, e)?;
+            if let Some(r) = self.groups.get_mut(&g) {
+                settle_proposals(r, &mut self.responses, e, None);
+            }
+            return Ok(());
+        }
         let outcome = match (e.kind, e.data.first()) {
             (EntryKind::Normal, Some(&PAYLOAD_REQUEST)) => {
                 self.scratch.clear();
                 self.scratch.extend_from_slice(&e.data[1..]);
                 match access_body::<ClientRequest>(&self.scratch) {
-                    Ok(req) => Some(r.range.apply(e.index.0, req)),
+                    Ok(req) => {
+                        r.window_writes += 1;
+                        Some(r.range.apply(e.index.0, req))
+                    }
                     Err(err) => {
                         return Err(StoreError::Raft {
                             group: g.0,
@@ -1393,34 +1670,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 })
             }
         };
-        // Answer the proposal of this index, if this replica proposed it.
-        while let Some(p) = r.proposals.front() {
-            if p.index > e.index {
-                break;
-            }
-            let Some(p) = r.proposals.pop_front() else {
-                break;
-            };
-            let result = if p.index == e.index && p.term == e.term {
-                match &outcome {
-                    Some(o) => o.clone(),
-                    None => continue,
-                }
-            } else {
-                // Another leader's entry took this index: ours was never committed.
-                Err(RequestError::NotLeader {
-                    range: r.range.descriptor().id,
-                    leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
-                })
-            };
-            self.responses.push((
-                p.token,
-                ClientResponse {
-                    request_id: p.request_id,
-                    result,
-                },
-            ));
-        }
+        settle_proposals(r, &mut self.responses, e, outcome.as_ref());
         Ok(())
     }
 
@@ -1475,10 +1725,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 .into_iter()
                 .filter(|p| *p != me)
                 .any(|p| r.raft.progress(p).is_none_or(|pr| pr.matched < applied));
-        if due && (!lagging || overdue) && applied > r.last_snapshot && applied <= r.raft.applied()
+        if due
+            && (!lagging || overdue)
+            && applied > r.last_snapshot
+            && applied <= r.raft.applied()
+            && !self.has_unsaved_child(g)
         {
             self.take_snapshot(g, applied)?;
         }
+        self.maybe_split(g);
         Ok(())
     }
 
@@ -1522,7 +1777,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             bytes = file.len(),
             "snapshot taken"
         );
-        Ok(())
+        self.snapshot_written(g)
     }
 
     /// Makes `node` campaign in `group` at once (bootstrap and tests).
@@ -1535,6 +1790,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// Whether any group has work for `process` (the runtime may skip a turn otherwise).
     pub fn has_work(&self) -> bool {
         !self.responses.is_empty()
+            || !self.admin_responses.is_empty()
             || self.liveness_due
             || self.outbox.iter().any(|b| b.message_count() > 0)
             || self.groups.values().any(|r| {
@@ -1655,6 +1911,43 @@ fn write_turn<D: Disk>(
     }
     flush(&mut batch, wal, metrics, &mut appended)?;
     Ok(appended)
+}
+
+/// Answers the proposals of `r` up to entry `e`: the one at `e` (if this replica proposed
+/// it in `e`'s term) with `outcome`, older ones whose index another leader's entry took
+/// with `NotLeader` (never committed).
+fn settle_proposals(
+    r: &mut Replica,
+    responses: &mut Vec<(ConnToken, ClientResponse)>,
+    e: &raft::Entry,
+    outcome: Option<&crate::range::Outcome>,
+) {
+    while let Some(p) = r.proposals.front() {
+        if p.index > e.index {
+            break;
+        }
+        let Some(p) = r.proposals.pop_front() else {
+            break;
+        };
+        let result = if p.index == e.index && p.term == e.term {
+            match outcome {
+                Some(o) => o.clone(),
+                None => continue,
+            }
+        } else {
+            Err(RequestError::NotLeader {
+                range: r.range.descriptor().id,
+                leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
+            })
+        };
+        responses.push((
+            p.token,
+            ClientResponse {
+                request_id: p.request_id,
+                result,
+            },
+        ));
+    }
 }
 
 /// Answers proposals whose fate this replica can no longer learn (leadership lost, or a

@@ -138,6 +138,10 @@ pub trait SnapshotStore {
     fn load(&self, group: GroupId) -> io::Result<Option<Vec<u8>>>;
     /// Where `group`'s snapshot lives, for messages.
     fn location(&self, group: GroupId) -> String;
+    /// Every group with a snapshot, in group order.
+    fn groups(&self) -> io::Result<Vec<GroupId>>;
+    /// Deletes `group`'s snapshot (its range was merged away), durably.
+    fn remove(&mut self, group: GroupId) -> io::Result<()>;
 }
 
 /// Snapshot files in a directory: `{group:016x}.snap`.
@@ -184,6 +188,29 @@ impl SnapshotStore for DirSnapshots {
     fn location(&self, group: GroupId) -> String {
         self.path(group).display().to_string()
     }
+
+    fn groups(&self) -> io::Result<Vec<GroupId>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".snap")) else {
+                continue;
+            };
+            if let Ok(g) = u64::from_str_radix(hex, 16) {
+                out.push(GroupId(g));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn remove(&mut self, group: GroupId) -> io::Result<()> {
+        match fs::remove_file(self.path(group)) {
+            Ok(()) => fs::File::open(&self.dir)?.sync_all(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Snapshots in memory, for the simulator (they survive simulated crashes: `save` is
@@ -205,6 +232,17 @@ impl SnapshotStore for MemSnapshots {
 
     fn location(&self, group: GroupId) -> String {
         format!("memory snapshot of group {}", group.0)
+    }
+
+    fn groups(&self) -> io::Result<Vec<GroupId>> {
+        let mut out: Vec<GroupId> = self.files.keys().map(|g| GroupId(*g)).collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    fn remove(&mut self, group: GroupId) -> io::Result<()> {
+        self.files.remove(&group.0);
+        Ok(())
     }
 }
 

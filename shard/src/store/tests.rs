@@ -15,6 +15,7 @@ use quasar_wal::{Crash, MemDisk, Wal, WalConfig};
 use rkyv::util::AlignedVec;
 
 use super::snapfile::MemSnapshots;
+use super::snapfile::SnapshotStore;
 use super::{Directory, Store, StoreConfig};
 use crate::raft::NodeId;
 
@@ -225,4 +226,191 @@ fn snapshots_compact_the_log_and_a_crash_recovers_every_acknowledged_write() {
         assert_eq!(again.get(key.as_bytes()), Some(b"v".to_vec()), "{key}");
     }
     again.store.check_invariants();
+}
+
+impl One {
+    fn admin(&mut self, op: quasar_rpc::message::AdminOp) -> quasar_rpc::message::AdminResponse {
+        use quasar_rpc::message::AdminRequest;
+        let id = self.next;
+        self.next += 1;
+        let req = AdminRequest {
+            request_id: RequestId(id),
+            op,
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&req).expect("encodes");
+        let archived = access_body::<AdminRequest>(&bytes).expect("valid");
+        self.store.on_admin_request(6, RequestId(id), &archived.op);
+        for _ in 0..200 {
+            if let Some(pos) = self
+                .store
+                .admin_responses
+                .iter()
+                .position(|(_, r)| r.request_id.0 == id)
+            {
+                return self.store.admin_responses.remove(pos).1;
+            }
+            self.turn();
+            self.store.tick();
+        }
+        panic!("admin request {id} never answered");
+    }
+
+    fn user_ranges(&self) -> Vec<quasar_rpc::message::RangeDescriptor> {
+        let mut v: Vec<_> = self
+            .store
+            .statuses()
+            .into_iter()
+            .map(|s| s.descriptor)
+            .filter(|d| d.id.0 != 1)
+            .collect();
+        v.sort_by(|a, b| a.start.cmp(&b.start));
+        v
+    }
+}
+
+fn put_ok(one: &mut One, key: &str) {
+    let r = one.put(key.as_bytes(), key.as_bytes());
+    assert!(
+        matches!(r.result, Ok(Reply::Written { .. })),
+        "put {key}: {r:?}"
+    );
+}
+
+#[test]
+fn a_split_and_a_merge_keep_every_key_across_crashes() {
+    use quasar_rpc::message::{AdminOp, AdminReply, RangeEpoch, RangeId};
+    let mut one = leader();
+    let keys: Vec<String> = (0..60).map(|i| format!("key-{i:03}")).collect();
+    for k in &keys[..40] {
+        put_ok(&mut one, k);
+    }
+    let split = one.admin(AdminOp::SplitRange {
+        range: RangeId(2),
+        split_key: b"key-020".to_vec(),
+        expected_epoch: RangeEpoch(1),
+    });
+    let (left, right) = match split.result {
+        Ok(AdminReply::Split { left, right }) => (left, right),
+        other => panic!("split answered {other:?}"),
+    };
+    assert_eq!(left.end, b"key-020".to_vec());
+    assert_eq!(right.start, b"key-020".to_vec());
+    assert_eq!((left.epoch, right.epoch), (RangeEpoch(2), RangeEpoch(2)));
+    assert_eq!(one.user_ranges(), vec![left.clone(), right.clone()]);
+    // Stale plans and bad keys are refused; nothing changes.
+    let stale = one.admin(AdminOp::SplitRange {
+        range: RangeId(2),
+        split_key: b"key-010".to_vec(),
+        expected_epoch: RangeEpoch(1),
+    });
+    assert!(
+        matches!(stale.result, Err(RequestError::RangeMoved { .. })),
+        "{stale:?}"
+    );
+    let outside = one.admin(AdminOp::SplitRange {
+        range: RangeId(2),
+        split_key: b"key-030".to_vec(),
+        expected_epoch: RangeEpoch(2),
+    });
+    assert_eq!(
+        outside.result,
+        Err(RequestError::InvalidRequest {
+            reason: InvalidReason::BadSplitKey
+        })
+    );
+    for k in &keys[40..50] {
+        put_ok(&mut one, k);
+    }
+    for k in &keys[..50] {
+        assert_eq!(one.get(k.as_bytes()), Some(k.as_bytes().to_vec()), "{k}");
+    }
+    // A crash before the new range wrote its first snapshot: the split replays from the
+    // parent's log.
+    let snaps = one.store.snaps.clone();
+    let crashed = one.store.wal.disk().crash(Crash::DropUnsynced);
+    let next = one.next;
+    let mut one = open(crashed, snaps, config(1));
+    // The same client session goes on: its sequence numbers must not restart.
+    one.next = next;
+    one.settle(60);
+    assert_eq!(one.user_ranges(), vec![left.clone(), right.clone()]);
+    for k in &keys[..50] {
+        assert_eq!(one.get(k.as_bytes()), Some(k.as_bytes().to_vec()), "{k}");
+    }
+    // Merge back: the right range is frozen, absorbed and gone.
+    let last = one.admin(AdminOp::MergeRanges {
+        left: right.id,
+        expected_epoch: right.epoch,
+    });
+    assert!(
+        matches!(last.result, Err(RequestError::Refused { .. })),
+        "{last:?}"
+    );
+    let merged = match one
+        .admin(AdminOp::MergeRanges {
+            left: RangeId(2),
+            expected_epoch: RangeEpoch(2),
+        })
+        .result
+    {
+        Ok(AdminReply::Merged { merged }) => merged,
+        other => panic!("merge answered {other:?}"),
+    };
+    assert_eq!(
+        (merged.start.as_slice(), merged.end.as_slice()),
+        (&b"\x01"[..], &b""[..])
+    );
+    assert_eq!(merged.epoch, RangeEpoch(3));
+    assert_eq!(one.user_ranges(), vec![merged.clone()]);
+    for k in &keys[50..] {
+        put_ok(&mut one, k);
+    }
+    for k in &keys {
+        assert_eq!(one.get(k.as_bytes()), Some(k.as_bytes().to_vec()), "{k}");
+    }
+    // Crash right away (the merge replays against the absorbed range's own files), then
+    // again after the survivor's snapshot removed them.
+    for round in 0..2 {
+        let snaps = one.store.snaps.clone();
+        let crashed = one.store.wal.disk().crash(Crash::DropUnsynced);
+        let next = one.next;
+        one = open(crashed, snaps, config(1));
+        one.next = next;
+        one.settle(60);
+        assert_eq!(one.user_ranges(), vec![merged.clone()], "round {round}");
+        for k in &keys {
+            assert_eq!(one.get(k.as_bytes()), Some(k.as_bytes().to_vec()), "{k}");
+        }
+        one.store.check_invariants();
+    }
+    assert!(
+        !one.store
+            .snaps
+            .groups()
+            .expect("list")
+            .contains(&right.group),
+        "the merged-away range's file is gone"
+    );
+}
+
+#[test]
+fn leadership_transfer_to_the_leader_itself_answers_at_once() {
+    use quasar_rpc::message::{AdminOp, AdminReply, RangeId};
+    let mut one = leader();
+    let r = one.admin(AdminOp::TransferLeader {
+        range: RangeId(2),
+        to: quasar_rpc::message::NodeId(1),
+    });
+    assert!(
+        matches!(r.result, Ok(AdminReply::LeaderTransferred { leader, .. }) if leader.0 == 1),
+        "{r:?}"
+    );
+    let unknown = one.admin(AdminOp::TransferLeader {
+        range: RangeId(77),
+        to: quasar_rpc::message::NodeId(1),
+    });
+    assert_eq!(
+        unknown.result,
+        Err(RequestError::UnknownRange { range: RangeId(77) })
+    );
 }

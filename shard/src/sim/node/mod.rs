@@ -203,6 +203,14 @@ impl SnapshotStore for SharedSnapshots {
     fn location(&self, group: msg::GroupId) -> String {
         self.0.borrow().location(group)
     }
+
+    fn groups(&self) -> io::Result<Vec<msg::GroupId>> {
+        self.0.borrow().groups()
+    }
+
+    fn remove(&mut self, group: msg::GroupId) -> io::Result<()> {
+        self.0.borrow_mut().remove(group)
+    }
 }
 
 type SimStore = Store<MemDisk, SharedSnapshots>;

@@ -1,0 +1,1062 @@
+//! Range operations of the store: splits (manual and automatic), merges and leadership
+//! transfers. Every change is a [`RangeCommand`] in a range's log (see `command.rs`); this
+//! file proposes them for admin requests and the split policy, applies them, and answers
+//! the admin requests once the change took effect.
+//!
+//! ```text
+//!  split:  SplitRange -> checks -> propose Split in the range's log -> applied: both
+//!          ranges exist on every replica -> the new range elects (its first leader is the
+//!          old range's leader, which campaigns at once) -> answer Split{left, right}
+//!  merge:  MergeRanges(left) -> checks (adjacent, same replicas, both led here, nothing in
+//!          flight, none lagging, merged size under the split threshold) -> propose Freeze
+//!          in right's log -> applied at F -> wait until every replica holds F -> propose
+//!          Merge in left's log -> applied: left absorbs right, right's group is gone
+//!          -> answer Merged
+//! ```
+//!
+//! Durability without copying: a split's new range lives only in its parent's log (the
+//! split entry) until it writes its first snapshot, so the parent takes no snapshot (and
+//! compacts nothing) until then. A merged-away range keeps its snapshot file and log until
+//! the survivor's next snapshot covers the merge; a restart in between replays the merge
+//! from the survivor's log against the merged-away range's own files.
+//!
+//! A range frozen for a merge whose leader changed finishes later: the node that leads it
+//! moves its leadership to the left neighbour's leader, which proposes the merge.
+
+use super::*;
+
+/// A replica more than this many entries behind its leader counts as lagging (a merge is
+/// refused until it catches up).
+const LAG_TOLERANCE: u64 = 1000;
+
+/// Ticks between two looks for frozen ranges whose merge must be finished.
+const FROZEN_CHECK_TICKS: u64 = 32;
+
+/// Ticks a split child or merge survivor waits before writing its forced snapshot (so the
+/// new range elects first, off the split's latency).
+const FORCED_SNAPSHOT_DELAY_TICKS: u64 = 20;
+
+/// What applying a range command did.
+pub(super) enum Applied {
+    Split {
+        left: RangeDescriptor,
+        right: RangeDescriptor,
+    },
+    Frozen {
+        at: LogIndex,
+    },
+    Merged {
+        merged: RangeDescriptor,
+    },
+}
+
+impl<D: Disk, S: SnapshotStore> Store<D, S> {
+    /// Handles an admin request that changes a range this shard holds (split, merge,
+    /// leadership transfer). The answer comes out of [`Store::take_admin_responses`] once
+    /// the change took effect (or was refused).
+    pub fn on_admin_request(
+        &mut self,
+        token: ConnToken,
+        request_id: RequestId,
+        op: &ArchivedAdminOp,
+    ) {
+        match self.start_admin(token, request_id, op) {
+            Ok(Some(wait)) => self.pending_admin.push(PendingAdmin {
+                token,
+                request_id,
+                at_tick: self.ticks,
+                wait,
+            }),
+            Ok(None) => {}
+            Err(e) => self.admin_responses.push((
+                token,
+                AdminResponse {
+                    request_id,
+                    result: Err(e),
+                },
+            )),
+        }
+    }
+
+    /// Answers to admin requests gathered since the last call.
+    pub fn take_admin_responses(&mut self) -> std::vec::Drain<'_, (ConnToken, AdminResponse)> {
+        self.admin_responses.drain(..)
+    }
+
+    /// Whether the range `id` has a replica on this shard.
+    pub fn holds_range(&self, id: RangeId) -> bool {
+        self.group_of(id).is_some()
+    }
+
+    fn group_of(&self, id: RangeId) -> Option<msg::GroupId> {
+        self.groups
+            .values()
+            .find(|r| r.range.descriptor().id == id)
+            .map(|r| r.group)
+    }
+
+    /// The local replica of range `id`, which must lead it.
+    fn led_here(&self, id: RangeId) -> Result<msg::GroupId, RequestError> {
+        let g = self
+            .group_of(id)
+            .ok_or(RequestError::UnknownRange { range: id })?;
+        let r = &self.groups[&g];
+        if r.raft.role() != Role::Leader {
+            return Err(RequestError::NotLeader {
+                range: id,
+                leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
+            });
+        }
+        Ok(g)
+    }
+
+    fn start_admin(
+        &mut self,
+        token: ConnToken,
+        request_id: RequestId,
+        op: &ArchivedAdminOp,
+    ) -> Result<Option<AdminWait>, RequestError> {
+        match op {
+            ArchivedAdminOp::SplitRange {
+                range,
+                split_key,
+                expected_epoch,
+            } => {
+                let g = self.led_here(range.get())?;
+                let d = self.groups[&g].range.descriptor().clone();
+                if d.epoch != expected_epoch.get() {
+                    return Err(RequestError::RangeMoved { descriptor: d });
+                }
+                let (index, term) = self.propose_split(g, split_key.as_slice())?;
+                Ok(Some(AdminWait::Split {
+                    group: g,
+                    index,
+                    term,
+                }))
+            }
+            ArchivedAdminOp::MergeRanges {
+                left,
+                expected_epoch,
+            } => {
+                let lg = self.led_here(left.get())?;
+                let d = self.groups[&lg].range.descriptor().clone();
+                if d.epoch != expected_epoch.get() {
+                    return Err(RequestError::RangeMoved { descriptor: d });
+                }
+                let rg = self.merge_checks(lg)?;
+                let r = self
+                    .groups
+                    .get_mut(&rg)
+                    .ok_or(RequestError::UnknownRange { range: left.get() })?;
+                let right_epoch = r.range.descriptor().epoch.0;
+                let index = r
+                    .raft
+                    .propose(
+                        RangeCommand::Freeze {
+                            expected_epoch: right_epoch,
+                        }
+                        .encode(),
+                    )
+                    .map_err(|e| RequestError::Refused {
+                        reason: format!("cannot propose the freeze: {e}"),
+                    })?;
+                r.last_activity = self.ticks;
+                Ok(Some(AdminWait::Freeze {
+                    left: lg,
+                    right: rg,
+                    index,
+                    term: r.raft.term(),
+                }))
+            }
+            ArchivedAdminOp::TransferLeader { range, to } => {
+                let g = self.led_here(range.get())?;
+                let to = NodeId(to.get().0);
+                let r = self
+                    .groups
+                    .get_mut(&g)
+                    .ok_or(RequestError::UnknownRange { range: range.get() })?;
+                if to == self.cfg.node {
+                    self.admin_responses.push((
+                        token,
+                        AdminResponse {
+                            request_id,
+                            result: Ok(AdminReply::LeaderTransferred {
+                                range: range.get(),
+                                group: g,
+                                leader: msg::NodeId(to.0),
+                            }),
+                        },
+                    ));
+                    return Ok(None);
+                }
+                if r.raft.is_quiesced() {
+                    r.raft.wake();
+                }
+                r.last_activity = self.ticks;
+                r.raft
+                    .transfer_leader(to)
+                    .map_err(|e| RequestError::Refused {
+                        reason: format!("leadership of range {} cannot move: {e}", range.get()),
+                    })?;
+                Ok(Some(AdminWait::Transfer { group: g, to }))
+            }
+            _ => Err(RequestError::InvalidRequest {
+                reason: InvalidReason::Unsupported,
+            }),
+        }
+    }
+
+    /// Whether a range command or membership change is in the log of `r` but not applied.
+    fn change_in_flight(r: &Replica) -> bool {
+        let last = r.raft.last_id().index.0;
+        (r.range.applied_index() + 1..=last).any(|i| {
+            r.raft.entry(LogIndex(i)).is_some_and(|e| {
+                e.kind == EntryKind::ConfChange || e.data.first() == Some(&PAYLOAD_RANGE_COMMAND)
+            })
+        })
+    }
+
+    /// A fresh range and group id: unique in the cluster (the low 10 bits are this node's
+    /// id, the rest above every id this store has seen) and living on this shard.
+    fn allocate_id(&mut self) -> Option<u64> {
+        let node = self.cfg.node.0 & 0x3ff;
+        let start = (self.last_allocated >> 10) + 1;
+        for k in start..start + 1_000_000 {
+            let c = (k << 10) | node;
+            if quasar_rpc::transport::shard_for_group(msg::GroupId(c), self.cfg.shards)
+                == self.cfg.shard
+                && !self.groups.contains_key(&msg::GroupId(c))
+            {
+                self.last_allocated = c;
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Proposes a split of `g` at `key` (leader only); returns the entry's index and term.
+    fn propose_split(
+        &mut self,
+        g: msg::GroupId,
+        key: &[u8],
+    ) -> Result<(LogIndex, Term), RequestError> {
+        let (d, frozen, in_flight) = {
+            let r = &self.groups[&g];
+            (
+                r.range.descriptor().clone(),
+                r.range.frozen_at().is_some(),
+                Self::change_in_flight(r),
+            )
+        };
+        if d.id == RangeId(1) {
+            return Err(RequestError::Refused {
+                reason: "the meta range (range 1) does not split".into(),
+            });
+        }
+        if key <= d.start.as_slice() || (!d.end.is_empty() && key >= d.end.as_slice()) {
+            return Err(RequestError::InvalidRequest {
+                reason: InvalidReason::BadSplitKey,
+            });
+        }
+        if frozen || in_flight || self.frozen_into(&d) {
+            return Err(RequestError::ChangeInProgress { range: d.id });
+        }
+        let id = self.allocate_id().ok_or_else(|| RequestError::Refused {
+            reason: "no free range id on this shard".into(),
+        })?;
+        let r = self
+            .groups
+            .get_mut(&g)
+            .ok_or(RequestError::UnknownRange { range: d.id })?;
+        let index = r
+            .raft
+            .propose(
+                RangeCommand::Split {
+                    expected_epoch: d.epoch.0,
+                    key: key.to_vec(),
+                    right_id: id,
+                    right_group: id,
+                }
+                .encode(),
+            )
+            .map_err(|_| RequestError::NotLeader {
+                range: d.id,
+                leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
+            })?;
+        r.last_activity = self.ticks;
+        if r.raft.is_quiesced() {
+            r.raft.wake();
+        }
+        info!(
+            range = d.id.0,
+            right = id,
+            index = index.0,
+            "split proposed"
+        );
+        Ok((index, r.raft.term()))
+    }
+
+    /// Whether a local range right after `d` is frozen for a merge into it.
+    fn frozen_into(&self, d: &RangeDescriptor) -> bool {
+        !d.end.is_empty()
+            && self
+                .groups
+                .values()
+                .any(|r| r.range.frozen_at().is_some() && r.range.descriptor().start == d.end)
+    }
+
+    /// The local replica right after `left`, if any.
+    fn right_neighbour(&self, left: &RangeDescriptor) -> Option<msg::GroupId> {
+        if left.end.is_empty() {
+            return None;
+        }
+        self.groups
+            .values()
+            .find(|r| r.range.descriptor().start == left.end)
+            .map(|r| r.group)
+    }
+
+    /// The pre-checks of a merge of `lg` with its right neighbour; returns the neighbour.
+    fn merge_checks(&self, lg: msg::GroupId) -> Result<msg::GroupId, RequestError> {
+        let l = &self.groups[&lg];
+        let ld = l.range.descriptor();
+        if ld.id == RangeId(1) {
+            return Err(RequestError::Refused {
+                reason: "the meta range (range 1) does not merge".into(),
+            });
+        }
+        if ld.end.is_empty() {
+            return Err(RequestError::Refused {
+                reason: format!(
+                    "range {} is the last range: there is nothing after it to merge",
+                    ld.id
+                ),
+            });
+        }
+        let rg = self
+            .right_neighbour(ld)
+            .ok_or_else(|| RequestError::Refused {
+                reason: format!(
+                    "the range after range {} (from {:?}) has no replica on this node: the \
+                     ranges are not on the same replicas",
+                    ld.id,
+                    ld.end.escape_ascii().to_string()
+                ),
+            })?;
+        let r = &self.groups[&rg];
+        let rd = r.range.descriptor();
+        let mut a = ld.replicas.clone();
+        let mut b = rd.replicas.clone();
+        a.sort_by_key(|x| x.node);
+        b.sort_by_key(|x| x.node);
+        if a != b {
+            return Err(RequestError::Refused {
+                reason: format!(
+                    "ranges {} and {} are on different replicas: move replicas until they match",
+                    ld.id, rd.id
+                ),
+            });
+        }
+        if r.raft.role() != Role::Leader {
+            return Err(RequestError::Refused {
+                reason: format!(
+                    "range {} is led by node {}, not by node {} which leads range {}: transfer \
+                     its leadership to node {} first",
+                    rd.id,
+                    r.raft.leader().map_or("?".to_string(), |n| n.0.to_string()),
+                    self.cfg.node.0,
+                    ld.id,
+                    self.cfg.node.0
+                ),
+            });
+        }
+        for (x, d) in [(l, ld), (r, rd)] {
+            if x.range.frozen_at().is_some() || Self::change_in_flight(x) {
+                return Err(RequestError::ChangeInProgress { range: d.id });
+            }
+        }
+        let bytes = l.range.size_bytes() + r.range.size_bytes();
+        if self.cfg.split_after_bytes > 0 && bytes > self.cfg.split_after_bytes {
+            return Err(RequestError::Refused {
+                reason: format!(
+                    "the merged range would hold {bytes} bytes, over the split threshold of {} \
+                     bytes: it would split again",
+                    self.cfg.split_after_bytes
+                ),
+            });
+        }
+        let keys = (l.range.len() + r.range.len()) as u64;
+        if self.cfg.split_after_keys > 0 && keys > self.cfg.split_after_keys {
+            return Err(RequestError::Refused {
+                reason: format!(
+                    "the merged range would hold {keys} keys, over the split threshold of {} \
+                     keys: it would split again",
+                    self.cfg.split_after_keys
+                ),
+            });
+        }
+        for (x, d) in [(l, ld), (r, rd)] {
+            let last = x.raft.last_id().index;
+            for p in x.raft.conf_state().members() {
+                if p == self.cfg.node {
+                    continue;
+                }
+                let matched = x.raft.progress(p).map_or(LogIndex(0), |pr| pr.matched);
+                if matched.0 + LAG_TOLERANCE < last.0 {
+                    return Err(RequestError::Refused {
+                        reason: format!(
+                            "the replica of range {} on node {} lags (it holds entry {} of {}): \
+                             retry once it caught up",
+                            d.id, p.0, matched.0, last.0
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(rg)
+    }
+
+    /// Proposes the merge of frozen `rg` into `lg` once every replica of `rg` holds the
+    /// freeze; `None` while some do not yet.
+    fn propose_merge(
+        &mut self,
+        lg: msg::GroupId,
+        rg: msg::GroupId,
+        freeze_index: LogIndex,
+    ) -> Option<Result<(LogIndex, Term), RequestError>> {
+        let r = self.groups.get(&rg)?;
+        let caught_up = r.raft.conf_state().members().into_iter().all(|p| {
+            p == self.cfg.node
+                || r.raft
+                    .progress(p)
+                    .is_some_and(|pr| pr.matched >= freeze_index)
+        });
+        if !caught_up {
+            return None;
+        }
+        let rd = r.range.descriptor().clone();
+        let l = self.groups.get_mut(&lg)?;
+        if l.raft.role() != Role::Leader {
+            return Some(Err(RequestError::NotLeader {
+                range: l.range.descriptor().id,
+                leader_hint: l.raft.leader().map(|n| msg::NodeId(n.0)),
+            }));
+        }
+        if Self::change_in_flight(l) {
+            return None;
+        }
+        let cmd = RangeCommand::Merge {
+            expected_epoch: l.range.descriptor().epoch.0,
+            right_id: rd.id.0,
+            right_group: rd.group.0,
+            right_epoch: rd.epoch.0,
+            freeze_index: freeze_index.0,
+        };
+        l.last_activity = self.ticks;
+        if l.raft.is_quiesced() {
+            l.raft.wake();
+        }
+        Some(
+            l.raft
+                .propose(cmd.encode())
+                .map(|index| (index, l.raft.term()))
+                .map_err(|e| RequestError::Refused {
+                    reason: format!("cannot propose the merge: {e}"),
+                }),
+        )
+    }
+
+    /// Applies the range command entry `e` of group `g`.
+    pub(super) fn apply_range_command(
+        &mut self,
+        g: msg::GroupId,
+        e: &raft::Entry,
+    ) -> Result<(), StoreError> {
+        let cmd = RangeCommand::decode(&e.data).map_err(|reason| StoreError::Raft {
+            group: g.0,
+            reason: format!(
+                "range command at {} does not decode ({reason}): the log is damaged",
+                e.index.0
+            ),
+        })?;
+        let result = match cmd {
+            RangeCommand::Split {
+                expected_epoch,
+                key,
+                right_id,
+                right_group,
+            } => self.apply_split(g, e, expected_epoch, key, right_id, right_group)?,
+            RangeCommand::Freeze { expected_epoch } => {
+                let Some(r) = self.groups.get_mut(&g) else {
+                    return Ok(());
+                };
+                let d = r.range.descriptor().clone();
+                if d.epoch.0 != expected_epoch {
+                    r.range.skip_to(e.index.0);
+                    Err(RequestError::RangeMoved { descriptor: d })
+                } else if r.range.frozen_at().is_some() {
+                    r.range.skip_to(e.index.0);
+                    Err(RequestError::ChangeInProgress { range: d.id })
+                } else {
+                    r.range.freeze(e.index.0);
+                    info!(
+                        range = d.id.0,
+                        index = e.index.0,
+                        "range frozen for a merge"
+                    );
+                    Ok(Applied::Frozen { at: e.index })
+                }
+            }
+            RangeCommand::Merge {
+                expected_epoch,
+                right_id,
+                right_group,
+                right_epoch,
+                freeze_index,
+            } => self.apply_merge(
+                g,
+                e,
+                expected_epoch,
+                (RangeId(right_id), msg::GroupId(right_group)),
+                right_epoch,
+                LogIndex(freeze_index),
+            )?,
+        };
+        self.resolve_admin(g, e, result);
+        Ok(())
+    }
+
+    fn apply_split(
+        &mut self,
+        g: msg::GroupId,
+        e: &raft::Entry,
+        expected_epoch: u64,
+        key: Vec<u8>,
+        right_id: u64,
+        right_group: u64,
+    ) -> Result<Result<Applied, RequestError>, StoreError> {
+        let Some(r) = self.groups.get_mut(&g) else {
+            return Ok(Err(RequestError::UnknownRange { range: RangeId(0) }));
+        };
+        let d = r.range.descriptor().clone();
+        let refusal = if d.epoch.0 != expected_epoch {
+            Some(RequestError::RangeMoved {
+                descriptor: d.clone(),
+            })
+        } else if r.range.frozen_at().is_some() {
+            Some(RequestError::ChangeInProgress { range: d.id })
+        } else if key <= d.start || (!d.end.is_empty() && key >= d.end) {
+            Some(RequestError::InvalidRequest {
+                reason: InvalidReason::BadSplitKey,
+            })
+        } else {
+            None
+        };
+        if let Some(err) = refusal {
+            r.range.skip_to(e.index.0);
+            return Ok(Err(err));
+        }
+        let epoch = msg::RangeEpoch(d.epoch.0 + 1);
+        let left = RangeDescriptor {
+            end: key.clone(),
+            epoch,
+            ..d.clone()
+        };
+        let right = RangeDescriptor {
+            id: RangeId(right_id),
+            group: msg::GroupId(right_group),
+            start: key,
+            end: d.end.clone(),
+            replicas: d.replicas.clone(),
+            epoch,
+        };
+        let child = r.range.split_off(e.index.0, left.clone(), right.clone());
+        let leads = r.raft.role() == Role::Leader;
+        self.metrics.splits += 1;
+        {
+            let mut dir = self.dir.write().unwrap_or_else(|e| e.into_inner());
+            dir.upsert(&left);
+            dir.upsert(&right);
+        }
+        info!(
+            range = d.id.0,
+            right = right_id,
+            index = e.index.0,
+            keys_moved = child.len(),
+            "split applied"
+        );
+        if self.groups.contains_key(&right.group) {
+            // Cannot happen with fresh ids; never replace a live replica.
+            warn!(
+                group = right_group,
+                "split names a group that exists here; kept as is"
+            );
+            return Ok(Ok(Applied::Split { left, right }));
+        }
+        // The new group starts where the split entry is: its log begins after it (term 0,
+        // so no vote guard delays its first election), holding the right half of the data.
+        let mut conf = ConfState::with_voters(right.voters().map(|n| NodeId(n.0)));
+        conf.learners = right
+            .replicas
+            .iter()
+            .filter(|x| x.role == msg::ReplicaRole::Learner)
+            .map(|x| NodeId(x.node.0))
+            .collect();
+        let meta = SnapshotMeta {
+            last: LogId {
+                term: Term(0),
+                index: e.index,
+            },
+            conf_state: conf,
+        };
+        self.create_replica(right.group, None, Some((meta, child)))?;
+        if let Some(c) = self.groups.get_mut(&right.group) {
+            c.parent = Some(g);
+            c.last_activity = self.ticks;
+        }
+        self.forced_snapshots
+            .push((right.group, self.ticks + FORCED_SNAPSHOT_DELAY_TICKS));
+        if leads {
+            self.campaign(right.group);
+        }
+        let orphans: Vec<Message> = {
+            let mut kept = Vec::new();
+            let mut mine = Vec::new();
+            for (og, m, t) in self.orphans.drain(..) {
+                if og == right.group {
+                    mine.push(m);
+                } else {
+                    kept.push((og, m, t));
+                }
+            }
+            self.orphans = kept;
+            mine
+        };
+        for m in orphans {
+            self.step(right.group, m);
+        }
+        Ok(Ok(Applied::Split { left, right }))
+    }
+
+    fn apply_merge(
+        &mut self,
+        lg: msg::GroupId,
+        e: &raft::Entry,
+        expected_epoch: u64,
+        (right_id, rg): (RangeId, msg::GroupId),
+        right_epoch: u64,
+        freeze_index: LogIndex,
+    ) -> Result<Result<Applied, RequestError>, StoreError> {
+        let Some(l) = self.groups.get_mut(&lg) else {
+            return Ok(Err(RequestError::UnknownRange { range: right_id }));
+        };
+        let ld = l.range.descriptor().clone();
+        if ld.epoch.0 != expected_epoch {
+            l.range.skip_to(e.index.0);
+            return Ok(Err(RequestError::RangeMoved { descriptor: ld }));
+        }
+        // Every replica of the left range holds the right one (same replicas, checked when
+        // proposed); bring this one to the freeze from its own log.
+        let Some(r) = self.groups.get(&rg) else {
+            return Err(StoreError::Raft {
+                group: lg.0,
+                reason: format!(
+                    "merge entry {} absorbs range {right_id} (group {}), which has no replica \
+                     here: this replica cannot apply it and stops",
+                    e.index.0, rg.0
+                ),
+            });
+        };
+        let mut next = LogIndex(r.range.applied_index() + 1);
+        while next <= freeze_index {
+            let entry = self
+                .groups
+                .get(&rg)
+                .and_then(|r| r.raft.entry(next).cloned())
+                .ok_or_else(|| StoreError::Raft {
+                    group: rg.0,
+                    reason: format!(
+                        "merge into range {} needs entry {} of this range up to its freeze at \
+                         {}, which this replica does not hold",
+                        ld.id, next.0, freeze_index.0
+                    ),
+                })?;
+            self.apply_entry(rg, &entry)?;
+            next = next.next();
+        }
+        let Some(r) = self.groups.get(&rg) else {
+            return Ok(Err(RequestError::UnknownRange { range: right_id }));
+        };
+        let rd = r.range.descriptor().clone();
+        if r.range.frozen_at() != Some(freeze_index.0)
+            || rd.epoch.0 != right_epoch
+            || rd.start != ld.end
+        {
+            if let Some(l) = self.groups.get_mut(&lg) {
+                l.range.skip_to(e.index.0);
+            }
+            return Ok(Err(RequestError::Refused {
+                reason: format!(
+                    "range {} is not frozen at {} with epoch {right_epoch} right after range {}",
+                    rd.id, freeze_index.0, ld.id
+                ),
+            }));
+        }
+        let Some(right) = self.drop_replica(rg) else {
+            return Ok(Err(RequestError::UnknownRange { range: right_id }));
+        };
+        let merged = RangeDescriptor {
+            end: rd.end.clone(),
+            epoch: msg::RangeEpoch(ld.epoch.0.max(rd.epoch.0) + 1),
+            ..ld.clone()
+        };
+        // Writes after the freeze were refused by the frozen range: never applied.
+        for p in right.proposals {
+            self.responses.push((
+                p.token,
+                ClientResponse {
+                    request_id: p.request_id,
+                    result: Err(RequestError::RangeMoved {
+                        descriptor: merged.clone(),
+                    }),
+                },
+            ));
+        }
+        let keys = right.range.len();
+        if let Some(l) = self.groups.get_mut(&lg) {
+            l.range.absorb(e.index.0, right.range, merged.clone());
+            l.absorbed.push(rg);
+        }
+        self.forced_snapshots
+            .push((lg, self.ticks + FORCED_SNAPSHOT_DELAY_TICKS));
+        {
+            let mut dir = self.dir.write().unwrap_or_else(|e| e.into_inner());
+            dir.remove(rd.id);
+            dir.upsert(&merged);
+        }
+        self.metrics.merges += 1;
+        info!(
+            range = ld.id.0,
+            absorbed = rd.id.0,
+            index = e.index.0,
+            keys,
+            "merge applied"
+        );
+        Ok(Ok(Applied::Merged { merged }))
+    }
+
+    /// Moves the admin requests waiting for entry `e` of `g` along.
+    fn resolve_admin(
+        &mut self,
+        g: msg::GroupId,
+        e: &raft::Entry,
+        result: Result<Applied, RequestError>,
+    ) {
+        let mut result = Some(result);
+        let mut i = 0;
+        while i < self.pending_admin.len() {
+            let p = &mut self.pending_admin[i];
+            let (index, term) = match p.wait {
+                AdminWait::Split { group, index, term } if group == g => (index, term),
+                AdminWait::Freeze {
+                    right, index, term, ..
+                } if right == g => (index, term),
+                AdminWait::Merge { left, index, term } if left == g => (index, term),
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            if index != e.index {
+                i += 1;
+                continue;
+            }
+            let answer = if term != e.term {
+                Some(Err(RequestError::Ambiguous {
+                    reason: AmbiguousReason::LeadershipLost,
+                }))
+            } else {
+                match (result.take(), &p.wait) {
+                    (Some(Ok(Applied::Split { left, right })), _) => {
+                        p.wait = AdminWait::SplitServing { left, right };
+                        None
+                    }
+                    (Some(Ok(Applied::Frozen { at })), AdminWait::Freeze { left, right, .. }) => {
+                        p.wait = AdminWait::Frozen {
+                            left: *left,
+                            right: *right,
+                            freeze_index: at,
+                        };
+                        None
+                    }
+                    (Some(Ok(Applied::Merged { merged })), _) => {
+                        Some(Ok(AdminReply::Merged { merged }))
+                    }
+                    (Some(Err(err)), _) => Some(Err(err)),
+                    _ => Some(Err(RequestError::Refused {
+                        reason: "the change applied in an unexpected way".into(),
+                    })),
+                }
+            };
+            match answer {
+                Some(result) => {
+                    let p = self.pending_admin.swap_remove(i);
+                    self.admin_responses.push((
+                        p.token,
+                        AdminResponse {
+                            request_id: p.request_id,
+                            result,
+                        },
+                    ));
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Moves waiting admin requests along (new leaders, caught-up replicas, timeouts).
+    pub(super) fn check_admin(&mut self) {
+        let now = self.ticks;
+        let deadline = self.cfg.request_timeout_ticks;
+        let mut i = 0;
+        while i < self.pending_admin.len() {
+            let at_tick = self.pending_admin[i].at_tick;
+            let outcome: Option<Result<AdminReply, RequestError>> =
+                match &self.pending_admin[i].wait {
+                    AdminWait::SplitServing { left, right } => {
+                        let serving = self
+                            .groups
+                            .get(&right.group)
+                            .is_none_or(|r| r.raft.leader().is_some());
+                        serving.then(|| {
+                            Ok(AdminReply::Split {
+                                left: left.clone(),
+                                right: right.clone(),
+                            })
+                        })
+                    }
+                    AdminWait::Frozen {
+                        left,
+                        right,
+                        freeze_index,
+                    } => {
+                        let (left, right, freeze_index) = (*left, *right, *freeze_index);
+                        match self.propose_merge(left, right, freeze_index) {
+                            None => None,
+                            Some(Ok((index, term))) => {
+                                self.pending_admin[i].wait = AdminWait::Merge { left, index, term };
+                                None
+                            }
+                            Some(Err(e)) => Some(Err(e)),
+                        }
+                    }
+                    AdminWait::Transfer { group, to } => self.groups.get(group).and_then(|r| {
+                        (r.raft.leader() == Some(*to)).then(|| {
+                            Ok(AdminReply::LeaderTransferred {
+                                range: r.range.descriptor().id,
+                                group: *group,
+                                leader: msg::NodeId(to.0),
+                            })
+                        })
+                    }),
+                    AdminWait::Split { .. }
+                    | AdminWait::Freeze { .. }
+                    | AdminWait::Merge { .. } => None,
+                };
+            let outcome = outcome.or_else(|| {
+                (now.saturating_sub(at_tick) > deadline).then(|| {
+                    Err(match self.pending_admin[i].wait {
+                        AdminWait::Transfer { .. } => RequestError::Refused {
+                            reason: "the leadership transfer did not complete in time (the \
+                                     target lags or is down): check the range and retry"
+                                .into(),
+                        },
+                        AdminWait::Frozen { .. } => RequestError::Refused {
+                            reason: "a replica did not catch up with the freeze in time; the \
+                                     frozen range finishes its merge once it does"
+                                .into(),
+                        },
+                        _ => RequestError::Ambiguous {
+                            reason: AmbiguousReason::Timeout,
+                        },
+                    })
+                })
+            });
+            match outcome {
+                Some(result) => {
+                    let p = self.pending_admin.swap_remove(i);
+                    self.admin_responses.push((
+                        p.token,
+                        AdminResponse {
+                            request_id: p.request_id,
+                            result,
+                        },
+                    ));
+                }
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Finishes merges whose requester went away (leadership changed after the freeze): a
+    /// frozen range led here moves its leadership to its left neighbour's leader, and a
+    /// node that leads both proposes the merge.
+    pub(super) fn finish_frozen(&mut self) {
+        if self.ticks % FROZEN_CHECK_TICKS != 0 {
+            return;
+        }
+        let frozen: Vec<(msg::GroupId, LogIndex)> = self
+            .order
+            .iter()
+            .filter_map(|g| self.groups.get(g))
+            .filter(|r| r.raft.role() == Role::Leader)
+            .filter_map(|r| r.range.frozen_at().map(|f| (r.group, LogIndex(f))))
+            .collect();
+        for (rg, f) in frozen {
+            if self.pending_admin.iter().any(|p| {
+                matches!(p.wait, AdminWait::Frozen { right, .. } | AdminWait::Freeze { right, .. } if right == rg)
+            }) {
+                continue;
+            }
+            let start = self.groups[&rg].range.descriptor().start.clone();
+            let Some(lg) = self
+                .groups
+                .values()
+                .find(|l| l.range.descriptor().end == start)
+                .map(|l| l.group)
+            else {
+                continue;
+            };
+            let l = &self.groups[&lg];
+            if l.raft.role() == Role::Leader {
+                if let Some(Ok((index, _))) = self.propose_merge(lg, rg, f) {
+                    info!(
+                        left = lg.0,
+                        right = rg.0,
+                        index = index.0,
+                        "merge of a frozen range resumed"
+                    );
+                }
+            } else if let Some(leader) = l.raft.leader() {
+                if let Some(r) = self.groups.get_mut(&rg) {
+                    if r.raft.conf_state().is_voter(leader) {
+                        let _ = r.raft.transfer_leader(leader);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the snapshots that splits and merges made due (a split child's first file,
+    /// which frees its parent's log; a survivor's, which frees the absorbed range's files).
+    pub(super) fn write_forced_snapshots(&mut self) -> Result<(), StoreError> {
+        let now = self.ticks;
+        if !self.forced_snapshots.iter().any(|(_, due)| *due <= now) {
+            return Ok(());
+        }
+        let due: Vec<msg::GroupId> = self
+            .forced_snapshots
+            .iter()
+            .filter(|(_, t)| *t <= now)
+            .map(|(g, _)| *g)
+            .collect();
+        self.forced_snapshots.retain(|(_, t)| *t > now);
+        for g in due {
+            let Some(r) = self.groups.get(&g) else {
+                continue;
+            };
+            let applied = LogIndex(r.range.applied_index());
+            if applied == r.raft.snapshot().last.index {
+                // Nothing applied since the split: the file holds the state at the split.
+                let file = SnapshotFile {
+                    group: g,
+                    meta: r.raft.snapshot().clone(),
+                    range_bytes: r.range.encode_snapshot(),
+                }
+                .encode();
+                self.snaps
+                    .save(g, &file)
+                    .map_err(|e| StoreError::Snapshot {
+                        group: g.0,
+                        location: self.snaps.location(g),
+                        reason: e.to_string(),
+                    })?;
+                self.metrics.snapshots_taken += 1;
+                self.snapshot_written(g)?;
+            } else if applied <= r.raft.applied() {
+                self.take_snapshot(g, applied)?;
+            } else {
+                self.forced_snapshots.push((g, now + 1));
+            }
+        }
+        Ok(())
+    }
+
+    /// A snapshot file of `g` is durable: a split child no longer needs its parent's log,
+    /// and ranges `g` absorbed lose their files.
+    pub(super) fn snapshot_written(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
+        let Some(r) = self.groups.get_mut(&g) else {
+            return Ok(());
+        };
+        r.parent = None;
+        let absorbed = std::mem::take(&mut r.absorbed);
+        for a in absorbed {
+            self.destroy_files(a)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `g` must keep its log: a split child of it has no snapshot file yet.
+    pub(super) fn has_unsaved_child(&self, g: msg::GroupId) -> bool {
+        self.groups.values().any(|c| c.parent == Some(g))
+    }
+
+    /// The split policy, for a leader after its turn: split in the middle once the range
+    /// is over a size or load threshold.
+    pub(super) fn maybe_split(&mut self, g: msg::GroupId) {
+        let now = self.ticks;
+        let cfg = &self.cfg;
+        let Some(r) = self.groups.get_mut(&g) else {
+            return;
+        };
+        if now.saturating_sub(r.window_start) >= LOAD_WINDOW_TICKS {
+            let ms = now.saturating_sub(r.window_start) * cfg.tick_ms.max(1);
+            r.writes_per_sec = r.window_writes * 1000 / ms.max(1);
+            r.window_writes = 0;
+            r.window_start = now;
+        }
+        if r.raft.role() != Role::Leader || r.range.descriptor().id == RangeId(1) {
+            return;
+        }
+        let due = (cfg.split_after_bytes > 0 && r.range.size_bytes() > cfg.split_after_bytes)
+            || (cfg.split_after_keys > 0 && r.range.len() as u64 > cfg.split_after_keys)
+            || (cfg.split_after_writes_per_sec > 0
+                && r.writes_per_sec > cfg.split_after_writes_per_sec
+                && r.range.len() >= 2);
+        // Looked at no more than once per load window while due.
+        if !due || now < r.split_checked + LOAD_WINDOW_TICKS / 4 {
+            return;
+        }
+        r.split_checked = now;
+        if r.range.frozen_at().is_some() || Self::change_in_flight(r) {
+            return;
+        }
+        let Some(key) = r.range.middle_key() else {
+            return;
+        };
+        let (bytes, keys, rate) = (r.range.size_bytes(), r.range.len(), r.writes_per_sec);
+        match self.propose_split(g, &key) {
+            Ok((index, _)) => {
+                info!(
+                    group = g.0,
+                    bytes,
+                    keys,
+                    writes_per_sec = rate,
+                    index = index.0,
+                    "automatic split proposed"
+                )
+            }
+            Err(e) => debug!(group = g.0, error = %e, "automatic split not proposed"),
+        }
+    }
+}
