@@ -23,7 +23,9 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use quasar_rpc::client::{AdminClient, BlockingClient, ClientConfig};
 use quasar_rpc::error::ClientError;
-use quasar_rpc::message::{NodeId, Operation, RangeId, SessionId, Txn, TxnOp};
+use quasar_rpc::message::{
+    NodeId, Operation, RangeDescriptor, RangeId, RangeInfo, SessionId, Txn, TxnOp,
+};
 use serde::Serialize;
 
 use crate::report::{latency_histogram, Percentiles, Report};
@@ -121,6 +123,7 @@ pub fn presplit(
         let info = admin
             .describe_key(&key)
             .with_context(|| format!("cannot find the range of {}", key.escape_ascii()))?;
+        let info = admin.fresh(info);
         if info.descriptor.start == key {
             ids.push(info.descriptor.id);
             continue;
@@ -136,6 +139,7 @@ pub fn presplit(
             break;
         };
         let info = admin.describe(*id)?;
+        let info = admin.fresh(info);
         if !info.descriptor.voters().any(|v| v == *to) {
             continue;
         }
@@ -288,15 +292,27 @@ fn rounds(
     let mut probe_client = BlockingClient::new(client_config(config, timeout));
     let first = key_name(&args.key_prefix, 0);
     let mid = key_name(&args.key_prefix, args.keys / 2);
+    // The range as the last merge answered it: nodes' views (DescribeRange) may lag behind
+    // a merge just made, its reply does not.
+    let mut known: Option<RangeDescriptor> = None;
     for round in 1..=args.rounds {
         if interrupted.load(Ordering::Relaxed) {
             eprintln!("interrupted: reporting the rounds done");
             break;
         }
-        let info = admin.describe_key(&first)?;
+        let seen = admin.describe_key(&first)?;
+        let seen = admin.fresh(seen);
+        let info = match known.take() {
+            Some(d) if d.epoch > seen.descriptor.epoch => RangeInfo {
+                descriptor: d,
+                ..seen
+            },
+            _ => seen,
+        };
         let id = info.descriptor.id;
+        let leader = info.leader;
         let began = Instant::now();
-        admin
+        let (left, _) = admin
             .split_seen(info, &mid)
             .with_context(|| format!("round {round}: split of range {id} failed"))?;
         probe(&mut probe_client, &first, &mid)
@@ -306,8 +322,13 @@ fn rounds(
 
         let began = Instant::now();
         let merged = admin
-            .merge(id)
+            .merge_seen(RangeInfo {
+                descriptor: left,
+                leader,
+                commit: None,
+            })
             .with_context(|| format!("round {round}: merge of range {id} failed"))?;
+        known = Some(merged.merged.clone());
         probe(&mut probe_client, &first, &mid)
             .with_context(|| format!("round {round}: after the merge"))?;
         let merge = began.elapsed();

@@ -266,6 +266,8 @@ fn dry_run_report(plan: String, json_plan: Value, output: Output) -> Report {
 }
 
 fn split(admin: &mut AdminClient, args: &SplitArgs, output: Output) -> anyhow::Result<Report> {
+    // Each plan shows the range as its leader sees it (`fresh`): the epoch the change
+    // names is the latest one, not a lagging node's.
     let (info, key) = match (args.id, &args.at, &args.key) {
         (Some(id), Some(at), None) => (
             admin.describe(RangeId(id)).map_err(admin_error)?,
@@ -277,6 +279,7 @@ fn split(admin: &mut AdminClient, args: &SplitArgs, output: Output) -> anyhow::R
         ),
         _ => anyhow::bail!("pass either `range split ID --at KEY` or `range split --key KEY`"),
     };
+    let info = admin.fresh(info);
     let d = &info.descriptor;
     let (left, right) = predict_split(d, &key).map_err(admin_error)?;
     let plan = format!(
@@ -323,11 +326,13 @@ fn split(admin: &mut AdminClient, args: &SplitArgs, output: Output) -> anyhow::R
 
 fn merge(admin: &mut AdminClient, args: &MergeArgs, output: Output) -> anyhow::Result<Report> {
     let left = admin.describe(RangeId(args.left_id)).map_err(admin_error)?;
+    let left = admin.fresh(left);
     let next = left.descriptor.end.clone();
     let right = if next.is_empty() {
         left.clone()
     } else {
-        admin.describe_key(&next).map_err(admin_error)?
+        let asked = left.leader.unwrap_or(admin.contact());
+        admin.describe_key_at(asked, &next).map_err(admin_error)?
     };
     let plan = plan_merge(&left, &right).map_err(admin_error)?;
     let (l, r) = (&left.descriptor, &right.descriptor);
@@ -399,6 +404,7 @@ fn transfer(
     output: Output,
 ) -> anyhow::Result<Report> {
     let info = admin.describe(RangeId(args.id)).map_err(admin_error)?;
+    let info = admin.fresh(info);
     let to = NodeId(args.to);
     let d = &info.descriptor;
     if !d.voters().any(|n| n == to) {

@@ -330,6 +330,11 @@ impl AdminClient {
         self
     }
 
+    /// The node asked node-level questions first.
+    pub fn contact(&self) -> NodeId {
+        self.contact
+    }
+
     /// The client configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.config
@@ -341,9 +346,14 @@ impl AdminClient {
 
     /// A node-level question: shard 0 of the contact node, then of the others in turn.
     fn ask(&mut self, op: AdminOp) -> Result<AdminReply, AdminError> {
+        self.ask_from(self.contact, op)
+    }
+
+    /// A node-level question: shard 0 of `first`, then of the others in turn.
+    fn ask_from(&mut self, first: NodeId, op: AdminOp) -> Result<AdminReply, AdminError> {
         let began = Instant::now();
         let mut order: Vec<NodeId> = self.config.nodes.iter().map(|n| n.0).collect();
-        if let Some(i) = order.iter().position(|n| *n == self.contact) {
+        if let Some(i) = order.iter().position(|n| *n == first) {
             order.rotate_left(i);
         }
         if order.is_empty() {
@@ -408,7 +418,13 @@ impl AdminClient {
 
     /// One range by id.
     pub fn describe(&mut self, range: RangeId) -> Result<RangeInfo, AdminError> {
-        match self.ask(AdminOp::DescribeRange(RangeSelector::Id(range))) {
+        self.describe_at(self.contact, range)
+    }
+
+    /// One range by id, as `node` sees it (asked first; the range's leader knows the
+    /// latest descriptor, other nodes may lag behind a split or merge it just made).
+    pub fn describe_at(&mut self, node: NodeId, range: RangeId) -> Result<RangeInfo, AdminError> {
+        match self.ask_from(node, AdminOp::DescribeRange(RangeSelector::Id(range))) {
             Ok(AdminReply::Range(info)) => Ok(info),
             Ok(other) => Err(unexpected("DescribeRange", &other)),
             Err(AdminError::NoSuchRange(_)) => Err(AdminError::NoSuchRange(range)),
@@ -416,9 +432,31 @@ impl AdminClient {
         }
     }
 
+    /// `info` as its leader sees it, when another node answered: the leader knows the latest
+    /// descriptor, other nodes may lag behind a change it just made. `info` itself when the
+    /// leader is unknown or does not answer.
+    pub fn fresh(&mut self, info: RangeInfo) -> RangeInfo {
+        match info.leader {
+            Some(l) if l != self.contact && self.known()(l) => self
+                .describe_at(l, info.descriptor.id)
+                .ok()
+                .filter(|f| f.descriptor.epoch >= info.descriptor.epoch)
+                .unwrap_or(info),
+            _ => info,
+        }
+    }
+
     /// The range holding `key`.
     pub fn describe_key(&mut self, key: &[u8]) -> Result<RangeInfo, AdminError> {
-        match self.ask(AdminOp::DescribeRange(RangeSelector::Key(key.to_vec())))? {
+        self.describe_key_at(self.contact, key)
+    }
+
+    /// The range holding `key`, as `node` sees it (asked first).
+    pub fn describe_key_at(&mut self, node: NodeId, key: &[u8]) -> Result<RangeInfo, AdminError> {
+        match self.ask_from(
+            node,
+            AdminOp::DescribeRange(RangeSelector::Key(key.to_vec())),
+        )? {
             AdminReply::Range(info) if info.descriptor.contains(key) => Ok(info),
             AdminReply::Range(info) => Err(AdminError::Failed(format!(
                 "DescribeRange for key {} answered range {}, which does not hold it",
@@ -525,6 +563,7 @@ impl AdminClient {
         key: &[u8],
     ) -> Result<(RangeDescriptor, RangeDescriptor), AdminError> {
         let info = self.describe(range)?;
+        let info = self.fresh(info);
         self.split_seen(info, key)
     }
 
@@ -566,6 +605,7 @@ impl AdminClient {
     /// Moves the leadership of `range` to `to` (a voter of it).
     pub fn transfer_leader(&mut self, range: RangeId, to: NodeId) -> Result<NodeId, AdminError> {
         let info = self.describe(range)?;
+        let info = self.fresh(info);
         self.transfer_seen(info, to)
     }
 
@@ -603,7 +643,8 @@ impl AdminClient {
             fastrand::u64(..),
         );
         loop {
-            let info = self.describe(range)?;
+            // The new leader knows first.
+            let info = self.describe_at(leader, range)?;
             if info.leader == Some(leader) {
                 return Ok(info);
             }
@@ -625,19 +666,31 @@ impl AdminClient {
     /// leader first when they differ.
     pub fn merge(&mut self, left: RangeId) -> Result<Merged, AdminError> {
         let info = self.describe(left)?;
+        let info = self.fresh(info);
         self.merge_seen(info)
     }
 
     /// As [`AdminClient::merge`] from the left range as the caller saw it.
     pub fn merge_seen(&mut self, mut left: RangeInfo) -> Result<Merged, AdminError> {
         if left.leader.is_none() {
-            left = self.settled(left)?;
+            // Only the leader is taken: the descriptor stays the one the caller saw.
+            left.leader = self.settled(left.descriptor.id)?.leader;
         }
         let next = left.descriptor.end.clone();
         if next.is_empty() {
             plan_merge(&left, &left)?;
         }
-        let right = self.describe_key(&next)?;
+        // The left's leader knows of the latest split best; a node's view may still lag
+        // behind a split just made (the range holding `next` then starts before it).
+        let asked = left.leader.unwrap_or(self.contact);
+        let began = Instant::now();
+        let right = loop {
+            let right = self.describe_key_at(asked, &next)?;
+            if right.descriptor.start == next || began.elapsed() >= self.settle_timeout {
+                break right;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let plan = plan_merge(&left, &right)?;
         let mut transferred = None;
         if let Some((range, to)) = plan.transfer {
@@ -660,10 +713,9 @@ impl AdminClient {
         }
     }
 
-    /// `info` again until it names a leader (bounded by the settle timeout).
-    fn settled(&mut self, info: RangeInfo) -> Result<RangeInfo, AdminError> {
+    /// The range `range` once it names a leader (bounded by the settle timeout).
+    fn settled(&mut self, range: RangeId) -> Result<RangeInfo, AdminError> {
         let began = Instant::now();
-        let range = info.descriptor.id;
         loop {
             let info = self.describe(range)?;
             if info.leader.is_some() {
