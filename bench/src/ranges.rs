@@ -213,6 +213,8 @@ fn load(config: &ClientConfig, args: &RangesArgs, interrupted: &AtomicBool) -> a
 struct Writes {
     ok: u64,
     errors: BTreeMap<String, u64>,
+    /// The first message of each kind of error.
+    examples: BTreeMap<String, String>,
 }
 
 fn error_kind(e: &ClientError) -> String {
@@ -254,7 +256,11 @@ fn writer(mut client: BlockingClient, args: &RangesArgs, stop: &AtomicBool, out:
         let Ok(mut w) = out.lock() else { return };
         match result {
             Ok(_) => w.ok += 1,
-            Err(e) => *w.errors.entry(error_kind(&e)).or_default() += 1,
+            Err(e) => {
+                let kind = error_kind(&e);
+                *w.errors.entry(kind.clone()).or_default() += 1;
+                w.examples.entry(kind).or_insert_with(|| e.to_string());
+            }
         }
     }
 }
@@ -417,6 +423,7 @@ pub fn run(args: RangesArgs) -> anyhow::Result<()> {
         .figure("writes", writes.ok)
         .figure("write_errors", errors)
         .figure("write_errors_by_kind", &writes.errors)
+        .figure("write_error_examples", &writes.examples)
         .figure("measured_secs", (secs * 10.0).round() / 10.0)
         .percentiles("split_", &split)
         .percentiles("merge_", &merge);
@@ -429,7 +436,8 @@ pub fn run(args: RangesArgs) -> anyhow::Result<()> {
             writes.ok, secs
         );
         for (kind, n) in &writes.errors {
-            println!("  {kind:<20} {n}");
+            let example = writes.examples.get(kind).map_or("", String::as_str);
+            println!("  {kind:<20} {n}  (first: {example})");
         }
     }
     Ok(())

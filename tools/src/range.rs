@@ -116,6 +116,9 @@ pub fn check_confirmation(flags: ChangeFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a node's view of ranges may lag behind a change (it publishes it periodically).
+const VIEW_LAG: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Runs one `range` command.
 pub fn run(cluster: &mut Cluster, cmd: &RangeCommand, output: Output) -> anyhow::Result<Report> {
     let mut admin = AdminClient::new(cluster.config.clone()).with_contact(cluster.contact);
@@ -266,20 +269,28 @@ fn dry_run_report(plan: String, json_plan: Value, output: Output) -> Report {
 }
 
 fn split(admin: &mut AdminClient, args: &SplitArgs, output: Output) -> anyhow::Result<Report> {
-    // Each plan shows the range as its leader sees it (`fresh`): the epoch the change
-    // names is the latest one, not a lagging node's.
-    let (info, key) = match (args.id, &args.at, &args.key) {
-        (Some(id), Some(at), None) => (
-            admin.describe(RangeId(id)).map_err(admin_error)?,
-            at.as_bytes().to_vec(),
-        ),
-        (None, None, Some(key)) => (
-            admin.describe_key(key.as_bytes()).map_err(admin_error)?,
-            key.as_bytes().to_vec(),
-        ),
+    let key = match (args.id, &args.at, &args.key) {
+        (Some(_), Some(at), None) => at.as_bytes().to_vec(),
+        (None, None, Some(key)) => key.as_bytes().to_vec(),
         _ => anyhow::bail!("pass either `range split ID --at KEY` or `range split --key KEY`"),
     };
-    let info = admin.fresh(info);
+    // The plan shows the range as its leader sees it (`fresh`): the epoch the change names
+    // is the latest one, not a lagging node's.
+    let look = |admin: &mut AdminClient| -> anyhow::Result<RangeInfo> {
+        let info = match args.id {
+            Some(id) => admin.describe(RangeId(id)),
+            None => admin.describe_key(&key),
+        }
+        .map_err(admin_error)?;
+        Ok(admin.fresh(info))
+    };
+    let mut info = look(admin)?;
+    if predict_split(&info.descriptor, &key).is_err() {
+        // Nodes publish their view of ranges a moment after a change: a split or merge
+        // just made may not show yet. Look once more before refusing.
+        std::thread::sleep(VIEW_LAG);
+        info = look(admin)?;
+    }
     let d = &info.descriptor;
     let (left, right) = predict_split(d, &key).map_err(admin_error)?;
     let plan = format!(
@@ -325,15 +336,24 @@ fn split(admin: &mut AdminClient, args: &SplitArgs, output: Output) -> anyhow::R
 }
 
 fn merge(admin: &mut AdminClient, args: &MergeArgs, output: Output) -> anyhow::Result<Report> {
-    let left = admin.describe(RangeId(args.left_id)).map_err(admin_error)?;
-    let left = admin.fresh(left);
-    let next = left.descriptor.end.clone();
-    let right = if next.is_empty() {
-        left.clone()
-    } else {
-        let asked = left.leader.unwrap_or(admin.contact());
-        admin.describe_key_at(asked, &next).map_err(admin_error)?
+    let look = |admin: &mut AdminClient| -> anyhow::Result<(RangeInfo, RangeInfo)> {
+        let left = admin.describe(RangeId(args.left_id)).map_err(admin_error)?;
+        let left = admin.fresh(left);
+        let next = left.descriptor.end.clone();
+        let right = if next.is_empty() {
+            left.clone()
+        } else {
+            let asked = left.leader.unwrap_or(admin.contact());
+            admin.describe_key_at(asked, &next).map_err(admin_error)?
+        };
+        Ok((left, right))
     };
+    let (mut left, mut right) = look(admin)?;
+    if plan_merge(&left, &right).is_err() {
+        // A split just made may not show yet (see `VIEW_LAG`).
+        std::thread::sleep(VIEW_LAG);
+        (left, right) = look(admin)?;
+    }
     let plan = plan_merge(&left, &right).map_err(admin_error)?;
     let (l, r) = (&left.descriptor, &right.descriptor);
     let leader = |i: &RangeInfo| i.leader.map_or("unknown".into(), |l| l.to_string());

@@ -294,6 +294,9 @@ pub struct AdminClient {
     total_timeout: Duration,
     /// Bound on waiting for a leadership change to show.
     settle_timeout: Duration,
+    /// The node whose answer ended the last range change (its range's leader: others
+    /// answer `NotLeader`).
+    answered_by: Option<NodeId>,
 }
 
 impl AdminClient {
@@ -306,6 +309,7 @@ impl AdminClient {
             contact,
             total_timeout: Duration::from_secs(60),
             settle_timeout: Duration::from_secs(20),
+            answered_by: None,
         }
     }
 
@@ -516,6 +520,7 @@ impl AdminClient {
         let mut last = String::new();
         let mut ambiguous = None;
         let mut target = leader_target(&info, shards, self.known());
+        self.answered_by = None;
         for attempt in 0..attempts {
             if attempt > 0 && began.elapsed() >= self.total_timeout {
                 return Err(give_up(attempt, began, last, ambiguous));
@@ -528,6 +533,9 @@ impl AdminClient {
                 continue;
             };
             let answer = self.client.admin_once(node, shard, &mut request)?;
+            if answer.is_ok() {
+                self.answered_by = Some(node);
+            }
             match decide(answer, node, self.known()) {
                 Step::Done(reply) => return Ok(reply),
                 Step::Redirect(leader) => {
@@ -691,26 +699,67 @@ impl AdminClient {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let plan = plan_merge(&left, &right)?;
-        let mut transferred = None;
-        if let Some((range, to)) = plan.transfer {
-            let from = right.leader;
-            self.transfer_seen(right, to)?;
-            self.wait_leader(range, to)?;
-            transferred = Some((range, from, to));
-        }
-        let id = left.descriptor.id;
-        let op = AdminOp::MergeRanges {
-            left: id,
-            expected_epoch: left.descriptor.epoch,
+        plan_merge(&left, &right)?;
+        // Leadership views (DescribeRange) lag behind transfers, but NotLeader hints do not:
+        // the right range's leadership is always moved to the node believed to lead the left
+        // one (a no-op answered at once when it already leads there), and when the merge is
+        // refused by a left leader other than the one believed, once more to that one.
+        let Some(mut to) = left.leader else {
+            return Err(AdminError::Unavailable {
+                attempts: 0,
+                secs: 0.0,
+                last: format!("range {} has no leader", left.descriptor.id),
+            });
         };
-        match self.change(left, op)? {
-            AdminReply::Merged { merged } => Ok(Merged {
-                merged,
-                transferred,
-            }),
-            other => Err(unexpected("MergeRanges", &other)),
+        let right_id = right.descriptor.id;
+        let mut right = right;
+        let mut transferred = None;
+        let id = left.descriptor.id;
+        let epoch = left.descriptor.epoch;
+        for _ in 0..2 {
+            let from = right.leader;
+            match self.change(
+                right.clone(),
+                AdminOp::TransferLeader {
+                    range: right_id,
+                    to,
+                },
+            )? {
+                AdminReply::LeaderTransferred { .. } => {}
+                other => return Err(unexpected("TransferLeader", &other)),
+            }
+            let moved = self.answered_by.is_some_and(|a| a != to);
+            if moved {
+                transferred = Some((right_id, self.answered_by.or(from), to));
+            }
+            right.leader = Some(to);
+            let op = AdminOp::MergeRanges {
+                left: id,
+                expected_epoch: epoch,
+            };
+            let info = RangeInfo {
+                leader: Some(to),
+                ..left.clone()
+            };
+            match self.change(info, op) {
+                Ok(AdminReply::Merged { merged }) => {
+                    return Ok(Merged {
+                        merged,
+                        transferred,
+                    })
+                }
+                Ok(other) => return Err(unexpected("MergeRanges", &other)),
+                Err(AdminError::Refused(reason)) => match self.answered_by {
+                    // The left range is led elsewhere than believed: co-locate there.
+                    Some(leader) if leader != to => to = leader,
+                    _ => return Err(AdminError::Refused(reason)),
+                },
+                Err(e) => return Err(e),
+            }
         }
+        Err(AdminError::Refused(format!(
+            "refused: the leaders of ranges {id} and {right_id} keep moving; re-run"
+        )))
     }
 
     /// The range `range` once it names a leader (bounded by the settle timeout).
