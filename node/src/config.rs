@@ -65,6 +65,17 @@ pub struct StartArgs {
     /// ... or every N applied payload bytes; 0: never by size.
     #[arg(long, env = "QUASAR_SNAPSHOT_BYTES", value_name = "BYTES")]
     pub snapshot_bytes: Option<u64>,
+    /// Split a range in the middle once it holds this many key and value bytes (also the
+    /// largest range a merge may produce); 0: never by size.
+    #[arg(long, env = "QUASAR_SPLIT_BYTES", value_name = "BYTES")]
+    pub split_bytes: Option<u64>,
+    /// ... or once it holds this many keys; 0: never by key count.
+    #[arg(long, env = "QUASAR_SPLIT_KEYS", value_name = "N")]
+    pub split_keys: Option<u64>,
+    /// ... or once it applies more than this many writes per second (over a second);
+    /// 0: never by load.
+    #[arg(long, env = "QUASAR_SPLIT_WRITES_PER_SEC", value_name = "N")]
+    pub split_writes_per_sec: Option<u64>,
 }
 
 /// The same settings as read from a TOML file.
@@ -85,6 +96,9 @@ struct FileConfig {
     heartbeat_ticks: Option<u32>,
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
+    split_bytes: Option<u64>,
+    split_keys: Option<u64>,
+    split_writes_per_sec: Option<u64>,
 }
 
 /// Defaults: etcd-like timing (100 ms heartbeats, 1 s elections) with a 10 ms tick.
@@ -100,6 +114,8 @@ pub const MAX_SHARDS: usize = 1024;
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
 /// ... or every 64 MiB of applied payload, whichever comes first.
 pub const DEFAULT_SNAPSHOT_BYTES: u64 = 64 << 20;
+/// Ranges split at 64 MiB of keys and values; not by key count or load unless asked.
+pub const DEFAULT_SPLIT_BYTES: u64 = 64 << 20;
 
 /// A validated node configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +135,9 @@ pub struct NodeConfig {
     pub heartbeat_ticks: u32,
     pub snapshot_entries: u64,
     pub snapshot_bytes: u64,
+    pub split_bytes: u64,
+    pub split_keys: u64,
+    pub split_writes_per_sec: u64,
 }
 
 /// A setting that cannot be used, with the fix.
@@ -338,6 +357,15 @@ impl NodeConfig {
                 .snapshot_bytes
                 .or(file.snapshot_bytes)
                 .unwrap_or(DEFAULT_SNAPSHOT_BYTES),
+            split_bytes: args
+                .split_bytes
+                .or(file.split_bytes)
+                .unwrap_or(DEFAULT_SPLIT_BYTES),
+            split_keys: args.split_keys.or(file.split_keys).unwrap_or(0),
+            split_writes_per_sec: args
+                .split_writes_per_sec
+                .or(file.split_writes_per_sec)
+                .unwrap_or(0),
         })
     }
 }

@@ -101,6 +101,9 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         store.tick_ms = cfg.tick_ms;
         store.snapshot_after_entries = cfg.snapshot_entries;
         store.snapshot_after_bytes = cfg.snapshot_bytes;
+        store.split_after_bytes = cfg.split_bytes;
+        store.split_after_keys = cfg.split_keys;
+        store.split_after_writes_per_sec = cfg.split_writes_per_sec;
         // An idle group quiesces after two election timeouts without traffic.
         store.quiesce_after_ticks = u64::from(cfg.election_ticks) * 2;
         // Requests wait at most ~5 election timeouts before an error answer.

@@ -174,3 +174,17 @@ fn canary_amnesia_is_caught() {
         |seed| run(seed, &cfg),
     );
 }
+
+/// Stormy weather while an operator splits ranges at random keys, merges neighbours back
+/// and moves leadership around: histories stay linearizable, every node ends with the same
+/// ranges at the same state.
+#[test]
+fn whole_nodes_stay_linearizable_while_ranges_split_merge_and_move() {
+    let cfg = NodeSimConfig::reshaping();
+    let name = "whole_nodes_stay_linearizable_while_ranges_split_merge_and_move";
+    let total = run_seeds(FILE, name, 60, |seed| run(seed, &cfg));
+    assert!(
+        total.writes_acked > 0 && total.reads_served > 0 && total.range_changes > 0,
+        "no progress or no range change: {total:?}"
+    );
+}

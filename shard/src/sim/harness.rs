@@ -32,6 +32,8 @@ pub struct SimSummary {
     pub conf_changes: u64,
     /// Snapshot messages delivered to followers.
     pub snapshots_installed: u64,
+    /// Range changes (splits, merges, leadership transfers) that completed.
+    pub range_changes: u64,
 }
 
 /// Runs `scenario` for each seed of `test` (in integration test `file`); panics listing
@@ -56,6 +58,7 @@ pub fn run_seeds(
                 total.commit_index = total.commit_index.max(s.commit_index);
                 total.conf_changes += s.conf_changes;
                 total.snapshots_installed += s.snapshots_installed;
+                total.range_changes += s.range_changes;
             }
             Err(f) => {
                 eprintln!("SIM FAILURE {test} seed {seed}: {}", f.reason);

@@ -350,6 +350,46 @@ struct Replica {
     writes_per_sec: u64,
     /// The tick the split policy last looked at this range while a split was due.
     split_checked: u64,
+    /// Created for a group this node never saw the birth of (a split it skipped by
+    /// installing its parent's snapshot): it knows nothing until the group's leader sends a
+    /// snapshot, and serves nothing meanwhile.
+    awaiting_snapshot: bool,
+}
+
+impl Replica {
+    fn new(
+        group: msg::GroupId,
+        raft: RaftNode,
+        range: RangeState,
+        last_snapshot: LogIndex,
+        now: u64,
+    ) -> Replica {
+        Replica {
+            group,
+            raft,
+            range,
+            proposals: VecDeque::new(),
+            waiting_reads: Vec::new(),
+            was_leader: false,
+            last_leader: None,
+            incoming: None,
+            staged: None,
+            outgoing: Vec::new(),
+            last_snapshot,
+            bytes_since_snapshot: 0,
+            last_activity: 0,
+            last_leader_contact: 0,
+            last_commit: LogIndex(0),
+            compact_below: None,
+            parent: None,
+            absorbed: Vec::new(),
+            window_writes: 0,
+            window_start: now,
+            writes_per_sec: 0,
+            split_checked: 0,
+            awaiting_snapshot: false,
+        }
+    }
 }
 
 /// An admin request waiting for its change to take effect.
@@ -430,6 +470,9 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     forced_snapshots: Vec<(msg::GroupId, u64)>,
     /// The last range id this store proposed for a split.
     last_allocated: u64,
+    /// Groups destroyed here (merged away) since the store opened: messages for them are
+    /// not taken for a new range's.
+    destroyed: std::collections::BTreeSet<msg::GroupId>,
 }
 
 /// Orphan messages kept at most, and for how many ticks.
@@ -469,6 +512,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             orphans: Vec::new(),
             forced_snapshots: Vec::new(),
             last_allocated: 0,
+            destroyed: std::collections::BTreeSet::new(),
         };
         let (mine, max_id): (Vec<RangeDescriptor>, u64) = {
             let dir = store.dir.read().unwrap_or_else(|e| e.into_inner());
@@ -732,33 +776,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             reason: e.to_string(),
         })?;
         info!(group = group.0, last = %raft.last_id(), commit = raft.commit().0, "replica opened");
-        self.groups.insert(
-            group,
-            Replica {
-                group,
-                raft,
-                range,
-                proposals: VecDeque::new(),
-                waiting_reads: Vec::new(),
-                was_leader: false,
-                last_leader: None,
-                incoming: None,
-                staged: None,
-                outgoing: Vec::new(),
-                last_snapshot,
-                bytes_since_snapshot: 0,
-                last_activity: 0,
-                last_leader_contact: 0,
-                last_commit: LogIndex(0),
-                compact_below: None,
-                parent: None,
-                absorbed: Vec::new(),
-                window_writes: 0,
-                window_start: self.ticks,
-                writes_per_sec: 0,
-                split_checked: 0,
-            },
-        );
+        let replica = Replica::new(group, raft, range, last_snapshot, self.ticks);
+        self.groups.insert(group, replica);
         self.order.push(group);
         self.order.sort_unstable();
         for n in d.replicas.iter().map(|x| NodeId(x.node.0)) {
@@ -807,6 +826,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         self.order
             .iter()
             .filter_map(|g| self.groups.get(g))
+            .filter(|r| !r.awaiting_snapshot)
             .map(|r| ReplicaStatus {
                 descriptor: r.range.descriptor().clone(),
                 role: r.raft.role(),
@@ -880,9 +900,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             }
             self.liveness_due = true;
         }
-        let orphan_ttl = 2 * election;
-        self.orphans
-            .retain(|(_, _, at)| now.saturating_sub(*at) <= orphan_ttl);
+        self.adopt_orphans();
         self.check_admin();
         self.finish_frozen();
         let deadline = self.cfg.request_timeout_ticks;
@@ -975,7 +993,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 dir.by_group(group).cloned()
             };
             match d {
-                Some(d) if self.owns(&d) => {
+                // Only the ranges a cluster starts with are created on first contact; a
+                // range born of a split is created by applying the split (or adopted, see
+                // `adopt_orphans`).
+                Some(d) if self.owns(&d) && d.epoch.0 == 1 => {
                     if let Err(e) = self.create_replica(d.group, Some(&d), None) {
                         warn!(group = group.0, error = %e, "cannot create replica");
                         return None;
@@ -1599,6 +1620,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             return;
         };
         info!(group = g.0, last = %last, keys = state.len(), "snapshot installed");
+        let installed = state.descriptor().clone();
+        let was_awaiting = std::mem::take(&mut r.awaiting_snapshot);
         r.range = state;
         r.last_snapshot = last.index;
         r.bytes_since_snapshot = 0;
@@ -1620,6 +1643,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             }),
         };
         self.batch_for(from).messages.push(resp);
+        self.after_install(g, &installed, was_awaiting);
     }
 
     fn apply_entry(&mut self, g: msg::GroupId, e: &raft::Entry) -> Result<(), StoreError> {

@@ -585,6 +585,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             keys_moved = child.len(),
             "split applied"
         );
+        if self
+            .groups
+            .get(&right.group)
+            .is_some_and(|c| c.awaiting_snapshot)
+        {
+            // Adopted before this split applied here: the split's own state is better.
+            self.groups.remove(&right.group);
+            self.order.retain(|x| *x != right.group);
+        }
         if self.groups.contains_key(&right.group) {
             // Cannot happen with fresh ids; never replace a live replica.
             warn!(
@@ -705,6 +714,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(right) = self.drop_replica(rg) else {
             return Ok(Err(RequestError::UnknownRange { range: right_id }));
         };
+        self.destroyed.insert(rg);
         let merged = RangeDescriptor {
             end: rd.end.clone(),
             epoch: msg::RangeEpoch(ld.epoch.0.max(rd.epoch.0) + 1),
@@ -1057,6 +1067,120 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 )
             }
             Err(e) => debug!(group = g.0, error = %e, "automatic split not proposed"),
+        }
+    }
+
+    /// Messages for an unknown group that waited two election timeouts: this node will not
+    /// learn of the group by applying a split (it installed the parent's snapshot from past
+    /// the split), so it adopts the group as an empty replica that waits for the group's
+    /// leader to send a snapshot. Groups destroyed here are never adopted.
+    pub(super) fn adopt_orphans(&mut self) {
+        let now = self.ticks;
+        let ttl = 2 * u64::from(self.cfg.election_ticks);
+        if !self
+            .orphans
+            .iter()
+            .any(|(_, _, at)| now.saturating_sub(*at) > ttl)
+        {
+            return;
+        }
+        let (old, young): (Vec<_>, Vec<_>) = self
+            .orphans
+            .drain(..)
+            .partition(|(_, _, at)| now.saturating_sub(*at) > ttl);
+        self.orphans = young;
+        for (g, m, _) in old {
+            if self.destroyed.contains(&g)
+                || quasar_rpc::transport::shard_for_group(g, self.cfg.shards) != self.cfg.shard
+            {
+                continue;
+            }
+            if !self.groups.contains_key(&g) {
+                let placeholder = RangeDescriptor {
+                    id: RangeId(0),
+                    group: g,
+                    start: Vec::new(),
+                    end: Vec::new(),
+                    replicas: Vec::new(),
+                    epoch: msg::RangeEpoch(0),
+                };
+                let raft = match RaftNode::new(
+                    &self.cfg.raft(),
+                    raft::Restored::joining(),
+                    self.seed ^ quasar_rpc::transport::splitmix64(g.0),
+                ) {
+                    Ok(raft) => raft,
+                    Err(e) => {
+                        warn!(group = g.0, error = %e, "cannot adopt group");
+                        continue;
+                    }
+                };
+                info!(
+                    group = g.0,
+                    from = m.from.0,
+                    "adopting a range this node missed the split of"
+                );
+                let mut r = Replica::new(
+                    g,
+                    raft,
+                    RangeState::new(placeholder, self.cfg.limits),
+                    LogIndex(0),
+                    now,
+                );
+                r.awaiting_snapshot = true;
+                self.groups.insert(g, r);
+                self.order.push(g);
+                self.order.sort_unstable();
+            }
+            self.step(g, m);
+        }
+    }
+
+    /// After a snapshot installed: the directory learns the range's shape, and local ranges
+    /// the snapshot's range absorbed (a merge this replica skipped) are destroyed.
+    pub(super) fn after_install(
+        &mut self,
+        g: msg::GroupId,
+        installed: &RangeDescriptor,
+        was_awaiting: bool,
+    ) {
+        self.dir
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .upsert(installed);
+        if was_awaiting {
+            for n in installed.replicas.iter().map(|x| NodeId(x.node.0)) {
+                if n != self.cfg.node && !self.peers.contains(&n) {
+                    self.peers.push(n);
+                    self.peers.sort_unstable();
+                }
+            }
+        }
+        let stale: Vec<msg::GroupId> = self
+            .groups
+            .values()
+            .filter(|b| {
+                let d = b.range.descriptor();
+                b.group != g
+                    && !b.awaiting_snapshot
+                    && d.epoch < installed.epoch
+                    && installed.contains_span(&d.start, &d.end)
+            })
+            .map(|b| b.group)
+            .collect();
+        for s in stale {
+            info!(
+                group = s.0,
+                into = g.0,
+                "range merged away while this replica lagged: destroyed"
+            );
+            if let Some(r) = self.drop_replica(s) {
+                answer_lost(&mut self.responses, r.proposals.into_iter());
+            }
+            self.destroyed.insert(s);
+            if let Err(e) = self.destroy_files(s) {
+                warn!(group = s.0, error = %e, "files of a destroyed range not removed");
+            }
         }
     }
 }

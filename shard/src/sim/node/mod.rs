@@ -100,6 +100,9 @@ pub struct NodeSimConfig {
     pub gc_every: u64,
     /// Client attempt timeout, in steps.
     pub client_timeout: u64,
+    /// Probability per step that the operator splits, merges or moves leadership of a
+    /// range (0: the ranges keep their bootstrap shape).
+    pub range_op_rate: f64,
     pub canary: Canary,
 }
 
@@ -130,7 +133,18 @@ impl NodeSimConfig {
             snapshot_chunk_bytes: 1024,
             gc_every: 16,
             client_timeout: 150,
+            range_op_rate: 0.0,
             canary: Canary::None,
+        }
+    }
+
+    /// Stormy weather while an operator keeps splitting, merging and moving leadership.
+    #[must_use]
+    pub fn reshaping() -> NodeSimConfig {
+        NodeSimConfig {
+            range_op_rate: 0.03,
+            ops: 300,
+            ..NodeSimConfig::stormy()
         }
     }
 
@@ -224,7 +238,12 @@ struct Node {
     restart_at: u64,
     incarnation: u64,
     last_leader: HashMap<u64, Option<u64>>,
+    /// The node's range directory (a real node rebuilds it at every start).
+    dir: SharedDirectory,
 }
+
+/// The connection token of the simulated operator's admin requests.
+const OPERATOR_TOKEN: u64 = u64::MAX;
 
 /// A request or response between a client and a node.
 enum ClientMsg {
@@ -245,7 +264,8 @@ struct Sim {
     seed: u64,
     now: u64,
     nodes: Vec<Node>,
-    dir: SharedDirectory,
+    members: Vec<NodeId>,
+    op_rng: SimRng,
     net: SimNet,
     net_faults: NetFaults,
     net_rng: SimRng,
@@ -335,7 +355,6 @@ pub fn run(seed: u64, cfg: &NodeSimConfig) -> Result<SimSummary, SimFailure> {
 impl Sim {
     fn new(seed: u64, cfg: NodeSimConfig) -> Sim {
         let members: Vec<NodeId> = (1..=cfg.nodes).map(NodeId).collect();
-        let dir = Arc::new(RwLock::new(Directory::bootstrap(&members)));
         let clients = (0..cfg.clients)
             .map(|c| SimClient::new(c + 1, cfg.nodes, seed))
             .collect();
@@ -344,7 +363,8 @@ impl Sim {
             seed,
             now: 0,
             nodes: Vec::new(),
-            dir,
+            members,
+            op_rng: SimRng::derive(seed, 4),
             net: SimNet::new(),
             net_rng: SimRng::derive(seed, 1),
             fault_rng: SimRng::derive(seed, 2),
@@ -373,6 +393,7 @@ impl Sim {
         disk: MemDisk,
         snaps: SharedSnapshots,
         incarnation: u64,
+        dir: SharedDirectory,
     ) -> Result<SimStore, String> {
         let wal = Wal::open(disk, wal_config(self.cfg.wal_segment_bytes))
             .map_err(|e| format!("node {id}: WAL does not reopen: {e}"))?;
@@ -380,7 +401,7 @@ impl Sim {
             store_config(id, self.cfg.snapshot_chunk_bytes),
             wal,
             snaps,
-            Arc::clone(&self.dir),
+            dir,
             SimRng::derive_seed(self.seed, 100 + id * 1000 + incarnation),
         )
         .map_err(|e| format!("node {id}: store does not reopen: {e}"))
@@ -389,7 +410,8 @@ impl Sim {
     fn run(&mut self) -> Result<(), String> {
         for id in 1..=self.cfg.nodes {
             let snaps = SharedSnapshots::default();
-            let store = self.open_store(id, MemDisk::new(), snaps.clone(), 0)?;
+            let dir = Arc::new(RwLock::new(Directory::bootstrap(&self.members)));
+            let store = self.open_store(id, MemDisk::new(), snaps.clone(), 0, Arc::clone(&dir))?;
             self.nodes.push(Node {
                 id,
                 store: Some(store),
@@ -398,6 +420,7 @@ impl Sim {
                 restart_at: 0,
                 incarnation: 0,
                 last_leader: HashMap::new(),
+                dir,
             });
         }
         self.log(format!(
@@ -512,7 +535,7 @@ impl Sim {
                     .push((st.applied, st.commit));
             }
         }
-        applied.len() == 2
+        applied.len() >= 2
             && applied
                 .values()
                 .all(|v| v.len() == self.nodes.len() && v.iter().all(|x| *x == v[0]))
@@ -578,7 +601,115 @@ impl Sim {
             }
         }
         self.drive_clients();
+        if self.faulty && self.op_rng.chance(self.cfg.range_op_rate) {
+            self.operate();
+        }
         self.check_step()
+    }
+
+    /// The operator: a split at a random key, a merge of a range with its right neighbour
+    /// (first moving the neighbour's leadership next to the left one's), or a leadership
+    /// transfer, sent to the node that leads the range. Answers are logged.
+    fn operate(&mut self) {
+        use quasar_rpc::message::AdminOp;
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].store.is_some())
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let i = up[self.op_rng.index(up.len())];
+        let Some(store) = self.nodes[i].store.as_ref() else {
+            return;
+        };
+        let led: Vec<msg::RangeDescriptor> = store
+            .statuses()
+            .into_iter()
+            .filter(|s| s.role == Role::Leader && s.descriptor.id.0 != 1)
+            .map(|s| s.descriptor)
+            .collect();
+        if led.is_empty() {
+            return;
+        }
+        let d = led[self.op_rng.index(led.len())].clone();
+        let (target, op) = match self.op_rng.between(0, 2) {
+            0 => {
+                let key =
+                    clients::key_bytes(self.op_rng.between(0, u64::from(self.cfg.keys) - 1) as u8);
+                (
+                    i,
+                    AdminOp::SplitRange {
+                        range: d.id,
+                        split_key: key,
+                        expected_epoch: d.epoch,
+                    },
+                )
+            }
+            1 => {
+                // Who leads the right neighbour?
+                let right_leader = self.nodes.iter().position(|n| {
+                    n.store.as_ref().is_some_and(|s| {
+                        s.statuses().iter().any(|st| {
+                            st.role == Role::Leader
+                                && !d.end.is_empty()
+                                && st.descriptor.start == d.end
+                        })
+                    })
+                });
+                match right_leader {
+                    Some(j) if j != i => {
+                        let Some(right) = self.nodes[j].store.as_ref().and_then(|s| {
+                            s.statuses()
+                                .into_iter()
+                                .find(|st| st.descriptor.start == d.end)
+                                .map(|st| st.descriptor)
+                        }) else {
+                            return;
+                        };
+                        (
+                            j,
+                            AdminOp::TransferLeader {
+                                range: right.id,
+                                to: msg::NodeId(self.nodes[i].id),
+                            },
+                        )
+                    }
+                    _ => (
+                        i,
+                        AdminOp::MergeRanges {
+                            left: d.id,
+                            expected_epoch: d.epoch,
+                        },
+                    ),
+                }
+            }
+            _ => {
+                let to = self.op_rng.between(1, self.cfg.nodes);
+                (
+                    i,
+                    AdminOp::TransferLeader {
+                        range: d.id,
+                        to: msg::NodeId(to),
+                    },
+                )
+            }
+        };
+        self.seq += 1;
+        let request_id = msg::RequestId(self.seq);
+        let req = msg::AdminRequest { request_id, op };
+        let bytes = match rkyv::to_bytes::<rkyv::rancor::Error>(&req) {
+            Ok(b) => b,
+            Err(e) => panic!("an admin request does not encode: {e}"),
+        };
+        let id = self.nodes[target].id;
+        self.log(format!("operator -> n{id}: {:?}", req.op));
+        let Some(store) = self.nodes[target].store.as_mut() else {
+            return;
+        };
+        match quasar_rpc::frame::access_body::<msg::AdminRequest>(&bytes) {
+            Ok(archived) => store.on_admin_request(OPERATOR_TOKEN, request_id, &archived.op),
+            Err(e) => panic!("an admin request does not validate: {e}"),
+        }
     }
 
     /// One turn of node `i`, as `runtime::turn` does it. With `crash_before_sync` the node
@@ -619,11 +750,18 @@ impl Sim {
             store.outbox().map(|b| (b.to.0, frame_of(b))).collect();
         frames.sort_by_key(|f| f.0);
         store.recycle_outbox();
+        let admin: Vec<_> = store.take_admin_responses().collect();
         let mut responses: Vec<_> = store.take_responses().collect();
         responses.sort_by_key(|(token, r)| (*token, r.request_id.0));
         for (to, frame) in frames {
             self.net
                 .send(now, id, to, frame, &self.net_faults, &mut self.net_rng);
+        }
+        for (_, resp) in admin {
+            if resp.result.is_ok() {
+                self.summary.range_changes += 1;
+            }
+            self.log(format!("operator <- n{id}: {:?}", resp.result));
         }
         for (token, resp) in responses {
             let delay = self.link_rng.between(1, 2);
@@ -737,11 +875,14 @@ impl Sim {
             };
             let id = self.nodes[i].id;
             self.nodes[i].incarnation += 1;
+            let dir = Arc::new(RwLock::new(Directory::bootstrap(&self.members)));
+            self.nodes[i].dir = Arc::clone(&dir);
             let store = self.open_store(
                 id,
                 disk,
                 self.nodes[i].snaps.clone(),
                 self.nodes[i].incarnation,
+                dir,
             )?;
             let st: Vec<String> = store
                 .statuses()
