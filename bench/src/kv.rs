@@ -11,8 +11,10 @@
 //! latency is measured from the *intended* send time, so a stall shows as latency of every
 //! request it delayed (no coordinated omission).
 //!
-//! Ranges: the run uses the bootstrap user range as it is. Pre-splitting the key space
-//! (`--ranges`) needs range split (issue #6) and is not offered yet.
+//! Ranges: `--ranges N` (default 1: the range as it is) splits the bench's key space into N
+//! ranges at evenly spaced bench keys before the preload, then spreads their leaders
+//! round-robin over the nodes with TransferLeader (`ranges::presplit`; needs range split on
+//! the server, issue #6). `ranges` is in the JSON configuration.
 //!
 //! Output: a summary (throughput, errors by kind, p50/p90/p99/p99.9/max of successful
 //! requests), or one JSON line (`--json`); an interval HdrHistogram log (`--hdr-log`, merged
@@ -102,6 +104,10 @@ pub struct KvArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 128)]
     pub value_bytes: usize,
+    /// Split the key space into N ranges at evenly spaced keys before the run, their
+    /// leaders spread round-robin over the nodes (1: leave the ranges as they are).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub ranges: u64,
     /// Most keys one scan returns (ycsb-e picks 1 to this many).
     #[arg(long, default_value_t = 10)]
     pub scan_length: u32,
@@ -273,6 +279,13 @@ fn validate(args: &KvArgs) -> anyhow::Result<()> {
     }
     if args.keys == 0 {
         bail!("--keys must be at least 1");
+    }
+    if args.ranges == 0 || args.ranges > args.keys {
+        bail!(
+            "--ranges {} must be from 1 to --keys ({})",
+            args.ranges,
+            args.keys
+        );
     }
     if args.duration_secs == 0 {
         bail!("--duration-secs must be at least 1");
@@ -522,6 +535,20 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
     let shards = target.config.shards_per_node;
     if interrupted.load(Ordering::Relaxed) {
         bail!("interrupted before the run began");
+    }
+    if args.ranges > 1 {
+        let began = Instant::now();
+        let ids = crate::ranges::presplit(&target.config, &args.key_prefix, args.keys, args.ranges)
+            .context("--ranges: cannot pre-split the key space")?;
+        eprintln!(
+            "split the key space into {} ranges ({}) in {:.1} s",
+            ids.len(),
+            ids.iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            began.elapsed().as_secs_f64()
+        );
     }
     if args.preload.unwrap_or(args.workload.reads()) {
         preload(cluster_id, &nodes, shards, &args, &interrupted)?;

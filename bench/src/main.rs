@@ -10,6 +10,7 @@ mod hdrlog;
 mod kv;
 mod plot;
 mod raft;
+mod ranges;
 mod report;
 mod rpc;
 mod target;
@@ -41,6 +42,8 @@ enum Command {
     Failover(failover::FailoverArgs),
     /// Cluster load generator: closed or open loop, YCSB presets, HdrHistogram logs, plots.
     Kv(kv::KvArgs),
+    /// Split and merge latency under a light write load (needs range split, issue #6).
+    Ranges(ranges::RangesArgs),
     /// Add interval HdrHistogram logs of `kv --hdr-log` and print one summary.
     Merge(hdrlog::MergeArgs),
 }
@@ -55,5 +58,6 @@ fn main() -> anyhow::Result<()> {
         Command::Failover(args) => failover::run(args),
         Command::Kv(args) => kv::run(args),
         Command::Merge(args) => hdrlog::run(args),
+        Command::Ranges(args) => ranges::run(args),
     }
 }

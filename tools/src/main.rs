@@ -11,6 +11,16 @@
 //!   `version`; ops `put:K:V`, `del:K`, `get:K`, each flag repeatable);
 //! - `quasarctl status`: every member's `Status` (node, address, shards, groups, leaders,
 //!   uptime) and the range table (`ListRanges`).
+//! - `quasarctl range list` (`-o json`: an array of `{id, group, start, end, epoch,
+//!   replicas: [{node, role}], leader, commit}`), `range show ID`;
+//! - `quasarctl range split ID --at KEY` or `range split --key KEY` (the range holding KEY,
+//!   at KEY), `range merge LEFT_ID` (with the range right after it; its leadership moves to
+//!   the left range's leader first when they differ), `range transfer-leader ID --to NODE`.
+//!   Each prints its plan and predicted result; `--dry-run` stops there and changes
+//!   nothing; `--yes` skips the confirmation and is required when stdin is not a terminal.
+//!   Changes go to the range's leader and name the epoch shown in the plan, so a range that
+//!   changed in between is refused, never changed blindly (`range.rs`);
+//! - `quasarctl node list`: the members (id, address, state) and whether each answers.
 //!
 //! Global flags: `--endpoints HOST:PORT[,...]` (env `QUASAR_ENDPOINTS`, default
 //! `127.0.0.1:7100`: shard-0 addresses of any nodes, whose ids need not be known),
@@ -23,9 +33,12 @@
 //! Offline: `quasarctl wal check|dump`, inspection of a shard's write-ahead log directory.
 //!
 //! Exit status: 0 success; 1 a negative answer (`kv get` of a missing key, a CAS or txn whose
-//! condition did not hold, `status` with an unreachable member, `wal check` of a damaged
-//! log); 2 the command could not run (bad flags, no endpoint answered, a request failed),
-//! with the reason on one line of stderr: `quasarctl: <reason>`.
+//! condition did not hold, `status` or `node list` with an unreachable member, `wal check` of
+//! a damaged log, a refused range change: stale epoch, the server's refusal, a bad split key,
+//! a change in progress, a confirmation not given; the refusal on one line of stderr:
+//! `quasarctl: <reason>`); 2 the command could not run (bad flags, a change from a script
+//! without `--yes`, no endpoint answered, a request failed), with the reason on one line of
+//! stderr: `quasarctl: <reason>`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -34,6 +47,7 @@ use clap::{Parser, Subcommand};
 
 mod cluster;
 mod kv;
+mod range;
 mod status;
 mod wal;
 
@@ -77,6 +91,12 @@ enum Command {
     Kv(kv::KvCommand),
     /// Members' status and the range table.
     Status,
+    /// List, show, split, merge ranges and move their leadership.
+    #[command(subcommand)]
+    Range(range::RangeCommand),
+    /// The cluster's members.
+    #[command(subcommand)]
+    Node(range::NodeCommand),
     /// Inspect a shard's write-ahead log directory offline (read-only).
     #[command(subcommand)]
     Wal(wal::WalCommand),
@@ -90,6 +110,19 @@ pub enum Outcome {
     /// Exit 1: a negative answer (missing key, condition failed, damaged log).
     Negative,
 }
+
+/// A definite "no" from the cluster (a refused range change): exit 1, the reason on one
+/// line of stderr.
+#[derive(Debug)]
+pub struct Refusal(pub String);
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// What an online command prints on stdout, and how it ended.
 pub struct Report {
@@ -127,10 +160,21 @@ fn main() {
         Command::Wal(wal::WalCommand::Dump(args)) => wal::dump(args).map(|_| Outcome::Success),
         Command::Kv(cmd) => online(&cli, |c| kv::run(c, cmd, cli.output)),
         Command::Status => online(&cli, |c| status::run(c, cli.output)),
+        Command::Range(cmd) => match cmd.change().map(range::check_confirmation) {
+            Some(Err(e)) => Err(e),
+            _ => online(&cli, |c| range::run(c, cmd, cli.output)),
+        },
+        Command::Node(range::NodeCommand::List) => {
+            online(&cli, |c| range::node_list(c, cli.output))
+        }
     };
     match result {
         Ok(Outcome::Success) => {}
         Ok(Outcome::Negative) => std::process::exit(1),
+        Err(e) if e.downcast_ref::<Refusal>().is_some() => {
+            eprintln!("quasarctl: {}", one_line(&e.to_string()));
+            std::process::exit(1);
+        }
         Err(e) => {
             eprintln!("quasarctl: {}", one_line(&format!("{e:#}")));
             std::process::exit(2);

@@ -103,7 +103,7 @@ fn list_ranges(cluster: &mut Cluster) -> anyhow::Result<Vec<RangeInfo>> {
     bail!("ListRanges did not finish within {MAX_PAGES} pages")
 }
 
-fn state_name(state: MemberState) -> &'static str {
+pub(crate) fn state_name(state: MemberState) -> &'static str {
     match state {
         MemberState::Active => "active",
         MemberState::Joining => "joining",
@@ -111,7 +111,7 @@ fn state_name(state: MemberState) -> &'static str {
     }
 }
 
-fn role_name(role: ReplicaRole) -> &'static str {
+pub(crate) fn role_name(role: ReplicaRole) -> &'static str {
     match role {
         ReplicaRole::Voter => "voter",
         ReplicaRole::Learner => "learner",

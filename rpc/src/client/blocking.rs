@@ -196,30 +196,7 @@ impl BlockingClient {
             op,
         };
         for _ in 0..attempts {
-            let base = self
-                .config
-                .nodes
-                .iter()
-                .find(|(n, _)| *n == node)
-                .map(|p| p.1)
-                .ok_or(ClientError::NoNodes)?;
-            let target = Target {
-                node,
-                shard,
-                addr: shard_addr(base, shard),
-                route: None,
-            };
-            request.request_id = RequestId(self.next_request);
-            self.next_request += 1;
-            self.out.clear();
-            encode_frame_limited(
-                &request,
-                self.config.max_frame_len_bytes as u64,
-                &mut self.out,
-            )?;
-            let delay = match self
-                .exchange::<AdminResponse>(&target, request.request_id, |r| r.request_id)
-            {
+            let delay = match self.admin_once(node, shard, &mut request)? {
                 Ok(AdminResponse {
                     result: Ok(reply), ..
                 }) => return Ok(reply),
@@ -256,6 +233,40 @@ impl BlockingClient {
             Some(last) => ClientError::Ambiguous { attempts, last },
             None => ClientError::Unavailable { attempts, last },
         })
+    }
+
+    /// One attempt of an admin request on `node`'s `shard` (a fresh request id each time):
+    /// the server's answer, or why none came. No retry, no redirect: for callers with their
+    /// own routing (`client::admin`). `Err` only when the request cannot be encoded or
+    /// `node` has no address.
+    pub fn admin_once(
+        &mut self,
+        node: NodeId,
+        shard: ShardId,
+        request: &mut AdminRequest,
+    ) -> Result<Result<AdminResponse, AttemptError>, ClientError> {
+        let base = self
+            .config
+            .nodes
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|p| p.1)
+            .ok_or(ClientError::NoNodes)?;
+        let target = Target {
+            node,
+            shard,
+            addr: shard_addr(base, shard),
+            route: None,
+        };
+        request.request_id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.out.clear();
+        encode_frame_limited(
+            &*request,
+            self.config.max_frame_len_bytes as u64,
+            &mut self.out,
+        )?;
+        Ok(self.exchange::<AdminResponse>(&target, request.request_id, |r| r.request_id))
     }
 
     fn connect(&mut self, target: &Target) -> Result<(), String> {

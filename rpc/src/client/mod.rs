@@ -15,6 +15,7 @@
 //! sent without any answer is *ambiguous*; if no later attempt settles it, the caller gets
 //! `ClientError::Ambiguous`, never a plain failure.
 
+pub mod admin;
 mod async_client;
 mod blocking;
 mod cache;
@@ -23,6 +24,7 @@ pub mod discover;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use admin::{AdminClient, AdminError};
 pub use async_client::AsyncClient;
 pub use blocking::BlockingClient;
 pub use cache::RangeCache;

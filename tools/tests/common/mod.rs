@@ -3,6 +3,12 @@
 //! messages) over one shared in-memory `BTreeMap`. One node is the leader; the others
 //! answer client requests with `NotLeader { leader_hint }`.
 //!
+//! Range operations work on a range table of their own (meta range 1 and user range 2 at
+//! first, each with a leader, initially the cluster's leader): split, merge (refused unless
+//! both ranges have the same leader, as the real server does) and leadership transfer, each
+//! answered only by the range's leader (others say `NotLeader` with a hint) and checked
+//! against the expected epoch. Every range-changing request is logged for the tests.
+//!
 //! Every socket read is bounded (50 ms timeouts, polled against a stop flag); dropping the
 //! `FakeCluster` stops and joins every thread.
 
@@ -34,11 +40,24 @@ struct Store {
     index: u64,
 }
 
+/// One range of the fake's range table and its leader.
+#[derive(Clone)]
+struct FakeRange {
+    descriptor: RangeDescriptor,
+    leader: NodeId,
+}
+
 struct Shared {
     cluster: ClusterId,
     members: Vec<Member>,
     leader: NodeId,
     store: Mutex<Store>,
+    /// The range table in key order.
+    table: Mutex<Vec<FakeRange>>,
+    /// Range-changing requests received: "node N: OP ...".
+    admin_log: Mutex<Vec<String>>,
+    /// The answer to the next range-changing request, instead of acting on it.
+    refuse_next: Mutex<Option<RequestError>>,
     /// Client requests received, per node.
     hits: Mutex<HashMap<u64, u64>>,
     stop: AtomicBool,
@@ -70,7 +89,7 @@ impl FakeCluster {
             .iter()
             .map(|l| l.local_addr().expect("local addr").to_string())
             .collect();
-        let members = endpoints
+        let members: Vec<Member> = endpoints
             .iter()
             .enumerate()
             .map(|(i, a)| Member {
@@ -80,11 +99,39 @@ impl FakeCluster {
             })
             .chain(extra)
             .collect();
+        let leader = NodeId(FIRST_NODE + leader as u64);
+        let replicas: Vec<ReplicaDescriptor> = members
+            .iter()
+            .map(|m| ReplicaDescriptor {
+                node: m.node,
+                role: ReplicaRole::Voter,
+            })
+            .collect();
+        let table = [
+            (1, b"".to_vec(), b"\x01".to_vec()),
+            (2, b"\x01".to_vec(), Vec::new()),
+        ]
+        .into_iter()
+        .map(|(id, start, end)| FakeRange {
+            descriptor: RangeDescriptor {
+                id: RangeId(id),
+                group: GroupId(id),
+                start,
+                end,
+                replicas: replicas.clone(),
+                epoch: RangeEpoch(1),
+            },
+            leader,
+        })
+        .collect();
         let shared = Arc::new(Shared {
             cluster: ClusterId::from_name(name),
             members,
-            leader: NodeId(FIRST_NODE + leader as u64),
+            leader,
             store: Mutex::new(Store::default()),
+            table: Mutex::new(table),
+            admin_log: Mutex::new(Vec::new()),
+            refuse_next: Mutex::new(None),
             hits: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
@@ -118,6 +165,51 @@ impl FakeCluster {
             .get(&node)
             .copied()
             .unwrap_or(0)
+    }
+}
+
+/// One row of the fake's range table: (id, start, end, epoch, leader).
+pub type RangeRow = (u64, Vec<u8>, Vec<u8>, u64, u64);
+
+impl FakeCluster {
+    /// Makes node `FIRST_NODE + node` the leader of range `range`.
+    pub fn set_range_leader(&self, range: u64, node: usize) {
+        let mut table = self.shared.table.lock().expect("table lock");
+        for r in table.iter_mut() {
+            if r.descriptor.id == RangeId(range) {
+                r.leader = NodeId(FIRST_NODE + node as u64);
+            }
+        }
+    }
+
+    /// The range table.
+    pub fn ranges(&self) -> Vec<RangeRow> {
+        self.shared
+            .table
+            .lock()
+            .expect("table lock")
+            .iter()
+            .map(|r| {
+                let d = &r.descriptor;
+                (
+                    d.id.get(),
+                    d.start.clone(),
+                    d.end.clone(),
+                    d.epoch.get(),
+                    r.leader.get(),
+                )
+            })
+            .collect()
+    }
+
+    /// Range-changing requests received so far, in order ("node N: OP ...").
+    pub fn admin_log(&self) -> Vec<String> {
+        self.shared.admin_log.lock().expect("log lock").clone()
+    }
+
+    /// The next range-changing request is answered `error` (and changes nothing).
+    pub fn refuse_next(&self, error: RequestError) {
+        *self.shared.refuse_next.lock().expect("refuse lock") = Some(error);
     }
 }
 
@@ -254,33 +346,164 @@ fn serve(shared: &Shared, node: NodeId, mut stream: TcpStream) {
 }
 
 fn ranges(shared: &Shared) -> Vec<RangeInfo> {
-    let replicas: Vec<ReplicaDescriptor> = shared
-        .members
-        .iter()
-        .map(|m| ReplicaDescriptor {
-            node: m.node,
-            role: ReplicaRole::Voter,
-        })
-        .collect();
     let commit = shared.store.lock().expect("store lock").index;
-    [
-        (1, b"".to_vec(), b"\x01".to_vec()),
-        (2, b"\x01".to_vec(), Vec::new()),
-    ]
-    .into_iter()
-    .map(|(id, start, end)| RangeInfo {
-        descriptor: RangeDescriptor {
-            id: RangeId(id),
-            group: GroupId(id),
-            start,
-            end,
-            replicas: replicas.clone(),
-            epoch: RangeEpoch(1),
-        },
-        leader: Some(shared.leader),
-        commit: Some(LogIndex(commit)),
-    })
-    .collect()
+    shared
+        .table
+        .lock()
+        .expect("table lock")
+        .iter()
+        .map(|r| RangeInfo {
+            descriptor: r.descriptor.clone(),
+            leader: Some(r.leader),
+            commit: Some(LogIndex(commit)),
+        })
+        .collect()
+}
+
+/// A range-changing op: the range it names and the epoch it expects.
+fn change_of(op: &AdminOp) -> Option<(RangeId, Option<RangeEpoch>)> {
+    match op {
+        AdminOp::SplitRange {
+            range,
+            expected_epoch,
+            ..
+        } => Some((*range, Some(*expected_epoch))),
+        AdminOp::MergeRanges {
+            left,
+            expected_epoch,
+        } => Some((*left, Some(*expected_epoch))),
+        AdminOp::TransferLeader { range, .. } => Some((*range, None)),
+        _ => None,
+    }
+}
+
+fn op_text(op: &AdminOp) -> String {
+    match op {
+        AdminOp::SplitRange {
+            range,
+            split_key,
+            expected_epoch,
+        } => format!(
+            "SplitRange {range} at {} epoch {expected_epoch}",
+            split_key.escape_ascii()
+        ),
+        AdminOp::MergeRanges {
+            left,
+            expected_epoch,
+        } => format!("MergeRanges {left} epoch {expected_epoch}"),
+        AdminOp::TransferLeader { range, to } => format!("TransferLeader {range} to {to}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Carries out a range-changing op on the table, as the range's leader `node` would.
+fn change(shared: &Shared, node: NodeId, op: AdminOp) -> Result<AdminReply, RequestError> {
+    shared
+        .admin_log
+        .lock()
+        .expect("log lock")
+        .push(format!("node {node}: {}", op_text(&op)));
+    let Some((range, expected)) = change_of(&op) else {
+        return Err(RequestError::InvalidRequest {
+            reason: InvalidReason::Unsupported,
+        });
+    };
+    let mut table = shared.table.lock().expect("table lock");
+    let Some(i) = table.iter().position(|r| r.descriptor.id == range) else {
+        return Err(RequestError::UnknownRange { range });
+    };
+    if table[i].leader != node {
+        return Err(RequestError::NotLeader {
+            range,
+            leader_hint: Some(table[i].leader),
+        });
+    }
+    if let Some(refusal) = shared.refuse_next.lock().expect("refuse lock").take() {
+        return Err(refusal);
+    }
+    if expected.is_some_and(|e| e != table[i].descriptor.epoch) {
+        return Err(RequestError::RangeMoved {
+            descriptor: table[i].descriptor.clone(),
+        });
+    }
+    match op {
+        AdminOp::SplitRange { split_key, .. } => {
+            let left = &table[i].descriptor;
+            if split_key <= left.start || !left.contains(&split_key) {
+                return Err(RequestError::InvalidRequest {
+                    reason: InvalidReason::BadSplitKey,
+                });
+            }
+            let id = table
+                .iter()
+                .map(|r| r.descriptor.id.get())
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let epoch = RangeEpoch(left.epoch.get() + 1);
+            let right = FakeRange {
+                descriptor: RangeDescriptor {
+                    id: RangeId(id),
+                    group: GroupId(id),
+                    start: split_key.clone(),
+                    end: left.end.clone(),
+                    replicas: left.replicas.clone(),
+                    epoch,
+                },
+                leader: node,
+            };
+            table[i].descriptor.end = split_key;
+            table[i].descriptor.epoch = epoch;
+            let reply = AdminReply::Split {
+                left: table[i].descriptor.clone(),
+                right: right.descriptor.clone(),
+            };
+            table.insert(i + 1, right);
+            Ok(reply)
+        }
+        AdminOp::MergeRanges { .. } => {
+            let end = table[i].descriptor.end.clone();
+            let Some(j) = table
+                .iter()
+                .position(|r| !end.is_empty() && r.descriptor.start == end)
+            else {
+                return Err(RequestError::InvalidRequest {
+                    reason: InvalidReason::NotMergeable,
+                });
+            };
+            if table[j].leader != node {
+                return Err(RequestError::Refused {
+                    reason: format!(
+                        "range {} is led by node {}, not {node}: move its leadership here first",
+                        table[j].descriptor.id, table[j].leader
+                    ),
+                });
+            }
+            let right = table.remove(j);
+            let merged = &mut table[i].descriptor;
+            merged.end = right.descriptor.end;
+            merged.epoch = RangeEpoch(merged.epoch.get().max(right.descriptor.epoch.get()) + 1);
+            Ok(AdminReply::Merged {
+                merged: merged.clone(),
+            })
+        }
+        AdminOp::TransferLeader { to, .. } => {
+            if table[i].descriptor.replica(to).is_none() {
+                return Err(RequestError::InvalidRequest {
+                    reason: InvalidReason::BadReplicaChange,
+                });
+            }
+            table[i].leader = to;
+            Ok(AdminReply::LeaderTransferred {
+                range,
+                group: table[i].descriptor.group,
+                leader: to,
+            })
+        }
+        _ => Err(RequestError::InvalidRequest {
+            reason: InvalidReason::Unsupported,
+        }),
+    }
 }
 
 fn admin(shared: &Shared, node: NodeId, op: AdminOp) -> Result<AdminReply, RequestError> {
@@ -317,8 +540,11 @@ fn admin(shared: &Shared, node: NodeId, op: AdminOp) -> Result<AdminReply, Reque
             })
             .map(AdminReply::Range)
             .ok_or(RequestError::UnknownRange { range: RangeId(0) }),
+        op @ (AdminOp::SplitRange { .. }
+        | AdminOp::MergeRanges { .. }
+        | AdminOp::TransferLeader { .. }) => change(shared, node, op),
         _ => Err(RequestError::InvalidRequest {
-            reason: InvalidReason::BadReplicaChange,
+            reason: InvalidReason::Unsupported,
         }),
     }
 }
