@@ -107,8 +107,12 @@ impl NodeShared {
             .replicas
             .iter()
             .find(|r| r.descriptor.group == d.group);
+        // The directory changes when a split or merge applies; reports are published a few
+        // times per second: the newer descriptor wins.
         RangeInfo {
-            descriptor: local.map_or_else(|| d.clone(), |r| r.descriptor.clone()),
+            descriptor: local
+                .filter(|r| r.descriptor.epoch > d.epoch)
+                .map_or_else(|| d.clone(), |r| r.descriptor.clone()),
             leader: local.and_then(|r| r.leader).map(msg::NodeId),
             commit: local.map(|r| msg::LogIndex(r.commit)),
         }

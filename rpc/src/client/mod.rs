@@ -197,7 +197,14 @@ pub struct Call {
     ambiguous: Option<String>,
     last: String,
     backoff: Backoff,
+    /// Redirects in a row (a new place to go named by the answer). The first few are
+    /// followed at once; after that the views disagree (a node that has not applied a
+    /// split or merge yet sends the client back), so the call backs off like any retry.
+    redirects: u32,
 }
+
+/// Redirects followed at once, in a row, before the call backs off between them.
+const FREE_REDIRECTS: u32 = 3;
 
 impl Call {
     pub fn new(config: &ClientConfig, session: &mut Session, op: Operation) -> Call {
@@ -217,6 +224,7 @@ impl Call {
             is_write,
             ambiguous: None,
             last: String::new(),
+            redirects: 0,
             backoff: Backoff::new(
                 config.backoff_min,
                 config.backoff_max,
@@ -280,18 +288,27 @@ impl Call {
         let delay = match answer {
             Ok(Ok(reply)) => return Next::Done(Ok(reply)),
             Ok(Err(e)) => {
+                let redirected = self.redirects < FREE_REDIRECTS;
                 let delay = match &e {
                     RequestError::NotLeader { range, leader_hint } => {
                         cache.set_leader(*range, *leader_hint);
                         match leader_hint {
-                            Some(l) if *l != target.node => Duration::ZERO,
+                            Some(l) if *l != target.node && redirected => {
+                                self.redirects += 1;
+                                Duration::ZERO
+                            }
                             _ => self.backoff.next_delay(),
                         }
                     }
                     RequestError::RangeMoved { descriptor }
                     | RequestError::KeyNotInRange { descriptor } => {
                         cache.insert(descriptor.clone());
-                        Duration::ZERO
+                        if redirected {
+                            self.redirects += 1;
+                            Duration::ZERO
+                        } else {
+                            self.backoff.next_delay()
+                        }
                     }
                     RequestError::UnknownRange { range } => {
                         cache.invalidate(*range);
@@ -304,6 +321,9 @@ impl Call {
                     e if e.is_retryable() => self.backoff.next_delay(),
                     _ => return Next::Done(Err(ClientError::Failed(e))),
                 };
+                if !delay.is_zero() {
+                    self.redirects = 0;
+                }
                 self.last = e.to_string();
                 delay
             }
