@@ -1580,6 +1580,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     fn stage_install(&mut self, g: msg::GroupId, meta: &SnapshotMeta) -> Result<(), StoreError> {
+        self.save_children(g)?;
         let Some(r) = self.groups.get_mut(&g) else {
             return Ok(());
         };

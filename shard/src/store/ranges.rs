@@ -987,31 +987,67 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .collect();
         self.forced_snapshots.retain(|(_, t)| *t > now);
         for g in due {
-            let Some(r) = self.groups.get(&g) else {
-                continue;
-            };
-            let applied = LogIndex(r.range.applied_index());
-            if applied == r.raft.snapshot().last.index {
-                // Nothing applied since the split: the file holds the state at the split.
-                let file = SnapshotFile {
-                    group: g,
-                    meta: r.raft.snapshot().clone(),
-                    range_bytes: r.range.encode_snapshot(),
-                }
-                .encode();
-                self.snaps
-                    .save(g, &file)
-                    .map_err(|e| StoreError::Snapshot {
-                        group: g.0,
-                        location: self.snaps.location(g),
-                        reason: e.to_string(),
-                    })?;
-                self.metrics.snapshots_taken += 1;
-                self.snapshot_written(g)?;
-            } else if applied <= r.raft.applied() {
-                self.take_snapshot(g, applied)?;
-            } else {
+            if !self.force_snapshot(g)? {
                 self.forced_snapshots.push((g, now + 1));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `g`'s snapshot file now; `false` when it cannot yet (entries handed but not
+    /// applied, or a split child of its own without a file).
+    pub(super) fn force_snapshot(&mut self, g: msg::GroupId) -> Result<bool, StoreError> {
+        if self.has_unsaved_child(g) {
+            return Ok(false);
+        }
+        let Some(r) = self.groups.get(&g) else {
+            return Ok(true);
+        };
+        let applied = LogIndex(r.range.applied_index());
+        if applied == r.raft.snapshot().last.index {
+            // Nothing applied since the split: the file holds the state at the split.
+            let file = SnapshotFile {
+                group: g,
+                meta: r.raft.snapshot().clone(),
+                range_bytes: r.range.encode_snapshot(),
+            }
+            .encode();
+            self.snaps.save(g, &file).map_err(|e| StoreError::Snapshot {
+                group: g.0,
+                location: self.snaps.location(g),
+                reason: e.to_string(),
+            })?;
+            self.metrics.snapshots_taken += 1;
+            self.snapshot_written(g)?;
+            Ok(true)
+        } else if applied <= r.raft.applied() {
+            let before = r.last_snapshot;
+            self.take_snapshot(g, applied)?;
+            Ok(self.groups.get(&g).is_none_or(|r| r.last_snapshot > before))
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Before `g` installs a snapshot from its leader (which may start past a split this
+    /// replica applied), its split children without a file write one: the parent's log will
+    /// no longer hold their birth.
+    pub(super) fn save_children(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
+        let children: Vec<msg::GroupId> = self
+            .groups
+            .values()
+            .filter(|c| c.parent == Some(g))
+            .map(|c| c.group)
+            .collect();
+        for c in children {
+            if !self.force_snapshot(c)? {
+                return Err(StoreError::Snapshot {
+                    group: c.0,
+                    location: self.snaps.location(c),
+                    reason: "a split child cannot write its first snapshot before its parent \
+                             installs one"
+                        .into(),
+                });
             }
         }
         Ok(())
