@@ -371,7 +371,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             });
         }
         for (x, d) in [(l, ld), (r, rd)] {
-            if x.range.frozen_at().is_some() || Self::change_in_flight(x) {
+            if x.range.frozen_at().is_some() || Self::change_in_flight(x) || self.frozen_into(d) {
                 return Err(RequestError::ChangeInProgress { range: d.id });
             }
         }
@@ -678,6 +678,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if ld.epoch.0 != expected_epoch {
             l.range.skip_to(e.index.0);
             return Ok(Err(RequestError::RangeMoved { descriptor: ld }));
+        }
+        if l.range.frozen_at().is_some() {
+            // A frozen range changes no more: it is itself being absorbed.
+            l.range.skip_to(e.index.0);
+            return Ok(Err(RequestError::ChangeInProgress { range: ld.id }));
         }
         // Every replica of the left range holds the right one (same replicas, checked when
         // proposed); bring this one to the freeze from its own log.
