@@ -34,12 +34,13 @@ pub enum RangeCommand {
     },
     /// Freeze this range for a merge into its left neighbour.
     Freeze { expected_epoch: u64 },
-    /// Absorb the right neighbour `right_id` (group `right_group`), frozen at
-    /// `freeze_index` with epoch `right_epoch`.
+    /// Absorb the right neighbour `right_id` (group `right_group`, first key `right_start`),
+    /// frozen at `freeze_index` with epoch `right_epoch`.
     Merge {
         expected_epoch: u64,
         right_id: u64,
         right_group: u64,
+        right_start: Vec<u8>,
         right_epoch: u64,
         freeze_index: u64,
     },
@@ -89,6 +90,7 @@ mod tests {
                 expected_epoch: 4,
                 right_id: 7,
                 right_group: 7,
+                right_start: b"m".to_vec(),
                 right_epoch: 5,
                 freeze_index: 100,
             },

@@ -449,6 +449,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             expected_epoch: l.range.descriptor().epoch.0,
             right_id: rd.id.0,
             right_group: rd.group.0,
+            right_start: rd.start.clone(),
             right_epoch: rd.epoch.0,
             freeze_index: freeze_index.0,
         };
@@ -511,13 +512,14 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 expected_epoch,
                 right_id,
                 right_group,
+                right_start,
                 right_epoch,
                 freeze_index,
             } => self.apply_merge(
                 g,
                 e,
                 expected_epoch,
-                (RangeId(right_id), msg::GroupId(right_group)),
+                (RangeId(right_id), msg::GroupId(right_group), right_start),
                 right_epoch,
                 LogIndex(freeze_index),
             )?,
@@ -588,7 +590,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             }
         }
         if gone {
-            info!(range = d.id.0, right = right_id, "split replayed; its right range was merged away since");
+            info!(
+                range = d.id.0,
+                right = right_id,
+                "split replayed; its right range was merged away since"
+            );
             return Ok(Ok(Applied::Split { left, right }));
         }
         info!(
@@ -667,7 +673,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         lg: msg::GroupId,
         e: &raft::Entry,
         expected_epoch: u64,
-        (right_id, rg): (RangeId, msg::GroupId),
+        (right_id, rg, right_start): (RangeId, msg::GroupId, Vec<u8>),
         right_epoch: u64,
         freeze_index: LogIndex,
     ) -> Result<Result<Applied, RequestError>, StoreError> {
@@ -683,6 +689,28 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             // A frozen range changes no more: it is itself being absorbed.
             l.range.skip_to(e.index.0);
             return Ok(Err(RequestError::ChangeInProgress { range: ld.id }));
+        }
+        if ld.end != right_start {
+            l.range.skip_to(e.index.0);
+            return Ok(Err(RequestError::Refused {
+                reason: format!("range {right_id} is no longer right after range {}", ld.id),
+            }));
+        }
+        if !self.groups.contains_key(&rg) && self.destroyed.contains(&rg) {
+            // Absorbed by another merge that this log's later state covers: this entry
+            // was refused everywhere (its range moved on before it applied).
+            warn!(
+                range = ld.id.0,
+                absorbed = right_id.0,
+                index = e.index.0,
+                "merge of a range buried here skipped"
+            );
+            if let Some(l) = self.groups.get_mut(&lg) {
+                l.range.skip_to(e.index.0);
+            }
+            return Ok(Err(RequestError::Refused {
+                reason: format!("range {right_id} was merged elsewhere"),
+            }));
         }
         // Every replica of the left range holds the right one (same replicas, checked when
         // proposed); bring this one to the freeze from its own log.
@@ -1017,11 +1045,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 range_bytes: r.range.encode_snapshot(),
             }
             .encode();
-            self.snaps.save(g, &file).map_err(|e| StoreError::Snapshot {
-                group: g.0,
-                location: self.snaps.location(g),
-                reason: e.to_string(),
-            })?;
+            self.snaps
+                .save(g, &file)
+                .map_err(|e| StoreError::Snapshot {
+                    group: g.0,
+                    location: self.snaps.location(g),
+                    reason: e.to_string(),
+                })?;
             self.metrics.snapshots_taken += 1;
             self.snapshot_written(g)?;
             Ok(true)
