@@ -42,6 +42,10 @@ pub struct TargetArgs {
     /// `--heartbeat-ticks` for spawned nodes.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub heartbeat_ticks: u32,
+    /// One more `quasar start` flag for spawned nodes, e.g. `--node-arg=--split-bytes=0`
+    /// (repeatable).
+    #[arg(long = "node-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
 }
 
 /// A resolved target: the client configuration and, with `--spawn`, the running cluster.
@@ -108,14 +112,17 @@ pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
                     shards: args.shards,
                     base_port: None,
                     root: dir.path().to_path_buf(),
-                    extra_args: vec![
+                    extra_args: [
                         "--cluster-id".into(),
                         args.cluster_id.clone(),
                         "--election-ticks".into(),
                         args.election_ticks.to_string(),
                         "--heartbeat-ticks".into(),
                         args.heartbeat_ticks.to_string(),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(args.node_args.iter().cloned())
+                    .collect(),
                 },
                 SPAWN_TIMEOUT,
             )

@@ -188,3 +188,16 @@ fn whole_nodes_stay_linearizable_while_ranges_split_merge_and_move() {
         "no progress or no range change: {total:?}"
     );
 }
+
+/// Regression (found by this simulator): a leader that quiesced right after sending
+/// heartbeats took their late acknowledgements (stamped with its stopped clock) as a fresh
+/// lease when a read woke it a hundred ticks later, cut off from its followers, and served
+/// a stale value. Acknowledgements no longer count while quiesced, and waking drops them.
+#[test]
+fn a_woken_leader_does_not_trust_acknowledgements_from_before_quiescence() {
+    let cfg = NodeSimConfig::reshaping();
+    let seed = 4_393_642_599_005_640_267;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}

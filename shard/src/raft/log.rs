@@ -250,6 +250,7 @@ impl RaftLog {
     }
 
     /// Every structural invariant of the log (O(1): see the note on the tail below).
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     pub fn check_invariants(&self) {
         let last = self.last_index();
         assert!(

@@ -423,6 +423,12 @@ impl RaftNode {
         }
         debug!(node = self.id.0, term = self.term.0, "woken");
         self.quiesced = false;
+        // Time passed while the node did not tick: acknowledgements of heartbeats sent
+        // before quiescing (and arriving during it) prove nothing about now. The lease
+        // comes back with the acknowledgements of the heartbeats sent below.
+        for (_, pr) in &mut self.progress {
+            pr.heartbeat_acked_tick = 0;
+        }
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         if self.role == Role::Leader {
@@ -1585,12 +1591,16 @@ impl RaftNode {
             return;
         }
         let last = self.log.last_index();
+        let quiesced = self.quiesced;
         let Some(pr) = self.progress_mut(from) else {
             return;
         };
         pr.recent_active = true;
         pr.heartbeat_acked_seq = pr.heartbeat_acked_seq.max(seq);
-        pr.heartbeat_acked_tick = pr.heartbeat_acked_tick.max(tick);
+        if !quiesced {
+            // (A quiesced leader's clock stands still: no lease from it.)
+            pr.heartbeat_acked_tick = pr.heartbeat_acked_tick.max(tick);
+        }
         let replicate_behind = pr.state == ProgressState::Replicate && pr.matched < last;
         if pr.state == ProgressState::Probe {
             pr.probe_sent = false;
