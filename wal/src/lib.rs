@@ -1262,6 +1262,12 @@ impl<D: Disk> Wal<D> {
             if let Some(hs) = hs {
                 batch.hard_state(group, hs);
             }
+            if batch.len_bytes() > self.max_batch_bytes() {
+                // A rewrite is one batch (replayed whole or not at all) and a batch lives in
+                // one segment: a group whose live log is larger keeps pinning the segment
+                // until it compacts. GC is only an optimization.
+                continue;
+            }
             if report.bytes_rewritten + batch.len_bytes() > budget && report.groups_rewritten > 0 {
                 break;
             }
