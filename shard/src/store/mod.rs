@@ -1814,9 +1814,34 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 return Ok(());
             }
         };
+        let bytes = self.save_snapshot_file(g, meta)?;
+        let Some(r) = self.groups.get_mut(&g) else {
+            return Ok(());
+        };
+        if let Err(e) = r.raft.compact(applied) {
+            debug!(group = g.0, error = %e, "compaction deferred");
+            return Ok(());
+        }
+        r.last_snapshot = applied;
+        r.bytes_since_snapshot = 0;
+        r.compact_below = Some(LogIndex(applied.0 + 1));
+        self.metrics.snapshots_taken += 1;
+        info!(group = g.0, index = applied.0, bytes, "snapshot taken");
+        self.snapshot_written(g)
+    }
+
+    /// Writes `g`'s applied state with `meta` as its snapshot file; returns its size.
+    fn save_snapshot_file(
+        &mut self,
+        g: msg::GroupId,
+        meta: SnapshotMeta,
+    ) -> Result<usize, StoreError> {
+        let Some(r) = self.groups.get(&g) else {
+            return Ok(0);
+        };
         let file = SnapshotFile {
             group: g,
-            meta: meta.clone(),
+            meta,
             range_bytes: r.range.encode_snapshot(),
         }
         .encode();
@@ -1827,21 +1852,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 location: self.snaps.location(g),
                 reason: e.to_string(),
             })?;
-        if let Err(e) = r.raft.compact(applied) {
-            debug!(group = g.0, error = %e, "compaction deferred");
-            return Ok(());
-        }
-        r.last_snapshot = applied;
-        r.bytes_since_snapshot = 0;
-        r.compact_below = Some(LogIndex(applied.0 + 1));
-        self.metrics.snapshots_taken += 1;
-        info!(
-            group = g.0,
-            index = applied.0,
-            bytes = file.len(),
-            "snapshot taken"
-        );
-        self.snapshot_written(g)
+        Ok(file.len())
     }
 
     /// Makes `node` campaign in `group` at once (bootstrap and tests).

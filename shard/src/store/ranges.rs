@@ -857,19 +857,22 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 }
             };
             match answer {
-                Some(result) => {
-                    let p = self.pending_admin.swap_remove(i);
-                    self.admin_responses.push((
-                        p.token,
-                        AdminResponse {
-                            request_id: p.request_id,
-                            result,
-                        },
-                    ));
-                }
+                Some(result) => self.answer_admin(i, result),
                 None => i += 1,
             }
         }
+    }
+
+    /// Answers waiting admin request `i` (removed from the list; the last one takes its place).
+    fn answer_admin(&mut self, i: usize, result: Result<AdminReply, RequestError>) {
+        let p = self.pending_admin.swap_remove(i);
+        self.admin_responses.push((
+            p.token,
+            AdminResponse {
+                request_id: p.request_id,
+                result,
+            },
+        ));
     }
 
     /// Moves waiting admin requests along (new leaders, caught-up replicas, timeouts).
@@ -941,16 +944,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 })
             });
             match outcome {
-                Some(result) => {
-                    let p = self.pending_admin.swap_remove(i);
-                    self.admin_responses.push((
-                        p.token,
-                        AdminResponse {
-                            request_id: p.request_id,
-                            result,
-                        },
-                    ));
-                }
+                Some(result) => self.answer_admin(i, result),
                 None => i += 1,
             }
         }
@@ -1039,19 +1033,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let applied = LogIndex(r.range.applied_index());
         if applied == r.raft.snapshot().last.index {
             // Nothing applied since the split: the file holds the state at the split.
-            let file = SnapshotFile {
-                group: g,
-                meta: r.raft.snapshot().clone(),
-                range_bytes: r.range.encode_snapshot(),
-            }
-            .encode();
-            self.snaps
-                .save(g, &file)
-                .map_err(|e| StoreError::Snapshot {
-                    group: g.0,
-                    location: self.snaps.location(g),
-                    reason: e.to_string(),
-                })?;
+            let meta = r.raft.snapshot().clone();
+            self.save_snapshot_file(g, meta)?;
             self.metrics.snapshots_taken += 1;
             self.snapshot_written(g)?;
             Ok(true)
