@@ -71,6 +71,9 @@ pub struct RangeState {
     limits: RangeLimits,
     /// Key and value bytes held (the size that automatic splits look at).
     bytes: u64,
+    /// The wrapping sum of every entry's hash (`entry_hash`), kept up to date by every
+    /// change so that `state_hash` costs nothing however many keys the range holds.
+    content_hash: u64,
     /// Set when the range is frozen for a merge into its left neighbour: the index of the
     /// freeze. A frozen range serves reads and refuses every write.
     frozen_at: Option<u64>,
@@ -85,6 +88,7 @@ impl RangeState {
             applied_index: 0,
             limits,
             bytes: 0,
+            content_hash: 0,
             frozen_at: None,
         }
     }
@@ -129,11 +133,14 @@ impl RangeState {
     ) -> RangeState {
         self.skip_to(index);
         let data = self.data.split_off(right.start.as_slice());
-        let moved: u64 = data
-            .iter()
-            .map(|(k, v)| (k.len() + v.value.len()) as u64)
-            .sum();
+        let mut moved = 0u64;
+        let mut moved_hash = 0u64;
+        for (k, v) in &data {
+            moved += (k.len() + v.value.len()) as u64;
+            moved_hash = moved_hash.wrapping_add(entry_hash(k, v));
+        }
         self.bytes -= moved;
+        self.content_hash = self.content_hash.wrapping_sub(moved_hash);
         self.descriptor = left;
         RangeState {
             descriptor: right,
@@ -142,6 +149,7 @@ impl RangeState {
             applied_index: index,
             limits: self.limits,
             bytes: moved,
+            content_hash: moved_hash,
             frozen_at: None,
         }
     }
@@ -154,6 +162,7 @@ impl RangeState {
         for (key, mut v) in right.data {
             v.version = KeyVersion(index);
             self.bytes += (key.len() + v.value.len()) as u64;
+            self.content_hash = self.content_hash.wrapping_add(entry_hash(&key, &v));
             self.data.insert(key, v);
         }
         self.sessions.absorb(right.sessions);
@@ -344,19 +353,20 @@ impl RangeState {
         match self.data.get_mut(key) {
             Some(existing) => {
                 self.bytes = self.bytes + value.len() as u64 - existing.value.len() as u64;
+                self.content_hash = self.content_hash.wrapping_sub(entry_hash(key, existing));
                 existing.value.clear();
                 existing.value.extend_from_slice(value);
                 existing.version = version;
+                self.content_hash = self.content_hash.wrapping_add(entry_hash(key, existing));
             }
             None => {
                 self.bytes += (key.len() + value.len()) as u64;
-                self.data.insert(
-                    key.to_vec(),
-                    Versioned {
-                        value: value.to_vec(),
-                        version,
-                    },
-                );
+                let v = Versioned {
+                    value: value.to_vec(),
+                    version,
+                };
+                self.content_hash = self.content_hash.wrapping_add(entry_hash(key, &v));
+                self.data.insert(key.to_vec(), v);
             }
         }
     }
@@ -366,6 +376,7 @@ impl RangeState {
         match self.data.remove(key) {
             Some(v) => {
                 self.bytes -= (key.len() + v.value.len()) as u64;
+                self.content_hash = self.content_hash.wrapping_sub(entry_hash(key, &v));
                 true
             }
             None => false,
@@ -531,19 +542,32 @@ impl RangeState {
         page
     }
 
-    /// A hash of the applied state (every key, value and version in order, then the
-    /// applied index), equal on replicas that applied the same prefix of the log.
+    /// A hash of the applied state (every key, value and version, then the applied
+    /// index), equal on replicas that applied the same prefix of the log. O(1): the sum of
+    /// the entries' hashes is kept up to date by every change.
     pub fn state_hash(&self) -> u32 {
-        let mut crc = 0u32;
-        for (key, v) in &self.data {
-            crc = crc32c::crc32c_append(crc, &(key.len() as u64).to_le_bytes());
-            crc = crc32c::crc32c_append(crc, key);
-            crc = crc32c::crc32c_append(crc, &(v.value.len() as u64).to_le_bytes());
-            crc = crc32c::crc32c_append(crc, &v.value);
-            crc = crc32c::crc32c_append(crc, &v.version.0.to_le_bytes());
-        }
+        let crc = crc32c::crc32c(&self.content_hash.to_le_bytes());
         crc32c::crc32c_append(crc, &self.applied_index.to_le_bytes())
     }
+
+    /// Recomputes the entries' hash sum from scratch (after decoding a snapshot).
+    fn rehash(&mut self) {
+        self.content_hash = self
+            .data
+            .iter()
+            .fold(0u64, |h, (k, v)| h.wrapping_add(entry_hash(k, v)));
+    }
+}
+
+/// One entry's contribution to the state hash: CRC32C of its key, value and version,
+/// spread over 64 bits so that the wrapping sum of many rarely cancels out.
+fn entry_hash(key: &[u8], v: &Versioned) -> u64 {
+    let mut crc = crc32c::crc32c(&(key.len() as u64).to_le_bytes());
+    crc = crc32c::crc32c_append(crc, key);
+    crc = crc32c::crc32c_append(crc, &(v.value.len() as u64).to_le_bytes());
+    crc = crc32c::crc32c_append(crc, &v.value);
+    crc = crc32c::crc32c_append(crc, &v.version.0.to_le_bytes());
+    (u64::from(crc) << 32 | u64::from(crc.rotate_left(13))).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 fn txn_is_read_only(txn: &ArchivedTxn) -> bool {

@@ -182,6 +182,7 @@ impl RangeState {
                 },
             );
         }
+        state.rehash();
         Ok(state)
     }
 }
