@@ -401,8 +401,16 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 if p == self.cfg.node {
                     continue;
                 }
-                let matched = x.raft.progress(p).map_or(LogIndex(0), |pr| pr.matched);
-                if matched.0 + LAG_TOLERANCE < last.0 {
+                let Some(pr) = x.raft.progress(p) else {
+                    continue;
+                };
+                let matched = pr.matched;
+                // A new leader does not know where its followers are until they answer
+                // (matched 0, probing): that is not lagging.
+                let lagging = matches!(pr.state, raft::ProgressState::Snapshot { .. })
+                    || (pr.state == raft::ProgressState::Replicate
+                        && matched.0 + LAG_TOLERANCE < last.0);
+                if lagging {
                     return Err(RequestError::Refused {
                         reason: format!(
                             "the replica of range {} on node {} lags (it holds entry {} of {}): \
