@@ -1014,13 +1014,16 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if !self.forced_snapshots.iter().any(|(_, due)| *due <= now) {
             return Ok(());
         }
-        let due: Vec<msg::GroupId> = self
+        let mut due: Vec<msg::GroupId> = self
             .forced_snapshots
             .iter()
             .filter(|(_, t)| *t <= now)
             .map(|(g, _)| *g)
             .collect();
         self.forced_snapshots.retain(|(_, t)| *t > now);
+        // Split children first: a parent (or merge survivor) waits for its children's files,
+        // and writing both in one turn leaves no tick in which only the child's exists.
+        due.sort_by_key(|g| self.groups.get(g).is_none_or(|r| r.parent.is_none()));
         for g in due {
             if !self.force_snapshot(g)? {
                 self.forced_snapshots.push((g, now + 1));
