@@ -1407,7 +1407,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             data.put_slice(body);
             let index = r.raft.propose(data.freeze()).map_err(|e| {
                 debug!(group = r.group.0, error = %e, "proposal refused");
-                not_leader(r)
+                match e {
+                    // A leader handing over (transfer) refuses proposals for a moment: the
+                    // client backs off and finds the next leader, instead of being sent
+                    // back here.
+                    raft::ProposeError::ProposalDropped { .. } => RequestError::Unavailable {
+                        reason: UnavailableReason::NoLeader,
+                    },
+                    _ => not_leader(r),
+                }
             })?;
             r.proposals.push_back(Proposal {
                 index,
