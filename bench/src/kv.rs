@@ -454,39 +454,22 @@ fn preload(
         args.keys, args.value_bytes
     );
     let threads = args.concurrency.min(64) as u64;
-    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let cfg = client_config(cluster, nodes, shards, args);
-                s.spawn(move || -> anyhow::Result<()> {
-                    let mut client = BlockingClient::new(cfg);
-                    let mut value = vec![0u8; args.value_bytes];
-                    fastrand::fill(&mut value);
-                    let mut i = t;
-                    while i < args.keys {
-                        if interrupted.load(Ordering::Relaxed) {
-                            bail!("interrupted during the preload");
-                        }
-                        client
-                            .put(&key_name(&args.key_prefix, i), &value)
-                            .map_err(|e| anyhow::anyhow!("preload of key {i} failed: {e}"))?;
-                        i += threads;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a preload thread panicked")))
-            })
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
+    crate::target::on_threads(threads, "preload", |t| {
+        let mut client = BlockingClient::new(client_config(cluster, nodes, shards, args));
+        let mut value = vec![0u8; args.value_bytes];
+        fastrand::fill(&mut value);
+        let mut i = t;
+        while i < args.keys {
+            if interrupted.load(Ordering::Relaxed) {
+                bail!("interrupted during the preload");
+            }
+            client
+                .put(&key_name(&args.key_prefix, i), &value)
+                .map_err(|e| anyhow::anyhow!("preload of key {i} failed: {e}"))?;
+            i += threads;
+        }
+        Ok(())
+    })?;
     eprintln!("preloaded in {:.1} s", began.elapsed().as_secs_f64());
     Ok(())
 }

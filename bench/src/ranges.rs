@@ -161,49 +161,32 @@ fn load(config: &ClientConfig, args: &RangesArgs, interrupted: &AtomicBool) -> a
     let batches = args.keys.div_ceil(batch);
     let threads = (args.concurrency as u64).min(batches).max(1);
     let timeout = Duration::from_millis(args.request_timeout_ms);
-    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let cfg = client_config(config, timeout);
-                s.spawn(move || -> anyhow::Result<()> {
-                    let mut client = BlockingClient::new(cfg);
-                    let mut value = vec![0u8; args.value_bytes];
-                    fastrand::fill(&mut value);
-                    let mut b = t;
-                    while b < batches {
-                        if interrupted.load(Ordering::Relaxed) {
-                            bail!("interrupted during the load");
-                        }
-                        let puts = (b * batch..((b + 1) * batch).min(args.keys))
-                            .map(|i| TxnOp::Put {
-                                key: key_name(&args.key_prefix, i),
-                                value: value.clone(),
-                            })
-                            .collect();
-                        client
-                            .execute(Operation::Txn(Txn {
-                                compares: Vec::new(),
-                                success: puts,
-                                failure: Vec::new(),
-                            }))
-                            .map_err(|e| anyhow::anyhow!("load of batch {b} failed: {e}"))?;
-                        b += threads;
-                    }
-                    Ok(())
+    crate::target::on_threads(threads, "load", |t| {
+        let mut client = BlockingClient::new(client_config(config, timeout));
+        let mut value = vec![0u8; args.value_bytes];
+        fastrand::fill(&mut value);
+        let mut b = t;
+        while b < batches {
+            if interrupted.load(Ordering::Relaxed) {
+                bail!("interrupted during the load");
+            }
+            let puts = (b * batch..((b + 1) * batch).min(args.keys))
+                .map(|i| TxnOp::Put {
+                    key: key_name(&args.key_prefix, i),
+                    value: value.clone(),
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a load thread panicked")))
-            })
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
+                .collect();
+            client
+                .execute(Operation::Txn(Txn {
+                    compares: Vec::new(),
+                    success: puts,
+                    failure: Vec::new(),
+                }))
+                .map_err(|e| anyhow::anyhow!("load of batch {b} failed: {e}"))?;
+            b += threads;
+        }
+        Ok(())
+    })?;
     eprintln!("loaded in {:.1} s", began.elapsed().as_secs_f64());
     Ok(())
 }

@@ -191,3 +191,24 @@ pub fn quasar_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 fn discover(cluster: ClusterId, endpoints: &[String]) -> anyhow::Result<ClientConfig> {
     Ok(quasar_rpc::client::discover(cluster, endpoints, Duration::from_secs(3))?.config)
 }
+
+/// Runs `work(t)` for `t` in `0..threads`, one thread each, and returns the first error
+/// (a panicking thread is an error naming `what`).
+pub fn on_threads(
+    threads: u64,
+    what: &str,
+    work: impl Fn(u64) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<()> {
+    let work = &work;
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || work(t))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a {what} thread panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
+}

@@ -123,14 +123,7 @@ impl Sessions {
                 s.forgotten_through = s.forgotten_through.max(oldest.0);
             }
         }
-        while self.by_id.len() > self.max_sessions {
-            let Some(&(oldest_index, oldest)) = self.by_age.first() else {
-                break;
-            };
-            self.by_age.remove(&(oldest_index, oldest));
-            self.by_id.remove(&oldest);
-            self.evictions += 1;
-        }
+        self.evict_over_limit();
     }
 
     /// Every session with its outcomes, in session order (for snapshots and hashing).
@@ -176,6 +169,11 @@ impl Sessions {
                 }
             }
         }
+        self.evict_over_limit();
+    }
+
+    /// Forgets the least recently used sessions beyond the limit.
+    fn evict_over_limit(&mut self) {
         while self.by_id.len() > self.max_sessions {
             let Some(&(oldest_index, oldest)) = self.by_age.first() else {
                 break;
