@@ -503,13 +503,7 @@ fn collect(shared: &Shared) -> (Histogram<u64>, Histogram<u64>, Slot) {
 
 pub fn run(args: KvArgs) -> anyhow::Result<()> {
     validate(&args)?;
-    // SIGINT/SIGTERM end the run early but cleanly: the spawned nodes are stopped and what
-    // was measured is reported.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&interrupted))
-            .context("cannot install the SIGINT/SIGTERM handler")?;
-    }
+    let interrupted = crate::target::interrupt_flag()?;
     // The spawned cluster (if any) and its directory live until the end of the run.
     let mut target = crate::target::resolve(&args.target)?;
     eprintln!("target: {}", target.describe());

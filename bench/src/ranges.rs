@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -342,11 +342,7 @@ fn rounds(
 
 pub fn run(args: RangesArgs) -> anyhow::Result<()> {
     validate(&args)?;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&interrupted))
-            .context("cannot install the SIGINT/SIGTERM handler")?;
-    }
+    let interrupted = crate::target::interrupt_flag()?;
     let mut target = crate::target::resolve(&args.target)?;
     eprintln!("target: {}", target.describe());
     let config = target.config.clone();

@@ -212,3 +212,15 @@ pub fn on_threads(
     });
     results.into_iter().collect()
 }
+
+/// A flag that SIGINT and SIGTERM set: a run ends early but cleanly (spawned nodes are
+/// stopped, what was measured is reported).
+pub fn interrupt_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use anyhow::Context as _;
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&flag))
+            .context("cannot install the SIGINT/SIGTERM handler")?;
+    }
+    Ok(flag)
+}

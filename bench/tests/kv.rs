@@ -8,23 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
-use common::{quasar, run};
-
-fn json_of(out: &Output, what: &str) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().expect("one JSON line");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"))
-}
+use common::{json_of, quasar, run};
 
 /// One tiny run; returns its JSON and checks the outputs exist.
 fn kv_run(dir: &Path, name: &str, workload: &str) -> serde_json::Value {

@@ -7,23 +7,9 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::Duration;
 
-use common::{quasar, run};
-
-fn json_of(out: &Output, what: &str) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().expect("one JSON line");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"))
-}
+use common::{json_of, quasar, run};
 
 #[test]
 fn split_and_merge_rounds_under_writes() {

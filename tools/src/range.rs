@@ -182,7 +182,8 @@ fn replicas(d: &RangeDescriptor) -> String {
         .join(",")
 }
 
-fn ranges_table(ranges: &[RangeInfo]) -> String {
+/// Ranges as a table (also `quasarctl status`'s range table).
+pub(crate) fn ranges_table(ranges: &[RangeInfo]) -> String {
     let rows: Vec<Vec<String>> = ranges
         .iter()
         .map(|r| {

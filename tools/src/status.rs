@@ -129,16 +129,6 @@ fn uptime(secs: u64) -> String {
     }
 }
 
-fn span(info: &RangeInfo) -> String {
-    let d = &info.descriptor;
-    let end = if d.end.is_empty() {
-        "+inf".to_string()
-    } else {
-        format!("\"{}\"", escaped(&d.end))
-    };
-    format!("[\"{}\", {end})", escaped(&d.start))
-}
-
 fn render_table(cluster: &Cluster, rows: &[NodeRow], ranges: &[RangeInfo]) -> String {
     let nodes: Vec<Vec<String>> = rows
         .iter()
@@ -168,28 +158,6 @@ fn render_table(cluster: &Cluster, rows: &[NodeRow], ranges: &[RangeInfo]) -> St
             row
         })
         .collect();
-    let ranges: Vec<Vec<String>> = ranges
-        .iter()
-        .map(|r| {
-            let d = &r.descriptor;
-            vec![
-                d.id.to_string(),
-                d.group.to_string(),
-                span(r),
-                d.epoch.to_string(),
-                d.replicas
-                    .iter()
-                    .map(|x| match x.role {
-                        ReplicaRole::Voter => x.node.to_string(),
-                        ReplicaRole::Learner => format!("{}(learner)", x.node),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(","),
-                r.leader.map_or("-".into(), |l| l.to_string()),
-                r.commit.map_or("-".into(), |c| c.to_string()),
-            ]
-        })
-        .collect();
     let mut text = format!(
         "cluster {} ({} members, {} ranges)\n\n",
         cluster.name,
@@ -203,12 +171,7 @@ fn render_table(cluster: &Cluster, rows: &[NodeRow], ranges: &[RangeInfo]) -> St
         &nodes,
     ));
     text.push('\n');
-    text.push_str(&table(
-        &[
-            "RANGE", "GROUP", "SPAN", "EPOCH", "REPLICAS", "LEADER", "COMMIT",
-        ],
-        &ranges,
-    ));
+    text.push_str(&crate::range::ranges_table(ranges));
     text
 }
 

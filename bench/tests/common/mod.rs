@@ -58,3 +58,17 @@ pub fn run(args: &[&str], limit: Duration) -> Output {
     }
     child.wait_with_output().expect("collect output")
 }
+
+/// The last stdout line of a successful run, parsed as JSON.
+pub fn json_of(out: &Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().expect("one JSON line");
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"))
+}

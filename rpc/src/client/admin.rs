@@ -642,34 +642,6 @@ impl AdminClient {
         }
     }
 
-    /// Waits until `range` shows `leader` as its leader (bounded by the settle timeout).
-    pub fn wait_leader(&mut self, range: RangeId, leader: NodeId) -> Result<RangeInfo, AdminError> {
-        let began = Instant::now();
-        let mut backoff = Backoff::new(
-            Duration::from_millis(10),
-            Duration::from_millis(200),
-            fastrand::u64(..),
-        );
-        loop {
-            // The new leader knows first.
-            let info = self.describe_at(leader, range)?;
-            if info.leader == Some(leader) {
-                return Ok(info);
-            }
-            if began.elapsed() >= self.settle_timeout {
-                return Err(AdminError::Unavailable {
-                    attempts: 0,
-                    secs: began.elapsed().as_secs_f64(),
-                    last: format!(
-                        "range {range} still shows leader {:?}, not node {leader}",
-                        info.leader
-                    ),
-                });
-            }
-            std::thread::sleep(backoff.next_delay());
-        }
-    }
-
     /// Merges `left` with the range after it, moving that range's leadership to the left's
     /// leader first when they differ.
     pub fn merge(&mut self, left: RangeId) -> Result<Merged, AdminError> {
