@@ -76,6 +76,11 @@ pub struct StartArgs {
     /// 0: never by load.
     #[arg(long, env = "QUASAR_SPLIT_WRITES_PER_SEC", value_name = "N")]
     pub split_writes_per_sec: Option<u64>,
+    /// Replicas of each range of a NEW cluster, on the members with the lowest ids (default
+    /// 3, at most the members); the other members start empty and receive replicas by
+    /// `quasarctl range move`. Stored in the data dir at the first start.
+    #[arg(long, env = "QUASAR_REPLICAS", value_name = "N")]
+    pub replicas: Option<usize>,
 }
 
 /// The same settings as read from a TOML file.
@@ -99,6 +104,7 @@ struct FileConfig {
     split_bytes: Option<u64>,
     split_keys: Option<u64>,
     split_writes_per_sec: Option<u64>,
+    replicas: Option<usize>,
 }
 
 /// Defaults: etcd-like timing (100 ms heartbeats, 1 s elections) with a 10 ms tick.
@@ -138,6 +144,8 @@ pub struct NodeConfig {
     pub split_bytes: u64,
     pub split_keys: u64,
     pub split_writes_per_sec: u64,
+    /// `--replicas`, when given.
+    pub replicas: Option<usize>,
 }
 
 /// A setting that cannot be used, with the fix.
@@ -277,6 +285,29 @@ impl NodeConfig {
             Some(text) => parse_initial_cluster(&text, node_id, advertise)?,
             None => BTreeMap::new(),
         };
+        let replicas = args.replicas.or(file.replicas);
+        match replicas {
+            Some(0) => {
+                return Err(invalid(
+                    "replicas",
+                    0,
+                    "a range needs at least one replica",
+                    "pass 3 (the default) for a cluster that survives one failure",
+                ))
+            }
+            Some(n) if !initial_cluster.is_empty() && n > initial_cluster.len() => {
+                return Err(invalid(
+                    "replicas",
+                    n,
+                    format!(
+                        "--initial-cluster names only {} members",
+                        initial_cluster.len()
+                    ),
+                    "pass at most the number of members",
+                ))
+            }
+            _ => {}
+        }
 
         let cluster_id = args
             .cluster_id
@@ -366,6 +397,7 @@ impl NodeConfig {
                 .split_writes_per_sec
                 .or(file.split_writes_per_sec)
                 .unwrap_or(0),
+            replicas,
         })
     }
 }

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 /// File name inside the data directory.
 pub const FILE_NAME: &str = "quasar.json";
 
+/// Replicas of each range of a new cluster unless `--replicas` says otherwise.
+pub const DEFAULT_REPLICAS: usize = 3;
+
 /// What a data directory belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +27,10 @@ pub struct Manifest {
     pub shards: usize,
     /// Every member and the address of its shard 0.
     pub members: BTreeMap<u64, SocketAddr>,
+    /// Replicas of each range of the new cluster (on the members with the lowest ids);
+    /// absent in manifests written before the setting existed: every member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<usize>,
 }
 
 /// Why the data directory cannot be used with these settings.
@@ -57,6 +64,7 @@ impl Manifest {
         node_id: u64,
         shards: usize,
         initial_cluster: &BTreeMap<u64, SocketAddr>,
+        replicas: Option<usize>,
     ) -> Result<Manifest, ManifestError> {
         let path = dir.join(FILE_NAME);
         match fs::read(&path) {
@@ -89,6 +97,13 @@ impl Manifest {
                 if m.shards != shards {
                     return Err(mismatch("shards", shards.to_string(), m.shards.to_string()));
                 }
+                if let Some(given) = replicas.filter(|&r| r != m.bootstrap_replicas()) {
+                    return Err(mismatch(
+                        "replicas",
+                        given.to_string(),
+                        m.bootstrap_replicas().to_string(),
+                    ));
+                }
                 Ok(m)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -106,6 +121,11 @@ impl Manifest {
                     node_id,
                     shards,
                     members: initial_cluster.clone(),
+                    replicas: Some(
+                        replicas
+                            .unwrap_or(DEFAULT_REPLICAS)
+                            .min(initial_cluster.len()),
+                    ),
                 };
                 m.write(dir)?;
                 Ok(m)
@@ -115,6 +135,11 @@ impl Manifest {
                 reason: e.to_string(),
             }),
         }
+    }
+
+    /// How many members hold each range of the new cluster.
+    pub fn bootstrap_replicas(&self) -> usize {
+        self.replicas.unwrap_or(self.members.len())
     }
 
     fn write(&self, dir: &Path) -> Result<(), ManifestError> {
@@ -153,27 +178,33 @@ mod tests {
     #[test]
     fn first_start_writes_and_restarts_must_agree() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let m = Manifest::load_or_create(dir.path(), "c", 1, 2, &members()).expect("create");
+        let m = Manifest::load_or_create(dir.path(), "c", 1, 2, &members(), None).expect("create");
         assert_eq!(m.members.len(), 2);
-        let again =
-            Manifest::load_or_create(dir.path(), "c", 1, 2, &BTreeMap::new()).expect("reload");
+        let again = Manifest::load_or_create(dir.path(), "c", 1, 2, &BTreeMap::new(), None)
+            .expect("reload");
         assert_eq!(again, m);
-        let err = Manifest::load_or_create(dir.path(), "c", 1, 4, &BTreeMap::new())
+        let err = Manifest::load_or_create(dir.path(), "c", 1, 4, &BTreeMap::new(), None)
             .expect_err("shards changed");
         assert!(err.to_string().contains("--shards is 4"), "{err}");
-        let err = Manifest::load_or_create(dir.path(), "other", 1, 2, &BTreeMap::new())
+        let err = Manifest::load_or_create(dir.path(), "other", 1, 2, &BTreeMap::new(), None)
             .expect_err("cluster changed");
         assert!(err.to_string().contains("--cluster-id"), "{err}");
+        // Two members: each range on both (the default of 3 capped), and a restart naming
+        // another count is refused.
+        assert_eq!(m.bootstrap_replicas(), 2);
+        let err = Manifest::load_or_create(dir.path(), "c", 1, 2, &BTreeMap::new(), Some(1))
+            .expect_err("replicas changed");
+        assert!(err.to_string().contains("--replicas is 1"), "{err}");
     }
 
     #[test]
     fn a_new_dir_needs_the_initial_cluster_naming_this_node() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = Manifest::load_or_create(dir.path(), "c", 1, 2, &BTreeMap::new())
+        let err = Manifest::load_or_create(dir.path(), "c", 1, 2, &BTreeMap::new(), None)
             .expect_err("no members");
         assert!(err.to_string().contains("--initial-cluster"), "{err}");
-        let err =
-            Manifest::load_or_create(dir.path(), "c", 3, 2, &members()).expect_err("not a member");
+        let err = Manifest::load_or_create(dir.path(), "c", 3, 2, &members(), None)
+            .expect_err("not a member");
         assert!(err.to_string().contains("3=HOST:PORT"), "{err}");
     }
 }

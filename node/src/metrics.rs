@@ -339,6 +339,8 @@ impl AdminSource for NodeAdmin {
                         "role": match x.role {
                             quasar_rpc::message::ReplicaRole::Voter => "voter",
                             quasar_rpc::message::ReplicaRole::Learner => "learner",
+                            quasar_rpc::message::ReplicaRole::Joining => "joining",
+                            quasar_rpc::message::ReplicaRole::Leaving => "leaving",
                         },
                     })).collect::<Vec<_>>(),
                     "role": role_name(r.role),

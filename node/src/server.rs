@@ -59,6 +59,7 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         cfg.node_id,
         cfg.shards,
         &cfg.initial_cluster,
+        cfg.replicas,
     )?;
     let mut members: Vec<(NodeId, SocketAddr)> = manifest
         .members
@@ -80,7 +81,9 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         shards: cfg.shards as u32,
         members,
         started: Instant::now(),
-        directory: Arc::new(RwLock::new(Directory::bootstrap(&member_ids))),
+        directory: Arc::new(RwLock::new(Directory::bootstrap(
+            &member_ids[..manifest.bootstrap_replicas().min(member_ids.len())],
+        ))),
         reports: (0..cfg.shards)
             .map(|_| Mutex::new(ShardReport::default()))
             .collect(),

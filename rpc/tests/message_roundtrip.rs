@@ -37,7 +37,12 @@ fn node() -> impl Strategy<Value = NodeId> {
 }
 
 fn role() -> impl Strategy<Value = ReplicaRole> {
-    prop_oneof![Just(ReplicaRole::Voter), Just(ReplicaRole::Learner)]
+    prop_oneof![
+        Just(ReplicaRole::Voter),
+        Just(ReplicaRole::Learner),
+        Just(ReplicaRole::Joining),
+        Just(ReplicaRole::Leaving)
+    ]
 }
 
 fn descriptor() -> BoxedStrategy<RangeDescriptor> {

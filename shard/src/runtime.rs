@@ -301,11 +301,21 @@ impl FrameHandler for Handler {
                 let req = access_body::<AdminRequest>(frame.body)?;
                 let range = match &req.op {
                     ArchivedAdminOp::SplitRange { range, .. }
-                    | ArchivedAdminOp::TransferLeader { range, .. } => Some(range.get()),
+                    | ArchivedAdminOp::TransferLeader { range, .. }
+                    | ArchivedAdminOp::MoveReplica { range, .. }
+                    | ArchivedAdminOp::AddReplica { range, .. }
+                    | ArchivedAdminOp::RemoveReplica { range, .. } => Some(range.get()),
                     ArchivedAdminOp::MergeRanges { left, .. } => Some(left.get()),
                     _ => None,
                 };
-                if let Some(range) = range {
+                let joining = match &req.op {
+                    ArchivedAdminOp::MoveReplica { to, .. } => Some(to.get()),
+                    ArchivedAdminOp::AddReplica { node, .. } => Some(node.get()),
+                    _ => None,
+                };
+                let stranger =
+                    joining.filter(|n| !self.shared.members.iter().any(|(m, _)| m.0 == n.0));
+                if let (Some(range), None) = (range, stranger) {
                     // Range changes are carried out by the shard that holds the range.
                     let token = Rc::as_ptr(conn) as usize as ConnToken;
                     let mut s = store.borrow_mut();
@@ -320,9 +330,15 @@ impl FrameHandler for Handler {
                         return Ok(());
                     }
                 }
-                let result = match range {
-                    Some(range) => Err(RequestError::UnknownRange { range }),
-                    None => self.shared.admin(&req.op),
+                let result = match (range, stranger) {
+                    (_, Some(n)) => Err(RequestError::Refused {
+                        reason: format!(
+                            "node {n} is not a member of the cluster: list them with \
+                             `quasarctl node list`"
+                        ),
+                    }),
+                    (Some(range), None) => Err(RequestError::UnknownRange { range }),
+                    (None, None) => self.shared.admin(&req.op),
                 };
                 let resp = AdminResponse {
                     request_id: req.request_id.get(),

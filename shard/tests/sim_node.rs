@@ -189,6 +189,30 @@ fn whole_nodes_stay_linearizable_while_ranges_split_merge_and_move() {
     );
 }
 
+/// Four nodes, three replicas per range: the operator also moves replicas between nodes
+/// (a learner caught up by snapshot, a joint configuration, the old copy deleted) among
+/// splits, merges and leadership transfers, in stormy weather: histories stay
+/// linearizable, every group ends on exactly the replicas of its newest descriptor (the
+/// removed ones deleted their copies) at one state.
+#[test]
+#[ignore = "open: about a quarter of seeds fail under crashes and partitions (liveness, and \
+            a committed-entry divergence after a restart); an exploration target, see README"]
+fn whole_nodes_stay_linearizable_while_replicas_move() {
+    if std::env::var("QUASAR_SIM_TRACE").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_ansi(false)
+            .try_init();
+    }
+    let cfg = NodeSimConfig::moving();
+    let name = "whole_nodes_stay_linearizable_while_replicas_move";
+    let total = run_seeds(FILE, name, 40, |seed| run(seed, &cfg));
+    assert!(
+        total.writes_acked > 0 && total.reads_served > 0 && total.replica_moves > 0,
+        "no progress or no replica moved: {total:?}"
+    );
+}
+
 /// Regression (found by this simulator): a leader that quiesced right after sending
 /// heartbeats took their late acknowledgements (stamped with its stopped clock) as a fresh
 /// lease when a read woke it a hundred ticks later, cut off from its followers, and served

@@ -15,7 +15,9 @@
 //!   replicas: [{node, role}], leader, commit}`), `range show ID`;
 //! - `quasarctl range split ID --at KEY` or `range split --key KEY` (the range holding KEY,
 //!   at KEY), `range merge LEFT_ID` (with the range right after it; its leadership moves to
-//!   the left range's leader first when they differ), `range transfer-leader ID --to NODE`.
+//!   the left range's leader first when they differ), `range move ID --from NODE --to NODE`
+//!   (learner, catch-up by snapshot, joint consensus, the old copy deleted),
+//!   `range transfer-leader ID --to NODE`.
 //!   Each prints its plan and predicted result; `--dry-run` stops there and changes
 //!   nothing; `--yes` skips the confirmation and is required when stdin is not a terminal.
 //!   Changes go to the range's leader and name the epoch shown in the plan, so a range that

@@ -1,5 +1,5 @@
 //! `quasarctl range ...` and `quasarctl node list`: the range table and range changes
-//! (split, merge, leadership transfer) through `quasar_rpc::client::AdminClient`, which
+//! (split, merge, replica move, leadership transfer) through `quasar_rpc::client::AdminClient`, which
 //! routes each change to the range's leader and follows its hints.
 //!
 //! A change shows its plan first: the range as it is now (its epoch is the one the request
@@ -12,7 +12,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
 use clap::{ArgGroup, Args, Subcommand};
-use quasar_rpc::client::admin::{plan_merge, predict_split, AdminClient, AdminError};
+use quasar_rpc::client::admin::{plan_merge, predict_move, predict_split, AdminClient, AdminError};
 use quasar_rpc::client::BlockingClient;
 use quasar_rpc::message::{
     AdminOp, AdminReply, NodeId, RangeDescriptor, RangeId, RangeInfo, ReplicaRole, ShardId,
@@ -39,6 +39,10 @@ pub enum RangeCommand {
     /// Merge range LEFT_ID with the range right after it (moving that range's leadership to
     /// LEFT_ID's leader first when they differ).
     Merge(MergeArgs),
+    /// Move a range's replica from one node to another: the new replica joins as a
+    /// learner, catches up by snapshot, becomes a voter as the old one leaves (joint
+    /// consensus), and the old node deletes its copy.
+    Move(MoveArgs),
     /// Move a range's leadership to another voter.
     TransferLeader(TransferArgs),
 }
@@ -96,6 +100,20 @@ pub struct TransferArgs {
     pub change: ChangeFlags,
 }
 
+#[derive(Args, Debug)]
+pub struct MoveArgs {
+    /// The range.
+    pub id: u64,
+    /// The node losing its replica.
+    #[arg(long, value_name = "NODE")]
+    pub from: u64,
+    /// The node gaining one (a member without a replica of the range).
+    #[arg(long, value_name = "NODE")]
+    pub to: u64,
+    #[command(flatten)]
+    pub change: ChangeFlags,
+}
+
 impl RangeCommand {
     /// The change flags, for commands that change something.
     pub fn change(&self) -> Option<ChangeFlags> {
@@ -103,6 +121,7 @@ impl RangeCommand {
             RangeCommand::List | RangeCommand::Show { .. } => None,
             RangeCommand::Split(a) => Some(a.change),
             RangeCommand::Merge(a) => Some(a.change),
+            RangeCommand::Move(a) => Some(a.change),
             RangeCommand::TransferLeader(a) => Some(a.change),
         }
     }
@@ -145,6 +164,7 @@ pub fn run(cluster: &mut Cluster, cmd: &RangeCommand, output: Output) -> anyhow:
         }
         RangeCommand::Split(args) => split(&mut admin, args, output),
         RangeCommand::Merge(args) => merge(&mut admin, args, output),
+        RangeCommand::Move(args) => move_replica(&mut admin, args, output),
         RangeCommand::TransferLeader(args) => transfer(&mut admin, args, output),
     }
 }
@@ -177,6 +197,8 @@ fn replicas(d: &RangeDescriptor) -> String {
         .map(|x| match x.role {
             ReplicaRole::Voter => x.node.to_string(),
             ReplicaRole::Learner => format!("{}(learner)", x.node),
+            ReplicaRole::Joining => format!("{}(joining)", x.node),
+            ReplicaRole::Leaving => format!("{}(leaving)", x.node),
         })
         .collect::<Vec<_>>()
         .join(",")
@@ -414,6 +436,71 @@ fn merge(admin: &mut AdminClient, args: &MergeArgs, output: Output) -> anyhow::R
                 "transferred": merged.transferred.map(|(range, from, to)| json!({
                     "range": range.get(), "from": from.map(|f| f.get()), "to": to.get()})),
             })),
+        },
+        Outcome::Success,
+    ))
+}
+
+fn move_replica(
+    admin: &mut AdminClient,
+    args: &MoveArgs,
+    output: Output,
+) -> anyhow::Result<Report> {
+    let info = admin.describe(RangeId(args.id)).map_err(admin_error)?;
+    let info = admin.fresh(info);
+    let (from, to) = (NodeId(args.from), NodeId(args.to));
+    let d = &info.descriptor;
+    predict_move(d, from, to).map_err(admin_error)?;
+    if !admin
+        .members()
+        .map_err(admin_error)?
+        .iter()
+        .any(|m| m.node == to)
+    {
+        return Err(Refusal(format!(
+            "refused: node {to} is not a member of the cluster (see `quasarctl node list`)"
+        ))
+        .into());
+    }
+    let mut after = d.clone();
+    after.replicas.retain(|r| r.node != from && r.node != to);
+    after.replicas.push(quasar_rpc::message::ReplicaDescriptor {
+        node: to,
+        role: ReplicaRole::Voter,
+    });
+    after.replicas.sort_by_key(|r| r.node);
+    let plan = format!(
+        "move range {} {}'s replica from node {from} to node {to}\n  now:   replicas {} (epoch {})\n  after: replicas {}\n",
+        d.id,
+        span(d),
+        replicas(d),
+        d.epoch,
+        replicas(&after),
+    );
+    if args.change.dry_run {
+        let json_plan = json!({
+            "dry_run": true, "op": "move", "range": range_json(&info),
+            "from": from.get(), "to": to.get(),
+            "predicted_replicas": after.replicas.iter().map(|r| r.node.get()).collect::<Vec<_>>(),
+        });
+        return Ok(dry_run_report(plan, json_plan, output));
+    }
+    confirm(args.change, &plan, "move?")?;
+    let moved = admin.move_seen(info, from, to).map_err(admin_error)?;
+    let now = RangeInfo {
+        descriptor: moved,
+        leader: None,
+        commit: None,
+    };
+    Ok(Report::new(
+        match output {
+            Output::Table => format!(
+                "range {} is on nodes {} (epoch {})\n",
+                now.descriptor.id,
+                replicas(&now.descriptor),
+                now.descriptor.epoch
+            ),
+            Output::Json => doc(json!({"op": "move", "range": range_json(&now)})),
         },
         Outcome::Success,
     ))

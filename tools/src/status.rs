@@ -115,6 +115,8 @@ pub(crate) fn role_name(role: ReplicaRole) -> &'static str {
     match role {
         ReplicaRole::Voter => "voter",
         ReplicaRole::Learner => "learner",
+        ReplicaRole::Joining => "joining",
+        ReplicaRole::Leaving => "leaving",
     }
 }
 

@@ -163,7 +163,14 @@ pub struct Node {
 }
 
 impl Node {
-    fn new(id: u64, base_port: u16, admin_port: u16, shards: u32, initial: &str) -> Node {
+    fn new(
+        id: u64,
+        base_port: u16,
+        admin_port: u16,
+        shards: u32,
+        initial: &str,
+        extra: &[&str],
+    ) -> Node {
         let dir = tempfile::Builder::new()
             .prefix(&format!("quasar-node{id}-"))
             .tempdir()
@@ -187,6 +194,7 @@ impl Node {
             shards.to_string(),
         ];
         args.extend(TIMING_FLAGS.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().map(|s| s.to_string()));
         Node {
             id,
             base_port,
@@ -415,6 +423,11 @@ impl Cluster {
     /// Starts `n` nodes (ids 1..=n) with `shards` shards each and waits until every node's
     /// `/health` answers 200 (within [`START_TIMEOUT`] all together).
     pub fn start(n: u64, shards: u32) -> Cluster {
+        Cluster::start_with(n, shards, &[])
+    }
+
+    /// As [`Cluster::start`], with `extra` flags for every node's `quasar start`.
+    pub fn start_with(n: u64, shards: u32, extra: &[&str]) -> Cluster {
         assert!(n >= 1 && shards >= 1);
         let lock = cluster_lock();
         // Per node: `shards` consecutive shard ports, then its admin port.
@@ -433,6 +446,7 @@ impl Cluster {
                     port(i, shards as usize),
                     shards,
                     &initial,
+                    extra,
                 )
             })
             .collect();

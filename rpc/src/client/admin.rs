@@ -24,7 +24,8 @@ use super::{discover::reply_kind, AttemptError, BlockingClient, ClientConfig, Di
 use crate::error::ClientError;
 use crate::message::{
     AdminOp, AdminReply, AdminRequest, AdminResponse, InvalidReason, Member, NodeId,
-    RangeDescriptor, RangeId, RangeInfo, RangeSelector, RequestError, RequestId, ShardId,
+    RangeDescriptor, RangeId, RangeInfo, RangeSelector, ReplicaRole, RequestError, RequestId,
+    ShardId,
 };
 use crate::transport::{shard_for_group, Backoff};
 
@@ -242,6 +243,38 @@ pub struct MergePlan {
     pub transfer: Option<(RangeId, NodeId)>,
     /// The merged range as predicted: the left's id, group and replicas over both spans.
     pub merged: RangeDescriptor,
+}
+
+/// Checks a move of `d`'s replica on `from` to `to` before anything is sent.
+pub fn predict_move(d: &RangeDescriptor, from: NodeId, to: NodeId) -> Result<(), AdminError> {
+    if from == to {
+        return Err(AdminError::Refused(format!(
+            "refused: --from and --to both name node {from}"
+        )));
+    }
+    if d.replica(from).is_none() {
+        return Err(AdminError::Refused(format!(
+            "refused: node {from} holds no replica of range {} (replicas: {})",
+            d.id,
+            replica_list(d)
+        )));
+    }
+    if d.replica(to).is_some_and(|r| r.role.votes()) {
+        return Err(AdminError::Refused(format!(
+            "refused: node {to} already holds a replica of range {} (replicas: {})",
+            d.id,
+            replica_list(d)
+        )));
+    }
+    Ok(())
+}
+
+fn replica_list(d: &RangeDescriptor) -> String {
+    d.replicas
+        .iter()
+        .map(|r| r.node.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Checks that `right` follows `left` and whether leadership must move first (pure).
@@ -639,6 +672,68 @@ impl AdminClient {
         match self.change(info, AdminOp::TransferLeader { range, to })? {
             AdminReply::LeaderTransferred { leader, .. } => Ok(leader),
             other => Err(unexpected("TransferLeader", &other)),
+        }
+    }
+
+    /// Moves the replica of `range` on node `from` to node `to` (the epoch is read first):
+    /// `to` joins as a learner, catches up by snapshot, becomes a voter while `from` leaves
+    /// (a joint configuration), and `from` deletes its copy. Returns the final descriptor.
+    pub fn move_replica(
+        &mut self,
+        range: RangeId,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<RangeDescriptor, AdminError> {
+        let info = self.describe(range)?;
+        let info = self.fresh(info);
+        self.move_seen(info, from, to)
+    }
+
+    /// As [`AdminClient::move_replica`] from the range as the caller saw it. A move that went
+    /// part of the way (its answer lost, or its leader changed) is resumed, as long as the
+    /// range is on the way this plan leads to.
+    pub fn move_seen(
+        &mut self,
+        mut info: RangeInfo,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<RangeDescriptor, AdminError> {
+        predict_move(&info.descriptor, from, to)?;
+        let range = info.descriptor.id;
+        let began = Instant::now();
+        loop {
+            let d = &info.descriptor;
+            let op = AdminOp::MoveReplica {
+                range,
+                from,
+                to,
+                expected_epoch: d.epoch,
+            };
+            let changed = match self.change(info.clone(), op) {
+                Ok(AdminReply::ReplicasChanged { descriptor }) => return Ok(descriptor),
+                Ok(other) => return Err(unexpected("MoveReplica", &other)),
+                Err(AdminError::Changed { descriptor }) => descriptor,
+                Err(e) => return Err(e),
+            };
+            let role = |n: NodeId| changed.replica(n).map(|r| r.role);
+            match (role(from), role(to)) {
+                // Done (this move's answer was lost).
+                (None, Some(ReplicaRole::Voter)) => return Ok(changed),
+                // On the way: the learner added, or the joint configuration in force.
+                (Some(ReplicaRole::Voter), Some(ReplicaRole::Learner))
+                | (Some(ReplicaRole::Leaving), Some(ReplicaRole::Joining))
+                    if began.elapsed() < self.total_timeout =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                    info = self.describe(range)?;
+                    info = self.fresh(info);
+                }
+                _ => {
+                    return Err(AdminError::Changed {
+                        descriptor: changed,
+                    })
+                }
+            }
         }
     }
 

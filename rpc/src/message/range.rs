@@ -17,6 +17,19 @@ pub enum ReplicaRole {
     Voter,
     /// Receives the log but does not vote (catching up before promotion).
     Learner,
+    /// A voter of the incoming configuration only, while the group is in a joint
+    /// configuration (being added).
+    Joining,
+    /// A voter of the outgoing configuration only, while the group is in a joint
+    /// configuration (being removed).
+    Leaving,
+}
+
+impl ReplicaRole {
+    /// Whether the replica votes (in either half of a joint configuration).
+    pub fn votes(self) -> bool {
+        !matches!(self, ReplicaRole::Learner)
+    }
 }
 
 /// One replica of a range.
@@ -101,11 +114,11 @@ impl RangeDescriptor {
         }
     }
 
-    /// Replicas that vote.
+    /// Replicas that vote (in either half of a joint configuration).
     pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.replicas
             .iter()
-            .filter(|r| r.role == ReplicaRole::Voter)
+            .filter(|r| r.role.votes())
             .map(|r| r.node)
     }
 

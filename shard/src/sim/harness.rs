@@ -34,6 +34,8 @@ pub struct SimSummary {
     pub snapshots_installed: u64,
     /// Range changes (splits, merges, leadership transfers) that completed.
     pub range_changes: u64,
+    /// Of those, replica set changes (moves).
+    pub replica_moves: u64,
 }
 
 /// Runs `scenario` for each seed of `test` (in integration test `file`); panics listing
@@ -59,6 +61,7 @@ pub fn run_seeds(
                 total.conf_changes += s.conf_changes;
                 total.snapshots_installed += s.snapshots_installed;
                 total.range_changes += s.range_changes;
+                total.replica_moves += s.replica_moves;
             }
             Err(f) => {
                 eprintln!("SIM FAILURE {test} seed {seed}: {}", f.reason);

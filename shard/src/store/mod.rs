@@ -21,6 +21,7 @@
 //! when a message arrives for a group the directory says this node should hold.
 
 pub mod command;
+mod membership;
 mod ranges;
 pub mod snapfile;
 pub mod wire;
@@ -400,6 +401,7 @@ struct PendingAdmin {
     wait: AdminWait,
 }
 
+#[derive(Clone)]
 enum AdminWait {
     /// The split entry `index` of `group` to apply.
     Split {
@@ -434,6 +436,13 @@ enum AdminWait {
     },
     /// Leadership of `group` going to `to`.
     Transfer { group: msg::GroupId, to: NodeId },
+    /// A change of `group`'s replicas: `add` joins, `remove` leaves (see `membership.rs`).
+    Replicas {
+        group: msg::GroupId,
+        add: Option<NodeId>,
+        remove: Option<NodeId>,
+        stage: membership::ReplicaStage,
+    },
 }
 
 /// The store of one shard.
@@ -473,6 +482,12 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     /// Groups destroyed here (merged away) since the store opened: messages for them are
     /// not taken for a new range's.
     destroyed: std::collections::BTreeSet<msg::GroupId>,
+    /// Groups whose membership no longer has this replica as a voter of the incoming
+    /// configuration: removed once that is final (see `membership.rs`).
+    leaving: Vec<msg::GroupId>,
+    /// Groups this node's replica left (marked `*.gone`), and the tick it left (0: before
+    /// this start): never re-created at start, adopted again only if added back.
+    removed: BTreeMap<msg::GroupId, u64>,
 }
 
 /// Orphan messages kept at most, and for how many ticks.
@@ -513,6 +528,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             forced_snapshots: Vec::new(),
             last_allocated: 0,
             destroyed: std::collections::BTreeSet::new(),
+            leaving: Vec::new(),
+            removed: BTreeMap::new(),
         };
         let (mine, max_id): (Vec<RangeDescriptor>, u64) = {
             let dir = store.dir.read().unwrap_or_else(|e| e.into_inner());
@@ -532,8 +549,16 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             reason: e.to_string(),
         })?;
         store.destroyed.extend(buried);
+        let removed = store.snaps.removed().map_err(|e| StoreError::Snapshot {
+            group: 0,
+            location: "snapshot directory".into(),
+            reason: e.to_string(),
+        })?;
+        store.removed.extend(removed.into_iter().map(|g| (g, 0)));
         for d in &mine {
-            store.create_replica(d.group, Some(d), None)?;
+            if !store.removed.contains_key(&d.group) {
+                store.create_replica(d.group, Some(d), None)?;
+            }
         }
         // Ranges born of splits (and every range with a snapshot) are found by their files;
         // a split child without a file yet is re-created when its parent's log replays.
@@ -546,6 +571,16 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             if store.destroyed.contains(&g) {
                 // Buried before its file went (a crash in between): finish the job.
                 store.destroy_files(g)?;
+                continue;
+            }
+            if store.removed.contains_key(&g) {
+                // Marked removed before its file went (a crash in between): finish the job.
+                store.snaps.remove(g).map_err(|e| StoreError::Snapshot {
+                    group: g.0,
+                    location: store.snaps.location(g),
+                    reason: e.to_string(),
+                })?;
+                store.compact_all(g)?;
                 continue;
             }
             if !store.groups.contains_key(&g) {
@@ -640,6 +675,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             location: self.snaps.location(g),
             reason: e.to_string(),
         })?;
+        self.compact_all(g)
+    }
+
+    /// Drops the whole of `g`'s log from the WAL.
+    fn compact_all(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
         let wg = quasar_wal::GroupId(g.0);
         if self.wal.group_ids().any(|x| x == wg) {
             let last = self.wal.last_index(wg);
@@ -691,13 +731,22 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 None => None,
             }
         };
+        let from_disk = from_file.is_some();
         let snapshot = init.or(from_file);
         let d = match (&snapshot, fallback) {
             (Some((_, range)), _) => range.descriptor().clone(),
             (None, Some(d)) => d.clone(),
             (None, None) => return Ok(()),
         };
-        if !self.owns(&d) {
+        // A snapshot file here was taken or installed here: the replica is this node's
+        // even when the descriptor at the snapshot does not list it yet (a learner's first
+        // snapshot may predate the entry that added it; the log that follows does).
+        let held = if from_disk {
+            quasar_rpc::transport::shard_for_group(d.group, self.cfg.shards) == self.cfg.shard
+        } else {
+            self.owns(&d)
+        };
+        if !held {
             debug!(
                 group = group.0,
                 "snapshot of a range this shard does not hold; ignored"
@@ -814,7 +863,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             group: group.0,
             reason: e.to_string(),
         })?;
-        info!(group = group.0, last = %raft.last_id(), commit = raft.commit().0, "replica opened");
+        info!(node = self.cfg.node.0, group = group.0, first = raft.first_index().0, snapshot = %raft.snapshot().last, last = %raft.last_id(), commit = raft.commit().0, "replica opened");
         let replica = Replica::new(group, raft, range, last_snapshot, self.ticks);
         self.groups.insert(group, replica);
         self.order.push(group);
@@ -1035,7 +1084,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 // Only the ranges a cluster starts with are created on first contact; a
                 // range born of a split is created by applying the split (or adopted, see
                 // `adopt_orphans`).
-                Some(d) if self.owns(&d) && d.epoch.0 == 1 => {
+                Some(d)
+                    if self.owns(&d) && d.epoch.0 == 1 && !self.removed.contains_key(&group) =>
+                {
                     if let Err(e) = self.create_replica(d.group, Some(&d), None) {
                         warn!(group = group.0, error = %e, "cannot create replica");
                         return None;
@@ -1254,6 +1305,31 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 return;
             }
         };
+        // The file may be newer than the snapshot the core asked for (taken since, in this
+        // turn): what is sent is described by the file's own header, never by the request.
+        let meta = match SnapshotFile::decode(&file) {
+            Ok(f) if f.meta.last.index >= meta.last.index => f.meta,
+            Ok(f) => {
+                debug!(
+                    group = group.0,
+                    file = %f.meta.last,
+                    wanted = %meta.last,
+                    "the stored snapshot is older than the one asked for"
+                );
+                if let Some(r) = self.groups.get_mut(&group) {
+                    r.raft.report_snapshot(to, SnapshotStatus::Failed);
+                }
+                return;
+            }
+            Err(e) => {
+                warn!(group = group.0, error = %e, "stored snapshot does not decode");
+                if let Some(r) = self.groups.get_mut(&group) {
+                    r.raft.report_snapshot(to, SnapshotStatus::Failed);
+                }
+                return;
+            }
+        };
+        let meta = &meta;
         let Some(r) = self.groups.get_mut(&group) else {
             return;
         };
@@ -1541,6 +1617,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             "process() twice without finish()"
         );
         self.write_forced_snapshots()?;
+        self.collect_removed()?;
         self.pump_snapshots();
         let order = std::mem::take(&mut self.order);
         for g in &order {
@@ -1703,6 +1780,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         self.metrics.applied_entries += 1;
         r.bytes_since_snapshot += e.data.len() as u64;
+        if e.kind == EntryKind::ConfChange {
+            self.apply_conf_change(g, e)?;
+            if let Some(r) = self.groups.get_mut(&g) {
+                settle_proposals(r, &mut self.responses, e, None);
+            }
+            return Ok(());
+        }
         if e.kind == EntryKind::Normal && e.data.first() == Some(&PAYLOAD_RANGE_COMMAND) {
             self.apply_range_command(g, e)?;
             if let Some(r) = self.groups.get_mut(&g) {
@@ -1834,7 +1918,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         r.bytes_since_snapshot = 0;
         r.compact_below = Some(LogIndex(applied.0 + 1));
         self.metrics.snapshots_taken += 1;
-        info!(group = g.0, index = applied.0, bytes, "snapshot taken");
+        info!(
+            node = self.cfg.node.0,
+            group = g.0,
+            index = applied.0,
+            bytes,
+            "snapshot taken"
+        );
         self.snapshot_written(g)
     }
 

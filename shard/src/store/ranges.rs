@@ -27,7 +27,7 @@ use super::*;
 
 /// A replica more than this many entries behind its leader counts as lagging (a merge is
 /// refused until it catches up).
-const LAG_TOLERANCE: u64 = 1000;
+pub(super) const LAG_TOLERANCE: u64 = 1000;
 
 /// Ticks between two looks for frozen ranges whose merge must be finished.
 const FROZEN_CHECK_TICKS: u64 = 32;
@@ -200,6 +200,45 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     })?;
                 Ok(Some(AdminWait::Transfer { group: g, to }))
             }
+            ArchivedAdminOp::MoveReplica {
+                range,
+                from,
+                to,
+                expected_epoch,
+            } => {
+                let g = self.led_here(range.get())?;
+                self.start_replica_change(
+                    g,
+                    expected_epoch.get(),
+                    Some(NodeId(to.get().0)),
+                    Some(NodeId(from.get().0)),
+                )
+                .map(Some)
+            }
+            ArchivedAdminOp::AddReplica {
+                range,
+                node,
+                role,
+                expected_epoch,
+            } => {
+                if *role != msg::ReplicaRole::Voter {
+                    return Err(RequestError::Refused {
+                        reason: "replicas are added as voters (through a learner)".into(),
+                    });
+                }
+                let g = self.led_here(range.get())?;
+                self.start_replica_change(g, expected_epoch.get(), Some(NodeId(node.get().0)), None)
+                    .map(Some)
+            }
+            ArchivedAdminOp::RemoveReplica {
+                range,
+                node,
+                expected_epoch,
+            } => {
+                let g = self.led_here(range.get())?;
+                self.start_replica_change(g, expected_epoch.get(), None, Some(NodeId(node.get().0)))
+                    .map(Some)
+            }
             _ => Err(RequestError::InvalidRequest {
                 reason: InvalidReason::Unsupported,
             }),
@@ -207,7 +246,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     /// Whether a range command or membership change is in the log of `r` but not applied.
-    fn change_in_flight(r: &Replica) -> bool {
+    pub(super) fn change_in_flight(r: &Replica) -> bool {
         let last = r.raft.last_id().index.0;
         (r.range.applied_index() + 1..=last).any(|i| {
             r.raft.entry(LogIndex(i)).is_some_and(|e| {
@@ -258,7 +297,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 reason: InvalidReason::BadSplitKey,
             });
         }
-        if frozen || in_flight || self.frozen_into(&d) {
+        if frozen || in_flight || self.frozen_into(&d) || membership::conf_of(&d).is_joint() {
             return Err(RequestError::ChangeInProgress { range: d.id });
         }
         let id = self.allocate_id().ok_or_else(|| RequestError::Refused {
@@ -297,7 +336,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     /// Whether a local range right after `d` is frozen for a merge into it.
-    fn frozen_into(&self, d: &RangeDescriptor) -> bool {
+    pub(super) fn frozen_into(&self, d: &RangeDescriptor) -> bool {
         !d.end.is_empty()
             && self
                 .groups
@@ -371,7 +410,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             });
         }
         for (x, d) in [(l, ld), (r, rd)] {
-            if x.range.frozen_at().is_some() || Self::change_in_flight(x) || self.frozen_into(d) {
+            if x.range.frozen_at().is_some()
+                || Self::change_in_flight(x)
+                || self.frozen_into(d)
+                || membership::conf_of(d).is_joint()
+            {
                 return Err(RequestError::ChangeInProgress { range: d.id });
             }
         }
@@ -928,6 +971,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                             })
                         })
                     }),
+                    AdminWait::Replicas { .. } => self.advance_replica_change(i),
                     AdminWait::Split { .. }
                     | AdminWait::Freeze { .. }
                     | AdminWait::Merge { .. } => None,
@@ -945,6 +989,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                                      frozen range finishes its merge once it does"
                                 .into(),
                         },
+                        AdminWait::Replicas { ref stage, add, .. } => {
+                            Self::replica_change_timeout(stage, add)
+                        }
                         _ => RequestError::Ambiguous {
                             reason: AmbiguousReason::Timeout,
                         },
@@ -1169,10 +1216,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .drain(..)
             .partition(|(_, _, at)| now.saturating_sub(*at) > ttl);
         self.orphans = young;
-        for (g, m, _) in old {
-            if self.destroyed.contains(&g)
-                || quasar_rpc::transport::shard_for_group(g, self.cfg.shards) != self.cfg.shard
-            {
+        for (g, m, at) in old {
+            if quasar_rpc::transport::shard_for_group(g, self.cfg.shards) != self.cfg.shard {
+                continue;
+            }
+            if !self.groups.contains_key(&g) && !self.may_adopt(g, &m, at) {
                 continue;
             }
             if !self.groups.contains_key(&g) {
@@ -1198,6 +1246,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 info!(
                     group = g.0,
                     from = m.from.0,
+                    term = m.term.0,
                     "adopting a range this node missed the split of"
                 );
                 let mut r = Replica::new(

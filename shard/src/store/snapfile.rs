@@ -146,6 +146,13 @@ pub trait SnapshotStore {
     fn bury(&mut self, group: GroupId) -> io::Result<()>;
     /// Every group buried here.
     fn buried(&self) -> io::Result<Vec<GroupId>>;
+    /// Records, durably, that this node's replica of `group` was removed from the group's
+    /// membership: it is not re-created at start, but may be added back later.
+    fn mark_removed(&mut self, group: GroupId) -> io::Result<()>;
+    /// Forgets the mark of [`SnapshotStore::mark_removed`] (the replica was added back).
+    fn unmark_removed(&mut self, group: GroupId) -> io::Result<()>;
+    /// Every group marked removed here.
+    fn removed(&self) -> io::Result<Vec<GroupId>>;
 }
 
 /// Snapshot files in a directory: `{group:016x}.snap`.
@@ -223,6 +230,24 @@ impl SnapshotStore for DirSnapshots {
         self.list(".dead")
     }
 
+    fn mark_removed(&mut self, group: GroupId) -> io::Result<()> {
+        let path = self.dir.join(format!("{:016x}.gone", group.0));
+        fs::File::create(&path)?.sync_all()?;
+        fs::File::open(&self.dir)?.sync_all()
+    }
+
+    fn unmark_removed(&mut self, group: GroupId) -> io::Result<()> {
+        match fs::remove_file(self.dir.join(format!("{:016x}.gone", group.0))) {
+            Ok(()) => fs::File::open(&self.dir)?.sync_all(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn removed(&self) -> io::Result<Vec<GroupId>> {
+        self.list(".gone")
+    }
+
     fn remove(&mut self, group: GroupId) -> io::Result<()> {
         match fs::remove_file(self.path(group)) {
             Ok(()) => fs::File::open(&self.dir)?.sync_all(),
@@ -238,6 +263,7 @@ impl SnapshotStore for DirSnapshots {
 pub struct MemSnapshots {
     files: HashMap<u64, Vec<u8>>,
     buried: std::collections::BTreeSet<u64>,
+    removed: std::collections::BTreeSet<u64>,
 }
 
 impl SnapshotStore for MemSnapshots {
@@ -272,6 +298,20 @@ impl SnapshotStore for MemSnapshots {
 
     fn buried(&self) -> io::Result<Vec<GroupId>> {
         Ok(self.buried.iter().map(|g| GroupId(*g)).collect())
+    }
+
+    fn mark_removed(&mut self, group: GroupId) -> io::Result<()> {
+        self.removed.insert(group.0);
+        Ok(())
+    }
+
+    fn unmark_removed(&mut self, group: GroupId) -> io::Result<()> {
+        self.removed.remove(&group.0);
+        Ok(())
+    }
+
+    fn removed(&self) -> io::Result<Vec<GroupId>> {
+        Ok(self.removed.iter().map(|g| GroupId(*g)).collect())
     }
 }
 

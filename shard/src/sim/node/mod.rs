@@ -71,6 +71,9 @@ pub enum Canary {
 #[derive(Debug, Clone)]
 pub struct NodeSimConfig {
     pub nodes: u64,
+    /// Replicas of each range at the start (on nodes `1..=replicas`); the others start
+    /// empty and receive replicas by moves.
+    pub replicas: u64,
     pub keys: u8,
     pub clients: u64,
     /// Operations the clients start in all.
@@ -103,6 +106,8 @@ pub struct NodeSimConfig {
     /// Probability per step that the operator splits, merges or moves leadership of a
     /// range (0: the ranges keep their bootstrap shape).
     pub range_op_rate: f64,
+    /// Whether the operator also moves replicas (to nodes without one).
+    pub replica_moves: bool,
     pub canary: Canary,
 }
 
@@ -112,6 +117,7 @@ impl NodeSimConfig {
     pub fn stormy() -> NodeSimConfig {
         NodeSimConfig {
             nodes: 3,
+            replicas: 3,
             keys: 6,
             clients: 4,
             ops: 200,
@@ -134,6 +140,7 @@ impl NodeSimConfig {
             gc_every: 16,
             client_timeout: 150,
             range_op_rate: 0.0,
+            replica_moves: false,
             canary: Canary::None,
         }
     }
@@ -145,6 +152,18 @@ impl NodeSimConfig {
             range_op_rate: 0.03,
             ops: 300,
             ..NodeSimConfig::stormy()
+        }
+    }
+
+    /// Reshaping on four nodes with three replicas per range: the operator also moves
+    /// replicas between nodes (learner, snapshot, joint consensus, removal).
+    #[must_use]
+    pub fn moving() -> NodeSimConfig {
+        NodeSimConfig {
+            nodes: 4,
+            replicas: 3,
+            replica_moves: true,
+            ..NodeSimConfig::reshaping()
         }
     }
 
@@ -232,6 +251,18 @@ impl SnapshotStore for SharedSnapshots {
 
     fn buried(&self) -> io::Result<Vec<msg::GroupId>> {
         self.0.borrow().buried()
+    }
+
+    fn mark_removed(&mut self, group: msg::GroupId) -> io::Result<()> {
+        self.0.borrow_mut().mark_removed(group)
+    }
+
+    fn unmark_removed(&mut self, group: msg::GroupId) -> io::Result<()> {
+        self.0.borrow_mut().unmark_removed(group)
+    }
+
+    fn removed(&self) -> io::Result<Vec<msg::GroupId>> {
+        self.0.borrow().removed()
     }
 }
 
@@ -391,6 +422,12 @@ impl Sim {
         }
     }
 
+    /// The nodes every range starts on.
+    fn bootstrap_members(&self) -> &[NodeId] {
+        let n = (self.cfg.replicas as usize).clamp(1, self.members.len());
+        &self.members[..n]
+    }
+
     fn log(&mut self, line: impl AsRef<str>) {
         self.log.record(SimTime(self.now), line);
     }
@@ -418,7 +455,7 @@ impl Sim {
     fn run(&mut self) -> Result<(), String> {
         for id in 1..=self.cfg.nodes {
             let snaps = SharedSnapshots::default();
-            let dir = Arc::new(RwLock::new(Directory::bootstrap(&self.members)));
+            let dir = Arc::new(RwLock::new(Directory::bootstrap(self.bootstrap_members())));
             let store = self.open_store(id, MemDisk::new(), snaps.clone(), 0, Arc::clone(&dir))?;
             self.nodes.push(Node {
                 id,
@@ -531,22 +568,35 @@ impl Sim {
         if self.clients.iter().any(|c| c.pending.is_some()) {
             return false;
         }
-        let mut applied: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+        // Per group: (applied, commit) of each holder, its holders, its newest descriptor.
+        type Seen = (Vec<(u64, u64)>, Vec<u64>, Option<msg::RangeDescriptor>);
+        let mut groups: BTreeMap<u64, Seen> = BTreeMap::new();
         for n in &self.nodes {
             let Some(s) = &n.store else {
                 return false;
             };
             for st in s.statuses() {
-                applied
-                    .entry(st.descriptor.group.0)
-                    .or_default()
-                    .push((st.applied, st.commit));
+                let e = groups.entry(st.descriptor.group.0).or_default();
+                e.0.push((st.applied, st.commit));
+                e.1.push(n.id);
+                if e.2.as_ref().is_none_or(|d| d.epoch < st.descriptor.epoch) {
+                    e.2 = Some(st.descriptor);
+                }
             }
         }
-        applied.len() >= 2
-            && applied
-                .values()
-                .all(|v| v.len() == self.nodes.len() && v.iter().all(|x| *x == v[0]))
+        groups.len() >= 2
+            && groups.values().all(|(v, holders, d)| {
+                // Exactly the replicas of the newest descriptor hold the group (a removed
+                // replica has deleted its copy), all at the same point.
+                let mut wanted: Vec<u64> = d
+                    .iter()
+                    .flat_map(|d| d.replicas.iter().map(|r| r.node.0))
+                    .collect();
+                wanted.sort_unstable();
+                let mut holders = holders.clone();
+                holders.sort_unstable();
+                holders == wanted && v.iter().all(|x| *x == v[0])
+            })
     }
 
     fn step(&mut self) -> Result<(), String> {
@@ -640,7 +690,8 @@ impl Sim {
             return;
         }
         let d = led[self.op_rng.index(led.len())].clone();
-        let (target, op) = match self.op_rng.between(0, 2) {
+        let kinds = if self.cfg.replica_moves { 3 } else { 2 };
+        let (target, op) = match self.op_rng.between(0, kinds) {
             0 => {
                 let key =
                     clients::key_bytes(self.op_rng.between(0, u64::from(self.cfg.keys) - 1) as u8);
@@ -691,13 +742,32 @@ impl Sim {
                     ),
                 }
             }
-            _ => {
+            2 => {
                 let to = self.op_rng.between(1, self.cfg.nodes);
                 (
                     i,
                     AdminOp::TransferLeader {
                         range: d.id,
                         to: msg::NodeId(to),
+                    },
+                )
+            }
+            _ => {
+                let outside: Vec<u64> = (1..=self.cfg.nodes)
+                    .filter(|n| d.replica(msg::NodeId(*n)).is_none())
+                    .collect();
+                if outside.is_empty() || d.replicas.is_empty() {
+                    return;
+                }
+                let to = outside[self.op_rng.index(outside.len())];
+                let from = d.replicas[self.op_rng.index(d.replicas.len())].node;
+                (
+                    i,
+                    AdminOp::MoveReplica {
+                        range: d.id,
+                        from,
+                        to: msg::NodeId(to),
+                        expected_epoch: d.epoch,
                     },
                 )
             }
@@ -768,6 +838,9 @@ impl Sim {
         for (_, resp) in admin {
             if resp.result.is_ok() {
                 self.summary.range_changes += 1;
+            }
+            if matches!(resp.result, Ok(msg::AdminReply::ReplicasChanged { .. })) {
+                self.summary.replica_moves += 1;
             }
             self.log(format!("operator <- n{id}: {:?}", resp.result));
         }
@@ -883,7 +956,7 @@ impl Sim {
             };
             let id = self.nodes[i].id;
             self.nodes[i].incarnation += 1;
-            let dir = Arc::new(RwLock::new(Directory::bootstrap(&self.members)));
+            let dir = Arc::new(RwLock::new(Directory::bootstrap(self.bootstrap_members())));
             self.nodes[i].dir = Arc::clone(&dir);
             let store = self.open_store(
                 id,

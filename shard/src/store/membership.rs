@@ -1,0 +1,532 @@
+//! Replica moves: changes of a range's membership, driven by admin requests
+//! (`MoveReplica`, `AddReplica`, `RemoveReplica`), and the removal of a replica that left
+//! its group.
+//!
+//! ```text
+//!  leader:  checks (led here, epoch, nothing in flight, not joint, the nodes' roles)
+//!           -> snapshot and compact the leader's log, so the newcomer is caught up by a
+//!              snapshot (the log never reaches back to the range's birth)
+//!           -> propose "learner T" -> applied -> wait until T's log is within
+//!              LAG_TOLERANCE entries of the commit (replicating, not probing)
+//!           -> propose voters - F + T: a joint configuration, which the Raft core leaves
+//!              on its own once committed (a removed leader steps down then)
+//!           -> the final configuration applied here -> answer ReplicasChanged
+//!  T:       messages for a group it does not hold -> adopted after two election
+//!           timeouts as an empty replica (`adopt_orphans`) -> installs the snapshot
+//!  F:       applied a configuration without itself (or the joint one as an outgoing
+//!           voter only, and no leader heard for four election timeouts: the leader left
+//!           the joint configuration and no longer writes to it) -> the replica, its
+//!           snapshot file and its log go; the group is marked removed (`*.gone`), so a
+//!           restart does not re-create it, and it is adopted again only by a leader that
+//!           keeps writing to it (it was added back)
+//! ```
+//!
+//! Every applied membership entry bumps the range's epoch, so a plan made before it is
+//! refused; the descriptor's replica roles mirror the group's configuration
+//! (`Joining`/`Leaving` while it is joint): [`conf_of`] and [`replicas_of`] convert.
+
+use super::ranges::LAG_TOLERANCE;
+use super::*;
+use crate::raft::{ConfChange, ProgressState};
+
+/// How long a replica that is only an outgoing voter waits for its leader before it
+/// takes itself for removed, in election timeouts.
+const LEAVING_TIMEOUTS: u64 = 4;
+
+/// The configuration a descriptor describes.
+pub(crate) fn conf_of(d: &RangeDescriptor) -> ConfState {
+    use msg::ReplicaRole::{Joining, Learner, Leaving, Voter};
+    let pick = |keep: &dyn Fn(msg::ReplicaRole) -> bool| -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = d
+            .replicas
+            .iter()
+            .filter(|x| keep(x.role))
+            .map(|x| NodeId(x.node.0))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let joint = d
+        .replicas
+        .iter()
+        .any(|x| matches!(x.role, Joining | Leaving));
+    ConfState {
+        voters: pick(&|r| matches!(r, Voter | Joining)),
+        voters_outgoing: if joint {
+            pick(&|r| matches!(r, Voter | Leaving))
+        } else {
+            Vec::new()
+        },
+        learners: pick(&|r| r == Learner),
+    }
+}
+
+/// The replicas of a configuration, in node order.
+pub(crate) fn replicas_of(conf: &ConfState) -> Vec<msg::ReplicaDescriptor> {
+    conf.members()
+        .into_iter()
+        .map(|n| {
+            let incoming = conf.voters.binary_search(&n).is_ok();
+            let outgoing = conf.voters_outgoing.binary_search(&n).is_ok();
+            let role = if conf.is_learner(n) {
+                msg::ReplicaRole::Learner
+            } else if !conf.is_joint() || (incoming && outgoing) {
+                msg::ReplicaRole::Voter
+            } else if incoming {
+                msg::ReplicaRole::Joining
+            } else {
+                msg::ReplicaRole::Leaving
+            };
+            msg::ReplicaDescriptor {
+                node: msg::NodeId(n.0),
+                role,
+            }
+        })
+        .collect()
+}
+
+/// Where a replica change stands.
+#[derive(Debug, Clone)]
+pub(super) enum ReplicaStage {
+    /// The entry adding the learner, to apply.
+    Learner { index: LogIndex },
+    /// The learner catching up.
+    CatchUp,
+    /// The voter change proposed: waiting for `target` to be in force here.
+    Voters { target: ConfState },
+}
+
+impl<D: Disk, S: SnapshotStore> Store<D, S> {
+    /// Starts a change of range `g`'s replicas (led here): `add` joins as a voter (through
+    /// a learner), `remove` leaves. Returns what to wait for.
+    pub(super) fn start_replica_change(
+        &mut self,
+        g: msg::GroupId,
+        expected_epoch: msg::RangeEpoch,
+        add: Option<NodeId>,
+        remove: Option<NodeId>,
+    ) -> Result<AdminWait, RequestError> {
+        let (d, conf, busy) = {
+            let r = &self.groups[&g];
+            let d = r.range.descriptor().clone();
+            let conf = conf_of(&d);
+            let busy = conf.is_joint()
+                || r.range.frozen_at().is_some()
+                || Self::change_in_flight(r)
+                || self.frozen_into(&d);
+            (d, conf, busy)
+        };
+        if d.epoch != expected_epoch {
+            return Err(RequestError::RangeMoved { descriptor: d });
+        }
+        if busy {
+            return Err(RequestError::ChangeInProgress { range: d.id });
+        }
+        let refuse = |reason: String| Err(RequestError::Refused { reason });
+        if add.is_none() && remove.is_none() {
+            return refuse("the change names no node".into());
+        }
+        if add.is_some() && add == remove {
+            return refuse(format!(
+                "node {} cannot both gain and lose a replica of range {}",
+                add.map_or(0, |n| n.0),
+                d.id
+            ));
+        }
+        if let Some(f) = remove {
+            if !conf.contains(f) {
+                return refuse(format!("node {f} holds no replica of range {}", d.id));
+            }
+            if add.is_none() && conf.is_voter(f) && conf.voters.len() <= 1 {
+                return refuse(format!(
+                    "node {f} holds the only voter of range {}: add a replica first",
+                    d.id
+                ));
+            }
+        }
+        if let Some(t) = add {
+            if conf.is_voter(t) {
+                return refuse(format!("node {t} already holds a voter of range {}", d.id));
+            }
+            if !conf.is_learner(t) {
+                // The newcomer must be caught up by a snapshot: the log may not reach back
+                // to the range's birth (an empty replica would replay it onto nothing).
+                let saved = self.force_snapshot(g).map_err(|e| {
+                    warn!(group = g.0, error = %e, "snapshot for a new replica failed");
+                    RequestError::Refused {
+                        reason: format!(
+                            "range {} could not write the snapshot for node {t}: {e}",
+                            d.id
+                        ),
+                    }
+                })?;
+                let compacted = self
+                    .groups
+                    .get(&g)
+                    .is_some_and(|r| r.raft.first_index() > LogIndex(1));
+                if !saved || !compacted {
+                    return Err(RequestError::ChangeInProgress { range: d.id });
+                }
+                let mut target = conf.clone();
+                target.learners.push(t);
+                target.learners.sort_unstable();
+                let index = self.propose_conf(g, &target)?;
+                info!(
+                    range = d.id.0,
+                    node = t.0,
+                    index = index.0,
+                    "learner proposed"
+                );
+                return Ok(AdminWait::Replicas {
+                    group: g,
+                    add,
+                    remove,
+                    stage: ReplicaStage::Learner { index },
+                });
+            }
+            return Ok(AdminWait::Replicas {
+                group: g,
+                add,
+                remove,
+                stage: ReplicaStage::CatchUp,
+            });
+        }
+        let target = Self::final_conf(&conf, None, remove);
+        self.propose_conf(g, &target)?;
+        Ok(AdminWait::Replicas {
+            group: g,
+            add,
+            remove,
+            stage: ReplicaStage::Voters { target },
+        })
+    }
+
+    /// `conf` with `add` a voter (no longer a learner) and `remove` gone.
+    fn final_conf(conf: &ConfState, add: Option<NodeId>, remove: Option<NodeId>) -> ConfState {
+        let mut voters: Vec<NodeId> = conf
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| Some(v) != remove)
+            .collect();
+        voters.extend(add);
+        let mut target = ConfState::with_voters(voters);
+        target.learners = conf
+            .learners
+            .iter()
+            .copied()
+            .filter(|&l| Some(l) != add && Some(l) != remove)
+            .collect();
+        target
+    }
+
+    fn propose_conf(
+        &mut self,
+        g: msg::GroupId,
+        target: &ConfState,
+    ) -> Result<LogIndex, RequestError> {
+        let Some(r) = self.groups.get_mut(&g) else {
+            return Err(RequestError::Refused {
+                reason: format!("group {} is gone", g.0),
+            });
+        };
+        if r.raft.is_quiesced() {
+            r.raft.wake();
+        }
+        r.last_activity = self.ticks;
+        let id = r.range.descriptor().id;
+        r.raft.propose_conf_change(target).map_err(|e| match e {
+            raft::ProposeError::ConfChangePending { .. } => {
+                RequestError::ChangeInProgress { range: id }
+            }
+            raft::ProposeError::NotLeader { .. } => RequestError::NotLeader {
+                range: id,
+                leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
+            },
+            e => RequestError::Refused {
+                reason: format!("range {id}: membership change refused: {e}"),
+            },
+        })
+    }
+
+    /// Moves the replica change waiting at `pending_admin[i]` along; `Some` answers it.
+    pub(super) fn advance_replica_change(
+        &mut self,
+        i: usize,
+    ) -> Option<Result<AdminReply, RequestError>> {
+        let AdminWait::Replicas {
+            group,
+            add,
+            remove,
+            stage,
+        } = self.pending_admin[i].wait.clone()
+        else {
+            return None;
+        };
+        let now = self.ticks;
+        let Some(r) = self.groups.get(&group) else {
+            return Some(Err(RequestError::Refused {
+                reason: "the range left this node during the change: list the ranges and \
+                         retry"
+                    .into(),
+            }));
+        };
+        let d = r.range.descriptor().clone();
+        let conf = conf_of(&d);
+        let not_leader = || {
+            Some(Err(RequestError::NotLeader {
+                range: d.id,
+                leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
+            }))
+        };
+        match stage {
+            ReplicaStage::Learner { index } => {
+                if r.range.applied_index() < index.0 {
+                    return if r.raft.role() == Role::Leader {
+                        None
+                    } else {
+                        not_leader()
+                    };
+                }
+                let t = add?;
+                if !conf.is_learner(t) {
+                    return Some(Err(RequestError::Refused {
+                        reason: format!(
+                            "the learner on node {t} was not added (leadership changed): \
+                             list the range and retry"
+                        ),
+                    }));
+                }
+                let p = &mut self.pending_admin[i];
+                p.wait = AdminWait::Replicas {
+                    group,
+                    add,
+                    remove,
+                    stage: ReplicaStage::CatchUp,
+                };
+                p.at_tick = now;
+                None
+            }
+            ReplicaStage::CatchUp => {
+                if r.raft.role() != Role::Leader {
+                    return not_leader();
+                }
+                let t = add?;
+                let caught_up = r.raft.progress(t).is_some_and(|p| {
+                    p.state == ProgressState::Replicate
+                        && p.matched.0 + LAG_TOLERANCE >= r.raft.commit().0
+                });
+                if !caught_up {
+                    return None;
+                }
+                let target = Self::final_conf(&conf, add, remove);
+                match self.propose_conf(group, &target) {
+                    Ok(index) => {
+                        info!(
+                            range = d.id.0,
+                            add = t.0,
+                            remove = remove.map_or(0, |n| n.0),
+                            index = index.0,
+                            "voter change proposed"
+                        );
+                        let p = &mut self.pending_admin[i];
+                        p.wait = AdminWait::Replicas {
+                            group,
+                            add,
+                            remove,
+                            stage: ReplicaStage::Voters { target },
+                        };
+                        p.at_tick = now;
+                        None
+                    }
+                    Err(e) => Some(Err(e)),
+                }
+            }
+            ReplicaStage::Voters { target } => {
+                (conf == target).then(|| Ok(AdminReply::ReplicasChanged { descriptor: d }))
+            }
+        }
+    }
+
+    /// The timeout answer of a replica change at `stage`.
+    pub(super) fn replica_change_timeout(
+        stage: &ReplicaStage,
+        add: Option<NodeId>,
+    ) -> RequestError {
+        match stage {
+            ReplicaStage::CatchUp => RequestError::Refused {
+                reason: format!(
+                    "the replica on node {} did not catch up in time; it stays a learner: \
+                     retry the move to finish it, or remove it",
+                    add.map_or(0, |n| n.0)
+                ),
+            },
+            _ => RequestError::Ambiguous {
+                reason: AmbiguousReason::Timeout,
+            },
+        }
+    }
+
+    /// Applies a membership entry to `g`'s range: the descriptor's replicas follow the
+    /// configuration and its epoch moves on.
+    pub(super) fn apply_conf_change(
+        &mut self,
+        g: msg::GroupId,
+        e: &raft::Entry,
+    ) -> Result<(), StoreError> {
+        let me = self.cfg.node;
+        let Some(r) = self.groups.get_mut(&g) else {
+            return Ok(());
+        };
+        let change = ConfChange::decode(&e.data).map_err(|err| StoreError::Raft {
+            group: g.0,
+            reason: format!(
+                "membership entry {} does not decode ({err}): the log is damaged",
+                e.index.0
+            ),
+        })?;
+        let mut d = r.range.descriptor().clone();
+        let next = change
+            .apply(&conf_of(&d))
+            .map_err(|reason| StoreError::Raft {
+                group: g.0,
+                reason: format!(
+                    "membership entry {} does not apply to range {} ({reason})",
+                    e.index.0, d.id
+                ),
+            })?;
+        d.replicas = replicas_of(&next);
+        d.epoch = msg::RangeEpoch(d.epoch.0 + 1);
+        r.range.set_descriptor(d.clone());
+        r.range.skip_to(e.index.0);
+        info!(
+            range = d.id.0,
+            group = g.0,
+            index = e.index.0,
+            epoch = d.epoch.0,
+            replicas = ?d.replicas,
+            "membership applied"
+        );
+        self.dir
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .upsert(&d);
+        for n in next.members() {
+            if n != me && !self.peers.contains(&n) {
+                self.peers.push(n);
+                self.peers.sort_unstable();
+            }
+        }
+        let incoming = next.voters.contains(&me) || next.is_learner(me);
+        if !incoming && !self.leaving.contains(&g) {
+            self.leaving.push(g);
+        }
+        Ok(())
+    }
+
+    /// Removes the replicas that left their group (see the module notes); every tick.
+    pub(super) fn collect_removed(&mut self) -> Result<(), StoreError> {
+        if self.leaving.is_empty() {
+            return Ok(());
+        }
+        let now = self.ticks;
+        let patience = LEAVING_TIMEOUTS * u64::from(self.cfg.election_ticks);
+        let me = msg::NodeId(self.cfg.node.0);
+        let mut gone = Vec::new();
+        self.leaving.retain(|g| {
+            let Some(r) = self.groups.get(g) else {
+                return false;
+            };
+            match r.range.descriptor().replica(me).map(|x| x.role) {
+                None => {
+                    gone.push(*g);
+                    false
+                }
+                Some(msg::ReplicaRole::Leaving) => {
+                    let silent = r.raft.role() != Role::Leader
+                        && now.saturating_sub(r.last_leader_contact) > patience;
+                    if silent {
+                        gone.push(*g);
+                    }
+                    !silent
+                }
+                // Added back (or still joining): stays.
+                Some(_) => false,
+            }
+        });
+        for g in gone {
+            self.remove_replica(g)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes this node's replica of `g`, which left the group: durably marked removed
+    /// first, then its snapshot file and log go. The directory keeps the range, without
+    /// this replica.
+    fn remove_replica(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
+        let Some(r) = self.drop_replica(g) else {
+            return Ok(());
+        };
+        answer_lost(&mut self.responses, r.proposals.into_iter());
+        let mut d = r.range.descriptor().clone();
+        let me = self.cfg.node;
+        let conf = conf_of(&d);
+        d.replicas = replicas_of(&Self::final_conf(&conf, None, Some(me)));
+        self.dir
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .upsert(&d);
+        let snap_err = |snaps: &S, e: std::io::Error| StoreError::Snapshot {
+            group: g.0,
+            location: snaps.location(g),
+            reason: e.to_string(),
+        };
+        self.snaps
+            .mark_removed(g)
+            .map_err(|e| snap_err(&self.snaps, e))?;
+        self.snaps.remove(g).map_err(|e| snap_err(&self.snaps, e))?;
+        self.compact_all(g)?;
+        self.removed.insert(g, self.ticks);
+        info!(
+            range = d.id.0,
+            group = g.0,
+            "replica removed from its group: its files are deleted"
+        );
+        Ok(())
+    }
+
+    /// Whether an orphan message `m` for `g`, which arrived at tick `at`, may adopt it:
+    /// not a group merged away here, and a group this node left only on a leader's write
+    /// (append, heartbeat, snapshot) that arrived two election timeouts after the removal
+    /// (answers and writes still in flight at the removal are stale; a leader that added
+    /// this node back keeps writing).
+    pub(super) fn may_adopt(&mut self, g: msg::GroupId, m: &Message, at: u64) -> bool {
+        if self.destroyed.contains(&g) {
+            return false;
+        }
+        let Some(&removed_at) = self.removed.get(&g) else {
+            return true;
+        };
+        let ttl = 2 * u64::from(self.cfg.election_ticks);
+        let from_leader = matches!(
+            m.body,
+            MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Snapshot { .. }
+        );
+        if !from_leader || at <= removed_at + ttl {
+            return false;
+        }
+        if let Err(e) = self.snaps.unmark_removed(g) {
+            warn!(group = g.0, error = %e, "cannot clear the removal mark");
+            return false;
+        }
+        info!(
+            group = g.0,
+            from = m.from.0,
+            "a group this node left is adding it back"
+        );
+        self.removed.remove(&g);
+        true
+    }
+}
