@@ -341,6 +341,23 @@ mod tests {
     }
 
     #[test]
+    fn key_value_routes_without_a_cluster_answer_503_and_the_document_is_served() {
+        let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), fake()).unwrap();
+        let addr = server.local_addr();
+        let (status, body) = get(addr, "GET", "/v1/kv/a");
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("no key-value backend"), "{body}");
+        let (status, body) = get(addr, "GET", "/openapi.json");
+        assert_eq!(status, 200);
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(doc["paths"]["/v1/txn"].is_object());
+        assert_eq!(get(addr, "PATCH", "/v1/kv/a").0, 405);
+        assert_eq!(get(addr, "GET", "/v1/elsewhere").0, 404);
+        assert_eq!(get(addr, "GET", "/health").0, 200);
+        server.stop();
+    }
+
+    #[test]
     fn a_port_in_use_is_reported_with_the_address() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();

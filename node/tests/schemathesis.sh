@@ -8,9 +8,12 @@
 #   node/tests/schemathesis.sh --find                    # print the schemathesis to be used
 #
 # Fails on a 5xx, an undocumented status code, a body or header that breaks the schema, a
-# wrong content type, or an invalid request accepted (every check but
-# `positive_data_acceptance`: the document cannot say that a base64 key needs
-# `encoding=base64`, so schema-valid requests may rightly get a 400).
+# wrong content type, or an invalid request accepted. Every check runs but two, which the
+# `encoding` parameter fools: `positive_data_acceptance` (the document cannot say that a
+# base64 key needs `encoding=base64`, so schema-valid requests may rightly get a 400) and
+# `use_after_free` (`DELETE /v1/kv/QQ==` then `GET /v1/kv/QQ==?encoding=base64` name two
+# different keys, `QQ==` and `A`, so the second may rightly answer 200). The stateful phase
+# follows the document's links (PUT, then GET or DELETE of the same key).
 #
 # Environment: SCHEMATHESIS (path to the `schemathesis` program), QUASAR_SCHEMATHESIS_EXAMPLES
 # (cases per operation and phase, default 50), QUASAR_SCHEMATHESIS_SEED (default 1; any other
@@ -54,7 +57,7 @@ echo "schemathesis: $st ($("$st" --version 2>&1 | tail -1))"
 # under 3.11 (schemathesis then fails with "AST constructor recursion depth mismatch").
 exec timeout "${QUASAR_SCHEMATHESIS_TIMEOUT:-150}" "$st" run "$here/openapi.json" \
   --url "$1" \
-  --checks all --exclude-checks positive_data_acceptance \
+  --checks all --exclude-checks positive_data_acceptance,use_after_free \
   --phases examples,coverage,fuzzing,stateful \
   --max-examples "${QUASAR_SCHEMATHESIS_EXAMPLES:-50}" \
   --seed "${QUASAR_SCHEMATHESIS_SEED:-1}" \
