@@ -1,6 +1,6 @@
 //! The HTTP key-value API against a 3-node cluster of real `quasar start` processes on
-//! loopback: every route, every error status, and a follower forwarding to the leader
-//! ([`every_route_and_error_through_a_follower`]); then schemathesis, driven by
+//! loopback: every route, every error status, scans and transactions around a split, and a
+//! follower forwarding to the leader ([`every_route_and_error_through_a_follower`]); then schemathesis, driven by
 //! `node/openapi.json`, against the live server
 //! ([`schemathesis_finds_no_server_error_or_schema_violation`], see
 //! `node/tests/schemathesis.sh`). Every wait is bounded; the harness kills only the
@@ -15,6 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{wait_until, Cluster, USER_RANGE};
+use quasar_rpc::client::AdminClient;
+use quasar_rpc::message::RangeId;
 use serde_json::{json, Value};
 
 /// One HTTP answer: status, headers (names lower-cased), body.
@@ -380,15 +382,59 @@ fn every_route_and_error_through_a_follower() {
     expect(http(f, "GET", "/v1/kv?start=b&end=a", None), 400);
     expect(http(f, "GET", "/v1/kv?continue=not*base64", None), 400);
 
+    // Split the user range at scan/2: scans cross the boundary, transactions may not.
+    let ids: Vec<u64> = cluster.nodes.iter().map(|n| n.id).collect();
+    let mut admin = AdminClient::new(cluster.client_config(&ids));
+    let (left, right) = admin
+        .split(RangeId(USER_RANGE), b"scan/2")
+        .unwrap_or_else(|e| panic!("split at scan/2: {e}"));
+    assert_eq!(left.end, right.start);
+    let mut keys = Vec::new();
+    let mut path = "/v1/kv?start=scan/&end=scan0&limit=2".to_owned();
+    for _ in 0..10 {
+        let page = expect(http(f, "GET", &path, None), 200);
+        let entries = page["entries"].as_array().expect("entries");
+        keys.extend(
+            entries
+                .iter()
+                .map(|e| e["key"].as_str().expect("key").to_owned()),
+        );
+        match page["continue"].as_str() {
+            Some(token) => path = format!("/v1/kv?end=scan0&limit=2&continue={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(keys, ["scan/0", "scan/1", "scan/2", "scan/3", "scan/4"]);
+    let one_page = expect(http(f, "GET", "/v1/kv?start=scan/&end=scan0", None), 200);
+    assert_eq!(one_page["count"], 5, "{one_page}");
+    assert_eq!(one_page["continue"], Value::Null);
+    let spans = expect(
+        http(
+            f,
+            "POST",
+            "/v1/txn",
+            Some(
+                r#"{"compares":[{"key":"scan/0","value":"v0"}],"then":[{"op":"put","key":"scan/3","value":"x"}]}"#,
+            ),
+        ),
+        400,
+    );
+    assert!(
+        spans["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("spans ranges")),
+        "{spans}"
+    );
+
     // Transactions: the then branch, the else branch, and refusals.
-    let txn = r#"{"compares":[{"key":"scan/0","value":"v0"},{"key":"txn/new","version":0}],
-        "then":[{"op":"put","key":"txn/new","value":"made"},{"op":"get","key":"scan/1"},
+    let txn = r#"{"compares":[{"key":"scan/2","value":"v2"},{"key":"txn/new","version":0}],
+        "then":[{"op":"put","key":"txn/new","value":"made"},{"op":"get","key":"scan/3"},
                 {"op":"delete","key":"scan/4"}],
         "else":[{"op":"get","key":"txn/new"}]}"#;
     let ran = expect(http(f, "POST", "/v1/txn", Some(txn)), 200);
     assert_eq!(ran["succeeded"], true, "{ran}");
     let results = ran["results"].as_array().expect("results");
-    assert_eq!(results[1]["value"], "v1");
+    assert_eq!(results[1]["value"], "v3");
     assert_eq!(results[2]["found"], true);
     let made = expect(http(f, "GET", "/v1/kv/txn/new", None), 200);
     assert_eq!(version(&made), version(&ran));

@@ -178,9 +178,15 @@ impl Session<'_> {
 
     /// The range serving `key`: from the client's cache, else asked of this node.
     fn range_of(&mut self, key: &[u8]) -> Result<RangeDescriptor, ApiError> {
-        if let Some(d) = self.client.cache().lookup(key) {
-            return Ok(d.clone());
+        match self.client.cache().lookup(key) {
+            Some(d) => Ok(d.clone()),
+            None => self.describe(key),
         }
+    }
+
+    /// The range serving `key` as this node knows it now, merged into the client's cache
+    /// (the newer epoch wins: a node that has not applied a split yet cannot roll it back).
+    fn describe(&mut self, key: &[u8]) -> Result<RangeDescriptor, ApiError> {
         let reply = self.client.admin(
             self.contact,
             ShardId(0),
@@ -199,7 +205,12 @@ impl Session<'_> {
             )));
         }
         self.client.cache_mut().insert(info.descriptor.clone());
-        Ok(info.descriptor)
+        Ok(self
+            .client
+            .cache()
+            .lookup(key)
+            .cloned()
+            .unwrap_or(info.descriptor))
     }
 
     /// Up to `limit` pairs of `[start, end)` (`end` empty: to the end), page by page and
@@ -273,36 +284,52 @@ impl Session<'_> {
             ));
         }
         let routing = quasar_rpc::client::routing_key(&Operation::Txn(txn.clone())).to_vec();
-        let range = self.range_of(&routing)?;
-        let keys = txn.compares.iter().map(|c| (c.key.as_slice(), None)).chain(
-            txn.success.iter().chain(&txn.failure).map(|op| match op {
-                TxnOp::Get { key } | TxnOp::Put { key, .. } | TxnOp::Delete { key } => {
-                    (key.as_slice(), None)
+        // Asked afresh, not from the cache: a split since the last request must show here.
+        let range = self.describe(&routing)?;
+        check_one_range(&range, &txn)?;
+        match self.client.execute(Operation::Txn(txn.clone())) {
+            Ok(Reply::Txn(reply)) => Ok(reply),
+            Ok(other) => Err(unexpected("Txn", &other)),
+            // The node's directory lagged behind a split: the redirects taught the cache the
+            // new bounds. Spanning ranges is the caller's error, not an outage.
+            Err(e) => match self.client.cache().lookup(&routing) {
+                Some(now) if now.epoch > range.epoch => {
+                    check_one_range(&now.clone(), &txn)?;
+                    Err(e.into())
                 }
-                TxnOp::DeleteRange { start, end } => (start.as_slice(), Some(end.as_slice())),
-            }),
-        );
-        for (key, end) in keys {
-            let inside = match end {
-                None => range.contains(key),
-                Some(end) => range.contains_span(key, end),
-            };
-            if !inside {
-                return Err(ApiError::bad_request(format!(
-                    "the transaction spans ranges: key {} is outside range {} [{}, {}), which \
-                     holds its first key; a transaction stays within one range",
-                    key.escape_ascii(),
-                    range.id,
-                    range.start.escape_ascii(),
-                    range.end.escape_ascii()
-                )));
-            }
-        }
-        match self.client.execute(Operation::Txn(txn))? {
-            Reply::Txn(reply) => Ok(reply),
-            other => Err(unexpected("Txn", &other)),
+                _ => Err(e.into()),
+            },
         }
     }
+}
+
+/// Every key and span of `txn` must lie in `range`.
+fn check_one_range(range: &RangeDescriptor, txn: &Txn) -> Result<(), ApiError> {
+    let keys = txn.compares.iter().map(|c| (c.key.as_slice(), None)).chain(
+        txn.success.iter().chain(&txn.failure).map(|op| match op {
+            TxnOp::Get { key } | TxnOp::Put { key, .. } | TxnOp::Delete { key } => {
+                (key.as_slice(), None)
+            }
+            TxnOp::DeleteRange { start, end } => (start.as_slice(), Some(end.as_slice())),
+        }),
+    );
+    for (key, end) in keys {
+        let inside = match end {
+            None => range.contains(key),
+            Some(end) => range.contains_span(key, end),
+        };
+        if !inside {
+            return Err(ApiError::bad_request(format!(
+                "the transaction spans ranges: key {} is outside range {} [{}, {}), which \
+                 holds its first key; a transaction stays within one range",
+                key.escape_ascii(),
+                range.id,
+                range.start.escape_ascii(),
+                range.end.escape_ascii()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn unexpected(op: &str, reply: &Reply) -> ApiError {
