@@ -13,7 +13,16 @@
 //! | `GET /ready` | the same shape: ready to serve clients or not, and why |
 //! | `GET /status` | 200, the JSON document of [`AdminSource::status`] |
 //! | `GET /metrics` | 200, the text exposition of [`AdminSource::encode_metrics`] |
-//! | anything else | 404 (unknown path) or 405 (not `GET`), JSON with the reason |
+//! | `POST /command` | the one-line key-value API: `{"type":"SET"\|"GET"\|"DELETE","key","value"}` |
+//! | `GET\|PUT\|DELETE /v1/kv/{key}` | one key: read, write (`?if-version=N`, `?if-absent`), delete |
+//! | `GET /v1/kv?start=&end=&limit=&continue=` | one page of a scan |
+//! | `POST /v1/txn` | a transaction: `{"compares","then","else"}` |
+//! | `GET /openapi.json` | the OpenAPI 3 document of the key-value routes |
+//! | anything else | 404 (unknown path) or 405 (a method the path does not take), JSON with the reason |
+//!
+//! The key-value routes live in [`crate::http_api`] (status codes, JSON shapes, encodings,
+//! read consistency); they reach the cluster through quasar-rpc's client over
+//! [`AdminSource::kv_client`], on blocking threads off this loop.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +36,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::sync::oneshot;
+
+use crate::http_api::{self, HttpApi};
 
 /// The answer of a health or readiness probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +58,11 @@ pub trait AdminSource: Send + Sync + 'static {
     fn status(&self) -> serde_json::Value;
     /// Appends the metrics in the text exposition format to `out`.
     fn encode_metrics(&self, out: &mut String) -> std::fmt::Result;
+    /// How the key-value routes reach the cluster: an rpc client configuration whose first
+    /// node is this one. `None` (the default): those routes answer 503.
+    fn kv_client(&self) -> Option<quasar_rpc::client::ClientConfig> {
+        None
+    }
 }
 
 /// Content type of `prometheus_client::encoding::text::encode` output.
@@ -71,6 +87,13 @@ impl AdminServer {
         })?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
+        let api = match source.kv_client().map(HttpApi::new).transpose() {
+            Ok(api) => api.map(Arc::new),
+            Err(e) => {
+                tracing::error!(error = %e, "admin port: the key-value API is off");
+                None
+            }
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()?;
@@ -92,7 +115,8 @@ impl AdminServer {
                             accepted = listener.accept() => match accepted {
                                 Ok((stream, _peer)) => {
                                     let source = Arc::clone(&source);
-                                    tokio::task::spawn(serve_connection(stream, source));
+                                    let api = api.clone();
+                                    tokio::task::spawn(serve_connection(stream, source, api));
                                 }
                                 Err(e) => tracing::warn!(error = %e, "admin port: accept failed"),
                             },
@@ -136,10 +160,22 @@ impl Drop for AdminServer {
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, source: Arc<dyn AdminSource>) {
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    source: Arc<dyn AdminSource>,
+    api: Option<Arc<HttpApi>>,
+) {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let response = route(&*source, &request);
-        async move { Ok::<_, Infallible>(response) }
+        let source = Arc::clone(&source);
+        let api = api.clone();
+        async move {
+            let response = if http_api::serves(request.uri().path()) {
+                http_api::handle(api.as_deref(), request).await
+            } else {
+                route(&*source, &request)
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
@@ -302,6 +338,23 @@ mod tests {
         assert_eq!(get(addr, "POST", "/health").0, 405);
         server.stop();
         assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn key_value_routes_without_a_cluster_answer_503_and_the_document_is_served() {
+        let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), fake()).unwrap();
+        let addr = server.local_addr();
+        let (status, body) = get(addr, "GET", "/v1/kv/a");
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("no key-value backend"), "{body}");
+        let (status, body) = get(addr, "GET", "/openapi.json");
+        assert_eq!(status, 200);
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(doc["paths"]["/v1/txn"].is_object());
+        assert_eq!(get(addr, "PATCH", "/v1/kv/a").0, 405);
+        assert_eq!(get(addr, "GET", "/v1/elsewhere").0, 404);
+        assert_eq!(get(addr, "GET", "/health").0, 200);
+        server.stop();
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   `quasar_shard::runtime::run_shard`, the admin port, signal handling;
 //! - [`admin`]: the admin HTTP port (`/health`, `/ready`, `/status`, `/metrics`), hyper on
 //!   a thread of its own, serving whatever an [`admin::AdminSource`] reports;
+//! - [`http_api`]: the HTTP key-value API on the admin port (`/command`, `/v1/kv`,
+//!   `/v1/txn`, `/openapi.json`), through quasar-rpc's client;
 //! - [`metrics`]: the Prometheus metrics and the node's `AdminSource`;
 //! - [`local_cluster`]: `quasar start` child processes on loopback (demo, benchmarks);
 //! - [`demo`]: `quasar demo`, three child nodes on loopback.
@@ -15,6 +17,7 @@
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod http_api;
 pub mod local_cluster;
 pub mod manifest;
 pub mod memlock;

@@ -367,4 +367,21 @@ impl AdminSource for NodeAdmin {
     fn encode_metrics(&self, out: &mut String) -> std::fmt::Result {
         self.metrics.encode(&self.shared, out)
     }
+
+    /// Every member, this node first: requests without a cached route go to its own client
+    /// port, and the client's redirects lead to the leaders.
+    fn kv_client(&self) -> Option<quasar_rpc::client::ClientConfig> {
+        let mut nodes: Vec<(quasar_rpc::message::NodeId, std::net::SocketAddr)> = self
+            .shared
+            .members
+            .iter()
+            .map(|(node, addr)| (quasar_rpc::message::NodeId(node.0), *addr))
+            .collect();
+        nodes.sort_by_key(|(node, _)| node.0 != self.shared.node.0);
+        Some(quasar_rpc::client::ClientConfig::new(
+            self.shared.cluster,
+            nodes,
+            self.shared.shards,
+        ))
+    }
 }
