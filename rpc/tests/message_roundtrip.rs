@@ -157,6 +157,9 @@ fn raft_body() -> BoxedStrategy<RaftBody> {
         any::<u64>().prop_map(|context| RaftBody::ReadIndexResponse(
             ReadIndexResponse::NotLeader { context }
         )),
+        any::<u64>().prop_map(|i| RaftBody::Removed {
+            applied: LogIndex(i)
+        }),
     ]
     .boxed()
 }

@@ -91,6 +91,13 @@ pub enum RaftBody {
     ReadIndex(ReadIndexRequest),
     /// Leader → follower (`MsgReadIndexResp`).
     ReadIndexResponse(ReadIndexResponse),
+    /// Member → a replica that campaigns in a group whose configuration, committed and
+    /// applied at `applied` on the sender, no longer has it: it was removed (a replica
+    /// that missed its removal learns it here and may delete its copy if it applied less).
+    Removed {
+        /// The sender's applied index.
+        applied: LogIndex,
+    },
 }
 
 /// Log entries for a follower.

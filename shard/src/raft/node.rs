@@ -929,10 +929,13 @@ impl RaftNode {
                 let commit_sent = self.commit_sent_to(to);
                 let needs_commit =
                     commit_sent < self.log.committed.min(pr.matched.max(pr.next.prev()));
-                if !has_entries && !needs_commit && pr.state != ProgressState::Probe {
-                    break;
-                }
-                if !has_entries && !needs_commit {
+                // A follower in probe whose log may lack entries gets a probe (an empty append
+                // at `next`) even when nothing is new: the previous probe may have been lost,
+                // and without an answer the leader never learns where the follower stands
+                // (found by the simulator: a learner added to an idle range).
+                let probe_due =
+                    pr.state == ProgressState::Probe && pr.matched < self.log.last_index();
+                if !has_entries && !needs_commit && !probe_due {
                     break;
                 }
                 let sent = self.send_append(i);
@@ -1082,6 +1085,7 @@ impl RaftNode {
         if changes.is_empty() {
             return;
         }
+        let last_change = changes.last().map_or(index, |(at, _)| *at);
         for (at, data) in changes {
             let change = match ConfChange::decode(&data) {
                 Ok(c) => c,
@@ -1106,7 +1110,29 @@ impl RaftNode {
         }
         // Only once every change committed here is in force (several may commit at once).
         if self.role == Role::Leader {
+            // Members this change removed learn that it committed (an empty append at what
+            // they hold, carrying the commit up to it): otherwise a removed replica never
+            // sees its removal in force and cannot tell it may delete its copy.
+            let farewells: Vec<(NodeId, LogIndex)> = self
+                .progress
+                .iter()
+                .filter(|(id, _)| *id != self.id && !self.conf.contains(*id))
+                .map(|(id, pr)| (*id, pr.matched))
+                .collect();
             self.rebuild_progress();
+            for (to, matched) in farewells {
+                if matched < last_change {
+                    continue;
+                }
+                if let Some(term) = self.log.term(matched) {
+                    let body = MessageBody::Append {
+                        prev: LogId::new(term, matched),
+                        entries: Vec::new(),
+                        commit: self.log.committed.min(matched),
+                    };
+                    self.send(to, body, Send::Now);
+                }
+            }
             if self.conf.is_joint() {
                 if !self.uncommitted_conf_change() {
                     self.propose_leave_joint();

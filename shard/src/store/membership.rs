@@ -13,12 +13,12 @@
 //!           -> the final configuration applied here -> answer ReplicasChanged
 //!  T:       messages for a group it does not hold -> adopted after two election
 //!           timeouts as an empty replica (`adopt_orphans`) -> installs the snapshot
-//!  F:       applied a configuration without itself (or the joint one as an outgoing
-//!           voter only, and no leader heard for four election timeouts: the leader left
-//!           the joint configuration and no longer writes to it) -> the replica, its
-//!           snapshot file and its log go; the group is marked removed (`*.gone`), so a
-//!           restart does not re-create it, and it is adopted again only by a leader that
-//!           keeps writing to it (it was added back)
+//!  F:       applies a configuration without itself (the leader that commits the change
+//!           tells the removed members, see the Raft core's `commit_to`) -> the replica,
+//!           its snapshot file and its log go; the group is marked removed (`*.gone`), so
+//!           a restart does not re-create it, and it is adopted again only by a leader that
+//!           keeps writing to it (it was added back). A replica never deletes itself on a
+//!           guess (silence): a voter that lost its state could break a quorum.
 //! ```
 //!
 //! Every applied membership entry bumps the range's epoch, so a plan made before it is
@@ -28,10 +28,6 @@
 use super::ranges::LAG_TOLERANCE;
 use super::*;
 use crate::raft::{ConfChange, ProgressState};
-
-/// How long a replica that is only an outgoing voter waits for its leader before it
-/// takes itself for removed, in election timeouts.
-const LEAVING_TIMEOUTS: u64 = 4;
 
 /// The configuration a descriptor describes.
 pub(crate) fn conf_of(d: &RangeDescriptor) -> ConfState {
@@ -343,7 +339,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 }
             }
             ReplicaStage::Voters { target } => {
-                (conf == target).then(|| Ok(AdminReply::ReplicasChanged { descriptor: d }))
+                (conf == target).then_some(Ok(AdminReply::ReplicasChanged { descriptor: d }))
             }
         }
     }
@@ -424,13 +420,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         Ok(())
     }
 
-    /// Removes the replicas that left their group (see the module notes); every tick.
+    /// Removes the replicas that left their group: those whose applied configuration no
+    /// longer has them (committed, so no quorum needs them any more). Run every turn; cheap
+    /// while no replica is leaving.
     pub(super) fn collect_removed(&mut self) -> Result<(), StoreError> {
         if self.leaving.is_empty() {
             return Ok(());
         }
-        let now = self.ticks;
-        let patience = LEAVING_TIMEOUTS * u64::from(self.cfg.election_ticks);
         let me = msg::NodeId(self.cfg.node.0);
         let mut gone = Vec::new();
         self.leaving.retain(|g| {
@@ -442,14 +438,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     gone.push(*g);
                     false
                 }
-                Some(msg::ReplicaRole::Leaving) => {
-                    let silent = r.raft.role() != Role::Leader
-                        && now.saturating_sub(r.last_leader_contact) > patience;
-                    if silent {
-                        gone.push(*g);
-                    }
-                    !silent
-                }
+                // Still an outgoing voter: the joint configuration may need its vote.
+                Some(msg::ReplicaRole::Leaving) => true,
                 // Added back (or still joining): stays.
                 Some(_) => false,
             }
@@ -458,6 +448,58 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             self.remove_replica(g)?;
         }
         Ok(())
+    }
+
+    /// A campaign for `g` from `from`: when this replica's applied configuration (committed,
+    /// not joint) no longer has `from`, it is told it was removed, and its vote request is
+    /// not stepped (it could only disturb). Returns whether it was told.
+    pub(super) fn tell_removed(&mut self, g: msg::GroupId, from: NodeId) -> bool {
+        let Some(r) = self.groups.get(&g) else {
+            return false;
+        };
+        if r.awaiting_snapshot {
+            return false;
+        }
+        let conf = conf_of(r.range.descriptor());
+        if conf.is_joint() || conf.contains(from) || conf.voters.is_empty() {
+            return false;
+        }
+        let applied = r.range.applied_index();
+        let term = msg::Term(r.raft.term().0);
+        self.batch_for(from).messages.push(msg::RaftMessage {
+            group: g,
+            term,
+            body: msg::RaftBody::Removed {
+                applied: msg::LogIndex(applied),
+            },
+        });
+        debug!(group = g.0, to = from.0, applied, "told a removed replica");
+        true
+    }
+
+    /// A member of `g` says the group's configuration, applied at `applied` there, no longer
+    /// has this replica. That configuration is committed, so no quorum will ever need this
+    /// replica again, unless it was added back later: then its log holds the entries that
+    /// added it back (it campaigns only once it committed them), beyond `applied`. So a
+    /// replica whose log ends at or before `applied` (it missed its removal, whatever it
+    /// believes its role is) goes.
+    pub(super) fn on_removed(&mut self, g: msg::GroupId, from: NodeId, applied: LogIndex) {
+        let Some(r) = self.groups.get(&g) else {
+            return;
+        };
+        if r.awaiting_snapshot || r.raft.last_id().index > applied || r.raft.role() == Role::Leader
+        {
+            return;
+        }
+        info!(
+            group = g.0,
+            from = from.0,
+            applied = applied.0,
+            "told by a member that this replica was removed"
+        );
+        if let Err(e) = self.remove_replica(g) {
+            warn!(group = g.0, error = %e, "removed replica not deleted");
+        }
     }
 
     /// Deletes this node's replica of `g`, which left the group: durably marked removed
@@ -485,8 +527,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .mark_removed(g)
             .map_err(|e| snap_err(&self.snaps, e))?;
         self.snaps.remove(g).map_err(|e| snap_err(&self.snaps, e))?;
-        self.compact_all(g)?;
-        self.removed.insert(g, self.ticks);
+        let lsn = self.compact_all(g)?;
+        self.removed.insert(g, (self.ticks, lsn));
         info!(
             range = d.id.0,
             group = g.0,
@@ -504,9 +546,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if self.destroyed.contains(&g) {
             return false;
         }
-        let Some(&removed_at) = self.removed.get(&g) else {
+        let Some(&(removed_at, dropped_at)) = self.removed.get(&g) else {
             return true;
         };
+        if self.wal.durable_lsn() < dropped_at {
+            return false;
+        }
         let ttl = 2 * u64::from(self.cfg.election_ticks);
         let from_leader = matches!(
             m.body,

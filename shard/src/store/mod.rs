@@ -155,6 +155,16 @@ impl Directory {
 
 pub type SharedDirectory = Arc<RwLock<Directory>>;
 
+/// A member's replication state as its leader sees it (diagnostics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub node: u64,
+    /// `Probe`, `Replicate` or `Snapshot { pending }`.
+    pub state: String,
+    pub matched: u64,
+    pub next: u64,
+}
+
 /// Settings of one shard's store.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -485,9 +495,11 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     /// Groups whose membership no longer has this replica as a voter of the incoming
     /// configuration: removed once that is final (see `membership.rs`).
     leaving: Vec<msg::GroupId>,
-    /// Groups this node's replica left (marked `*.gone`), and the tick it left (0: before
-    /// this start): never re-created at start, adopted again only if added back.
-    removed: BTreeMap<msg::GroupId, u64>,
+    /// Groups this node's replica left (marked `*.gone`): the tick it left (0: before this
+    /// start) and the WAL position of the record dropping its log. Never re-created at
+    /// start; adopted again only if added back, and only once that record is durable (the
+    /// old log must not come back after a crash under the new replica).
+    removed: BTreeMap<msg::GroupId, (u64, quasar_wal::Lsn)>,
 }
 
 /// Orphan messages kept at most, and for how many ticks.
@@ -554,7 +566,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             location: "snapshot directory".into(),
             reason: e.to_string(),
         })?;
-        store.removed.extend(removed.into_iter().map(|g| (g, 0)));
+        for g in removed {
+            // A crash may have lost the record that dropped its log: drop it again.
+            let lsn = store.compact_all(g)?;
+            store.removed.insert(g, (0, lsn));
+        }
         for d in &mine {
             if !store.removed.contains_key(&d.group) {
                 store.create_replica(d.group, Some(d), None)?;
@@ -580,7 +596,6 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     location: store.snaps.location(g),
                     reason: e.to_string(),
                 })?;
-                store.compact_all(g)?;
                 continue;
             }
             if !store.groups.contains_key(&g) {
@@ -675,19 +690,20 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             location: self.snaps.location(g),
             reason: e.to_string(),
         })?;
-        self.compact_all(g)
+        self.compact_all(g).map(|_| ())
     }
 
-    /// Drops the whole of `g`'s log from the WAL.
-    fn compact_all(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
+    /// Drops the whole of `g`'s log from the WAL; returns the position of the record that
+    /// does (the WAL's end when there was nothing to drop).
+    fn compact_all(&mut self, g: msg::GroupId) -> Result<quasar_wal::Lsn, StoreError> {
         let wg = quasar_wal::GroupId(g.0);
         if self.wal.group_ids().any(|x| x == wg) {
             let last = self.wal.last_index(wg);
             let mut batch = Batch::with_capacity(1);
             batch.compact(wg, quasar_wal::LogIndex(last.0 + 1));
-            self.wal.append(&batch)?;
+            return Ok(self.wal.append(&batch)?);
         }
-        Ok(())
+        Ok(self.wal.appended_lsn())
     }
 
     fn owns(&self, d: &RangeDescriptor) -> bool {
@@ -910,6 +926,34 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     /// Every replica's status, in group order.
+    /// For diagnostics (the simulator's liveness reports): every group led here, with each
+    /// member's replication state.
+    pub fn leader_progress(&self) -> Vec<(msg::GroupId, Vec<PeerProgress>)> {
+        self.order
+            .iter()
+            .filter_map(|g| self.groups.get(g))
+            .filter(|r| r.raft.role() == Role::Leader)
+            .map(|r| {
+                let peers = r
+                    .raft
+                    .conf_state()
+                    .members()
+                    .into_iter()
+                    .filter_map(|n| {
+                        let p = r.raft.progress(n)?;
+                        Some(PeerProgress {
+                            node: n.0,
+                            state: format!("{:?}", p.state),
+                            matched: p.matched.0,
+                            next: p.next.0,
+                        })
+                    })
+                    .collect();
+                (r.group, peers)
+            })
+            .collect()
+    }
+
     pub fn statuses(&self) -> Vec<ReplicaStatus> {
         self.order
             .iter()
@@ -1135,6 +1179,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 ArchivedRaftBody::SnapshotResponse(resp) => {
                     self.on_snapshot_response(group, from, resp)
                 }
+                ArchivedRaftBody::Removed { applied } => {
+                    self.on_removed(group, from, LogIndex(applied.get().0))
+                }
                 _ => match wire::message_from_wire(from, to, m) {
                     Ok(Some(m)) => self.step(group, m),
                     Ok(None) => {}
@@ -1155,6 +1202,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             if self.orphans.len() < MAX_ORPHANS {
                 self.orphans.push((group, m, now));
             }
+            return;
+        }
+        if matches!(m.body, MessageBody::RequestVote { .. }) && self.tell_removed(group, m.from) {
             return;
         }
         let Some(r) = self.groups.get_mut(&group) else {
@@ -1287,6 +1337,21 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     fn start_snapshot_transfer(&mut self, group: msg::GroupId, to: NodeId, meta: &SnapshotMeta) {
+        // No file yet, or one older than the core's snapshot (a new member of a range that
+        // never needed one, a leader elected since the last file): write it now.
+        let stored = match self.snaps.load(group) {
+            Ok(Some(bytes)) => {
+                SnapshotFile::decode(&bytes).is_ok_and(|f| f.meta.last.index >= meta.last.index)
+            }
+            _ => false,
+        };
+        if !stored {
+            match self.force_snapshot(group) {
+                Ok(true) => {}
+                Ok(false) => debug!(group = group.0, "snapshot for a transfer not written yet"),
+                Err(e) => warn!(group = group.0, error = %e, "snapshot for a transfer failed"),
+            }
+        }
         let file = match self.snaps.load(group) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
@@ -1661,7 +1726,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         for (g, m) in now {
             self.send(g, &m);
         }
-        Ok(appended)
+        // Records written outside the turn's batch (a removed replica's log dropped) are
+        // synced with it too.
+        Ok(appended || self.wal.appended_lsn() > self.wal.durable_lsn())
     }
 
     fn stage_install(&mut self, g: msg::GroupId, meta: &SnapshotMeta) -> Result<(), StoreError> {

@@ -627,8 +627,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let leads = r.raft.role() == Role::Leader;
         self.metrics.splits += 1;
         // Replaying an old split whose right range is long gone here (absorbed by a merge
-        // whose survivor is newer): only the left range changes.
+        // whose survivor is newer, or this node's replica of it removed since): only the
+        // left range changes.
         let gone = self.destroyed.contains(&right.group)
+            || self.removed.contains_key(&right.group)
             || self.groups.values().any(|n| {
                 let n = n.range.descriptor();
                 n.group != g && n.epoch > right.epoch && n.contains(&right.start)
@@ -644,7 +646,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             info!(
                 range = d.id.0,
                 right = right_id,
-                "split replayed; its right range was merged away since"
+                "split replayed; its right range was merged away or left this node since"
             );
             return Ok(Ok(Applied::Split { left, right }));
         }

@@ -252,7 +252,9 @@ pub fn message_from_wire(
             }
             wire::ArchivedReadIndexResponse::NotLeader { .. } => return Ok(None),
         },
-        ArchivedRaftBody::Snapshot(_) | ArchivedRaftBody::SnapshotResponse(_) => return Ok(None),
+        ArchivedRaftBody::Snapshot(_)
+        | ArchivedRaftBody::SnapshotResponse(_)
+        | ArchivedRaftBody::Removed { .. } => return Ok(None),
     };
     Ok(Some(Message {
         from,

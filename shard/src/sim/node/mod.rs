@@ -529,15 +529,23 @@ impl Sim {
                 None => parts.push(format!("n{} down", n.id)),
                 Some(s) => {
                     for st in s.statuses() {
+                        let replicas: Vec<String> = st
+                            .descriptor
+                            .replicas
+                            .iter()
+                            .map(|r| format!("{}{:?}", r.node.0, r.role))
+                            .collect();
                         parts.push(format!(
-                            "n{} g{} {:?} t{} leader {:?} commit {} applied {}",
+                            "n{} g{} {:?} t{} leader {:?} commit {} applied {} e{} [{}]",
                             n.id,
                             st.descriptor.group.0,
                             st.role,
                             st.term,
                             st.leader,
                             st.commit,
-                            st.applied
+                            st.applied,
+                            st.descriptor.epoch.0,
+                            replicas.join(",")
                         ));
                     }
                 }
@@ -556,6 +564,25 @@ impl Sim {
                     m.raft_messages_out,
                     m.raft_messages_bad
                 ));
+            }
+        }
+        for n in &self.nodes {
+            if let Some(s) = &n.store {
+                for (g, peers) in s.leader_progress() {
+                    let lagging: Vec<String> = peers
+                        .iter()
+                        .filter(|p| p.state != "Replicate")
+                        .map(|p| format!("n{} {} m{} next {}", p.node, p.state, p.matched, p.next))
+                        .collect();
+                    if !lagging.is_empty() {
+                        parts.push(format!(
+                            "n{} g{} leader sees {}",
+                            n.id,
+                            g.0,
+                            lagging.join(", ")
+                        ));
+                    }
+                }
             }
         }
         let busy = self.clients.iter().filter(|c| c.pending.is_some()).count();
