@@ -34,9 +34,11 @@
 //! assert_eq!(frame.consumed, buf.len());
 //! ```
 
+pub mod auth;
 pub mod client;
 pub mod conn;
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod tls;
 pub mod transport;
