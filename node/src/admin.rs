@@ -14,6 +14,13 @@
 //! | `GET /status` | 200, the JSON document of [`AdminSource::status`] |
 //! | `GET /metrics` | 200, the text exposition of [`AdminSource::encode_metrics`] |
 //! | anything else | 404 (unknown path) or 405 (not `GET`), JSON with the reason |
+//!
+//! Security ([`AdminSecurity`]): with TLS the port speaks HTTPS (rustls, the node's
+//! certificate; client certificates verified against the cluster CA when presented). Every
+//! route but the probes calls [`authorize`] with the role it needs: `/status` and `/metrics`
+//! need `read`. A request authenticates with `Authorization: Bearer <token>` or the client
+//! certificate of its connection; 401 says who-are-you, 403 not-allowed, both with a JSON
+//! reason. Operations that need `admin` are logged with who asked.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,8 +32,85 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use quasar_rpc::auth::{AccessPolicy, Principal, Role};
+use quasar_rpc::tls::PeerCertificate;
 use serde_json::json;
 use tokio::sync::oneshot;
+
+use crate::auth::{authorize_http, HttpRefusal};
+
+/// TLS and access policy of the admin port; the default is plaintext and open.
+#[derive(Clone, Default)]
+pub struct AdminSecurity {
+    /// The node's TLS server configuration (`quasar_rpc::tls::NodeTls::server_config`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub access: Arc<AccessPolicy>,
+}
+
+/// What [`authorize`] knows of the connection a request arrived on; the server puts it in
+/// every request's extensions.
+#[derive(Clone)]
+pub struct ConnAuth {
+    access: Arc<AccessPolicy>,
+    tls: bool,
+    certificate: Option<PeerCertificate>,
+}
+
+/// Checks that `request` may do what needs `needed`: `Ok` names who asked, `Err` is the
+/// 401/403 answer to send back as is. Use it at the top of every route but the probes:
+///
+/// ```ignore
+/// let who = match authorize(&request, Role::Write) { Ok(p) => p, Err(refusal) => return refusal };
+/// ```
+///
+/// A request that did not come through [`AdminServer`] (built by hand in a test) carries no
+/// connection and is judged as plaintext with no policy: allowed.
+pub fn authorize<B>(
+    request: &Request<B>,
+    needed: Role,
+) -> Result<Principal, Response<Full<Bytes>>> {
+    let open = ConnAuth {
+        access: Arc::new(AccessPolicy::default()),
+        tls: false,
+        certificate: None,
+    };
+    let conn = request.extensions().get::<ConnAuth>().unwrap_or(&open);
+    let header = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("<not text>"));
+    match authorize_http(
+        &conn.access,
+        conn.tls,
+        conn.certificate.as_ref(),
+        header,
+        needed,
+    ) {
+        Ok(principal) => {
+            if needed == Role::Admin {
+                tracing::info!(who = %principal, method = %request.method(),
+                    path = %request.uri().path(), "admin operation over HTTP");
+            }
+            Ok(principal)
+        }
+        Err(HttpRefusal::Unauthenticated(reason)) => {
+            tracing::info!(path = %request.uri().path(), %reason, "admin port: unauthenticated");
+            let mut response = json_response(StatusCode::UNAUTHORIZED, &json!({"error": reason}));
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            Err(response)
+        }
+        Err(HttpRefusal::Forbidden(reason)) => {
+            tracing::info!(path = %request.uri().path(), %reason, "admin port: forbidden");
+            Err(json_response(
+                StatusCode::FORBIDDEN,
+                &json!({"error": reason}),
+            ))
+        }
+    }
+}
 
 /// The answer of a health or readiness probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +147,15 @@ impl AdminServer {
     /// Binds `listen` now (so a port in use is reported at start, naming the address) and
     /// serves from a new thread.
     pub fn start(listen: SocketAddr, source: Arc<dyn AdminSource>) -> std::io::Result<AdminServer> {
+        AdminServer::start_with(listen, source, AdminSecurity::default())
+    }
+
+    /// [`AdminServer::start`] with TLS and an access policy.
+    pub fn start_with(
+        listen: SocketAddr,
+        source: Arc<dyn AdminSource>,
+        security: AdminSecurity,
+    ) -> std::io::Result<AdminServer> {
         let listener = std::net::TcpListener::bind(listen).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -73,6 +166,7 @@ impl AdminServer {
         let local_addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
+            .enable_time()
             .build()?;
         let (shutdown, mut stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -92,7 +186,8 @@ impl AdminServer {
                             accepted = listener.accept() => match accepted {
                                 Ok((stream, _peer)) => {
                                     let source = Arc::clone(&source);
-                                    tokio::task::spawn(serve_connection(stream, source));
+                                    let security = security.clone();
+                                    tokio::task::spawn(accept_connection(stream, source, security));
                                 }
                                 Err(e) => tracing::warn!(error = %e, "admin port: accept failed"),
                             },
@@ -136,8 +231,54 @@ impl Drop for AdminServer {
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, source: Arc<dyn AdminSource>) {
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+/// Bound on the TLS handshake of one admin connection.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn accept_connection(
+    stream: tokio::net::TcpStream,
+    source: Arc<dyn AdminSource>,
+    security: AdminSecurity,
+) {
+    let Some(tls) = security.tls else {
+        let auth = ConnAuth {
+            access: security.access,
+            tls: false,
+            certificate: None,
+        };
+        return serve_connection(stream, source, auth).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "admin port: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(timeout = ?TLS_HANDSHAKE_TIMEOUT, "admin port: no TLS handshake");
+            return;
+        }
+    };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| PeerCertificate(c.clone().into_owned()));
+    let auth = ConnAuth {
+        access: security.access,
+        tls: true,
+        certificate,
+    };
+    serve_connection(stream, source, auth).await
+}
+
+async fn serve_connection<S>(stream: S, source: Arc<dyn AdminSource>, auth: ConnAuth)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(auth.clone());
         let response = route(&*source, &request);
         async move { Ok::<_, Infallible>(response) }
     });
@@ -159,8 +300,14 @@ fn route<B>(source: &dyn AdminSource, request: &Request<B>) -> Response<Full<Byt
     match request.uri().path() {
         "/health" => probe_response(source.health()),
         "/ready" => probe_response(source.ready()),
-        "/status" => json_response(StatusCode::OK, &source.status()),
+        "/status" => match authorize(request, Role::Read) {
+            Ok(_) => json_response(StatusCode::OK, &source.status()),
+            Err(refusal) => refusal,
+        },
         "/metrics" => {
+            if let Err(refusal) = authorize(request, Role::Read) {
+                return refusal;
+            }
             let mut text = String::new();
             match source.encode_metrics(&mut text) {
                 Ok(()) => {

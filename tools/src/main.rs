@@ -80,6 +80,25 @@ struct Cli {
     /// Seconds one attempt may take (connect, send, answer).
     #[arg(long, global = true, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
+    /// The cluster CA (PEM): talk TLS and check the nodes' certificates against it.
+    #[arg(long, global = true, env = "QUASAR_CACERT", value_name = "FILE.pem")]
+    cacert: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for mutual TLS (with --key).
+    #[arg(long, global = true, env = "QUASAR_CERT", value_name = "FILE.pem")]
+    cert: Option<std::path::PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, global = true, env = "QUASAR_KEY", value_name = "FILE.key")]
+    key: Option<std::path::PathBuf>,
+    /// A bearer token configured on the nodes (`[[auth.tokens]]`); prefer the environment
+    /// variable, which stays out of the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "QUASAR_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,6 +210,12 @@ fn online(
         endpoints: cli.endpoints.clone(),
         cluster_name: cli.cluster_id.clone(),
         timeout: Duration::from_secs(cli.timeout),
+        tls: cluster::client_tls(
+            cli.cacert.as_deref(),
+            cli.cert.as_deref(),
+            cli.key.as_deref(),
+        )?,
+        token: cli.token.clone().map(quasar_rpc::auth::Secret),
     };
     let mut cluster = cluster::discover(&options)?;
     let report = f(&mut cluster)?;
