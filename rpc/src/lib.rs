@@ -5,6 +5,10 @@
 //! - [`message`]: every message type that travels as a frame body: the Raft
 //!   batch, the handshake, client and admin requests and responses, the range
 //!   descriptor and the size limits.
+//! - [`conn`] and [`transport`]: glommio connections (plaintext or TLS), the shard's
+//!   listener and its peers; [`client`]: the async and blocking clients.
+//! - [`tls`]: rustls configurations of nodes and clients, certificate names (`node-<id>`);
+//!   [`auth`]: roles, principals and the access policy (tokens, certificate identities).
 //!
 //! A round trip through the codec, as the transport does it:
 //!
