@@ -81,24 +81,41 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
     /// The cluster CA (PEM): talk TLS and check the nodes' certificates against it.
-    #[arg(long, global = true, env = "QUASAR_CACERT", value_name = "FILE.pem")]
-    cacert: Option<std::path::PathBuf>,
+    #[arg(
+        long = "cacert",
+        global = true,
+        env = "QUASAR_CACERT",
+        value_name = "FILE.pem"
+    )]
+    tls_cacert: Option<std::path::PathBuf>,
     /// This client's certificate (PEM), for mutual TLS (with --key).
-    #[arg(long, global = true, env = "QUASAR_CERT", value_name = "FILE.pem")]
-    cert: Option<std::path::PathBuf>,
+    #[arg(
+        long = "cert",
+        global = true,
+        env = "QUASAR_CERT",
+        value_name = "FILE.pem"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
     /// The private key of --cert (PEM).
-    #[arg(long, global = true, env = "QUASAR_KEY", value_name = "FILE.key")]
-    key: Option<std::path::PathBuf>,
+    // NOTE: the fields are not named `key` or `cert`: clap ids must differ from the
+    // subcommands' arguments (`kv get KEY`).
+    #[arg(
+        long = "key",
+        global = true,
+        env = "QUASAR_KEY",
+        value_name = "FILE.key"
+    )]
+    tls_key: Option<std::path::PathBuf>,
     /// A bearer token configured on the nodes (`[[auth.tokens]]`); prefer the environment
     /// variable, which stays out of the process list.
     #[arg(
-        long,
+        long = "token",
         global = true,
         env = "QUASAR_TOKEN",
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    token: Option<String>,
+    auth_token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -211,11 +228,11 @@ fn online(
         cluster_name: cli.cluster_id.clone(),
         timeout: Duration::from_secs(cli.timeout),
         tls: cluster::client_tls(
-            cli.cacert.as_deref(),
-            cli.cert.as_deref(),
-            cli.key.as_deref(),
+            cli.tls_cacert.as_deref(),
+            cli.tls_cert.as_deref(),
+            cli.tls_key.as_deref(),
         )?,
-        token: cli.token.clone().map(quasar_rpc::auth::Secret),
+        token: cli.auth_token.clone().map(quasar_rpc::auth::Secret),
     };
     let mut cluster = cluster::discover(&options)?;
     let report = f(&mut cluster)?;

@@ -385,6 +385,18 @@ impl BlockingClient {
     }
 }
 
+/// A frame error in words; a TLS record where a frame should be (a plaintext client talking
+/// to a TLS node: the node answers with an alert) says what to do.
+fn explain(e: crate::frame::FrameError) -> String {
+    if let crate::frame::FrameError::BadMagic { got } = e {
+        let [content_type, major, ..] = got.to_le_bytes();
+        if (content_type == 0x15 || content_type == 0x16) && major == 0x03 {
+            return "the node answered in TLS: pass --cacert (and --cert/--key or --token)".into();
+        }
+    }
+    e.to_string()
+}
+
 /// Reads one frame (bounded by the socket's read timeout) and hands it to `f`.
 fn read_frame<T>(
     conn: &mut BlockingConn,
@@ -394,7 +406,7 @@ fn read_frame<T>(
         match conn.buf.next_frame() {
             Ok(Some(frame)) => return Ok(f(frame.kind, frame.body)),
             Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(explain(e)),
         }
         let spare = conn.buf.spare_mut();
         match conn.stream.read(spare) {
