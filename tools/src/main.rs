@@ -81,36 +81,20 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
     /// The cluster CA (PEM): talk TLS and check the nodes' certificates against it.
-    #[arg(
-        long = "cacert",
-        global = true,
-        env = "QUASAR_CACERT",
-        value_name = "FILE.pem"
-    )]
+    // NOTE: the TLS flags go before the subcommand (not `global`): `range split` has a
+    // `--key` of its own, and `kv get KEY` an argument with the id `key`.
+    #[arg(long = "cacert", env = "QUASAR_CACERT", value_name = "FILE.pem")]
     tls_cacert: Option<std::path::PathBuf>,
     /// This client's certificate (PEM), for mutual TLS (with --key).
-    #[arg(
-        long = "cert",
-        global = true,
-        env = "QUASAR_CERT",
-        value_name = "FILE.pem"
-    )]
+    #[arg(long = "cert", env = "QUASAR_CERT", value_name = "FILE.pem")]
     tls_cert: Option<std::path::PathBuf>,
     /// The private key of --cert (PEM).
-    // NOTE: the fields are not named `key` or `cert`: clap ids must differ from the
-    // subcommands' arguments (`kv get KEY`).
-    #[arg(
-        long = "key",
-        global = true,
-        env = "QUASAR_KEY",
-        value_name = "FILE.key"
-    )]
+    #[arg(long = "key", env = "QUASAR_KEY", value_name = "FILE.key")]
     tls_key: Option<std::path::PathBuf>,
     /// A bearer token configured on the nodes (`[[auth.tokens]]`); prefer the environment
     /// variable, which stays out of the process list.
     #[arg(
         long = "token",
-        global = true,
         env = "QUASAR_TOKEN",
         value_name = "TOKEN",
         hide_env_values = true
