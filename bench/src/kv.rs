@@ -24,7 +24,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,9 +36,7 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 use quasar_rpc::client::{BlockingClient, ClientConfig};
 use quasar_rpc::error::ClientError;
-use quasar_rpc::message::{
-    ClusterId, Expected, KeyVersion, NodeId, Operation, ReadConsistency, Reply, SessionId,
-};
+use quasar_rpc::message::{Expected, KeyVersion, Operation, ReadConsistency, Reply, SessionId};
 use serde::Serialize;
 
 use crate::plot::{self, IntervalPoint};
@@ -426,13 +423,9 @@ fn worker_loop(
     }
 }
 
-fn client_config(
-    cluster: ClusterId,
-    nodes: &[(NodeId, SocketAddr)],
-    shards: u32,
-    args: &KvArgs,
-) -> ClientConfig {
-    let mut cfg = ClientConfig::new(cluster, nodes.to_vec(), shards);
+/// `base` (the target's configuration: nodes, shards, TLS, token) with this run's settings.
+fn client_config(base: &ClientConfig, args: &KvArgs) -> ClientConfig {
+    let mut cfg = base.clone();
     // Every client needs a session of its own (exactly-once is per session).
     cfg.session = SessionId(fastrand::u64(1..));
     cfg.consistency = args.read_mode.consistency();
@@ -441,13 +434,7 @@ fn client_config(
 }
 
 /// Writes keys `0..keys` from `concurrency` threads.
-fn preload(
-    cluster: ClusterId,
-    nodes: &[(NodeId, SocketAddr)],
-    shards: u32,
-    args: &KvArgs,
-    interrupted: &AtomicBool,
-) -> anyhow::Result<()> {
+fn preload(base: &ClientConfig, args: &KvArgs, interrupted: &AtomicBool) -> anyhow::Result<()> {
     let began = Instant::now();
     eprintln!(
         "preloading {} keys of {} bytes",
@@ -455,7 +442,7 @@ fn preload(
     );
     let threads = args.concurrency.min(64) as u64;
     crate::target::on_threads(threads, "preload", |t| {
-        let mut client = BlockingClient::new(client_config(cluster, nodes, shards, args));
+        let mut client = BlockingClient::new(client_config(base, args));
         let mut value = vec![0u8; args.value_bytes];
         fastrand::fill(&mut value);
         let mut i = t;
@@ -507,7 +494,7 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
     // The spawned cluster (if any) and its directory live until the end of the run.
     let mut target = crate::target::resolve(&args.target)?;
     eprintln!("target: {}", target.describe());
-    let cluster_id = target.config.cluster;
+    let base = target.config.clone();
     let nodes = target.config.nodes.clone();
     let shards = target.config.shards_per_node;
     if interrupted.load(Ordering::Relaxed) {
@@ -528,7 +515,7 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
         );
     }
     if args.preload.unwrap_or(args.workload.reads()) {
-        preload(cluster_id, &nodes, shards, &args, &interrupted)?;
+        preload(&target.config, &args, &interrupted)?;
     }
     let distribution = args
         .distribution
@@ -573,7 +560,7 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
         let mut value = vec![0u8; args.value_bytes];
         fastrand::fill(&mut value);
         let worker = Worker {
-            client: BlockingClient::new(client_config(cluster_id, &nodes, shards, &args)),
+            client: BlockingClient::new(client_config(&base, &args)),
             rng: fastrand::Rng::new(),
             value,
             scan_length: args.scan_length,

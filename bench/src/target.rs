@@ -46,6 +46,45 @@ pub struct TargetArgs {
     /// (repeatable).
     #[arg(long = "node-arg", value_name = "FLAG", allow_hyphen_values = true)]
     pub node_args: Vec<String>,
+    /// With --spawn: run the nodes with TLS (certificates generated into the temporary
+    /// directory; the bench clients use the generated client certificate).
+    #[arg(long)]
+    pub tls: bool,
+    /// The cluster CA (PEM): talk TLS to --endpoints and check the nodes against it.
+    #[arg(long, env = "QUASAR_CACERT", value_name = "FILE.pem")]
+    pub cacert: Option<PathBuf>,
+    /// The client certificate (PEM) for mutual TLS (with --key).
+    #[arg(long, env = "QUASAR_CERT", value_name = "FILE.pem")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, env = "QUASAR_KEY", value_name = "FILE.key")]
+    pub key: Option<PathBuf>,
+    /// A bearer token configured on the nodes.
+    #[arg(
+        long,
+        env = "QUASAR_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    #[serde(skip)]
+    pub token: Option<String>,
+}
+
+/// The client TLS of `--cacert`/`--cert`/`--key`.
+fn client_tls(args: &TargetArgs) -> anyhow::Result<Option<quasar_rpc::tls::ClientTls>> {
+    let identity = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        (None, None) => None,
+        _ => bail!("--cert and --key go together"),
+    };
+    match &args.cacert {
+        None if identity.is_some() => bail!("--cert/--key need --cacert (the cluster CA)"),
+        None => Ok(None),
+        Some(ca) => Ok(Some(
+            quasar_rpc::tls::ClientTls::load(ca, identity)
+                .context("cannot load --cacert/--cert/--key")?,
+        )),
+    }
 }
 
 /// A resolved target: the client configuration and, with `--spawn`, the running cluster.
@@ -123,6 +162,7 @@ pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
                     .into_iter()
                     .chain(args.node_args.iter().cloned())
                     .collect(),
+                    tls: args.tls.then(|| dir.path().join("certs")),
                 },
                 SPAWN_TIMEOUT,
             )
@@ -133,14 +173,38 @@ pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
                 .into_iter()
                 .map(|(id, addr)| (NodeId(id), addr))
                 .collect();
+            let mut config = ClientConfig::new(cluster_id, endpoints, shards);
+            config.tls = match cluster.tls_dir() {
+                Some(certs) => {
+                    let (cert, key) = quasar_node::certs::cert_paths(
+                        certs,
+                        quasar_node::local_cluster::LOCAL_CLIENT_NAME,
+                    );
+                    let tls = quasar_rpc::tls::ClientTls::load(
+                        &certs.join("ca.pem"),
+                        Some((&cert, &key)),
+                    )
+                    .context("cannot load the spawned cluster's client certificate")?;
+                    Some(tls)
+                }
+                None => client_tls(args)?,
+            };
+            config.token = args.token.clone().map(quasar_rpc::auth::Secret);
             Ok(Target {
-                config: ClientConfig::new(cluster_id, endpoints, shards),
+                config,
                 cluster: Some(cluster),
                 dir: Some(dir),
             })
         }
         (None, false) => Ok(Target {
-            config: discover(cluster_id, &args.endpoints)?,
+            config: quasar_rpc::client::discover::discover_secure(
+                cluster_id,
+                &args.endpoints,
+                Duration::from_secs(3),
+                client_tls(args)?,
+                args.token.clone().map(quasar_rpc::auth::Secret),
+            )?
+            .config,
             cluster: None,
             dir: None,
         }),
@@ -185,11 +249,6 @@ pub fn quasar_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         "no `quasar` binary found (tried {tried}): build it with `cargo build -p quasar-node` \
          or pass --quasar-bin PATH"
     )
-}
-
-/// Finds the members and the shard count through the first endpoint that answers.
-fn discover(cluster: ClusterId, endpoints: &[String]) -> anyhow::Result<ClientConfig> {
-    Ok(quasar_rpc::client::discover(cluster, endpoints, Duration::from_secs(3))?.config)
 }
 
 /// Runs `work(t)` for `t` in `0..threads`, one thread each, and returns the first error

@@ -23,6 +23,14 @@
 //! The key-value routes live in [`crate::http_api`] (status codes, JSON shapes, encodings,
 //! read consistency); they reach the cluster through quasar-rpc's client over
 //! [`AdminSource::kv_client`], on blocking threads off this loop.
+//!
+//! Security ([`AdminSecurity`]): with TLS the port speaks HTTPS (rustls, the node's
+//! certificate; client certificates verified against the cluster CA when presented). Every
+//! route but the probes and `/openapi.json` calls [`authorize`] with the role it needs:
+//! `/status`, `/metrics` and key-value reads need `read`; key-value writes, `/v1/txn` and
+//! `/command` need `write`. A request authenticates with `Authorization: Bearer <token>` or the client
+//! certificate of its connection; 401 says who-are-you, 403 not-allowed, both with a JSON
+//! reason. Operations that need `admin` are logged with who asked.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,10 +42,92 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use quasar_rpc::auth::{AccessPolicy, Principal, Role};
+use quasar_rpc::tls::PeerCertificate;
 use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::http_api::{self, HttpApi};
+
+use crate::auth::{authorize_http, HttpRefusal};
+
+/// TLS and access policy of the admin port; the default is plaintext and open.
+#[derive(Clone, Default)]
+pub struct AdminSecurity {
+    /// The node's TLS server configuration (`quasar_rpc::tls::NodeTls::server_config`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub access: Arc<AccessPolicy>,
+}
+
+/// What [`authorize`] knows of the connection a request arrived on; the server puts it in
+/// every request's extensions.
+#[derive(Clone)]
+pub struct ConnAuth {
+    access: Arc<AccessPolicy>,
+    tls: bool,
+    certificate: Option<PeerCertificate>,
+}
+
+/// Checks that `request` may do what needs `needed`: `Ok` names who asked, `Err` is the
+/// 401/403 answer to send back as is. Use it at the top of every route but the probes:
+///
+/// ```ignore
+/// let who = match authorize(&request, Role::Write) { Ok(p) => p, Err(refusal) => return refusal };
+/// ```
+///
+/// A request that did not come through [`AdminServer`] (built by hand in a test) carries no
+/// connection and is judged as plaintext with no policy: allowed.
+#[expect(
+    clippy::result_large_err,
+    reason = "the refusal is the response itself, returned once per request: boxing it would \
+              only make every route unbox it"
+)]
+pub fn authorize<B>(
+    request: &Request<B>,
+    needed: Role,
+) -> Result<Principal, Response<Full<Bytes>>> {
+    let open = ConnAuth {
+        access: Arc::new(AccessPolicy::default()),
+        tls: false,
+        certificate: None,
+    };
+    let conn = request.extensions().get::<ConnAuth>().unwrap_or(&open);
+    let header = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("<not text>"));
+    match authorize_http(
+        &conn.access,
+        conn.tls,
+        conn.certificate.as_ref(),
+        header,
+        needed,
+    ) {
+        Ok(principal) => {
+            if needed == Role::Admin {
+                tracing::info!(who = %principal, method = %request.method(),
+                    path = %request.uri().path(), "admin operation over HTTP");
+            }
+            Ok(principal)
+        }
+        Err(HttpRefusal::Unauthenticated(reason)) => {
+            tracing::info!(path = %request.uri().path(), %reason, "admin port: unauthenticated");
+            let mut response = json_response(StatusCode::UNAUTHORIZED, &json!({"error": reason}));
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            Err(response)
+        }
+        Err(HttpRefusal::Forbidden(reason)) => {
+            tracing::info!(path = %request.uri().path(), %reason, "admin port: forbidden");
+            Err(json_response(
+                StatusCode::FORBIDDEN,
+                &json!({"error": reason}),
+            ))
+        }
+    }
+}
 
 /// The answer of a health or readiness probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +169,15 @@ impl AdminServer {
     /// Binds `listen` now (so a port in use is reported at start, naming the address) and
     /// serves from a new thread.
     pub fn start(listen: SocketAddr, source: Arc<dyn AdminSource>) -> std::io::Result<AdminServer> {
+        AdminServer::start_with(listen, source, AdminSecurity::default())
+    }
+
+    /// [`AdminServer::start`] with TLS and an access policy.
+    pub fn start_with(
+        listen: SocketAddr,
+        source: Arc<dyn AdminSource>,
+        security: AdminSecurity,
+    ) -> std::io::Result<AdminServer> {
         let listener = std::net::TcpListener::bind(listen).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -96,6 +195,7 @@ impl AdminServer {
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
+            .enable_time()
             .build()?;
         let (shutdown, mut stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -115,8 +215,11 @@ impl AdminServer {
                             accepted = listener.accept() => match accepted {
                                 Ok((stream, _peer)) => {
                                     let source = Arc::clone(&source);
+                                    let security = security.clone();
                                     let api = api.clone();
-                                    tokio::task::spawn(serve_connection(stream, source, api));
+                                    tokio::task::spawn(accept_connection(
+                                        stream, source, security, api,
+                                    ));
                                 }
                                 Err(e) => tracing::warn!(error = %e, "admin port: accept failed"),
                             },
@@ -160,17 +263,71 @@ impl Drop for AdminServer {
     }
 }
 
-async fn serve_connection(
+/// Bound on the TLS handshake of one admin connection.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn accept_connection(
     stream: tokio::net::TcpStream,
     source: Arc<dyn AdminSource>,
+    security: AdminSecurity,
     api: Option<Arc<HttpApi>>,
 ) {
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+    let Some(tls) = security.tls else {
+        let auth = ConnAuth {
+            access: security.access,
+            tls: false,
+            certificate: None,
+        };
+        return serve_connection(stream, source, auth, api).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "admin port: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(timeout = ?TLS_HANDSHAKE_TIMEOUT, "admin port: no TLS handshake");
+            return;
+        }
+    };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| PeerCertificate(c.clone().into_owned()));
+    let auth = ConnAuth {
+        access: security.access,
+        tls: true,
+        certificate,
+    };
+    serve_connection(stream, source, auth, api).await
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    source: Arc<dyn AdminSource>,
+    auth: ConnAuth,
+    api: Option<Arc<HttpApi>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(auth.clone());
         let source = Arc::clone(&source);
         let api = api.clone();
         async move {
             let response = if http_api::serves(request.uri().path()) {
-                http_api::handle(api.as_deref(), request).await
+                let refused = match http_api::needed_role(&request) {
+                    Some(role) => authorize(&request, role).err(),
+                    None => None,
+                };
+                match refused {
+                    Some(refusal) => refusal,
+                    None => http_api::handle(api.as_deref(), request).await,
+                }
             } else {
                 route(&*source, &request)
             };
@@ -195,8 +352,14 @@ fn route<B>(source: &dyn AdminSource, request: &Request<B>) -> Response<Full<Byt
     match request.uri().path() {
         "/health" => probe_response(source.health()),
         "/ready" => probe_response(source.ready()),
-        "/status" => json_response(StatusCode::OK, &source.status()),
+        "/status" => match authorize(request, Role::Read) {
+            Ok(_) => json_response(StatusCode::OK, &source.status()),
+            Err(refusal) => refusal,
+        },
         "/metrics" => {
+            if let Err(refusal) = authorize(request, Role::Read) {
+                return refusal;
+            }
             let mut text = String::new();
             match source.encode_metrics(&mut text) {
                 Ok(()) => {

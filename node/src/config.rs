@@ -6,6 +6,10 @@
 //! (clap reads both into [`StartArgs`]), which wins over the file, which wins over the
 //! default. Every error names the setting, the value, what is wrong with it and how to fix
 //! it; nothing is guessed.
+//!
+//! TLS: `--tls-cert`, `--tls-key` and `--tls-ca` (`QUASAR_TLS_CERT` ..., file keys
+//! `tls-cert` ...) come together or not at all. Authentication lives in the file only, in
+//! its `[auth]` table (see `crate::auth`): tokens are secrets, kept out of command lines.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -81,6 +85,16 @@ pub struct StartArgs {
     /// `quasarctl range move`. Stored in the data dir at the first start.
     #[arg(long, env = "QUASAR_REPLICAS", value_name = "N")]
     pub replicas: Option<usize>,
+    /// This node's TLS certificate (PEM, naming `node-<id>`; `quasar certs node`). With
+    /// --tls-key and --tls-ca, every port (client, peer, admin HTTP) runs TLS.
+    #[arg(long, env = "QUASAR_TLS_CERT", value_name = "FILE.pem")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "QUASAR_TLS_KEY", value_name = "FILE.key")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA certificate (PEM): peers and client certificates must be signed by it.
+    #[arg(long, env = "QUASAR_TLS_CA", value_name = "FILE.pem")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// The same settings as read from a TOML file.
@@ -105,6 +119,10 @@ struct FileConfig {
     split_keys: Option<u64>,
     split_writes_per_sec: Option<u64>,
     replicas: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    auth: Option<crate::auth::AuthFile>,
 }
 
 /// Defaults: etcd-like timing (100 ms heartbeats, 1 s elections) with a 10 ms tick.
@@ -146,6 +164,10 @@ pub struct NodeConfig {
     pub split_writes_per_sec: u64,
     /// `--replicas`, when given.
     pub replicas: Option<usize>,
+    /// TLS on every port (`None`: plaintext).
+    pub tls: Option<quasar_rpc::tls::TlsFiles>,
+    /// Tokens and certificate identities with their roles (empty: everything allowed).
+    pub access: quasar_rpc::auth::AccessPolicy,
 }
 
 /// A setting that cannot be used, with the fix.
@@ -367,7 +389,16 @@ impl NodeConfig {
             ));
         }
 
+        let tls = resolve_tls(
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+            args.tls_ca.clone().or(file.tls_ca),
+        )?;
+        let access = file.auth.unwrap_or_default().into_policy()?;
+
         Ok(NodeConfig {
+            tls,
+            access,
             node_id,
             data_dir,
             listen,
@@ -399,6 +430,33 @@ impl NodeConfig {
                 .unwrap_or(0),
             replicas,
         })
+    }
+}
+
+/// All three TLS files, or none.
+fn resolve_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> Result<Option<quasar_rpc::tls::TlsFiles>, ConfigError> {
+    const FIX: &str = "pass all three of --tls-cert, --tls-key and --tls-ca (e.g. from \
+                       `quasar certs init` and `quasar certs node`), or none for plaintext";
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(quasar_rpc::tls::TlsFiles { cert, key, ca })),
+        (cert, key, _) => {
+            let setting = if cert.is_none() {
+                "tls-cert"
+            } else if key.is_none() {
+                "tls-key"
+            } else {
+                "tls-ca"
+            };
+            Err(ConfigError::Missing {
+                setting,
+                fix: FIX.into(),
+            })
+        }
     }
 }
 
@@ -541,6 +599,68 @@ mod tests {
         assert_eq!(config.snapshot_entries, 500);
         assert_eq!(config.tick_ms, 20);
         assert_eq!(config.cluster_id, "meta");
+    }
+
+    #[test]
+    fn tls_files_come_together_from_flags_or_file() {
+        let config = NodeConfig::resolve(&args(1), 1).unwrap();
+        assert_eq!(config.tls, None);
+        assert!(config.access.is_open());
+        let mut a = args(1);
+        a.tls_cert = Some("/c/node-1.pem".into());
+        a.tls_key = Some("/c/node-1.key".into());
+        let err = NodeConfig::resolve(&a, 1).unwrap_err();
+        assert!(err.to_string().starts_with("--tls-ca is required"), "{err}");
+        let file = "tls-ca = \"/c/ca.pem\"\ntls-key = \"/file/key\"\n";
+        let config = NodeConfig::resolve_with_file_text(&a, file, 1).unwrap();
+        assert_eq!(
+            config.tls,
+            Some(quasar_rpc::tls::TlsFiles {
+                cert: "/c/node-1.pem".into(),
+                key: "/c/node-1.key".into(),
+                ca: "/c/ca.pem".into(),
+            })
+        );
+        let err =
+            NodeConfig::resolve_with_file_text(&args(1), "tls-cert = \"/x\"\n", 1).unwrap_err();
+        assert!(
+            err.to_string().starts_with("--tls-key is required"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_auth_table_resolves_into_a_policy() {
+        let file = "node-id = 1\n[[auth.tokens]]\nname = \"ci\"\n\
+                    token = \"0123456789abcdef0\"\nrole = \"read\"\n";
+        let config = NodeConfig::resolve_with_file_text(&args(1), file, 1).unwrap();
+        assert_eq!(config.access.tokens.len(), 1);
+        assert_eq!(config.access.tokens[0].role, quasar_rpc::auth::Role::Read);
+        let bad = "[auth]\ntokenz = []\n";
+        let err = NodeConfig::resolve_with_file_text(&args(1), bad, 1).unwrap_err();
+        assert!(err.to_string().contains("unknown field `tokenz`"), "{err}");
+    }
+
+    #[test]
+    fn tls_flags_parse_through_clap() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            start: StartArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "quasar",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "a.key",
+            "--tls-ca",
+            "ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(cli.start.tls_cert, Some(PathBuf::from("a.pem")));
+        assert_eq!(cli.start.tls_key, Some(PathBuf::from("a.key")));
+        assert_eq!(cli.start.tls_ca, Some(PathBuf::from("ca.pem")));
     }
 
     #[test]

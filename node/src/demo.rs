@@ -1,6 +1,8 @@
 //! `quasar demo`: a local 3-node cluster on loopback (`crate::local_cluster`), each node a
 //! child `quasar start` process, with its data in a temporary folder (or `--data-dir`). Prints the endpoints and
 //! example `quasarctl` commands, and stops every node cleanly (SIGTERM) on Ctrl-C.
+//! With `--tls`, a development CA and certificates are generated into `DATA/certs` and
+//! every port runs TLS (clients need the CA and the generated client certificate).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +25,9 @@ pub struct DemoArgs {
     /// Shards per node (at most 8).
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub shards: usize,
+    /// Run TLS on every port, with certificates generated into DATA/certs.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 pub fn run_demo(args: &DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
@@ -46,6 +51,7 @@ pub fn run_demo(args: &DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             base_port: Some(args.base_port),
             root: root.clone(),
             extra_args: Vec::new(),
+            tls: args.tls.then(|| root.join("certs")),
         },
         Duration::from_secs(30),
     )?;
@@ -55,6 +61,23 @@ pub fn run_demo(args: &DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .map(|(_, a)| a.to_string())
         .collect();
     let endpoints = endpoints.join(",");
+    let (scheme, tls_flags) = match cluster.tls_dir() {
+        Some(dir) => {
+            let (cert, key) =
+                crate::certs::cert_paths(dir, crate::local_cluster::LOCAL_CLIENT_NAME);
+            let ca = dir.join("ca.pem");
+            (
+                "https",
+                format!(
+                    " --cacert {} --cert {} --key {}",
+                    ca.display(),
+                    cert.display(),
+                    key.display()
+                ),
+            )
+        }
+        None => ("http", String::new()),
+    };
     println!(
         "Quasar demo: a 3-node cluster on loopback ({} shards per node)",
         args.shards
@@ -62,15 +85,15 @@ pub fn run_demo(args: &DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     println!("data: {}", root.display());
     for n in &cluster.nodes {
         println!(
-            "  node {}: client/peer port {} (shard i on port + i), admin http://{}/status",
+            "  node {}: client/peer port {} (shard i on port + i), admin {scheme}://{}/status",
             n.id, n.listen, n.admin
         );
     }
     println!();
     println!("Try:");
-    println!("  quasarctl --endpoints {endpoints} kv put greeting hello");
-    println!("  quasarctl --endpoints {endpoints} kv get greeting");
-    println!("  quasarctl --endpoints {endpoints} status");
+    println!("  quasarctl --endpoints {endpoints}{tls_flags} kv put greeting hello");
+    println!("  quasarctl --endpoints {endpoints}{tls_flags} kv get greeting");
+    println!("  quasarctl --endpoints {endpoints}{tls_flags} status");
     println!();
     println!("Press Ctrl-C to stop.");
     let result = loop {

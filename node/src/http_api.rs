@@ -69,6 +69,20 @@ pub fn serves(path: &str) -> bool {
     path == "/command" || path == "/openapi.json" || path == "/v1" || path.starts_with("/v1/")
 }
 
+/// The role a key-value request needs (checked by `admin::authorize` before [`handle`]):
+/// `GET` reads need `read`; writes, transactions and `/command` need `write`; the OpenAPI
+/// document is open.
+pub fn needed_role<B>(request: &Request<B>) -> Option<quasar_rpc::auth::Role> {
+    use quasar_rpc::auth::Role;
+    if request.uri().path() == "/openapi.json" {
+        return None;
+    }
+    Some(match *request.method() {
+        Method::GET | Method::HEAD => Role::Read,
+        _ => Role::Write,
+    })
+}
+
 /// Answers one request to a path for which [`serves`] is true. `api` is `None` on a server
 /// with no cluster behind it: the key-value routes then answer 503.
 pub async fn handle(api: Option<&HttpApi>, request: Request<Incoming>) -> HttpResponse {

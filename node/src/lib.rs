@@ -12,9 +12,14 @@
 //!   `/v1/txn`, `/openapi.json`), through quasar-rpc's client;
 //! - [`metrics`]: the Prometheus metrics and the node's `AdminSource`;
 //! - [`local_cluster`]: `quasar start` child processes on loopback (demo, benchmarks);
-//! - [`demo`]: `quasar demo`, three child nodes on loopback.
+//! - [`demo`]: `quasar demo`, three child nodes on loopback;
+//! - [`certs`]: `quasar certs`, a development CA and node/client certificates (rcgen);
+//! - [`auth`]: the `[auth]` table (tokens, certificate identities, roles) and the HTTP
+//!   authorization decision.
 
 pub mod admin;
+pub mod auth;
+pub mod certs;
 pub mod config;
 pub mod demo;
 pub mod http_api;

@@ -2,6 +2,10 @@
 //! `quasar-bench --spawn`: ports, data directories, start, readiness, kill -9, restart and a
 //! clean stop (SIGTERM, then SIGKILL after a grace period). Only the processes it started are
 //! ever signalled, by PID.
+//!
+//! With `tls`, the certificates are generated (if missing) into that directory by
+//! `crate::certs`: the CA, `node-i` for every node and a client `quasar-local` that this
+//! module uses for the admin port.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,7 +31,12 @@ pub struct LocalClusterConfig {
     pub root: PathBuf,
     /// More `quasar start` flags for every node (e.g. timing).
     pub extra_args: Vec<String>,
+    /// Run TLS with the certificates in this directory (generated when missing).
+    pub tls: Option<PathBuf>,
 }
+
+/// The client certificate a local cluster generates for itself (admin port, demo commands).
+pub const LOCAL_CLIENT_NAME: &str = "quasar-local";
 
 /// One node of the cluster.
 #[derive(Debug)]
@@ -57,6 +66,75 @@ pub struct LocalCluster {
     cfg: LocalClusterConfig,
     initial: String,
     pub nodes: Vec<LocalNode>,
+    /// TLS to the admin ports (with the `quasar-local` client certificate).
+    admin_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// `GET path` over HTTPS (checking the node certificate against the CA in `tls`).
+pub fn https_get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+) -> std::io::Result<(u16, String)> {
+    let s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let conn = rustls::ClientConnection::new(std::sync::Arc::clone(tls), name)
+        .map_err(std::io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, s);
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    s.flush()?;
+    let mut bytes = Vec::new();
+    // NOTE: a server that closes without a TLS close_notify ends the answer all the same.
+    match s.read_to_end(&mut bytes) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(e),
+    }
+    Ok(parse_response(&String::from_utf8_lossy(&bytes)))
+}
+
+fn parse_response(text: &str) -> (u16, String) {
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+fn get_with(
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    match tls {
+        Some(tls) => https_get(addr, path, timeout, tls),
+        None => http_get(addr, path, timeout),
+    }
+}
+
+/// Generates what a TLS local cluster of `nodes` nodes needs in `dir`, keeping what exists.
+pub fn ensure_certs(dir: &Path, nodes: u64) -> anyhow::Result<()> {
+    if !dir.join("ca.pem").exists() {
+        crate::certs::init(dir, false)?;
+    }
+    for i in 1..=nodes {
+        if !dir.join(format!("node-{i}.pem")).exists() {
+            crate::certs::node(dir, i, &[])?;
+        }
+    }
+    if !dir.join(format!("{LOCAL_CLIENT_NAME}.pem")).exists() {
+        crate::certs::client(dir, LOCAL_CLIENT_NAME)?;
+    }
+    Ok(())
 }
 
 /// `GET path` on an admin port: the status code and body.
@@ -70,13 +148,7 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Res
     )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Ok((code, body))
+    Ok(parse_response(&text))
 }
 
 /// The last `lines` lines of a node's log (for errors: the log may be in a temporary
@@ -170,10 +242,22 @@ impl LocalCluster {
                 child: None,
             })
             .collect();
+        let admin_tls = match &cfg.tls {
+            Some(dir) => {
+                ensure_certs(dir, cfg.nodes)?;
+                let (cert, key) = crate::certs::cert_paths(dir, LOCAL_CLIENT_NAME);
+                let tls =
+                    quasar_rpc::tls::ClientTls::load(&dir.join("ca.pem"), Some((&cert, &key)))
+                        .context("cannot load the local cluster's client certificate")?;
+                Some(tls.config)
+            }
+            None => None,
+        };
         let mut cluster = LocalCluster {
             cfg,
             initial,
             nodes,
+            admin_tls,
         };
         for i in 1..=cluster.cfg.nodes {
             cluster.spawn(i)?;
@@ -188,6 +272,21 @@ impl LocalCluster {
 
     pub fn shards(&self) -> usize {
         self.cfg.shards
+    }
+
+    /// The certificate directory when the cluster runs TLS.
+    pub fn tls_dir(&self) -> Option<&Path> {
+        self.cfg.tls.as_deref()
+    }
+
+    /// `GET path` on an admin port, over HTTPS when the cluster runs TLS.
+    pub fn admin_get(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> std::io::Result<(u16, String)> {
+        get_with(self.admin_tls.as_ref(), addr, path, timeout)
     }
 
     /// `(node id, shard-0 address)` of every node, for client configurations.
@@ -205,7 +304,18 @@ impl LocalCluster {
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let exe = self.cfg.exe.clone();
         let shards = self.cfg.shards.to_string();
-        let extra = self.cfg.extra_args.clone();
+        let mut extra = self.cfg.extra_args.clone();
+        if let Some(dir) = &self.cfg.tls {
+            let (cert, key) = crate::certs::cert_paths(dir, &format!("node-{id}"));
+            for (flag, path) in [
+                ("--tls-cert", cert),
+                ("--tls-key", key),
+                ("--tls-ca", dir.join("ca.pem")),
+            ] {
+                extra.push(flag.into());
+                extra.push(path.display().to_string());
+            }
+        }
         let initial = self.initial.clone();
         let node = self.node_mut(id)?;
         std::fs::create_dir_all(&node.dir)
@@ -238,6 +348,7 @@ impl LocalCluster {
     /// Waits until every running node answers `/ready` with 200.
     pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
+        let tls = self.admin_tls.clone();
         for n in &mut self.nodes {
             if n.child.is_none() {
                 continue;
@@ -252,7 +363,7 @@ impl LocalCluster {
                     );
                 }
                 if matches!(
-                    http_get(n.admin, "/ready", Duration::from_millis(500)),
+                    get_with(tls.as_ref(), n.admin, "/ready", Duration::from_millis(500)),
                     Ok((200, _))
                 ) {
                     break;
@@ -273,11 +384,13 @@ impl LocalCluster {
     /// The node that leads `range`, from the nodes' `/status`.
     pub fn leader_of(&mut self, range: u64) -> Option<u64> {
         let mut best: Option<(u64, u64)> = None;
+        let tls = self.admin_tls.clone();
         for n in &mut self.nodes {
             if !n.is_running() {
                 continue;
             }
-            let Ok((200, body)) = http_get(n.admin, "/status", Duration::from_millis(500)) else {
+            let status = get_with(tls.as_ref(), n.admin, "/status", Duration::from_millis(500));
+            let Ok((200, body)) = status else {
                 continue;
             };
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {

@@ -2,7 +2,8 @@
 //!
 //! - `quasar start ...`: run one node (see `quasar start --help`; every flag is also a
 //!   `QUASAR_<FLAG>` environment variable and a key of `--config FILE.toml`);
-//! - `quasar demo`: a local 3-node cluster on loopback, for trying Quasar out.
+//! - `quasar demo [--tls]`: a local 3-node cluster on loopback, for trying Quasar out;
+//! - `quasar certs init|node|client`: a development CA and certificates for TLS.
 //!
 //! Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 
@@ -11,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use quasar_node::certs::CertsCommand;
 use quasar_node::config::{NodeConfig, StartArgs};
 use quasar_node::demo::{run_demo, DemoArgs};
 use quasar_node::server::{run_node, stop_on_signals};
@@ -29,6 +31,11 @@ enum Command {
     Start(Box<StartArgs>),
     /// Run a local 3-node cluster on loopback until Ctrl-C.
     Demo(DemoArgs),
+    /// Generate a development CA and node/client certificates (PEM) for TLS.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +55,7 @@ fn main() -> ExitCode {
             run_node(&cfg, stop)
         }
         Command::Demo(args) => run_demo(args, stop),
+        Command::Certs { command } => quasar_node::certs::run(command),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

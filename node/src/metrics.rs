@@ -276,6 +276,11 @@ impl ShardObserver for Metrics {
 pub struct NodeAdmin {
     pub shared: Arc<NodeShared>,
     pub metrics: Arc<Metrics>,
+    /// How the HTTP key-value gateway authenticates to the client ports: with TLS, this
+    /// node's own certificate (a member's certificate is `admin` on a client connection);
+    /// without TLS but with tokens, an `admin` token of the `[auth]` table.
+    pub gateway_tls: Option<quasar_rpc::tls::ClientTls>,
+    pub gateway_token: Option<quasar_rpc::auth::Secret>,
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -378,10 +383,10 @@ impl AdminSource for NodeAdmin {
             .map(|(node, addr)| (quasar_rpc::message::NodeId(node.0), *addr))
             .collect();
         nodes.sort_by_key(|(node, _)| node.0 != self.shared.node.0);
-        Some(quasar_rpc::client::ClientConfig::new(
-            self.shared.cluster,
-            nodes,
-            self.shared.shards,
-        ))
+        let mut config =
+            quasar_rpc::client::ClientConfig::new(self.shared.cluster, nodes, self.shared.shards);
+        config.tls = self.gateway_tls.clone();
+        config.token = self.gateway_token.clone();
+        Some(config)
     }
 }

@@ -13,6 +13,10 @@
 //! included), stops accepting and closes its connections; the process exits 0. A shard that
 //! fails (failed fsync, damaged log) stops the whole process with exit status 1: the
 //! supervisor restarts it and recovery starts from what is durable.
+//!
+//! Security: with `--tls-*` every shard's listener, its peer connections and the admin port
+//! run TLS with the node's certificate; the `[auth]` policy goes to the shards and the
+//! admin port. Without TLS, a node listening beyond loopback logs a warning at start.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -29,7 +33,7 @@ use quasar_shard::store::{Directory, StoreConfig};
 use quasar_wal::WalConfig;
 use tracing::{error, info};
 
-use crate::admin::AdminServer;
+use crate::admin::{AdminSecurity, AdminServer};
 use crate::config::NodeConfig;
 use crate::manifest::Manifest;
 use crate::memlock;
@@ -73,6 +77,15 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         }
     }
     let member_ids: Vec<NodeId> = members.iter().map(|m| m.0).collect();
+    let tls = match &cfg.tls {
+        Some(files) => Some(
+            quasar_rpc::tls::NodeTls::load(files)
+                .context("cannot load the TLS files (--tls-cert, --tls-key, --tls-ca)")?,
+        ),
+        None => None,
+    };
+    warn_if_exposed(cfg);
+    let access = Arc::new(cfg.access.clone());
     let metrics = Arc::new(Metrics::new());
     let shared = Arc::new(NodeShared {
         node: NodeId(cfg.node_id),
@@ -125,6 +138,8 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             ),
             tick: Duration::from_millis(cfg.tick_ms),
             shared: Arc::clone(&shared),
+            tls: tls.clone(),
+            access: Arc::clone(&access),
         };
         std::fs::create_dir_all(&spec.wal_dir)
             .with_context(|| format!("cannot create {}", spec.wal_dir.display()))?;
@@ -141,12 +156,32 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot start the executor of shard {i}: {e}"))?;
         handles.push(handle);
     }
-    let admin = AdminServer::start(
+    // The HTTP key-value gateway reaches the client ports as this node (see `NodeAdmin`).
+    let gateway_tls = match &cfg.tls {
+        Some(files) => Some(
+            quasar_rpc::tls::ClientTls::load(&files.ca, Some((&files.cert, &files.key)))
+                .context("cannot load the TLS files for the HTTP gateway")?,
+        ),
+        None => None,
+    };
+    let gateway_token = cfg
+        .access
+        .tokens
+        .iter()
+        .find(|t| t.role == quasar_rpc::auth::Role::Admin)
+        .map(|t| t.token.clone());
+    let admin = AdminServer::start_with(
         cfg.admin_listen,
         Arc::new(NodeAdmin {
             shared: Arc::clone(&shared),
             metrics,
+            gateway_tls,
+            gateway_token,
         }),
+        AdminSecurity {
+            tls: tls.as_ref().map(|t| Arc::clone(&t.server_config)),
+            access: Arc::clone(&access),
+        },
     )
     .with_context(|| format!("cannot serve --admin-listen {}", cfg.admin_listen))?;
     info!(
@@ -154,6 +189,8 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         listen = %cfg.listen,
         admin = %admin.local_addr(),
         shards = cfg.shards,
+        tls = cfg.tls.is_some(),
+        auth = !cfg.access.is_open(),
         "quasar node started"
     );
     let mut failed = None;
@@ -189,6 +226,30 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             info!("quasar node stopped cleanly");
             Ok(())
         }
+    }
+}
+
+/// Plaintext is for loopback development: say so when a port is reachable from elsewhere,
+/// and when tokens would travel in clear.
+fn warn_if_exposed(cfg: &NodeConfig) {
+    if cfg.tls.is_some() {
+        return;
+    }
+    for (what, addr) in [
+        ("--listen", cfg.listen),
+        ("--admin-listen", cfg.admin_listen),
+    ] {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                setting = what,
+                %addr,
+                "listening beyond loopback without TLS: anyone on the network can read and \
+                 write; pass --tls-cert, --tls-key and --tls-ca (see `quasar certs`)"
+            );
+        }
+    }
+    if !cfg.access.tokens.is_empty() {
+        tracing::warn!("bearer tokens are configured without TLS: they travel in clear");
     }
 }
 

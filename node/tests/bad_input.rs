@@ -71,6 +71,7 @@ fn handshake(cluster: ClusterId, shard: u32) -> Handshake {
             session: SessionId(0x5eed_0000 + u64::from(shard)),
         },
         target_shard: ShardId(shard),
+        token: None,
     }
 }
 

@@ -21,6 +21,12 @@
 //!
 //! Every socket wait is bounded: reads by `idle_timeout`, writes and connects by `io_timeout`
 //! (glommio's own socket timeouts, armed only when a call would wait).
+//!
+//! TLS: a connection is plaintext (the socket itself, read with `try_recv` first, see `fill`)
+//! or TLS (`futures_rustls` over a [`Socket`], which keeps the same read trick underneath
+//! the record layer). The plaintext path pays one enum branch per read and write; only the
+//! TLS path goes through rustls. The TLS handshake runs in `accept_tls` / `connect_tls`,
+//! within `io_timeout`, before the frame handshake.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -31,7 +37,9 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite};
+use futures_rustls::{TlsAcceptor, TlsConnector};
 use glommio::net::TcpStream;
+use rustls::pki_types::ServerName;
 
 /// The buffer type frames are encoded into (`push_with`'s argument), re-exported so that
 /// callers need no direct rkyv dependency.
@@ -42,6 +50,100 @@ use crate::frame::{
     encode_frame_limited, Decoded, EncodeError, Frame, FrameDecoder, FrameError, FrameKind,
     WireMessage, BODY_ALIGN,
 };
+use crate::tls::PeerCertificate;
+
+/// A glommio socket whose reads first take the bytes already waiting with a non-blocking
+/// `recv` and only then wait for readiness through glommio, reading one byte (see the NOTE
+/// in `Conn::fill`): the TLS record layer reads through it.
+pub struct Socket {
+    stream: TcpStream,
+    fd: std::os::fd::RawFd,
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(result) = try_recv_fd(this.fd, buf) {
+            return Poll::Ready(result);
+        }
+        match Pin::new(&mut this.stream).poll_read(cx, &mut buf[..1]) {
+            Poll::Ready(Ok(1)) => {
+                let more = try_recv_fd(this.fd, &mut buf[1..])
+                    .transpose()?
+                    .unwrap_or(0);
+                Poll::Ready(Ok(1 + more))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_close(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_close(cx)
+    }
+}
+
+/// A non-blocking `recv` straight on a socket: `None` when no byte is waiting.
+fn try_recv_fd(fd: std::os::fd::RawFd, into: &mut [u8]) -> Option<std::io::Result<usize>> {
+    if into.is_empty() {
+        return Some(Ok(0));
+    }
+    match nix::sys::socket::recv(fd, into, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
+        Ok(n) => Some(Ok(n)),
+        Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => None,
+        Err(e) => Some(Err(e.into())),
+    }
+}
+
+/// The byte stream of a connection.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::TlsStream<Socket>>),
+}
+
+impl Stream {
+    fn poll_write(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    /// TLS keeps written records in rustls until flushed; plaintext has nothing to flush.
+    fn poll_flush(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        match self {
+            Stream::Plain(_) => Poll::Ready(Ok(())),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+}
 
 /// Sizes and timeouts of one connection.
 #[derive(Debug, Clone)]
@@ -219,10 +321,14 @@ impl RecvBuffer {
 pub struct Conn {
     peer: SocketAddr,
     config: ConnConfig,
-    stream: RefCell<TcpStream>,
+    stream: RefCell<Stream>,
     /// The socket of `stream`, for non-blocking `recv`; valid as long as `stream` lives (the
     /// same struct owns both).
     fd: std::os::fd::RawFd,
+    /// Whether `stream` is TLS (read through rustls, never with `try_recv` on `fd`).
+    tls: bool,
+    /// The certificate the peer presented in the TLS handshake (verified against the CA).
+    peer_certificate: Option<PeerCertificate>,
     /// Whole frames queued and not yet handed to the socket.
     pending: RefCell<AlignedVec>,
     /// The buffer being written, kept between writes to reuse its memory.
@@ -237,6 +343,117 @@ pub struct Conn {
 impl Conn {
     /// Wraps an accepted or connected stream: sets TCP_NODELAY and the socket timeouts.
     pub fn new(stream: TcpStream, config: ConnConfig) -> Result<Rc<Conn>, TransportError> {
+        let (peer, fd) = Self::prepare(&stream, &config)?;
+        Ok(Rc::new(Conn::with_stream(
+            peer,
+            fd,
+            Stream::Plain(stream),
+            None,
+            config,
+        )))
+    }
+
+    /// Wraps an accepted stream after the server side of a TLS handshake (within
+    /// `io_timeout`). A peer certificate, when presented, has been verified against the CA.
+    pub async fn accept_tls(
+        stream: TcpStream,
+        config: ConnConfig,
+        acceptor: &TlsAcceptor,
+    ) -> Result<Rc<Conn>, TransportError> {
+        let (peer, fd) = Self::prepare(&stream, &config)?;
+        let accepted = glommio::timer::timeout(config.io_timeout, async {
+            Ok(acceptor.accept(Socket { stream, fd }).await)
+        })
+        .await;
+        let tls = match accepted {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(tls_error(peer, e)),
+            Err(_) => {
+                return Err(TransportError::Timeout {
+                    peer,
+                    what: "in the TLS handshake",
+                    timeout: config.io_timeout,
+                })
+            }
+        };
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| PeerCertificate(c.clone().into_owned()));
+        let stream = Stream::Tls(Box::new(tls.into()));
+        Ok(Rc::new(Conn::with_stream(peer, fd, stream, cert, config)))
+    }
+
+    /// Connects within `io_timeout` and runs the client side of a TLS handshake (within
+    /// `io_timeout` again), checking the server certificate against `name`.
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        config: ConnConfig,
+        connector: &TlsConnector,
+        name: ServerName<'static>,
+    ) -> Result<Rc<Conn>, TransportError> {
+        let stream = TcpStream::connect_timeout(addr, config.io_timeout)
+            .await
+            .map_err(|e| TransportError::Io {
+                peer: addr,
+                source: e.into(),
+            })?;
+        let (peer, fd) = Self::prepare(&stream, &config)?;
+        let connected = glommio::timer::timeout(config.io_timeout, async {
+            Ok(connector.connect(name, Socket { stream, fd }).await)
+        })
+        .await;
+        let tls = match connected {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(tls_error(peer, e)),
+            Err(_) => {
+                return Err(TransportError::Timeout {
+                    peer,
+                    what: "in the TLS handshake",
+                    timeout: config.io_timeout,
+                })
+            }
+        };
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| PeerCertificate(c.clone().into_owned()));
+        let stream = Stream::Tls(Box::new(tls.into()));
+        Ok(Rc::new(Conn::with_stream(peer, fd, stream, cert, config)))
+    }
+
+    fn with_stream(
+        peer: SocketAddr,
+        fd: std::os::fd::RawFd,
+        stream: Stream,
+        peer_certificate: Option<PeerCertificate>,
+        config: ConnConfig,
+    ) -> Conn {
+        Conn {
+            peer,
+            config,
+            fd,
+            tls: matches!(stream, Stream::Tls(_)),
+            peer_certificate,
+            stream: RefCell::new(stream),
+            pending: RefCell::new(AlignedVec::with_capacity(64 << 10)),
+            spare: RefCell::new(AlignedVec::with_capacity(64 << 10)),
+            writing: Cell::new(false),
+            writer_waker: RefCell::new(None),
+            closed: Cell::new(false),
+            stats: Cell::new(ConnStats::default()),
+        }
+    }
+
+    /// The peer address and the raw socket, after setting TCP_NODELAY and the timeouts.
+    fn prepare(
+        stream: &TcpStream,
+        config: &ConnConfig,
+    ) -> Result<(SocketAddr, std::os::fd::RawFd), TransportError> {
         let peer = stream.peer_addr().map_err(|e| TransportError::Io {
             peer: ([0, 0, 0, 0], 0).into(),
             source: e.into(),
@@ -252,19 +469,7 @@ impl Conn {
         stream
             .set_write_timeout(Some(config.io_timeout))
             .map_err(io)?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-        Ok(Rc::new(Conn {
-            peer,
-            config,
-            fd,
-            stream: RefCell::new(stream),
-            pending: RefCell::new(AlignedVec::with_capacity(64 << 10)),
-            spare: RefCell::new(AlignedVec::with_capacity(64 << 10)),
-            writing: Cell::new(false),
-            writer_waker: RefCell::new(None),
-            closed: Cell::new(false),
-            stats: Cell::new(ConnStats::default()),
-        }))
+        Ok((peer, std::os::fd::AsRawFd::as_raw_fd(stream)))
     }
 
     /// Connects within `io_timeout`.
@@ -280,6 +485,16 @@ impl Conn {
 
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Whether the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The certificate the peer presented in the TLS handshake, if any.
+    pub fn peer_certificate(&self) -> Option<&PeerCertificate> {
+        self.peer_certificate.as_ref()
     }
 
     pub fn config(&self) -> &ConnConfig {
@@ -409,16 +624,18 @@ impl Conn {
                 if self.closed.get() {
                     return Err(TransportError::Closed { peer: self.peer });
                 }
-                let n = poll_fn(|cx| {
-                    let mut stream = self.stream.borrow_mut();
-                    Pin::new(&mut *stream).poll_write(cx, &out[off..])
-                })
-                .await
-                .map_err(|e| self.io_error(e, "writing"))?;
+                let n = poll_fn(|cx| self.stream.borrow_mut().poll_write(cx, &out[off..]))
+                    .await
+                    .map_err(|e| self.io_error(e, "writing"))?;
                 if n == 0 {
                     return Err(TransportError::Closed { peer: self.peer });
                 }
                 off += n;
+            }
+            if self.tls {
+                poll_fn(|cx| self.stream.borrow_mut().poll_flush(cx))
+                    .await
+                    .map_err(|e| self.io_error(e, "writing"))?;
             }
             self.update_stats(|s| s.bytes_sent += out.len() as u64);
             out.clear();
@@ -453,6 +670,20 @@ impl Conn {
             return Err(TransportError::Closed { peer: self.peer });
         }
         let spare = buf.spare_mut();
+        if self.tls {
+            // The TLS record layer reads through `Socket`, which does the same as below.
+            let n = poll_fn(|cx| match &mut *self.stream.borrow_mut() {
+                Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, spare),
+                Stream::Plain(s) => Pin::new(s).poll_read(cx, spare),
+            })
+            .await
+            .map_err(|e| self.io_error(e, "waiting for bytes"))?;
+            if n == 0 {
+                return Err(TransportError::Closed { peer: self.peer });
+            }
+            buf.filled(n);
+            return Ok(n);
+        }
         // NOTE: glommio's `poll_read` arms an io_uring readiness poll whenever a read returns
         // fewer bytes than asked, and while that poll is pending it skips its own
         // non-blocking read: with a large receive buffer every request/response round trip
@@ -462,9 +693,9 @@ impl Conn {
         let n = match self.try_recv(spare) {
             Some(result) => result?,
             None => {
-                let first = poll_fn(|cx| {
-                    let mut stream = self.stream.borrow_mut();
-                    Pin::new(&mut *stream).poll_read(cx, &mut spare[..1])
+                let first = poll_fn(|cx| match &mut *self.stream.borrow_mut() {
+                    Stream::Plain(s) => Pin::new(s).poll_read(cx, &mut spare[..1]),
+                    Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, &mut spare[..1]),
                 })
                 .await
                 .map_err(|e| self.io_error(e, "waiting for bytes"))?;
@@ -484,17 +715,12 @@ impl Conn {
 
     /// A non-blocking `recv` straight on the socket: `None` when no byte is waiting.
     fn try_recv(&self, into: &mut [u8]) -> Option<Result<usize, TransportError>> {
-        if into.is_empty() {
-            return Some(Ok(0));
-        }
-        match nix::sys::socket::recv(self.fd, into, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
-            Ok(n) => Some(Ok(n)),
-            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => None,
-            Err(e) => Some(Err(TransportError::Io {
+        try_recv_fd(self.fd, into).map(|r| {
+            r.map_err(|source| TransportError::Io {
                 peer: self.peer,
-                source: e.into(),
-            })),
-        }
+                source,
+            })
+        })
     }
 
     /// Reads one frame (used for the handshake and by simple request/response callers) and
@@ -601,6 +827,13 @@ impl Conn {
         // matter since the socket is being dropped.
         let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Both);
         self.kick();
+    }
+}
+
+fn tls_error(peer: SocketAddr, e: std::io::Error) -> TransportError {
+    TransportError::Tls {
+        peer,
+        reason: e.to_string(),
     }
 }
 

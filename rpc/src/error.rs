@@ -42,6 +42,12 @@ pub enum TransportError {
         queued_bytes: usize,
         limit_bytes: usize,
     },
+    #[error(
+        "TLS handshake with {peer} failed: {reason}; check that both sides use certificates \
+         signed by the same cluster CA (--tls-ca / --cacert) and that the certificate names \
+         the node"
+    )]
+    Tls { peer: SocketAddr, reason: String },
     #[error("connection to {peer} is closed")]
     Closed { peer: SocketAddr },
     #[error("cannot listen on {addr}: {source}; is the port already in use?")]

@@ -44,7 +44,9 @@ use rkyv::{Archive, Deserialize, Portable, Serialize};
 /// First four bytes of every frame: `b"QSRF"`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"QSRF");
 /// Wire protocol version written by this build and the only one it accepts.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: the handshake carries an optional bearer token; new refusals and the
+/// `PermissionDenied` request error (TLS and authentication).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Size of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 24;
 /// Alignment of every body inside an aligned buffer, and the granule of body lengths.

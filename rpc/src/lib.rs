@@ -5,6 +5,10 @@
 //! - [`message`]: every message type that travels as a frame body: the Raft
 //!   batch, the handshake, client and admin requests and responses, the range
 //!   descriptor and the size limits.
+//! - [`conn`] and [`transport`]: glommio connections (plaintext or TLS), the shard's
+//!   listener and its peers; [`client`]: the async and blocking clients.
+//! - [`tls`]: rustls configurations of nodes and clients, certificate names (`node-<id>`);
+//!   [`auth`]: roles, principals and the access policy (tokens, certificate identities).
 //!
 //! A round trip through the codec, as the transport does it:
 //!
@@ -34,9 +38,11 @@
 //! assert_eq!(frame.consumed, buf.len());
 //! ```
 
+pub mod auth;
 pub mod client;
 pub mod conn;
 pub mod error;
 pub mod frame;
 pub mod message;
+pub mod tls;
 pub mod transport;

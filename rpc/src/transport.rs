@@ -11,9 +11,16 @@
 //!   flush()  once per event-loop turn: kick every dirty destination's writer task
 //!   peer task per dest:  connect -> Handshake -> HandshakeReply -> { writer task, recv loop }
 //!                        on any failure: close, sleep backoff (jittered), redial
-//!   accept loop:         accept -> read Handshake (io_timeout) -> evaluate -> reply
-//!                        -> recv loop -> handler; Refused: log reason, reply, close
+//!   accept loop:         accept -> [TLS handshake] -> read Handshake (io_timeout)
+//!                        -> evaluate + authenticate -> reply -> recv loop -> handler;
+//!                        Refused: log reason, reply, close
 //! ```
+//!
+//! With TLS (`TransportConfig::tls`), every connection runs a TLS handshake first; peers dial
+//! with their node certificate and check the listener's certificate names `node-<dest>`;
+//! the listener checks the dialer's certificate names the node it claims. Then the
+//! `AccessPolicy` turns the certificate or the handshake's token into the connection's
+//! `Principal` (`PeerInfo::principal`), which the handler checks per request.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -23,13 +30,15 @@ use std::time::Duration;
 
 use glommio::net::TcpListener;
 
+use crate::auth::{AccessPolicy, AuthError, AuthMethod, Principal, Role};
 use crate::conn::{Conn, ConnConfig, Delivery, InFrame, PushError, Pushed, RecvBuffer};
 use crate::error::TransportError;
 use crate::frame::{access_body, decode_body, EncodeError, FrameKind};
 use crate::message::{
-    ClusterId, GroupId, Handshake, HandshakeReply, LocalIdentity, NodeId, Origin, RaftBatch,
-    ShardId,
+    ClusterId, GroupId, Handshake, HandshakeRefusal, HandshakeReply, LocalIdentity, NodeId, Origin,
+    RaftBatch, ShardId,
 };
+use crate::tls::{node_name, NodeTls};
 
 /// The shard of every node that hosts `group`: `splitmix64(group) % shards`. Every node and
 /// every client computes the same answer, so a sender can dial the owning shard directly.
@@ -113,6 +122,13 @@ pub struct TransportConfig {
     pub conn: ConnConfig,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// TLS on every connection (`None`: plaintext, for loopback development).
+    pub tls: Option<NodeTls>,
+    /// Who may do what; empty: everything is allowed.
+    pub access: std::sync::Arc<AccessPolicy>,
+    /// The cluster's members: a client connection presenting one of their certificates is
+    /// that node's HTTP gateway, which checked its caller's role itself (`admin`).
+    pub members: Vec<NodeId>,
 }
 
 impl TransportConfig {
@@ -124,15 +140,20 @@ impl TransportConfig {
             conn: ConnConfig::default(),
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_secs(2),
+            tls: None,
+            access: std::sync::Arc::new(AccessPolicy::default()),
+            members: Vec::new(),
         }
     }
 }
 
 /// Who is at the other end of an accepted (or dialed) connection, as its handshake said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerInfo {
     pub addr: SocketAddr,
     pub origin: Origin,
+    /// Who it authenticated as (a peer node is `admin`; with no policy, everyone is).
+    pub principal: Principal,
 }
 
 /// Receives every frame after the handshake, on any connection of this shard. Called from the
@@ -256,17 +277,79 @@ impl Transport {
                 break;
             }
             self.count(|s| s.accepted += 1);
-            let conn = match Conn::new(stream, self.config.conn.clone()) {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "dropping an accepted connection");
-                    continue;
-                }
-            };
-            self.inbound.borrow_mut().retain(|w| w.strong_count() > 0);
-            self.inbound.borrow_mut().push(Rc::downgrade(&conn));
             let this = Rc::clone(&self);
-            glommio::spawn_local(async move { this.serve_inbound(conn).await }).detach();
+            // NOTE: the TLS handshake runs in the connection's own task, so that a slow or
+            // silent dialer never holds up the accept loop.
+            glommio::spawn_local(async move {
+                let conn = match &this.config.tls {
+                    None => Conn::new(stream, this.config.conn.clone()),
+                    Some(tls) => {
+                        Conn::accept_tls(stream, this.config.conn.clone(), &tls.acceptor).await
+                    }
+                };
+                let conn = match conn {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dropping an accepted connection");
+                        this.count(|s| s.handshakes_refused_in += 1);
+                        return;
+                    }
+                };
+                this.inbound.borrow_mut().retain(|w| w.strong_count() > 0);
+                this.inbound.borrow_mut().push(Rc::downgrade(&conn));
+                this.serve_inbound(conn).await
+            })
+            .detach();
+        }
+    }
+
+    /// Who the dialer is: a node must hold a certificate naming the id it claims (with TLS);
+    /// a client is judged by the access policy.
+    fn authenticate(&self, conn: &Conn, hello: &Handshake) -> Result<Principal, HandshakeRefusal> {
+        match hello.origin {
+            Origin::Node { node, .. } => {
+                if self.config.tls.is_some()
+                    && !conn.peer_certificate().is_some_and(|c| c.names_node(node))
+                {
+                    return Err(HandshakeRefusal::NodeCertificateMismatch { node });
+                }
+                Ok(Principal {
+                    name: node_name(node),
+                    role: Role::Admin,
+                    method: AuthMethod::Node,
+                })
+            }
+            Origin::Client { .. } => {
+                if self.config.tls.is_some() {
+                    if let Some(node) = self
+                        .config
+                        .members
+                        .iter()
+                        .copied()
+                        .find(|n| conn.peer_certificate().is_some_and(|c| c.names_node(*n)))
+                    {
+                        return Ok(Principal {
+                            name: format!("{} (HTTP gateway)", node_name(node)),
+                            role: Role::Admin,
+                            method: AuthMethod::Node,
+                        });
+                    }
+                }
+                let access = &self.config.access;
+                if access.is_open()
+                    && self.config.tls.is_some()
+                    && conn.peer_certificate().is_none()
+                {
+                    return Err(HandshakeRefusal::ClientCertificateRequired);
+                }
+                access
+                    .authenticate(conn.peer_certificate(), hello.token.as_deref())
+                    .map_err(|e| match e {
+                        AuthError::NoCredentials => HandshakeRefusal::NoCredentials,
+                        AuthError::BadToken => HandshakeRefusal::BadToken,
+                        AuthError::UnboundCertificate => HandshakeRefusal::UnboundCertificate,
+                    })
+            }
         }
     }
 
@@ -304,7 +387,14 @@ impl Transport {
                 return;
             }
         };
-        let reply = hello.evaluate(&self.local_identity());
+        let mut reply = hello.evaluate(&self.local_identity());
+        let mut principal = None;
+        if let HandshakeReply::Accepted { .. } = reply {
+            match self.authenticate(&conn, &hello) {
+                Ok(p) => principal = Some(p),
+                Err(refusal) => reply = HandshakeReply::Refused(refusal),
+            }
+        }
         let pushed = conn.push(Delivery::Reliable, &reply);
         if let HandshakeReply::Refused(reason) = reply {
             tracing::warn!(%peer, origin = ?hello.origin, %reason, "refusing connection");
@@ -319,10 +409,15 @@ impl Transport {
             conn.close();
             return;
         }
-        tracing::debug!(%peer, origin = ?hello.origin, "accepted connection");
+        let Some(principal) = principal else {
+            conn.close();
+            return;
+        };
+        tracing::debug!(%peer, origin = ?hello.origin, %principal, "accepted connection");
         let info = PeerInfo {
             addr: peer,
             origin: hello.origin,
+            principal,
         };
         self.run_conn(conn, buf, info).await;
     }
@@ -422,6 +517,11 @@ impl Transport {
                             node: dest.node,
                             shard: dest.shard,
                         },
+                        principal: Principal {
+                            name: node_name(dest.node),
+                            role: Role::Admin,
+                            method: AuthMethod::Node,
+                        },
                     };
                     self.run_conn(Rc::clone(&conn), buf, info).await;
                     let mut slot = peer.conn.borrow_mut();
@@ -450,7 +550,13 @@ impl Transport {
         dest: Destination,
         addr: SocketAddr,
     ) -> Result<(Rc<Conn>, RecvBuffer), TransportError> {
-        let conn = Conn::connect(addr, self.config.conn.clone()).await?;
+        let conn = match &self.config.tls {
+            None => Conn::connect(addr, self.config.conn.clone()).await?,
+            Some(tls) => {
+                let name = crate::tls::server_name(dest.node, addr);
+                Conn::connect_tls(addr, self.config.conn.clone(), &tls.connector, name).await?
+            }
+        };
         let hello = Handshake::from_node(
             self.config.cluster,
             self.config.node,

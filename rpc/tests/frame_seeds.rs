@@ -94,7 +94,7 @@ fn seeds() -> BTreeMap<String, Vec<u8>> {
             origin: Origin::Client {
                 session: SessionId(0xfeed),
             },
-            ..hello
+            ..hello.clone()
         }),
     );
     add(

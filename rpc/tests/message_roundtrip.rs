@@ -221,12 +221,20 @@ fn origin() -> impl Strategy<Value = Origin> {
 }
 
 fn handshake() -> impl Strategy<Value = Handshake> {
-    (any::<u16>(), any::<u64>(), origin(), any::<u32>()).prop_map(|(v, c, origin, s)| Handshake {
-        protocol_version: v,
-        cluster: ClusterId(c),
-        origin,
-        target_shard: ShardId(s),
-    })
+    (
+        any::<u16>(),
+        any::<u64>(),
+        origin(),
+        any::<u32>(),
+        proptest::option::of("[ -~]{0,40}"),
+    )
+        .prop_map(|(v, c, origin, s, token)| Handshake {
+            protocol_version: v,
+            cluster: ClusterId(c),
+            origin,
+            target_shard: ShardId(s),
+            token,
+        })
 }
 
 fn handshake_reply() -> impl Strategy<Value = HandshakeReply> {
@@ -243,6 +251,11 @@ fn handshake_reply() -> impl Strategy<Value = HandshakeReply> {
         }),
         node().prop_map(|node| HandshakeRefusal::NodeIdConflict { node }),
         Just(HandshakeRefusal::ShuttingDown),
+        node().prop_map(|node| HandshakeRefusal::NodeCertificateMismatch { node }),
+        Just(HandshakeRefusal::ClientCertificateRequired),
+        Just(HandshakeRefusal::NoCredentials),
+        Just(HandshakeRefusal::BadToken),
+        Just(HandshakeRefusal::UnboundCertificate),
     ];
     prop_oneof![
         (any::<u64>(), node(), any::<u32>(), any::<u16>()).prop_map(|(c, node, s, v)| {

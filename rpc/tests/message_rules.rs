@@ -427,7 +427,7 @@ fn handshake_refusals_name_the_reason() {
     assert_eq!(
         refused(Handshake {
             cluster: ClusterId(8),
-            ..good
+            ..good.clone()
         }),
         HandshakeRefusal::ClusterMismatch {
             expected: ClusterId(7),
@@ -437,14 +437,14 @@ fn handshake_refusals_name_the_reason() {
     assert!(matches!(
         refused(Handshake {
             protocol_version: 99,
-            ..good
+            ..good.clone()
         }),
         HandshakeRefusal::UnsupportedVersion { got: 99, .. }
     ));
     assert_eq!(
         refused(Handshake {
             target_shard: ShardId(3),
-            ..good
+            ..good.clone()
         }),
         HandshakeRefusal::WrongShard {
             wanted: ShardId(3),

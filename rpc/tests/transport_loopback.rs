@@ -61,7 +61,7 @@ impl FrameHandler for Recorder {
             });
         }
         let batch = decode_body::<RaftBatch>(frame.body)?;
-        self.batches.borrow_mut().push((*peer, batch));
+        self.batches.borrow_mut().push((peer.clone(), batch));
         Ok(())
     }
 }

@@ -195,6 +195,10 @@ pub struct ShardSpec {
     pub listen: SocketAddr,
     pub tick: Duration,
     pub shared: Arc<NodeShared>,
+    /// TLS on the shard's listener and peer connections (`None`: plaintext).
+    pub tls: Option<quasar_rpc::tls::NodeTls>,
+    /// Who may do what (checked per request against the connection's principal).
+    pub access: Arc<quasar_rpc::auth::AccessPolicy>,
 }
 
 /// Why a shard could not start or stopped.
@@ -285,6 +289,22 @@ impl FrameHandler for Handler {
             }
             FrameKind::ClientRequest => {
                 let req = access_body::<ClientRequest>(frame.body)?;
+                let needed = quasar_rpc::auth::role_for_operation(&req.op);
+                if !peer.principal.role.allows(needed) {
+                    warn!(shard = self.shard, peer = %peer.addr, who = %peer.principal,
+                        op = op_name(&req.op), "permission denied");
+                    let resp = msg::ClientResponse {
+                        request_id: req.request_id.get(),
+                        result: Err(RequestError::PermissionDenied {
+                            needed,
+                            role: peer.principal.role,
+                        }),
+                    };
+                    if conn.push(Delivery::Reliable, &resp).is_err() {
+                        warn!(shard = self.shard, peer = %peer.addr, "cannot queue a refusal");
+                    }
+                    return Ok(());
+                }
                 let token = Rc::as_ptr(conn) as usize as ConnToken;
                 self.conns
                     .borrow_mut()
@@ -299,6 +319,27 @@ impl FrameHandler for Handler {
             }
             FrameKind::AdminRequest => {
                 let req = access_body::<AdminRequest>(frame.body)?;
+                let needed = quasar_rpc::auth::role_for_admin(&req.op);
+                if !peer.principal.role.allows(needed) {
+                    warn!(shard = self.shard, peer = %peer.addr, who = %peer.principal,
+                        op = ?req.op, "permission denied for an admin operation");
+                    let resp = AdminResponse {
+                        request_id: req.request_id.get(),
+                        result: Err(RequestError::PermissionDenied {
+                            needed,
+                            role: peer.principal.role,
+                        }),
+                    };
+                    if conn.push(Delivery::Reliable, &resp).is_err() {
+                        warn!(shard = self.shard, peer = %peer.addr, "cannot queue a refusal");
+                    }
+                    return Ok(());
+                }
+                if needed == quasar_rpc::auth::Role::Admin {
+                    // Every change an operator makes is logged with who asked.
+                    info!(shard = self.shard, peer = %peer.addr, who = %peer.principal,
+                        op = ?req.op, "admin operation");
+                }
                 let range = match &req.op {
                     ArchivedAdminOp::SplitRange { range, .. }
                     | ArchivedAdminOp::TransferLeader { range, .. }
@@ -424,6 +465,13 @@ async fn run_shard_inner(
         msg::ShardId(shard),
     );
     tcfg.conn.idle_timeout = Duration::from_secs(30);
+    tcfg.tls = spec.tls.clone();
+    tcfg.access = Arc::clone(&spec.access);
+    tcfg.members = shared
+        .members
+        .iter()
+        .map(|(n, _)| msg::NodeId(n.0))
+        .collect();
     let transport = Transport::new(tcfg, Rc::clone(&handler) as Rc<dyn FrameHandler>);
     let bound = transport
         .listen(spec.listen)

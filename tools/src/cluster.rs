@@ -13,6 +13,35 @@ pub struct Options {
     pub cluster_name: String,
     /// Bound on one attempt (connect, handshake, one answer).
     pub timeout: Duration,
+    /// TLS to the nodes (`--cacert`, optionally `--cert`/`--key`).
+    pub tls: Option<quasar_rpc::tls::ClientTls>,
+    /// A bearer token (`--token`).
+    pub token: Option<quasar_rpc::auth::Secret>,
+}
+
+/// The TLS settings of `--cacert`, `--cert` and `--key`: none, the CA alone (server checked,
+/// no client certificate), or all three.
+pub fn client_tls(
+    cacert: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<Option<quasar_rpc::tls::ClientTls>> {
+    use anyhow::Context;
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => anyhow::bail!("--cert and --key go together"),
+    };
+    match cacert {
+        None if identity.is_some() => {
+            anyhow::bail!("--cert/--key need --cacert (the cluster CA) to verify the nodes")
+        }
+        None => Ok(None),
+        Some(ca) => Ok(Some(
+            quasar_rpc::tls::ClientTls::load(ca, identity)
+                .context("cannot load --cacert/--cert/--key")?,
+        )),
+    }
 }
 
 /// A discovered cluster and a client for it.
@@ -36,10 +65,12 @@ pub use quasar_rpc::client::discover::reply_kind;
 /// Finds the cluster through the first endpoint that answers
 /// (`quasar_rpc::client::discover`).
 pub fn discover(options: &Options) -> anyhow::Result<Cluster> {
-    let found = quasar_rpc::client::discover(
+    let found = quasar_rpc::client::discover::discover_secure(
         ClusterId::from_name(&options.cluster_name),
         &options.endpoints,
         options.timeout,
+        options.tls.clone(),
+        options.token.clone(),
     )?;
     Ok(Cluster {
         name: options.cluster_name.clone(),

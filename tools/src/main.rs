@@ -82,6 +82,26 @@ struct Cli {
     /// Seconds one attempt may take (connect, send, answer).
     #[arg(long, global = true, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
+    /// The cluster CA (PEM): talk TLS and check the nodes' certificates against it.
+    // NOTE: the TLS flags go before the subcommand (not `global`): `range split` has a
+    // `--key` of its own, and `kv get KEY` an argument with the id `key`.
+    #[arg(long = "cacert", env = "QUASAR_CACERT", value_name = "FILE.pem")]
+    tls_cacert: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for mutual TLS (with --key).
+    #[arg(long = "cert", env = "QUASAR_CERT", value_name = "FILE.pem")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long = "key", env = "QUASAR_KEY", value_name = "FILE.key")]
+    tls_key: Option<std::path::PathBuf>,
+    /// A bearer token configured on the nodes (`[[auth.tokens]]`); prefer the environment
+    /// variable, which stays out of the process list.
+    #[arg(
+        long = "token",
+        env = "QUASAR_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    auth_token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -193,6 +213,12 @@ fn online(
         endpoints: cli.endpoints.clone(),
         cluster_name: cli.cluster_id.clone(),
         timeout: Duration::from_secs(cli.timeout),
+        tls: cluster::client_tls(
+            cli.tls_cacert.as_deref(),
+            cli.tls_cert.as_deref(),
+            cli.tls_key.as_deref(),
+        )?,
+        token: cli.auth_token.clone().map(quasar_rpc::auth::Secret),
     };
     let mut cluster = cluster::discover(&options)?;
     let report = f(&mut cluster)?;

@@ -146,6 +146,13 @@ impl From<RequestError> for ApiError {
             RequestError::InvalidRequest { .. }
             | RequestError::UnknownNode { .. }
             | RequestError::Refused { .. } => ApiError::bad_request(e.to_string()),
+            // The HTTP layer checked the caller's role; the gateway's own connection lacking
+            // one is the node's configuration, not the caller's fault.
+            RequestError::PermissionDenied { .. } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("the node's HTTP gateway was refused: {e}"),
+            ),
             RequestError::Ambiguous { .. } | RequestError::SessionExpired { .. } => {
                 ApiError::outcome_unknown(e.to_string())
             }

@@ -16,10 +16,10 @@ use std::task::{Poll, Waker};
 use super::{AttemptError, Call, ClientConfig, Next, RangeCache, Session, Target};
 use crate::conn::{Conn, Delivery, PushError, RecvBuffer};
 use crate::error::{ClientError, TransportError};
-use crate::frame::{decode_body, FrameError, FrameKind, PROTOCOL_VERSION};
+use crate::frame::{decode_body, FrameError, FrameKind};
 use crate::message::{
-    ClientResponse, Handshake, HandshakeReply, KeyVersion, Operation, Origin, Reply, RequestError,
-    RequestId, SessionId, VersionedValue,
+    ClientResponse, HandshakeReply, KeyVersion, Operation, Reply, RequestError, RequestId,
+    SessionId, VersionedValue,
 };
 use crate::transport::handshake;
 
@@ -244,16 +244,15 @@ impl AsyncClient {
 
     async fn dial(&self, target: &Target) -> Result<Rc<ClientConn>, TransportError> {
         let config = &self.inner.config;
-        let conn = Conn::connect(target.addr, config.conn_config()).await?;
-        let mut buf = RecvBuffer::new(conn.config());
-        let hello = Handshake {
-            protocol_version: PROTOCOL_VERSION,
-            cluster: config.cluster,
-            origin: Origin::Client {
-                session: self.session(),
-            },
-            target_shard: target.shard,
+        let conn = match &config.tls {
+            Some(tls) => {
+                let name = crate::tls::server_name(target.node, target.addr);
+                Conn::connect_tls(target.addr, config.conn_config(), &tls.connector(), name).await?
+            }
+            None => Conn::connect(target.addr, config.conn_config()).await?,
         };
+        let mut buf = RecvBuffer::new(conn.config());
+        let hello = config.hello(self.session(), target);
         let cluster = config.cluster;
         let result = handshake(&conn, &mut buf, &hello, |reply| match reply {
             HandshakeReply::Accepted { cluster: c, .. } if c == cluster => Ok(()),

@@ -13,17 +13,57 @@ use std::time::Duration;
 use super::{AttemptError, Call, ClientConfig, Next, RangeCache, Session, Target};
 use crate::conn::RecvBuffer;
 use crate::error::ClientError;
-use crate::frame::{decode_body, encode_frame_limited, FrameKind, WireMessage, PROTOCOL_VERSION};
+use crate::frame::{decode_body, encode_frame_limited, FrameKind, WireMessage};
 use crate::message::{
-    AdminOp, AdminReply, AdminRequest, AdminResponse, ClientResponse, Handshake, HandshakeReply,
-    KeyVersion, NodeId, Operation, Origin, Reply, RequestError, RequestId, ScanPage, ScanRequest,
-    ShardId, VersionedValue,
+    AdminOp, AdminReply, AdminRequest, AdminResponse, ClientResponse, HandshakeReply, KeyVersion,
+    NodeId, Operation, Reply, RequestError, RequestId, ScanPage, ScanRequest, ShardId,
+    VersionedValue,
 };
 use crate::transport::{shard_addr, Backoff};
 
 struct BlockingConn {
-    stream: TcpStream,
+    stream: BlockingStream,
     buf: RecvBuffer,
+}
+
+/// A plaintext or TLS socket; the timeouts live on the TCP socket underneath.
+enum BlockingStream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl BlockingStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            BlockingStream::Plain(s) => s,
+            BlockingStream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for BlockingStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            BlockingStream::Plain(s) => s.read(buf),
+            BlockingStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for BlockingStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            BlockingStream::Plain(s) => s.write(buf),
+            BlockingStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            BlockingStream::Plain(s) => s.flush(),
+            BlockingStream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// A synchronous client. Not thread-safe by design (one per thread).
@@ -149,7 +189,11 @@ impl BlockingClient {
             return Err(AttemptError::NotSent("no connection".into()));
         };
         let addr = target.addr;
-        if let Err(e) = conn.stream.write_all(&self.out) {
+        if let Err(e) = conn
+            .stream
+            .write_all(&self.out)
+            .and_then(|()| conn.stream.flush())
+        {
             // NOTE: a failed write may still have put the whole frame on the wire.
             self.conns.remove(&addr);
             return Err(AttemptError::Lost(format!("write to {addr}: {e}")));
@@ -284,22 +328,37 @@ impl BlockingClient {
         stream
             .set_read_timeout(Some(self.config.io_timeout))
             .map_err(setup)?;
+        let stream = match &self.config.tls {
+            None => BlockingStream::Plain(stream),
+            Some(tls) => {
+                let name = crate::tls::server_name(target.node, addr);
+                let session =
+                    rustls::ClientConnection::new(std::sync::Arc::clone(&tls.config), name)
+                        .map_err(|e| format!("TLS to {addr}: {e}"))?;
+                let mut tls = rustls::StreamOwned::new(session, stream);
+                // Run the TLS handshake now (bounded by the socket timeouts), so that a bad
+                // certificate is reported as such rather than as a failed request.
+                while tls.conn.is_handshaking() {
+                    tls.conn.complete_io(&mut tls.sock).map_err(|e| {
+                        format!(
+                            "TLS handshake with {addr} failed: {e}; check --cacert, --cert and \
+                             --key (certificates signed by the cluster CA)"
+                        )
+                    })?;
+                }
+                BlockingStream::Tls(Box::new(tls))
+            }
+        };
         let mut conn = BlockingConn {
             stream,
             buf: RecvBuffer::new(&self.config.conn_config()),
         };
-        let hello = Handshake {
-            protocol_version: PROTOCOL_VERSION,
-            cluster: self.config.cluster,
-            origin: Origin::Client {
-                session: self.session.id(),
-            },
-            target_shard: target.shard,
-        };
+        let hello = self.config.hello(self.session.id(), target);
         let mut out = AlignedVec::new();
         encode_frame_limited(&hello, 1 << 16, &mut out).map_err(|e| e.to_string())?;
         conn.stream
             .write_all(&out)
+            .and_then(|()| conn.stream.flush())
             .map_err(|e| format!("handshake with {addr}: {e}"))?;
         let reply = read_frame(&mut conn, |kind, body| {
             if kind != FrameKind::HandshakeReply {
@@ -318,11 +377,24 @@ impl BlockingClient {
             HandshakeReply::Refused(reason) => return Err(format!("{addr} refused: {reason}")),
         }
         conn.stream
+            .tcp()
             .set_read_timeout(Some(self.config.request_timeout))
             .map_err(setup)?;
         self.conns.insert(addr, conn);
         Ok(())
     }
+}
+
+/// A frame error in words; a TLS record where a frame should be (a plaintext client talking
+/// to a TLS node: the node answers with an alert) says what to do.
+fn explain(e: crate::frame::FrameError) -> String {
+    if let crate::frame::FrameError::BadMagic { got } = e {
+        let [content_type, major, ..] = got.to_le_bytes();
+        if (content_type == 0x15 || content_type == 0x16) && major == 0x03 {
+            return "the node answered in TLS: pass --cacert (and --cert/--key or --token)".into();
+        }
+    }
+    e.to_string()
 }
 
 /// Reads one frame (bounded by the socket's read timeout) and hands it to `f`.
@@ -334,7 +406,7 @@ fn read_frame<T>(
         match conn.buf.next_frame() {
             Ok(Some(frame)) => return Ok(f(frame.kind, frame.body)),
             Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(explain(e)),
         }
         let spare = conn.buf.spare_mut();
         match conn.stream.read(spare) {

@@ -77,6 +77,19 @@ pub fn discover(
     endpoints: &[String],
     timeout: Duration,
 ) -> Result<Discovered, DiscoveryError> {
+    discover_secure(cluster, endpoints, timeout, None, None)
+}
+
+/// [`discover`] over TLS and/or with a bearer token; the discovered configuration keeps
+/// both. Seeds are checked by their IP address (their node ids are not known yet), the
+/// discovered members by `node-<id>`.
+pub fn discover_secure(
+    cluster: ClusterId,
+    endpoints: &[String],
+    timeout: Duration,
+    tls: Option<crate::tls::ClientTls>,
+    token: Option<crate::auth::Secret>,
+) -> Result<Discovered, DiscoveryError> {
     let fail = |reason: String| DiscoveryError { reason };
     let listed = endpoints.join(",");
     if endpoints.is_empty() {
@@ -99,6 +112,8 @@ pub fn discover(
     probe_config.request_timeout = timeout;
     probe_config.io_timeout = timeout;
     probe_config.max_attempts = DISCOVERY_ATTEMPTS;
+    probe_config.tls = tls.clone();
+    probe_config.token = token.clone();
     let mut probe = BlockingClient::new(probe_config);
     for (placeholder, addr) in seeds {
         let members = match probe.admin(placeholder, ShardId(0), AdminOp::ListMembers) {
@@ -123,7 +138,13 @@ pub fn discover(
                 continue;
             }
         };
-        return build(cluster, timeout, addr, members, status).map_err(fail);
+        return build(cluster, timeout, addr, members, status)
+            .map(|mut found| {
+                found.config.tls = tls;
+                found.config.token = token;
+                found
+            })
+            .map_err(fail);
     }
     Err(fail(format!("no endpoint answered ({listed}): {last}")))
 }

@@ -60,6 +60,10 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     pub consistency: ReadConsistency,
     pub max_frame_len_bytes: usize,
+    /// TLS to the nodes (`None`: plaintext).
+    pub tls: Option<crate::tls::ClientTls>,
+    /// A bearer token sent in the handshake (with `tls`: the token is a secret).
+    pub token: Option<crate::auth::Secret>,
 }
 
 impl ClientConfig {
@@ -82,6 +86,19 @@ impl ClientConfig {
             backoff_max: Duration::from_secs(1),
             consistency: ReadConsistency::Linearizable,
             max_frame_len_bytes: 16 << 20,
+            tls: None,
+            token: None,
+        }
+    }
+
+    /// The handshake this client sends to `target`.
+    fn hello(&self, session: SessionId, target: &Target) -> crate::message::Handshake {
+        crate::message::Handshake {
+            protocol_version: crate::frame::PROTOCOL_VERSION,
+            cluster: self.cluster,
+            origin: crate::message::Origin::Client { session },
+            target_shard: target.shard,
+            token: self.token.as_ref().map(|t| t.expose().to_owned()),
         }
     }
 

@@ -646,6 +646,17 @@ pub enum RequestError {
         /// The sequence retried.
         sequence: Sequence,
     },
+    /// The connection's principal lacks the role this request needs; nothing was done.
+    #[error(
+        "permission denied: this request needs the `{needed}` role and the connection is \
+         authenticated as `{role}`: use a certificate or token bound to a stronger role"
+    )]
+    PermissionDenied {
+        /// The role the request needs.
+        needed: crate::auth::Role,
+        /// The role the connection has.
+        role: crate::auth::Role,
+    },
 }
 
 impl RequestError {
@@ -668,7 +679,8 @@ impl RequestError {
             | RequestError::InvalidRequest { .. }
             | RequestError::UnknownNode { .. }
             | RequestError::Refused { .. }
-            | RequestError::SessionExpired { .. } => false,
+            | RequestError::SessionExpired { .. }
+            | RequestError::PermissionDenied { .. } => false,
         }
     }
 

@@ -5,10 +5,16 @@
 //!
 //! ```text
 //!  dialer                                listener (shard `target_shard`)
-//!    │── Handshake { cluster, origin, target_shard, version } ──▶│
+//!    │── Handshake { cluster, origin, target_shard, version,      │
+//!    │               token } ────────────────────────────────────▶│
 //!    │◀── HandshakeReply::Accepted { cluster, node, shard } ─────│
 //!    │         or HandshakeReply::Refused(reason) then close     │
 //! ```
+//!
+//! Over TLS the transport also checks who the dialer is before answering: a node must
+//! present a certificate naming `node-<id>` for the id it claims, and a client is
+//! authenticated by its certificate or by the bearer `token` carried here (see `crate::auth`);
+//! the refusals below say which check failed.
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -35,7 +41,7 @@ pub enum Origin {
 }
 
 /// The dialer's first frame.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub struct Handshake {
     /// Wire protocol version of the dialer ([`PROTOCOL_VERSION`]).
@@ -46,8 +52,23 @@ pub struct Handshake {
     pub origin: Origin,
     /// The shard index the dialer means to reach (base port + shard index).
     pub target_shard: ShardId,
+    /// A client's bearer token (`None`: authenticate by certificate, or no auth configured).
+    /// Send it over TLS only: it is a secret.
+    pub token: Option<String>,
 }
 crate::wire_message!(Handshake, FrameKind::Handshake);
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("protocol_version", &self.protocol_version)
+            .field("cluster", &self.cluster)
+            .field("origin", &self.origin)
+            .field("target_shard", &self.target_shard)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
 
 /// The listener's identity, against which a [`Handshake`] is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +130,39 @@ pub enum HandshakeRefusal {
     /// This node is shutting down.
     #[error("node is shutting down: connect to another node")]
     ShuttingDown,
+    /// A node dialed without a TLS certificate, or with one that does not name the node id
+    /// it claims.
+    #[error(
+        "peer claims node id {node} but its TLS certificate does not name node-{node}: give \
+         each node the certificate issued for its id (`quasar certs node --id {node}`)"
+    )]
+    NodeCertificateMismatch {
+        /// The id the dialer claimed.
+        node: NodeId,
+    },
+    /// TLS is on and the client presented no certificate (and no auth is configured to let
+    /// it in with a token).
+    #[error(
+        "this node requires a client certificate signed by the cluster CA: pass --cert and \
+         --key (e.g. from `quasar certs client`)"
+    )]
+    ClientCertificateRequired,
+    /// Authentication is configured and the client sent neither a bound certificate nor a
+    /// token.
+    #[error(
+        "authentication required: present a client certificate bound to a role (--cert/--key) \
+         or a bearer token (--token)"
+    )]
+    NoCredentials,
+    /// The bearer token is not configured on this node.
+    #[error("the bearer token is not valid: check --token against the node's [[auth.tokens]]")]
+    BadToken,
+    /// The client certificate is valid but its identity is bound to no role.
+    #[error(
+        "the client certificate names no identity bound to a role: add an \
+         [[auth.identities]] entry for it, or use a token"
+    )]
+    UnboundCertificate,
 }
 
 /// The listener's answer.
@@ -139,6 +193,7 @@ impl Handshake {
             cluster,
             origin: Origin::Node { node, shard },
             target_shard: target,
+            token: None,
         }
     }
 
