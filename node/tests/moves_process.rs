@@ -8,14 +8,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{key, value, wait_until, Cluster, USER_RANGE};
+use common::{assert_readable, spawn_writer, wait_until, Cluster, USER_RANGE};
 use quasar_rpc::client::admin::AdminClient;
 use quasar_rpc::message::{NodeId, RangeDescriptor, RangeId, ReplicaRole};
 use serde_json::Value;
@@ -95,29 +94,7 @@ fn a_replica_moves_away_and_back_under_load_losing_no_acknowledged_write() {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = Arc::clone(&stop);
-        let mut client = cluster.client();
-        thread::spawn(move || {
-            let mut acked: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-            let mut failed = 0usize;
-            let started = Instant::now();
-            for i in 0..KEYS {
-                if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(120) {
-                    break;
-                }
-                let k = i * 7919 % KEYS;
-                let v = value("move", k);
-                match client.put(&key(k), &v) {
-                    Ok(_) => {
-                        acked.insert(k, v);
-                    }
-                    Err(_) => failed += 1,
-                }
-            }
-            (acked, failed)
-        })
-    };
+    let writer = spawn_writer(cluster.client(), "move", KEYS, Arc::clone(&stop));
     thread::sleep(Duration::from_millis(500));
 
     let mut admin = AdminClient::new(cluster.client_config(&[1, 2, 3, 4]))
@@ -191,21 +168,7 @@ fn a_replica_moves_away_and_back_under_load_losing_no_acknowledged_write() {
         "the load made too little progress: {} acknowledged, {failed} failed",
         acked.len()
     );
-    let mut reader = cluster.client();
-    let mut wrong = Vec::new();
-    for (k, v) in &acked {
-        match reader.get(&key(*k)) {
-            Ok(Some(got)) if got.value == *v => {}
-            other => wrong.push((*k, format!("{other:?}"))),
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} acknowledged writes are not readable: {:?}",
-        wrong.len(),
-        acked.len(),
-        &wrong[..wrong.len().min(5)]
-    );
+    assert_readable(&mut cluster.client(), &acked);
     eprintln!(
         "{} writes acknowledged, {failed} failed during the moves",
         acked.len()

@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{key, value, wait_until, Cluster, USER_RANGE};
+use common::{assert_readable, key, spawn_writer, wait_until, Cluster, USER_RANGE};
 use quasar_rpc::client::BlockingClient;
 use quasar_rpc::message::{
     AdminOp, AdminReply, NodeId, RangeDescriptor, RangeId, RangeInfo, RangeSelector, ShardId,
@@ -83,29 +82,7 @@ fn twenty_splits_and_merges_under_load_lose_no_acknowledged_write() {
 
     // The load: unique keys spread over the whole key space, one write at a time.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = Arc::clone(&stop);
-        let mut client = cluster.client();
-        thread::spawn(move || {
-            let mut acked: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
-            let mut failed = 0usize;
-            let started = Instant::now();
-            for i in 0..KEYS {
-                if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(120) {
-                    break;
-                }
-                let k = i * 7919 % KEYS;
-                let v = value("load", k);
-                match client.put(&key(k), &v) {
-                    Ok(_) => {
-                        acked.insert(k, v);
-                    }
-                    Err(_) => failed += 1,
-                }
-            }
-            (acked, failed)
-        })
-    };
+    let writer = spawn_writer(cluster.client(), "load", KEYS, Arc::clone(&stop));
     thread::sleep(Duration::from_millis(300));
 
     let mut admin = cluster.client();
@@ -193,21 +170,7 @@ fn twenty_splits_and_merges_under_load_lose_no_acknowledged_write() {
     cluster
         .wait_converged(USER_RANGE, Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.statuses()));
-    let mut reader = cluster.client();
-    let mut wrong = Vec::new();
-    for (k, v) in &acked {
-        match reader.get(&key(*k)) {
-            Ok(Some(got)) if got.value == *v => {}
-            other => wrong.push(format!("key {k}: {other:?}")),
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} acknowledged writes not readable: {:?}",
-        wrong.len(),
-        acked.len(),
-        &wrong[..wrong.len().min(10)]
-    );
+    assert_readable(&mut cluster.client(), &acked);
     assert!(
         wait_until(Duration::from_secs(10), || {
             cluster.nodes.iter().all(|n| {

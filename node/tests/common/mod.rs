@@ -21,13 +21,16 @@
 #![allow(dead_code)]
 
 use std::collections::hash_map::RandomState;
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use quasar_rpc::client::{BlockingClient, ClientConfig};
@@ -616,4 +619,56 @@ pub fn key(i: usize) -> Vec<u8> {
 /// The value written under [`key`]`(i)` by the test tagged `tag`.
 pub fn value(tag: &str, i: usize) -> Vec<u8> {
     format!("{tag}-value-{i}").into_bytes()
+}
+
+/// What a [`spawn_writer`] thread did: the values acknowledged per key index, and how many
+/// writes failed.
+pub type Written = (BTreeMap<usize, Vec<u8>>, usize);
+
+/// A steady write load until `stop` (or 2 minutes, or `keys` writes): unique keys
+/// `key(0..keys)` in a scattered order, one write at a time, values tagged `tag`.
+pub fn spawn_writer(
+    mut client: BlockingClient,
+    tag: &'static str,
+    keys: usize,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<Written> {
+    std::thread::spawn(move || {
+        let mut acked: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
+        let mut failed = 0usize;
+        let started = Instant::now();
+        for i in 0..keys {
+            if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(120) {
+                break;
+            }
+            let k = i * 7919 % keys;
+            let v = value(tag, k);
+            match client.put(&key(k), &v) {
+                Ok(_) => {
+                    acked.insert(k, v);
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        (acked, failed)
+    })
+}
+
+/// Reads back every acknowledged write of `acked` and panics listing the first that do
+/// not read back.
+pub fn assert_readable(client: &mut BlockingClient, acked: &BTreeMap<usize, Vec<u8>>) {
+    let mut wrong = Vec::new();
+    for (k, v) in acked {
+        match client.get(&key(*k)) {
+            Ok(Some(got)) if got.value == *v => {}
+            other => wrong.push(format!("key {k}: {other:?}")),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} acknowledged writes not readable: {:?}",
+        wrong.len(),
+        acked.len(),
+        &wrong[..wrong.len().min(10)]
+    );
 }

@@ -161,7 +161,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     .get(&g)
                     .is_some_and(|r| r.raft.first_index() > LogIndex(1));
                 if !saved || !compacted {
-                    return Err(RequestError::ChangeInProgress { range: d.id });
+                    // Entries handed to the state machine but not applied yet, or not yet
+                    // durable: a moment later the snapshot can be taken.
+                    return Err(RequestError::Unavailable {
+                        reason: msg::UnavailableReason::CatchingUp,
+                    });
                 }
                 let mut target = conf.clone();
                 target.learners.push(t);
@@ -231,10 +235,17 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         r.last_activity = self.ticks;
         let id = r.range.descriptor().id;
+        let in_flight = Self::change_in_flight(r);
         r.raft.propose_conf_change(target).map_err(|e| match e {
-            raft::ProposeError::ConfChangePending { .. } => {
+            // A real change in the log, or only a new leader's guard until an entry of its
+            // term commits (then retrying in a moment succeeds).
+            raft::ProposeError::ConfChangePending { .. } if in_flight => {
                 RequestError::ChangeInProgress { range: id }
             }
+            raft::ProposeError::ConfChangePending { .. }
+            | raft::ProposeError::ProposalDropped { .. } => RequestError::Unavailable {
+                reason: msg::UnavailableReason::NoLeader,
+            },
             raft::ProposeError::NotLeader { .. } => RequestError::NotLeader {
                 range: id,
                 leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
