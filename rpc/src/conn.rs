@@ -365,23 +365,8 @@ impl Conn {
             Ok(acceptor.accept(Socket { stream, fd }).await)
         })
         .await;
-        let tls = match accepted {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return Err(tls_error(peer, e)),
-            Err(_) => {
-                return Err(TransportError::Timeout {
-                    peer,
-                    what: "in the TLS handshake",
-                    timeout: config.io_timeout,
-                })
-            }
-        };
-        let cert = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| PeerCertificate(c.clone().into_owned()));
+        let tls = handshake_done(peer, &config, accepted)?;
+        let cert = first_certificate(tls.get_ref().1.peer_certificates());
         let stream = Stream::Tls(Box::new(tls.into()));
         Ok(Rc::new(Conn::with_stream(peer, fd, stream, cert, config)))
     }
@@ -405,23 +390,8 @@ impl Conn {
             Ok(connector.connect(name, Socket { stream, fd }).await)
         })
         .await;
-        let tls = match connected {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return Err(tls_error(peer, e)),
-            Err(_) => {
-                return Err(TransportError::Timeout {
-                    peer,
-                    what: "in the TLS handshake",
-                    timeout: config.io_timeout,
-                })
-            }
-        };
-        let cert = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| PeerCertificate(c.clone().into_owned()));
+        let tls = handshake_done(peer, &config, connected)?;
+        let cert = first_certificate(tls.get_ref().1.peer_certificates());
         let stream = Stream::Tls(Box::new(tls.into()));
         Ok(Rc::new(Conn::with_stream(peer, fd, stream, cert, config)))
     }
@@ -835,6 +805,32 @@ fn tls_error(peer: SocketAddr, e: std::io::Error) -> TransportError {
         peer,
         reason: e.to_string(),
     }
+}
+
+/// The outcome of a TLS handshake run under `io_timeout` (either side).
+fn handshake_done<T, E>(
+    peer: SocketAddr,
+    config: &ConnConfig,
+    outcome: Result<std::io::Result<T>, E>,
+) -> Result<T, TransportError> {
+    match outcome {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(tls_error(peer, e)),
+        Err(_) => Err(TransportError::Timeout {
+            peer,
+            what: "in the TLS handshake",
+            timeout: config.io_timeout,
+        }),
+    }
+}
+
+/// The end-entity certificate the other side presented, if any.
+fn first_certificate(
+    chain: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+) -> Option<PeerCertificate> {
+    chain
+        .and_then(|c| c.first())
+        .map(|c| PeerCertificate(c.clone().into_owned()))
 }
 
 /// `push_with` failed: the encoder refused the message, or the connection is gone.
