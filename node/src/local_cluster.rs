@@ -77,6 +77,20 @@ pub fn https_get(
     timeout: Duration,
     tls: &std::sync::Arc<rustls::ClientConfig>,
 ) -> std::io::Result<(u16, String)> {
+    https_request(addr, "GET", path, None, "", timeout, tls)
+}
+
+/// `METHOD path` with a JSON `body` (and `Authorization: Bearer <token>` when given) over
+/// HTTPS; the answer's status code and body.
+pub fn https_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+    timeout: Duration,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+) -> std::io::Result<(u16, String)> {
     let s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
@@ -84,9 +98,14 @@ pub fn https_get(
     let conn = rustls::ClientConnection::new(std::sync::Arc::clone(tls), name)
         .map_err(std::io::Error::other)?;
     let mut s = rustls::StreamOwned::new(conn, s);
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let len = body.len();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {len}\r\nConnection: close\r\n\r\n{body}"
     )?;
     s.flush()?;
     let mut bytes = Vec::new();

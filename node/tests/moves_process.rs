@@ -9,12 +9,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_readable, spawn_writer, wait_until, Cluster, USER_RANGE};
+use common::{assert_readable, spawn_writer, stop_writer, wait_until, Cluster, USER_RANGE};
 use quasar_rpc::client::admin::AdminClient;
 use quasar_rpc::message::{NodeId, RangeDescriptor, RangeId, ReplicaRole};
 use serde_json::Value;
@@ -161,13 +161,7 @@ fn a_replica_moves_away_and_back_under_load_losing_no_acknowledged_write() {
         "node 3 holds the group again, node 4 deleted its copy"
     );
 
-    stop.store(true, Ordering::Relaxed);
-    let (acked, failed) = writer.join().expect("the writer thread finished");
-    assert!(
-        acked.len() > 50,
-        "the load made too little progress: {} acknowledged, {failed} failed",
-        acked.len()
-    );
+    let (acked, failed) = stop_writer(&stop, writer);
     assert_readable(&mut cluster.client(), &acked);
     eprintln!(
         "{} writes acknowledged, {failed} failed during the moves",

@@ -19,7 +19,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use quasar_node::local_cluster::{https_get, LocalCluster, LocalClusterConfig, LOCAL_CLIENT_NAME};
+use quasar_node::local_cluster::{
+    https_get, https_request, LocalCluster, LocalClusterConfig, LOCAL_CLIENT_NAME,
+};
 use quasar_rpc::auth::{Role, Secret};
 use quasar_rpc::client::{BlockingClient, ClientConfig};
 use quasar_rpc::error::ClientError;
@@ -34,6 +36,9 @@ use rkyv::util::AlignedVec;
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const READER_TOKEN: &str = "reader-token-0123456789";
 const WRITER_TOKEN: &str = "writer-token-0123456789";
+
+/// Bound on one HTTPS exchange with the admin port.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn start(root: &Path, nodes: u64, extra_args: Vec<String>) -> LocalCluster {
     LocalCluster::start(
@@ -363,7 +368,16 @@ fn tokens_and_roles_are_enforced() {
     // HTTP: bearer tokens on the admin port.
     let admin_addr = cluster.nodes[0].admin;
     let get = |auth: Option<&str>| {
-        https_get_with_auth(admin_addr, "/status", &tls_of(&dir, None), auth).expect("GET /status")
+        https_request(
+            admin_addr,
+            "GET",
+            "/status",
+            auth,
+            "",
+            TIMEOUT,
+            &tls_of(&dir, None).config,
+        )
+        .expect("GET /status")
     };
     assert_eq!(get(Some(READER_TOKEN)).0, 200);
     let (code, body) = get(None);
@@ -375,8 +389,16 @@ fn tokens_and_roles_are_enforced() {
     // The HTTP key-value API over HTTPS: the caller's role is checked on the admin port, and
     // the node's gateway reaches the client port with its own certificate.
     let http = |method: &str, path: &str, auth: Option<&str>, body: &str| {
-        https_request(admin_addr, method, path, &tls_of(&dir, None), auth, body)
-            .expect("HTTPS request")
+        https_request(
+            admin_addr,
+            method,
+            path,
+            auth,
+            body,
+            TIMEOUT,
+            &tls_of(&dir, None).config,
+        )
+        .expect("HTTPS request")
     };
     let (code, body) = http("GET", "/v1/kv/k", Some(READER_TOKEN), "");
     assert_eq!(code, 200, "a reader reads over HTTP: {body}");
@@ -389,56 +411,4 @@ fn tokens_and_roles_are_enforced() {
     assert_eq!(code, 200, "a writer writes over HTTP: {body}");
     let read = admin.get(b"k").expect("get");
     assert_eq!(read.map(|v| v.value), Some(b"v3".to_vec()));
-}
-
-/// `GET path` over HTTPS with an optional bearer token.
-fn https_get_with_auth(
-    addr: SocketAddr,
-    path: &str,
-    tls: &ClientTls,
-    token: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    https_request(addr, "GET", path, tls, token, "")
-}
-
-/// `METHOD path` with a JSON `body` over HTTPS, with an optional bearer token.
-fn https_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    tls: &ClientTls,
-    token: Option<&str>,
-    body: &str,
-) -> std::io::Result<(u16, String)> {
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-    tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let conn = rustls::ClientConnection::new(std::sync::Arc::clone(&tls.config), name)
-        .map_err(std::io::Error::other)?;
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let len = body.len();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {len}\r\nConnection: close\r\n\r\n{body}"
-    )?;
-    s.flush()?;
-    let mut bytes = Vec::new();
-    match s.read_to_end(&mut bytes) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-        Err(e) => return Err(e),
-    }
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Ok((code, body))
 }

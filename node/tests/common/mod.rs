@@ -654,6 +654,18 @@ pub fn spawn_writer(
     })
 }
 
+/// Stops the [`spawn_writer`] load and returns what it did, checking it made progress.
+pub fn stop_writer(stop: &AtomicBool, writer: JoinHandle<Written>) -> Written {
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = writer.join().expect("the writer thread finished");
+    assert!(
+        acked.len() > 50,
+        "the load made too little progress: {} acknowledged, {failed} failed",
+        acked.len()
+    );
+    (acked, failed)
+}
+
 /// Reads back every acknowledged write of `acked` and panics listing the first that do
 /// not read back.
 pub fn assert_readable(client: &mut BlockingClient, acked: &BTreeMap<usize, Vec<u8>>) {

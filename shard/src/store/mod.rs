@@ -697,7 +697,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// does (the WAL's end when there was nothing to drop).
     fn compact_all(&mut self, g: msg::GroupId) -> Result<quasar_wal::Lsn, StoreError> {
         let wg = quasar_wal::GroupId(g.0);
-        if self.wal.group_ids().any(|x| x == wg) {
+        // Nothing to drop (already dropped, e.g. at an earlier start): no record.
+        if self.wal.group_ids().any(|x| x == wg)
+            && self.wal.first_index(wg) <= self.wal.last_index(wg)
+        {
             let last = self.wal.last_index(wg);
             let mut batch = Batch::with_capacity(1);
             batch.compact(wg, quasar_wal::LogIndex(last.0 + 1));
@@ -1336,58 +1339,43 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         r.raft.report_snapshot(from, status);
     }
 
-    fn start_snapshot_transfer(&mut self, group: msg::GroupId, to: NodeId, meta: &SnapshotMeta) {
-        // No file yet, or one older than the core's snapshot (a new member of a range that
-        // never needed one, a leader elected since the last file): write it now.
-        let stored = match self.snaps.load(group) {
-            Ok(Some(bytes)) => {
-                SnapshotFile::decode(&bytes).is_ok_and(|f| f.meta.last.index >= meta.last.index)
-            }
-            _ => false,
-        };
-        if !stored {
-            match self.force_snapshot(group) {
-                Ok(true) => {}
-                Ok(false) => debug!(group = group.0, "snapshot for a transfer not written yet"),
-                Err(e) => warn!(group = group.0, error = %e, "snapshot for a transfer failed"),
-            }
-        }
+    /// The stored snapshot file of `group` and its header, if it covers at least `at_least`.
+    fn stored_snapshot(
+        &self,
+        group: msg::GroupId,
+        at_least: LogIndex,
+    ) -> Result<(Vec<u8>, SnapshotMeta), String> {
         let file = match self.snaps.load(group) {
             Ok(Some(bytes)) => bytes,
-            Ok(None) => {
-                // A split's new range before its first file: the core asks again later.
-                debug!(group = group.0, "snapshot requested but none is stored yet");
-                if let Some(r) = self.groups.get_mut(&group) {
-                    r.raft.report_snapshot(to, SnapshotStatus::Failed);
+            Ok(None) => return Err("none is stored yet".into()),
+            Err(e) => return Err(format!("cannot read it: {e}")),
+        };
+        match SnapshotFile::decode(&file) {
+            Ok(f) if f.meta.last.index >= at_least => Ok((file, f.meta)),
+            Ok(f) => Err(format!("the stored one ends at {}", f.meta.last)),
+            Err(e) => Err(format!("the stored one does not decode: {e}")),
+        }
+    }
+
+    fn start_snapshot_transfer(&mut self, group: msg::GroupId, to: NodeId, meta: &SnapshotMeta) {
+        // What is sent is described by the file's own header, never by the request: the
+        // file may be newer (taken since, in this turn). No file yet, or an older one (a new
+        // member of a range that never needed one, a leader elected since its last file):
+        // it is written now.
+        let stored = match self.stored_snapshot(group, meta.last.index) {
+            Ok(found) => Ok(found),
+            Err(_) => {
+                if let Err(e) = self.force_snapshot(group) {
+                    warn!(group = group.0, error = %e, "snapshot for a transfer failed");
                 }
-                return;
-            }
-            Err(e) => {
-                warn!(group = group.0, error = %e, "cannot read snapshot to send");
-                if let Some(r) = self.groups.get_mut(&group) {
-                    r.raft.report_snapshot(to, SnapshotStatus::Failed);
-                }
-                return;
+                self.stored_snapshot(group, meta.last.index)
             }
         };
-        // The file may be newer than the snapshot the core asked for (taken since, in this
-        // turn): what is sent is described by the file's own header, never by the request.
-        let meta = match SnapshotFile::decode(&file) {
-            Ok(f) if f.meta.last.index >= meta.last.index => f.meta,
-            Ok(f) => {
-                debug!(
-                    group = group.0,
-                    file = %f.meta.last,
-                    wanted = %meta.last,
-                    "the stored snapshot is older than the one asked for"
-                );
-                if let Some(r) = self.groups.get_mut(&group) {
-                    r.raft.report_snapshot(to, SnapshotStatus::Failed);
-                }
-                return;
-            }
-            Err(e) => {
-                warn!(group = group.0, error = %e, "stored snapshot does not decode");
+        let (file, meta) = match stored {
+            Ok(found) => found,
+            Err(reason) => {
+                // The core asks again later (a split's new range before its first file).
+                debug!(group = group.0, wanted = %meta.last, %reason, "snapshot not sent");
                 if let Some(r) = self.groups.get_mut(&group) {
                     r.raft.report_snapshot(to, SnapshotStatus::Failed);
                 }
