@@ -242,8 +242,24 @@ impl RecvBuffer {
         }
     }
 
+    /// Switches to `config`'s frame limit and grows the buffer to its initial size, keeping
+    /// the bytes received so far: a listener reads the handshake under a small limit and
+    /// buffer (see `transport::MAX_HANDSHAKE_BYTES`), then this.
+    pub fn set_limits(&mut self, config: &ConnConfig) {
+        self.decoder = FrameDecoder::new(config.max_frame_len_bytes as u64);
+        self.max_buf_bytes = config.max_frame_len_bytes + 4096;
+        let len = config.recv_buf_bytes.max(4096);
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+    }
+
     /// Free space to receive into, after moving undecoded bytes to the front or growing the
     /// buffer (never past one maximal frame) when the pending frame would not fit.
+    ///
+    /// The buffer grows with the bytes that arrive, not to the length a header announces: it
+    /// doubles (up to what the frame needs) only once it is full, so a peer that announces a
+    /// maximal frame and sends little of it holds at most twice what it sent.
     pub fn spare_mut(&mut self) -> &mut [u8] {
         if self.start == self.end {
             self.start = 0;
@@ -252,16 +268,19 @@ impl RecvBuffer {
         // `needed`: bytes still missing from the frame at `start` (0: not known yet).
         let want = self.needed.max(1);
         if self.buf.len() - self.end < want {
-            let pending = self.end - self.start;
-            self.buf.copy_within(self.start..self.end, 0);
-            self.start = 0;
-            self.end = pending;
-            let need_len = pending + want;
-            if need_len > self.buf.len() {
+            if self.start > 0 {
+                let pending = self.end - self.start;
+                self.buf.copy_within(self.start..self.end, 0);
+                self.start = 0;
+                self.end = pending;
+            }
+            let need_len = self.end + want;
+            if need_len > self.buf.len() && self.end == self.buf.len() {
                 let new_len = need_len
                     .next_power_of_two()
+                    .min(self.buf.len() * 2)
                     .min(self.max_buf_bytes)
-                    .max(need_len);
+                    .max(self.buf.len() + 1);
                 self.buf.resize(new_len, 0);
             }
         }

@@ -113,6 +113,10 @@ impl Backoff {
     }
 }
 
+/// The largest handshake frame body a listener reads (a handshake is well under 1 KiB, a
+/// bearer token included); a larger announced length closes the connection.
+pub const MAX_HANDSHAKE_BYTES: usize = 64 << 10;
+
 /// Configuration of one shard's transport.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -354,7 +358,15 @@ impl Transport {
     }
 
     async fn serve_inbound(self: Rc<Self>, conn: Rc<Conn>) {
-        let mut buf = RecvBuffer::new(&self.config.conn);
+        // NOTE: until its handshake is accepted, a connection gets a 4 KiB buffer and frames
+        // of at most `MAX_HANDSHAKE_BYTES`: thousands of dialers that never finish their
+        // handshake cost little memory (not a full receive buffer, let alone a maximal frame
+        // announced by a header each).
+        let mut buf = RecvBuffer::new(&ConnConfig {
+            max_frame_len_bytes: MAX_HANDSHAKE_BYTES.min(self.config.conn.max_frame_len_bytes),
+            recv_buf_bytes: 0,
+            ..self.config.conn.clone()
+        });
         let peer = conn.peer();
         let hello = glommio::timer::timeout(self.config.conn.io_timeout, async {
             Ok(conn
@@ -414,6 +426,7 @@ impl Transport {
             return;
         };
         tracing::debug!(%peer, origin = ?hello.origin, %principal, "accepted connection");
+        buf.set_limits(&self.config.conn);
         let info = PeerInfo {
             addr: peer,
             origin: hello.origin,

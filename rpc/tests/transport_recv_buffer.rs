@@ -1,6 +1,7 @@
 //! The connection's receive buffer: frames arriving in arbitrary pieces come out whole,
 //! aligned and in order, the buffer grows for a frame larger than itself (never past the
-//! limit), and an oversized frame is refused before any growth.
+//! limit, and only as its bytes arrive), an oversized frame is refused before any growth, and
+//! a listener's small handshake limit is lifted without losing received bytes.
 
 use quasar_rpc::conn::{AlignedVec, ConnConfig, RecvBuffer};
 use quasar_rpc::frame::{access_body, decode_body, encode_frame, FrameError, BODY_ALIGN};
@@ -95,4 +96,51 @@ fn an_oversized_frame_is_refused_from_its_header() {
         buf.spare_mut().len() <= 4096,
         "no growth for a refused frame"
     );
+}
+
+#[test]
+fn the_buffer_grows_with_what_arrives_not_with_what_a_header_announces() {
+    let mut wire: AlignedVec = AlignedVec::new();
+    encode_frame(&big_batch(900 << 10), &mut wire).unwrap();
+    let mut buf = RecvBuffer::new(&config(4096, 1 << 20));
+    // The header and 1000 bytes of a 900 KiB frame: the buffer stays at its first size.
+    assert!(feed(&mut buf, &wire[..1024], 7).unwrap().is_empty());
+    assert_eq!(buf.spare_mut().len() + 1024, 4096);
+    // 40 KiB: at most twice that.
+    assert!(feed(&mut buf, &wire[1024..40 << 10], 4096)
+        .unwrap()
+        .is_empty());
+    assert!(buf.spare_mut().len() + (40 << 10) <= 80 << 10);
+    // The rest: the frame comes out whole.
+    let bodies = feed(&mut buf, &wire[40 << 10..], 1 << 20).unwrap();
+    assert_eq!(bodies.len(), 1);
+    let mut aligned: AlignedVec = AlignedVec::new();
+    aligned.extend_from_slice(&bodies[0]);
+    assert_eq!(
+        decode_body::<RaftBatch>(&aligned).unwrap(),
+        big_batch(900 << 10)
+    );
+}
+
+#[test]
+fn set_limits_lifts_the_handshake_limit_and_keeps_received_bytes() {
+    let hello = Handshake::from_node(ClusterId(1), NodeId(2), ShardId(0), ShardId(0));
+    let big = big_batch(64 << 10);
+    let mut wire: AlignedVec = AlignedVec::new();
+    encode_frame(&hello, &mut wire).unwrap();
+    let hello_len = wire.len();
+    encode_frame(&big, &mut wire).unwrap();
+    // The handshake and the start of the next frame's header arrive together.
+    let mut buf = RecvBuffer::new(&config(0, 1024));
+    assert_eq!(
+        feed(&mut buf, &wire[..hello_len + 20], 4096).unwrap().len(),
+        1
+    );
+    buf.set_limits(&config(256 << 10, 1 << 20));
+    assert!(buf.spare_mut().len() >= 128 << 10);
+    let bodies = feed(&mut buf, &wire[hello_len + 20..], 4096).unwrap();
+    assert_eq!(bodies.len(), 1);
+    let mut aligned: AlignedVec = AlignedVec::new();
+    aligned.extend_from_slice(&bodies[0]);
+    assert_eq!(decode_body::<RaftBatch>(&aligned).unwrap(), big);
 }
