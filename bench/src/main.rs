@@ -8,6 +8,7 @@ mod failover;
 mod fsmeta;
 mod hdrlog;
 mod kv;
+mod nemesis;
 mod plot;
 mod raft;
 mod ranges;
@@ -44,6 +45,8 @@ enum Command {
     Kv(kv::KvArgs),
     /// Split and merge latency under a light write load (needs range split, issue #6).
     Ranges(ranges::RangesArgs),
+    /// Faults on real processes (kill -9, pauses, partitions) with a checked client history.
+    Nemesis(nemesis::NemesisArgs),
     /// Add interval HdrHistogram logs of `kv --hdr-log` and print one summary.
     Merge(hdrlog::MergeArgs),
 }
@@ -59,5 +62,6 @@ fn main() -> anyhow::Result<()> {
         Command::Kv(args) => kv::run(args),
         Command::Merge(args) => hdrlog::run(args),
         Command::Ranges(args) => ranges::run(args),
+        Command::Nemesis(args) => nemesis::run(args),
     }
 }

@@ -163,6 +163,7 @@ pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
                     .chain(args.node_args.iter().cloned())
                     .collect(),
                     tls: args.tls.then(|| dir.path().join("certs")),
+                    peer_routes: Default::default(),
                 },
                 SPAWN_TIMEOUT,
             )

@@ -52,6 +52,7 @@ pub fn run_demo(args: &DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             root: root.clone(),
             extra_args: Vec::new(),
             tls: args.tls.then(|| root.join("certs")),
+            peer_routes: Default::default(),
         },
         Duration::from_secs(30),
     )?;

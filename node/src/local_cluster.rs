@@ -33,6 +33,10 @@ pub struct LocalClusterConfig {
     pub extra_args: Vec<String>,
     /// Run TLS with the certificates in this directory (generated when missing).
     pub tls: Option<PathBuf>,
+    /// `(from, to) -> address`: node `from` reaches node `to` (its shard 0; shard `s` at
+    /// port + `s`) at this address instead of `to`'s listen address, e.g. a fault-injecting
+    /// proxy of `quasar-bench nemesis`. Each node gets its own `--initial-cluster`.
+    pub peer_routes: std::collections::BTreeMap<(u64, u64), SocketAddr>,
 }
 
 /// The client certificate a local cluster generates for itself (admin port, demo commands).
@@ -64,7 +68,8 @@ impl LocalNode {
 #[derive(Debug)]
 pub struct LocalCluster {
     cfg: LocalClusterConfig,
-    initial: String,
+    /// Listen address of node `i` at `initial[i - 1]`.
+    initial: Vec<SocketAddr>,
     pub nodes: Vec<LocalNode>,
     /// TLS to the admin ports (with the `quasar-local` client certificate).
     admin_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
@@ -184,7 +189,7 @@ static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
 
 /// A block of 100 ports below the ephemeral range, free now and not handed out before by
 /// this process.
-fn free_base_port() -> anyhow::Result<u16> {
+pub fn free_base_port() -> anyhow::Result<u16> {
     let mut rng = fastrand::Rng::new();
     let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..200 {
@@ -246,12 +251,9 @@ impl LocalCluster {
             None => free_base_port()?,
         };
         cfg.base_port = Some(base);
-        let listen = |i: u64| SocketAddr::from(([127, 0, 0, 1], base + 10 * (i as u16 - 1)));
+        let listen = |i: u64| LocalCluster::listen_addr(base, i);
         let admin = |i: u64| SocketAddr::from(([127, 0, 0, 1], base + 80 + i as u16));
-        let initial = (1..=cfg.nodes)
-            .map(|i| format!("{i}={}", listen(i)))
-            .collect::<Vec<_>>()
-            .join(",");
+        let initial = (1..=cfg.nodes).map(listen).collect();
         let nodes = (1..=cfg.nodes)
             .map(|i| LocalNode {
                 id: i,
@@ -335,7 +337,16 @@ impl LocalCluster {
                 extra.push(path.display().to_string());
             }
         }
-        let initial = self.initial.clone();
+        let initial = self
+            .initial
+            .iter()
+            .zip(1u64..)
+            .map(|(addr, to)| {
+                let addr = self.cfg.peer_routes.get(&(id, to)).unwrap_or(addr);
+                format!("{to}={addr}")
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         let node = self.node_mut(id)?;
         std::fs::create_dir_all(&node.dir)
             .with_context(|| format!("cannot create {}", node.dir.display()))?;
@@ -427,6 +438,22 @@ impl LocalCluster {
         best.map(|(_, id)| id)
     }
 
+    /// Sends `signal` to the node's process (e.g. SIGSTOP and SIGCONT to pause it); nothing
+    /// when it is not running.
+    pub fn signal(&mut self, id: u64, signal: Signal) -> anyhow::Result<()> {
+        let node = self.node_mut(id)?;
+        if let Some(pid) = node.pid().and_then(|p| i32::try_from(p).ok()) {
+            kill(Pid::from_raw(pid), signal)
+                .with_context(|| format!("cannot send {signal} to node {id}"))?;
+        }
+        Ok(())
+    }
+
+    /// The listen address (shard 0) of node `i` of a cluster on ports from `base`.
+    pub fn listen_addr(base: u16, i: u64) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], base + 10 * (i as u16 - 1)))
+    }
+
     /// SIGKILL: the node stops at once, losing nothing that was synced.
     pub fn kill9(&mut self, id: u64) -> anyhow::Result<()> {
         let node = self.node_mut(id)?;
@@ -443,6 +470,18 @@ impl LocalCluster {
             bail!("node {id} is still running");
         }
         self.spawn(id)?;
+        self.wait_ready(timeout)
+    }
+
+    /// Starts several stopped nodes at once, then waits until every running node is ready
+    /// (after a whole-cluster crash no node is ready before a majority is back).
+    pub fn restart_many(&mut self, ids: &[u64], timeout: Duration) -> anyhow::Result<()> {
+        for &id in ids {
+            if self.node_mut(id)?.is_running() {
+                bail!("node {id} is still running");
+            }
+            self.spawn(id)?;
+        }
         self.wait_ready(timeout)
     }
 

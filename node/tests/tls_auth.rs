@@ -54,6 +54,7 @@ fn start(root: &Path, nodes: u64, extra_args: Vec<String>) -> LocalCluster {
                 .chain(extra_args)
                 .collect(),
             tls: Some(root.join("certs")),
+            peer_routes: Default::default(),
         },
         START_TIMEOUT,
     )

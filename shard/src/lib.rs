@@ -4,17 +4,16 @@
 //! - [`range`]: the key-value state machine of one range (versioned keys, compare-and-set,
 //!   transactions, paged scans, counters, size limits, exactly-once sessions, snapshots).
 //! - `sim` (feature `sim`): the deterministic cluster simulator that drives the Raft core
-//!   under faults and checks safety after every step; `linearizability` (feature `sim`):
-//!   the Wing–Gong/Lowe checker of client histories.
-//!
-//! The multi-raft store and the glommio runtime that join them to the WAL and the
-//! transport are issue #5 (see `DESIGN.md`).
+//!   under faults and checks safety after every step.
+//! - [`linearizability`]: the Wing–Gong/Lowe checker of client histories, for the
+//!   simulators and for `quasar-bench nemesis` on real processes.
+//! - [`store`] and [`runtime`]: the multi-raft store of one shard and its glommio event
+//!   loop, which join the Raft core to the WAL and the transport.
 
 pub mod raft;
 pub mod range;
 
-/// Linearizability checking of client histories, for the simulators.
-#[cfg(feature = "sim")]
+/// Linearizability checking of client histories (simulators and `quasar-bench nemesis`).
 pub mod linearizability;
 
 /// The deterministic cluster simulator (feature `sim`).

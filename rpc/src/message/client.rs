@@ -360,7 +360,8 @@ crate::wire_message!(ClientResponse, FrameKind::ClientResponse);
 pub struct VersionedValue {
     /// The value.
     pub value: Vec<u8>,
-    /// The Raft log index that wrote it.
+    /// The version: the log index that wrote it plus its range's version offset (grown by
+    /// merges), so a key's versions only ever grow.
     pub version: KeyVersion,
 }
 
@@ -372,7 +373,8 @@ pub struct KeyValue {
     pub key: Vec<u8>,
     /// The value.
     pub value: Vec<u8>,
-    /// The Raft log index that wrote it.
+    /// The version: the log index that wrote it plus its range's version offset (grown by
+    /// merges), so a key's versions only ever grow.
     pub version: KeyVersion,
 }
 

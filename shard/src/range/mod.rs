@@ -5,7 +5,9 @@
 //! Pure and deterministic: no clock, no I/O. Writes arrive as committed log entries and are
 //! applied in log order with [`RangeState::apply`], which reads the request in place (the
 //! entry payload is the client's rkyv-encoded request, copied once from the socket into the
-//! log). A key's version is the index of the entry that last wrote it. Reads never touch the
+//! log). A key's version is the index of the entry that last wrote it plus the range's
+//! version offset (zero until a merge: see [`RangeState::absorb`]), so versions of a key
+//! only ever grow, across splits and merges too. Reads never touch the
 //! log: the replica decides when it may serve them (lease, ReadIndex or stale bound) and
 //! then calls [`RangeState::read`].
 //!
@@ -66,8 +68,12 @@ pub struct RangeState {
     descriptor: RangeDescriptor,
     data: BTreeMap<Vec<u8>, Versioned>,
     sessions: Sessions,
-    /// The index of the last applied entry; versions never exceed it.
+    /// The index of the last applied entry; versions never exceed it plus `version_offset`.
     applied_index: u64,
+    /// Added to the log index to make a write's version. Zero until this range absorbs a
+    /// neighbour whose versions ran ahead of this range's log (`absorb`); inherited by the
+    /// right half of a split.
+    version_offset: u64,
     limits: RangeLimits,
     /// Key and value bytes held (the size that automatic splits look at).
     bytes: u64,
@@ -86,6 +92,7 @@ impl RangeState {
             data: BTreeMap::new(),
             sessions: Sessions::new(DEFAULT_MAX_SESSIONS),
             applied_index: 0,
+            version_offset: 0,
             limits,
             bytes: 0,
             content_hash: 0,
@@ -147,6 +154,7 @@ impl RangeState {
             data,
             sessions: self.sessions.clone(),
             applied_index: index,
+            version_offset: self.version_offset,
             limits: self.limits,
             bytes: moved,
             content_hash: moved_hash,
@@ -154,19 +162,31 @@ impl RangeState {
         }
     }
 
-    /// Applies a merge at `index`: absorbs the frozen right-hand neighbour `right` (its keys
-    /// are rewritten at version `index`, this range's log position, so versions never exceed
-    /// the applied index) and takes the `merged` descriptor. Sessions are united.
+    /// Applies a merge at `index`: absorbs the frozen right-hand neighbour `right` and takes
+    /// the `merged` descriptor. Sessions are united.
+    ///
+    /// The absorbed keys keep their versions, which come from the right range's own log and
+    /// may be ahead of this range's: the version offset grows so that every later write here
+    /// gets a higher version than any key of either range had (a version never goes back, so
+    /// a compare-and-set on a version can never match a different write: no ABA). The bound
+    /// is taken at the right range's freeze (its last write), which every replica agrees on.
     pub fn absorb(&mut self, index: u64, right: RangeState, merged: RangeDescriptor) {
         self.skip_to(index);
-        for (key, mut v) in right.data {
-            v.version = KeyVersion(index);
+        let right_top = right.version_offset + right.frozen_at.unwrap_or(right.applied_index);
+        self.version_offset = self.version_offset.max(right_top.saturating_sub(index));
+        for (key, v) in right.data {
             self.bytes += (key.len() + v.value.len()) as u64;
             self.content_hash = self.content_hash.wrapping_add(entry_hash(&key, &v));
             self.data.insert(key, v);
         }
         self.sessions.absorb(right.sessions);
         self.descriptor = merged;
+    }
+
+    /// The highest version this range can have given out: its applied index plus its
+    /// version offset.
+    pub fn version_bound(&self) -> u64 {
+        self.applied_index + self.version_offset
     }
 
     pub fn descriptor(&self) -> &RangeDescriptor {
@@ -285,7 +305,7 @@ impl RangeState {
         // Keys are checked again at apply time: a split may have committed between the
         // proposal and this entry.
         let outcome = match self.check_keys(&request.op) {
-            Ok(()) => self.execute(KeyVersion(index), &request.op),
+            Ok(()) => self.execute(KeyVersion(index + self.version_offset), &request.op),
             Err(e) => Err(e),
         };
         self.sessions
@@ -547,7 +567,8 @@ impl RangeState {
     /// the entries' hashes is kept up to date by every change.
     pub fn state_hash(&self) -> u32 {
         let crc = crc32c::crc32c(&self.content_hash.to_le_bytes());
-        crc32c::crc32c_append(crc, &self.applied_index.to_le_bytes())
+        let crc = crc32c::crc32c_append(crc, &self.applied_index.to_le_bytes());
+        crc32c::crc32c_append(crc, &self.version_offset.to_le_bytes())
     }
 
     /// Recomputes the entries' hash sum from scratch (after decoding a snapshot).

@@ -17,7 +17,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use super::{RangeLimits, RangeState, Sessions, Versioned, DEFAULT_MAX_SESSIONS};
 
 const MAGIC: [u8; 4] = *b"QSNP";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 /// Size of the fixed header before the body.
 pub const HEADER_LEN: usize = 24;
 
@@ -26,6 +26,8 @@ pub const HEADER_LEN: usize = 24;
 struct RangeImage {
     descriptor: RangeDescriptor,
     applied_index: u64,
+    /// Added to log indexes to make versions (grown by merges).
+    version_offset: u64,
     entries: Vec<KeyValue>,
     sessions: Vec<SessionImage>,
     session_evictions: u64,
@@ -66,6 +68,7 @@ impl RangeState {
         let image = RangeImage {
             descriptor: self.descriptor.clone(),
             applied_index: self.applied_index,
+            version_offset: self.version_offset,
             entries: self
                 .data
                 .iter()
@@ -152,6 +155,7 @@ impl RangeState {
         })?;
         let mut state = RangeState::new(image.descriptor, limits);
         state.applied_index = image.applied_index;
+        state.version_offset = image.version_offset;
         state.frozen_at = image.frozen_at;
         let mut sessions = Sessions::new(DEFAULT_MAX_SESSIONS);
         for s in image.sessions {
@@ -165,11 +169,11 @@ impl RangeState {
         sessions.set_evictions(image.session_evictions);
         state.sessions = sessions;
         for kv in image.entries {
-            if kv.version.0 > state.applied_index {
+            if kv.version.0 > state.version_bound() {
                 return Err(SnapshotError::Invalid {
                     reason: format!(
-                        "key version {} is past the applied index {}",
-                        kv.version.0, state.applied_index
+                        "key version {} is past the applied index {} plus the version offset {}",
+                        kv.version.0, state.applied_index, state.version_offset
                     ),
                 });
             }

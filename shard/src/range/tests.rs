@@ -491,3 +491,46 @@ proptest! {
         prop_assert_ne!(a.state_hash(), b.state_hash());
     }
 }
+
+#[test]
+fn versions_never_go_back_across_a_merge() {
+    // Left's log is short (index 10); right's ran ahead (its key was written at 500).
+    let mut left = RangeState::new(descriptor(b"", b"m"), RangeLimits::default());
+    apply(&mut left, 5, put(b"a", b"1")).unwrap();
+    let mut right = RangeState::new(descriptor(b"m", b""), RangeLimits::default());
+    apply(&mut right, 500, put(b"x", b"old")).unwrap();
+    right.freeze(501);
+    let before = value_of(read(&right, get(b"x"))).unwrap().1;
+    assert_eq!(before, KeyVersion(500));
+
+    left.absorb(10, right, descriptor(b"", b""));
+    // The absorbed key keeps its version: a compare on it still matches.
+    assert_eq!(value_of(read(&left, get(b"x"))).unwrap().1, before);
+    let cas = Operation::CompareAndSet {
+        key: b"x".to_vec(),
+        expected: Expected::Version(before),
+        value: b"new".to_vec(),
+    };
+    let written = apply(&mut left, 11, cas).unwrap();
+    let Reply::Written { version } = written else {
+        panic!("not written: {written:?}");
+    };
+    assert!(version > before, "{version:?} after {before:?}");
+    // Every later write on either side's keys is above every earlier version.
+    let Reply::Written { version: a } = apply(&mut left, 12, put(b"a", b"2")).unwrap() else {
+        panic!("not written");
+    };
+    assert!(a > version);
+    assert!(left.version_bound() >= a.0);
+
+    // The offset survives a snapshot and a split.
+    let restored = RangeState::decode_snapshot(&left.encode_snapshot(), RangeLimits::default())
+        .expect("decodes");
+    assert_eq!(restored.state_hash(), left.state_hash());
+    let mut restored = restored;
+    let mut child = restored.split_off(13, descriptor(b"", b"m"), descriptor(b"m", b""));
+    let Reply::Written { version: x } = apply(&mut child, 14, put(b"x", b"3")).unwrap() else {
+        panic!("not written");
+    };
+    assert!(x > version, "{x:?} after {version:?}");
+}

@@ -1,0 +1,733 @@
+//! `quasar-bench nemesis` (issue #9): real `quasar start` processes on loopback under faults
+//! chosen at random, with a client history checked at the end (Jepsen's method).
+//!
+//! ```text
+//!   clients (threads) --get/put/cas--> nodes (client ports, direct)
+//!   node i --peer link i->j--> proxy(i->j) --> node j          (one proxy per link, shard)
+//!   nemesis: calm, fault, hold, heal, calm, ...               (seeded schedule)
+//!   range operator: split / merge / transfer-leader           (during faults)
+//!   end: heal, restart, wait for equal state hashes, read every key, check the history
+//! ```
+//!
+//! Faults: `kill` (kill -9 of one node, the leader of the hot range half of the time, then a
+//! restart), `kill-minority`, `kill-all` (every node at once), `pause` (SIGSTOP/SIGCONT of one
+//! node, the leader half of the time), `partition` (a minority cut off both ways), `one-way`
+//! (a node's outgoing or incoming links cut), `bridge` (two halves that cannot talk and one
+//! node that sees both). Links are cut by the proxies (`proxy`), which Quasar's nodes dial
+//! for each other (`LocalClusterConfig::peer_routes`); clients reach every node directly.
+//!
+//! After a leader kill, a probe writes to the hot key until it succeeds: the time from the
+//! kill to that first successful write is reported against the election timeout.
+//!
+//! Verdicts (`history`): linearizability per key, versions monotonic, no invented value; the
+//! final reads make a lost acknowledged write a violation; every range ends with the same
+//! applied index and state hash on every node (`/status`). Any failed check makes the
+//! program exit non-zero and keeps the data directory (its path is printed).
+
+mod history;
+mod proxy;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
+use quasar_node::local_cluster::{self, LocalCluster, LocalClusterConfig};
+use quasar_rpc::client::{AdminClient, BlockingClient, ClientConfig};
+use quasar_rpc::message::{ClusterId, NodeId, SessionId};
+use serde::Serialize;
+
+use crate::report::{latency_histogram, Percentiles, Report};
+use history::{Call, History, Outcome};
+use proxy::{Link, Proxies};
+
+/// The cluster's name.
+const CLUSTER: &str = "nemesis";
+/// Bound on nodes becoming ready after a (re)start.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on the probe's first successful write after a leader kill.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on every range reaching one state on every node at the end.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Attempts of a final read.
+const FINAL_READ_ATTEMPTS: u32 = 20;
+/// The meta range (never merged).
+const META_RANGE: u64 = 1;
+/// The node's Raft tick (`quasar start --tick-ms` default).
+const TICK_MS: u64 = 10;
+
+/// A fault the nemesis can inject.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    Kill,
+    KillMinority,
+    KillAll,
+    Pause,
+    Partition,
+    OneWay,
+    Bridge,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::KillMinority => "kill-minority",
+            Fault::KillAll => "kill-all",
+            Fault::Pause => "pause",
+            Fault::Partition => "partition",
+            Fault::OneWay => "one-way",
+            Fault::Bridge => "bridge",
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone, Serialize)]
+pub struct NemesisArgs {
+    /// Nodes (3 to 7); every range has a replica on each.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Shards per node.
+    #[arg(long, default_value_t = 1)]
+    pub shards: u16,
+    /// Seconds of faults (the final checks come after).
+    #[arg(long, default_value_t = 60.0)]
+    pub duration_secs: f64,
+    /// Seed of the fault schedule and the clients' choices (default: random, printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The faults to choose from.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kill,kill-minority,kill-all,pause,partition,one-way,bridge"
+    )]
+    pub faults: Vec<Fault>,
+    /// Shortest time a fault is held, in seconds.
+    #[arg(long, default_value_t = 0.5)]
+    pub fault_min_secs: f64,
+    /// Longest time a fault is held (a bridge partition of 60 s: `--faults bridge
+    /// --fault-min-secs 60 --fault-max-secs 60`).
+    #[arg(long, default_value_t = 3.0)]
+    pub fault_max_secs: f64,
+    /// Longest calm between two faults, in seconds (0.2 s at least).
+    #[arg(long, default_value_t = 1.5)]
+    pub calm_secs: f64,
+    /// No splits, merges and leadership transfers during the faults.
+    #[arg(long)]
+    pub no_range_ops: bool,
+    /// Client threads.
+    #[arg(long, default_value_t = 4)]
+    pub clients: u64,
+    /// Keys in the window the clients share.
+    #[arg(long, default_value_t = 6)]
+    pub keys: u64,
+    /// Operations per key before the window moves to fresh keys.
+    #[arg(long, default_value_t = 80)]
+    pub ops_per_key: u64,
+    /// Milliseconds a client sleeps between operations.
+    #[arg(long, default_value_t = 2)]
+    pub pause_ms: u64,
+    /// `--election-ticks` of the nodes (10 ms ticks).
+    #[arg(long, default_value_t = 30)]
+    pub election_ticks: u32,
+    /// `--heartbeat-ticks` of the nodes.
+    #[arg(long, default_value_t = 3)]
+    pub heartbeat_ticks: u32,
+    /// The `quasar` binary (default: next to this executable).
+    #[arg(long, env = "QUASAR_BIN", value_name = "PATH")]
+    pub quasar_bin: Option<PathBuf>,
+    /// Keep the data directory (and node logs) even when every check passes.
+    #[arg(long)]
+    pub keep_dir: bool,
+    /// One JSON line instead of the human report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One injected fault.
+#[derive(Debug, Clone, Serialize)]
+struct FaultRecord {
+    fault: &'static str,
+    /// What it did, e.g. `kill 2 (leader)`, `cut 1<->2 1<->3`.
+    what: String,
+    at_ms: u64,
+    held_ms: u64,
+    /// Writes acknowledged while it was held.
+    acked_during: u64,
+}
+
+/// Counts of the range operator's attempts.
+#[derive(Debug, Default, Clone, Serialize)]
+struct RangeOps {
+    splits_ok: u64,
+    splits_failed: u64,
+    merges_ok: u64,
+    merges_failed: u64,
+    transfers_ok: u64,
+    transfers_failed: u64,
+}
+
+fn secs(s: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).with_context(|| format!("{flag} must be >= 0, not {s}"))
+}
+
+pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
+    if !(3..=7).contains(&args.nodes) {
+        bail!("--nodes must be 3 to 7, not {}", args.nodes);
+    }
+    let links = args.nodes * (args.nodes - 1) * u64::from(args.shards);
+    if args.shards == 0 || links > 100 {
+        bail!(
+            "--shards {} with --nodes {} needs {links} proxy ports; at most 100 (use fewer shards)",
+            args.shards,
+            args.nodes
+        );
+    }
+    if args.faults.is_empty() {
+        bail!("--faults names no fault; e.g. --faults kill,partition");
+    }
+    if args.clients == 0 || args.keys == 0 || args.ops_per_key == 0 {
+        bail!("--clients, --keys and --ops-per-key must be at least 1");
+    }
+    let duration = secs(args.duration_secs, "--duration-secs")?;
+    let fault_min = secs(args.fault_min_secs, "--fault-min-secs")?;
+    let fault_max = secs(args.fault_max_secs, "--fault-max-secs")?;
+    if fault_max < fault_min {
+        bail!("--fault-max-secs must be at least --fault-min-secs");
+    }
+    let calm = secs(args.calm_secs, "--calm-secs")?.max(Duration::from_millis(200));
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let exe = crate::target::quasar_binary(args.quasar_bin.as_deref())?;
+    let dir = tempfile::Builder::new()
+        .prefix("quasar-nemesis-")
+        .tempdir()
+        .context("cannot create a temporary directory for the nodes")?;
+    if !args.json {
+        eprintln!(
+            "nemesis: seed {seed}, {} nodes, {:?} of faults, data in {}",
+            args.nodes,
+            duration,
+            dir.path().display()
+        );
+    }
+
+    let interrupted = crate::target::interrupt_flag()?;
+    let base = local_cluster::free_base_port()?;
+    let proxy_base = local_cluster::free_base_port()?;
+    let proxies = Proxies::start(args.nodes, args.shards, proxy_base, |i| {
+        LocalCluster::listen_addr(base, i)
+    })?;
+    let mut cluster = LocalCluster::start(
+        LocalClusterConfig {
+            exe,
+            nodes: args.nodes,
+            shards: usize::from(args.shards),
+            base_port: Some(base),
+            root: dir.path().join("cluster"),
+            extra_args: [
+                "--cluster-id".to_string(),
+                CLUSTER.into(),
+                "--election-ticks".into(),
+                args.election_ticks.to_string(),
+                "--heartbeat-ticks".into(),
+                args.heartbeat_ticks.to_string(),
+                "--tick-ms".into(),
+                TICK_MS.to_string(),
+            ]
+            .into(),
+            tls: None,
+            peer_routes: proxies.routes.clone(),
+        },
+        READY_TIMEOUT,
+    )
+    .context("cannot start the cluster")?;
+
+    let mut config = ClientConfig::new(
+        ClusterId::from_name(CLUSTER),
+        cluster
+            .endpoints()
+            .into_iter()
+            .map(|(id, a)| (NodeId(id), a))
+            .collect(),
+        u32::from(args.shards),
+    );
+    config.request_timeout = Duration::from_millis(1000);
+    config.io_timeout = Duration::from_millis(500);
+    config.max_attempts = 10;
+    let client = |config: &ClientConfig| {
+        let mut c = config.clone();
+        c.session = SessionId(fastrand::u64(1..));
+        BlockingClient::new(c)
+    };
+
+    let history = Arc::new(History::new(args.keys, args.ops_per_key));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for id in 1..=args.clients {
+        let (c, h, s) = (client(&config), history.clone(), stop.clone());
+        let (pause, seed) = (Duration::from_millis(args.pause_ms), seed ^ id);
+        threads.push(std::thread::spawn(move || {
+            history::client_loop(id, c, &h, &s, pause, seed)
+        }));
+    }
+    let range_ops = Arc::new(Mutex::new(RangeOps::default()));
+    if !args.no_range_ops {
+        let (h, s, ops) = (history.clone(), stop.clone(), range_ops.clone());
+        let admin = AdminClient::new(config.clone()).with_total_timeout(Duration::from_secs(5));
+        let seed = seed.rotate_left(17);
+        threads.push(std::thread::spawn(move || {
+            range_operator(admin, &h, &s, &ops, seed)
+        }));
+    }
+
+    let mut probe = client(&config);
+    let mut admin = AdminClient::new(config.clone()).with_total_timeout(Duration::from_secs(5));
+    let mut records = Vec::new();
+    let mut first_writes = Vec::new();
+    let mut outcome: anyhow::Result<()> = Ok(());
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        if interrupted.load(Ordering::Relaxed) {
+            outcome = Err(anyhow::anyhow!("interrupted (SIGINT or SIGTERM)"));
+            break;
+        }
+        std::thread::sleep(calm.mul_f64(0.2 + 0.8 * rng.f64()));
+        let fault = args.faults[rng.usize(0..args.faults.len())];
+        let hold = fault_min + (fault_max - fault_min).mul_f64(rng.f64());
+        let started = history.now();
+        let mut ctx = FaultCtx {
+            cluster: &mut cluster,
+            proxies: &proxies,
+            history: &history,
+            probe: &mut probe,
+            admin: &mut admin,
+            rng: &mut rng,
+            nodes: args.nodes,
+        };
+        match ctx.inject(fault, hold) {
+            Ok((what, first_write)) => {
+                let ended = history.now();
+                if let Some(ms) = first_write {
+                    first_writes.push(ms);
+                }
+                records.push(FaultRecord {
+                    fault: fault.name(),
+                    what,
+                    at_ms: started / 1_000_000,
+                    held_ms: (ended - started) / 1_000_000,
+                    acked_during: history::acked_writes(&history.ops(), started, ended),
+                });
+            }
+            Err(e) => {
+                outcome = Err(e.context(format!("during the {} fault", fault.name())));
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+
+    // Heal everything, bring every node back, and wait for one state everywhere.
+    proxies.heal();
+    for id in 1..=args.nodes {
+        let _ = cluster.signal(id, Signal::SIGCONT);
+    }
+    let down: Vec<u64> = (1..=args.nodes)
+        .filter(|&id| cluster.node_mut(id).is_ok_and(|n| !n.is_running()))
+        .collect();
+    if outcome.is_ok() && !down.is_empty() {
+        outcome = cluster
+            .restart_many(&down, READY_TIMEOUT)
+            .context("restarting the nodes down at the end");
+    }
+    let converged = match &outcome {
+        Ok(()) => converge(&mut cluster, args.nodes),
+        Err(_) => Err("not checked (the run stopped early)".to_string()),
+    };
+    let final_reads = match &outcome {
+        Ok(()) => final_reads(&history, &config),
+        Err(_) => 0,
+    };
+    let verdicts = history::check(&history.ops());
+    drop(cluster);
+    drop(proxies);
+
+    // The report.
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in &records {
+        *counts.entry(r.fault).or_default() += 1;
+    }
+    let kill_cycles = counts.get("kill").copied().unwrap_or(0)
+        + counts.get("kill-minority").copied().unwrap_or(0)
+        + counts.get("kill-all").copied().unwrap_or(0);
+    let mut fw = latency_histogram();
+    for ms in &first_writes {
+        let _ = fw.record((ms * 1000).clamp(1, 60_000_000));
+    }
+    let fw = Percentiles::from_histogram(&fw);
+    let election_ms = u64::from(args.election_ticks) * TICK_MS;
+    let passed = outcome.is_ok() && converged.is_ok() && verdicts.ok();
+    let mut report = Report::new("nemesis", &args);
+    report
+        .figure("seed", seed)
+        .figure("passed", passed)
+        .figure("faults", &counts)
+        .figure("kill_cycles", kill_cycles)
+        .figure(
+            "all_node_kills",
+            counts.get("kill-all").copied().unwrap_or(0),
+        )
+        .figure("leader_kills", first_writes.len())
+        .figure("election_timeout_ms", election_ms)
+        .figure("first_write_after_leader_kill_p50_ms", fw.p50_us / 1000)
+        .figure("first_write_after_leader_kill_max_ms", fw.max_us / 1000)
+        .figure("ops", &verdicts.ops)
+        .figure("keys", verdicts.keys)
+        .figure("final_reads", final_reads)
+        .figure(
+            "linearizability_violations",
+            &verdicts.linearizability_violations,
+        )
+        .figure("unknown_keys", verdicts.unknown_keys)
+        .figure("version_regressions", &verdicts.version_regressions)
+        .figure("invented_values", &verdicts.invented_values)
+        .figure(
+            "replicas_converged",
+            match &converged {
+                Ok(ranges) => format!("yes ({ranges} ranges, equal state hashes)"),
+                Err(e) => format!("NO: {e}"),
+            },
+        )
+        .figure(
+            "range_ops",
+            &*range_ops.lock().unwrap_or_else(|e| e.into_inner()),
+        );
+    if !args.json {
+        for r in &records {
+            report.figure(
+                &format!("fault @{:>6} ms", r.at_ms),
+                format!(
+                    "{:<13} {} (held {} ms, {} writes acknowledged meanwhile)",
+                    r.fault, r.what, r.held_ms, r.acked_during
+                ),
+            );
+        }
+    } else {
+        report.figure("fault_log", &records);
+    }
+    report.print(args.json);
+    if let Err(e) = outcome {
+        let kept = dir.keep();
+        bail!(
+            "nemesis stopped early: {e:#}; node logs kept in {}",
+            kept.display()
+        );
+    }
+    if !passed {
+        let kept = dir.keep();
+        bail!(
+            "nemesis FAILED (seed {seed}): see the violations above; node logs kept in {}",
+            kept.display()
+        );
+    }
+    if args.keep_dir {
+        eprintln!("nemesis: data kept in {}", dir.keep().display());
+    }
+    Ok(())
+}
+
+struct FaultCtx<'a> {
+    cluster: &'a mut LocalCluster,
+    proxies: &'a Proxies,
+    history: &'a History,
+    probe: &'a mut BlockingClient,
+    admin: &'a mut AdminClient,
+    rng: &'a mut fastrand::Rng,
+    nodes: u64,
+}
+
+impl FaultCtx<'_> {
+    /// Injects `fault`, holds it for `hold` and heals it. Returns what it did and, after a
+    /// leader kill, the milliseconds from the kill to the first successful write.
+    fn inject(&mut self, fault: Fault, hold: Duration) -> anyhow::Result<(String, Option<u64>)> {
+        let all: Vec<u64> = (1..=self.nodes).collect();
+        let minority = (self.nodes - 1) / 2;
+        match fault {
+            Fault::Kill | Fault::KillMinority | Fault::KillAll => {
+                let (victims, hot) = match fault {
+                    Fault::Kill => {
+                        let leader = if self.rng.bool() {
+                            self.hot_leader()
+                        } else {
+                            None
+                        };
+                        match leader {
+                            Some((l, key)) => (vec![l], Some(key)),
+                            None => (vec![self.pick(&all)], None),
+                        }
+                    }
+                    Fault::KillMinority => (self.pick_many(&all, minority as usize), None),
+                    _ => (all.clone(), None),
+                };
+                let killed_at = Instant::now();
+                for &v in &victims {
+                    self.cluster.kill9(v)?;
+                }
+                let first_write = match hot {
+                    Some(key) => Some(self.probe_write(key, killed_at)?),
+                    None => None,
+                };
+                std::thread::sleep(hold.saturating_sub(killed_at.elapsed()));
+                self.cluster
+                    .restart_many(&victims, READY_TIMEOUT)
+                    .with_context(|| format!("restart of nodes {victims:?}"))?;
+                let what = match first_write {
+                    Some(ms) => format!(
+                        "kill -9 node {} (leader of the hot key), first write after {ms} ms",
+                        victims[0]
+                    ),
+                    None => format!("kill -9 nodes {victims:?}"),
+                };
+                Ok((what, first_write))
+            }
+            Fault::Pause => {
+                let victim = match self.rng.bool().then(|| self.hot_leader()).flatten() {
+                    Some((l, _)) => l,
+                    None => self.pick(&all),
+                };
+                self.cluster.signal(victim, Signal::SIGSTOP)?;
+                std::thread::sleep(hold);
+                self.cluster.signal(victim, Signal::SIGCONT)?;
+                Ok((format!("SIGSTOP node {victim}, then SIGCONT"), None))
+            }
+            Fault::Partition | Fault::OneWay | Fault::Bridge => {
+                let (cut, what) = match fault {
+                    Fault::Partition => {
+                        let size = 1 + self.rng.usize(0..minority as usize);
+                        let side = self.pick_many(&all, size);
+                        let other: Vec<u64> =
+                            all.iter().copied().filter(|n| !side.contains(n)).collect();
+                        (both_ways(&side, &other), format!("{side:?} | {other:?}"))
+                    }
+                    Fault::OneWay => {
+                        let x = self.pick(&all);
+                        let others: Vec<u64> = all.iter().copied().filter(|&n| n != x).collect();
+                        if self.rng.bool() {
+                            let cut = others.iter().map(|&o| (x, o)).collect();
+                            (cut, format!("node {x} cannot send"))
+                        } else {
+                            let cut = others.iter().map(|&o| (o, x)).collect();
+                            (cut, format!("node {x} cannot receive"))
+                        }
+                    }
+                    _ => {
+                        let bridge = self.pick(&all);
+                        let mut rest: Vec<u64> =
+                            all.iter().copied().filter(|&n| n != bridge).collect();
+                        self.rng.shuffle(&mut rest);
+                        let (a, b) = rest.split_at(rest.len() / 2);
+                        (
+                            both_ways(a, b),
+                            format!("{a:?} | {b:?}, node {bridge} sees both"),
+                        )
+                    }
+                };
+                self.proxies.cut(&cut);
+                std::thread::sleep(hold);
+                self.proxies.heal();
+                Ok((what, None))
+            }
+        }
+    }
+
+    fn pick(&mut self, from: &[u64]) -> u64 {
+        from[self.rng.usize(0..from.len())]
+    }
+
+    fn pick_many(&mut self, from: &[u64], n: usize) -> Vec<u64> {
+        let mut all = from.to_vec();
+        self.rng.shuffle(&mut all);
+        all.truncate(n);
+        all.sort_unstable();
+        all
+    }
+
+    /// The leader of the range holding a key of the clients' window, and that key.
+    fn hot_leader(&mut self) -> Option<(u64, u64)> {
+        let key = self.history.current_key(self.rng);
+        let info = self.admin.describe_key(&history::key_name(key)).ok()?;
+        let leader = self.cluster.leader_of(info.descriptor.id.0)?;
+        Some((leader, key))
+    }
+
+    /// Puts to `key` until a put succeeds; the milliseconds since `since`.
+    fn probe_write(&mut self, key: u64, since: Instant) -> anyhow::Result<u64> {
+        let mut n = 0;
+        while since.elapsed() < PROBE_TIMEOUT {
+            n += 1;
+            let value = format!("probe-{}-{n}", self.history.now()).into_bytes();
+            if let Outcome::Written(_) = self.history.run(0, self.probe, key, Call::Put(value)) {
+                return Ok(since.elapsed().as_millis() as u64);
+            }
+        }
+        bail!("no write succeeded within {PROBE_TIMEOUT:?} of killing the leader")
+    }
+}
+
+/// Every link between `a` and `b`, both ways.
+fn both_ways(a: &[u64], b: &[u64]) -> Vec<Link> {
+    let mut cut = Vec::new();
+    for &x in a {
+        for &y in b {
+            cut.push((x, y));
+            cut.push((y, x));
+        }
+    }
+    cut
+}
+
+/// Splits, merges and leadership transfers at random until `stop`.
+fn range_operator(
+    mut admin: AdminClient,
+    history: &History,
+    stop: &AtomicBool,
+    counts: &Mutex<RangeOps>,
+    seed: u64,
+) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(rng.u64(500..2000)));
+        let key = history::key_name(history.current_key(&mut rng));
+        let info = match admin.describe_key(&key) {
+            Ok(info) => info,
+            Err(_) => continue,
+        };
+        let choice = rng.u32(0..3);
+        let ok = match choice {
+            0 if info.descriptor.start != key => admin.split_seen(info, &key).is_ok(),
+            0 => continue,
+            1 => {
+                // A user range (not the meta range 1) that has a right neighbour.
+                let Ok(all) = admin.list_ranges() else {
+                    continue;
+                };
+                let lefts: Vec<_> = all
+                    .into_iter()
+                    .filter(|r| r.descriptor.id.0 != META_RANGE && !r.descriptor.end.is_empty())
+                    .collect();
+                if lefts.is_empty() {
+                    continue;
+                }
+                let left = lefts[rng.usize(0..lefts.len())].clone();
+                admin.merge_seen(left).is_ok()
+            }
+            _ => {
+                let voters: Vec<NodeId> = info
+                    .descriptor
+                    .voters()
+                    .filter(|&n| Some(n) != info.leader)
+                    .collect();
+                if voters.is_empty() {
+                    continue;
+                }
+                let to = voters[rng.usize(0..voters.len())];
+                admin.transfer_seen(info, to).is_ok()
+            }
+        };
+        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+        match (choice, ok) {
+            (0, true) => c.splits_ok += 1,
+            (0, false) => c.splits_failed += 1,
+            (1, true) => c.merges_ok += 1,
+            (1, false) => c.merges_failed += 1,
+            (_, true) => c.transfers_ok += 1,
+            (_, false) => c.transfers_failed += 1,
+        }
+    }
+}
+
+/// Waits until every node reports every range it holds with the same applied index and
+/// state hash as every other node, each range held by all nodes and led by one. Returns the
+/// number of ranges.
+fn converge(cluster: &mut LocalCluster, nodes: u64) -> Result<usize, String> {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut seen: BTreeMap<u64, Vec<(u64, serde_json::Value)>> = BTreeMap::new();
+        let mut complete = true;
+        for id in 1..=nodes {
+            let Ok(node) = cluster.node_mut(id) else {
+                return Err(format!("no node {id}"));
+            };
+            let admin = node.admin;
+            match cluster.admin_get(admin, "/status", Duration::from_secs(1)) {
+                Ok((200, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
+                    Ok(v) => {
+                        for r in v["ranges"].as_array().into_iter().flatten() {
+                            if let Some(range) = r["range_id"].as_u64() {
+                                seen.entry(range).or_default().push((id, r.clone()));
+                            }
+                        }
+                    }
+                    Err(_) => complete = false,
+                },
+                _ => complete = false,
+            }
+        }
+        let mut problems = Vec::new();
+        for (range, holders) in &seen {
+            let first = &holders[0].1;
+            let same = holders.iter().all(|(_, r)| {
+                r["applied"] == first["applied"]
+                    && r["state_hash"].is_string()
+                    && r["state_hash"] == first["state_hash"]
+            });
+            let led = holders.iter().any(|(_, r)| r["role"] == "leader");
+            if holders.len() as u64 != nodes || !same || !led {
+                problems.push(format!(
+                    "range {range}: {}",
+                    holders
+                        .iter()
+                        .map(|(id, r)| format!(
+                            "node {id} {} applied {} hash {}",
+                            r["role"], r["applied"], r["state_hash"]
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        if complete && problems.is_empty() && !seen.is_empty() {
+            return Ok(seen.len());
+        }
+        last = problems.join("; ");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!("ranges differ after {CONVERGE_TIMEOUT:?}: {last}"))
+}
+
+/// Reads every key used once more (recorded in the history). Returns how many succeeded.
+fn final_reads(history: &History, config: &ClientConfig) -> u64 {
+    let mut c = config.clone();
+    c.session = SessionId(fastrand::u64(1..));
+    let mut client = BlockingClient::new(c);
+    let mut ok = 0;
+    for key in history.keys_used() {
+        for _ in 0..FINAL_READ_ATTEMPTS {
+            if let Outcome::Read(_) = history.run(u64::MAX, &mut client, key, Call::Get) {
+                ok += 1;
+                break;
+            }
+        }
+    }
+    ok
+}
