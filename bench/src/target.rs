@@ -164,6 +164,7 @@ pub fn resolve(args: &TargetArgs) -> anyhow::Result<Target> {
                     .collect(),
                     tls: args.tls.then(|| dir.path().join("certs")),
                     peer_routes: Default::default(),
+                    env: Default::default(),
                 },
                 SPAWN_TIMEOUT,
             )

@@ -53,6 +53,7 @@ pub fn run_demo(args: &DemoArgs, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             extra_args: Vec::new(),
             tls: args.tls.then(|| root.join("certs")),
             peer_routes: Default::default(),
+            env: Default::default(),
         },
         Duration::from_secs(30),
     )?;

@@ -37,6 +37,9 @@ pub struct LocalClusterConfig {
     /// port + `s`) at this address instead of `to`'s listen address, e.g. a fault-injecting
     /// proxy of `quasar-bench nemesis`. Each node gets its own `--initial-cluster`.
     pub peer_routes: std::collections::BTreeMap<(u64, u64), SocketAddr>,
+    /// Environment variables for every node; `{dir}` in a value becomes the node's
+    /// directory (e.g. libfaketime's `LD_PRELOAD` and a per-node control file).
+    pub env: Vec<(String, String)>,
 }
 
 /// The client certificate a local cluster generates for itself (admin port, demo commands).
@@ -347,7 +350,9 @@ impl LocalCluster {
             })
             .collect::<Vec<_>>()
             .join(",");
+        let env = self.cfg.env.clone();
         let node = self.node_mut(id)?;
+        let dir = node.dir.display().to_string();
         std::fs::create_dir_all(&node.dir)
             .with_context(|| format!("cannot create {}", node.dir.display()))?;
         let log = std::fs::OpenOptions::new()
@@ -366,6 +371,7 @@ impl LocalCluster {
             .args(["--shards", &shards])
             .args(["--pin", "false"])
             .args(&extra)
+            .envs(env.iter().map(|(k, v)| (k, v.replace("{dir}", &dir))))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -55,6 +55,7 @@ fn start(root: &Path, nodes: u64, extra_args: Vec<String>) -> LocalCluster {
                 .collect(),
             tls: Some(root.join("certs")),
             peer_routes: Default::default(),
+            env: Default::default(),
         },
         START_TIMEOUT,
     )

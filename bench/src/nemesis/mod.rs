@@ -13,7 +13,8 @@
 //! restart), `kill-minority`, `kill-all` (every node at once), `pause` (SIGSTOP/SIGCONT of one
 //! node, the leader half of the time), `partition` (a minority cut off both ways), `one-way`
 //! (a node's outgoing or incoming links cut), `bridge` (two halves that cannot talk and one
-//! node that sees both). Links are cut by the proxies (`proxy`), which Quasar's nodes dial
+//! node that sees both), `clock-jump` (the wall clock of some nodes jumps by hours or days,
+//! through libfaketime with the monotonic clock left alone: leases must not care). Links are cut by the proxies (`proxy`), which Quasar's nodes dial
 //! for each other (`LocalClusterConfig::peer_routes`); clients reach every node directly.
 //!
 //! After a leader kill, a probe writes to the hot key until it succeeds: the time from the
@@ -54,6 +55,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Attempts of a final read.
 const FINAL_READ_ATTEMPTS: u32 = 20;
+/// Where Debian's package `faketime` puts the library.
+const FAKETIME_DEBIAN: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+/// libfaketime's control file in each node's directory: the offset of its wall clock.
+const CLOCK_FILE: &str = "faketime";
 /// The meta range (never merged).
 const META_RANGE: u64 = 1;
 /// The node's Raft tick (`quasar start --tick-ms` default).
@@ -70,6 +75,7 @@ pub enum Fault {
     Partition,
     OneWay,
     Bridge,
+    ClockJump,
 }
 
 impl Fault {
@@ -82,6 +88,7 @@ impl Fault {
             Fault::Partition => "partition",
             Fault::OneWay => "one-way",
             Fault::Bridge => "bridge",
+            Fault::ClockJump => "clock-jump",
         }
     }
 }
@@ -91,6 +98,10 @@ pub struct NemesisArgs {
     /// Nodes (3 to 7); every range has a replica on each.
     #[arg(long, default_value_t = 3)]
     pub nodes: u64,
+    /// Replicas of each range (default: every node); below `--nodes`, the range operator
+    /// also moves replicas between nodes.
+    #[arg(long)]
+    pub replicas: Option<u64>,
     /// Shards per node.
     #[arg(long, default_value_t = 1)]
     pub shards: u16,
@@ -105,7 +116,7 @@ pub struct NemesisArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "kill,kill-minority,kill-all,pause,partition,one-way,bridge"
+        default_value = "kill,kill-minority,kill-all,pause,partition,one-way,bridge,clock-jump"
     )]
     pub faults: Vec<Fault>,
     /// Shortest time a fault is held, in seconds.
@@ -118,6 +129,11 @@ pub struct NemesisArgs {
     /// Longest calm between two faults, in seconds (0.2 s at least).
     #[arg(long, default_value_t = 1.5)]
     pub calm_secs: f64,
+    /// libfaketime (`libfaketime.so.1`, Debian package `faketime`): the nodes run under it
+    /// with only their wall clock faked, and the `clock-jump` fault becomes possible. Default:
+    /// the Debian path when it exists.
+    #[arg(long, value_name = "PATH")]
+    pub faketime_lib: Option<PathBuf>,
     /// No splits, merges and leadership transfers during the faults.
     #[arg(long)]
     pub no_range_ops: bool,
@@ -171,6 +187,8 @@ struct RangeOps {
     merges_failed: u64,
     transfers_ok: u64,
     transfers_failed: u64,
+    moves_ok: u64,
+    moves_failed: u64,
 }
 
 fn secs(s: f64, flag: &str) -> anyhow::Result<Duration> {
@@ -194,6 +212,31 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
     }
     if args.clients == 0 || args.keys == 0 || args.ops_per_key == 0 {
         bail!("--clients, --keys and --ops-per-key must be at least 1");
+    }
+    let faketime = args
+        .faketime_lib
+        .clone()
+        .or_else(|| Some(PathBuf::from(FAKETIME_DEBIAN)).filter(|p| p.is_file()));
+    let mut faults = args.faults.clone();
+    match &faketime {
+        Some(lib) if !lib.is_file() => bail!(
+            "--faketime-lib {}: no such file (install the Debian package faketime)",
+            lib.display()
+        ),
+        Some(_) => {}
+        None if args.faketime_lib.is_none() && faults.len() > 1 => {
+            // The default set without libfaketime: every fault but the clock jump.
+            faults.retain(|f| *f != Fault::ClockJump);
+        }
+        None if faults.contains(&Fault::ClockJump) => bail!(
+            "the clock-jump fault needs libfaketime: install the Debian package faketime or \
+             pass --faketime-lib PATH"
+        ),
+        None => {}
+    }
+    let replicas = args.replicas.unwrap_or(args.nodes);
+    if !(3..=args.nodes).contains(&replicas) {
+        bail!("--replicas must be 3 to --nodes ({}), not {replicas}", args.nodes);
     }
     let duration = secs(args.duration_secs, "--duration-secs")?;
     let fault_min = secs(args.fault_min_secs, "--fault-min-secs")?;
@@ -224,6 +267,13 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
     let proxies = Proxies::start(args.nodes, args.shards, proxy_base, |i| {
         LocalCluster::listen_addr(base, i)
     })?;
+    if faketime.is_some() {
+        for id in 1..=args.nodes {
+            let node_dir = dir.path().join("cluster").join(format!("node-{id}"));
+            std::fs::create_dir_all(&node_dir)?;
+            std::fs::write(node_dir.join(CLOCK_FILE), "+0\n")?;
+        }
+    }
     let mut cluster = LocalCluster::start(
         LocalClusterConfig {
             exe,
@@ -240,10 +290,21 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
                 args.heartbeat_ticks.to_string(),
                 "--tick-ms".into(),
                 TICK_MS.to_string(),
+                "--replicas".into(),
+                replicas.to_string(),
             ]
             .into(),
             tls: None,
             peer_routes: proxies.routes.clone(),
+            env: match &faketime {
+                Some(lib) => vec![
+                    ("LD_PRELOAD".into(), lib.display().to_string()),
+                    ("FAKETIME_TIMESTAMP_FILE".into(), format!("{{dir}}/{CLOCK_FILE}")),
+                    ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+                    ("FAKETIME_CACHE_DURATION".into(), "1".into()),
+                ],
+                None => Vec::new(),
+            },
         },
         READY_TIMEOUT,
     )
@@ -282,8 +343,9 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
         let (h, s, ops) = (history.clone(), stop.clone(), range_ops.clone());
         let admin = AdminClient::new(config.clone()).with_total_timeout(Duration::from_secs(5));
         let seed = seed.rotate_left(17);
+        let members: Vec<NodeId> = (1..=args.nodes).map(NodeId).collect();
         threads.push(std::thread::spawn(move || {
-            range_operator(admin, &h, &s, &ops, seed)
+            range_operator(admin, &h, &s, &ops, seed, &members)
         }));
     }
 
@@ -299,7 +361,7 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
             break;
         }
         std::thread::sleep(calm.mul_f64(0.2 + 0.8 * rng.f64()));
-        let fault = args.faults[rng.usize(0..args.faults.len())];
+        let fault = faults[rng.usize(0..faults.len())];
         let hold = fault_min + (fault_max - fault_min).mul_f64(rng.f64());
         let started = history.now();
         let mut ctx = FaultCtx {
@@ -509,6 +571,24 @@ impl FaultCtx<'_> {
                 self.cluster.signal(victim, Signal::SIGCONT)?;
                 Ok((format!("SIGSTOP node {victim}, then SIGCONT"), None))
             }
+            Fault::ClockJump => {
+                // Wall clocks of some nodes jump by hours or days, forward or back; the
+                // monotonic clock (ticks, leases, timeouts) is untouched.
+                let size = 1 + self.rng.usize(0..self.nodes as usize);
+                let victims = self.pick_many(&all, size);
+                let jumps = ["+1h", "-1h", "+7d", "-30d", "+365d", "-2h"];
+                let mut what = Vec::new();
+                for &v in &victims {
+                    let jump = jumps[self.rng.usize(0..jumps.len())];
+                    self.set_clock(v, jump)?;
+                    what.push(format!("node {v} {jump}"));
+                }
+                std::thread::sleep(hold);
+                for &v in &victims {
+                    self.set_clock(v, "+0")?;
+                }
+                Ok((format!("wall clock {}", what.join(", ")), None))
+            }
             Fault::Partition | Fault::OneWay | Fault::Bridge => {
                 let (cut, what) = match fault {
                     Fault::Partition => {
@@ -547,6 +627,13 @@ impl FaultCtx<'_> {
                 Ok((what, None))
             }
         }
+    }
+
+    /// Sets node `id`'s wall clock offset (libfaketime re-reads the file within a second).
+    fn set_clock(&mut self, id: u64, offset: &str) -> anyhow::Result<()> {
+        let path = self.cluster.node_mut(id)?.dir.join(CLOCK_FILE);
+        std::fs::write(&path, format!("{offset}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     fn pick(&mut self, from: &[u64]) -> u64 {
@@ -595,13 +682,15 @@ fn both_ways(a: &[u64], b: &[u64]) -> Vec<Link> {
     cut
 }
 
-/// Splits, merges and leadership transfers at random until `stop`.
+/// Splits, merges, leadership transfers and (when some member holds no replica of a range)
+/// replica moves at random until `stop`.
 fn range_operator(
     mut admin: AdminClient,
     history: &History,
     stop: &AtomicBool,
     counts: &Mutex<RangeOps>,
     seed: u64,
+    members: &[NodeId],
 ) {
     let mut rng = fastrand::Rng::with_seed(seed);
     while !stop.load(Ordering::Relaxed) {
@@ -611,7 +700,7 @@ fn range_operator(
             Ok(info) => info,
             Err(_) => continue,
         };
-        let choice = rng.u32(0..3);
+        let choice = rng.u32(0..4);
         let ok = match choice {
             0 if info.descriptor.start != key => admin.split_seen(info, &key).is_ok(),
             0 => continue,
@@ -629,6 +718,20 @@ fn range_operator(
                 }
                 let left = lefts[rng.usize(0..lefts.len())].clone();
                 admin.merge_seen(left).is_ok()
+            }
+            3 => {
+                let holders: Vec<NodeId> = info.descriptor.replicas.iter().map(|r| r.node).collect();
+                let free: Vec<NodeId> = members
+                    .iter()
+                    .copied()
+                    .filter(|m| !holders.contains(m))
+                    .collect();
+                if free.is_empty() {
+                    continue;
+                }
+                let from = holders[rng.usize(0..holders.len())];
+                let to = free[rng.usize(0..free.len())];
+                admin.move_seen(info, from, to).is_ok()
             }
             _ => {
                 let voters: Vec<NodeId> = info
@@ -649,15 +752,17 @@ fn range_operator(
             (0, false) => c.splits_failed += 1,
             (1, true) => c.merges_ok += 1,
             (1, false) => c.merges_failed += 1,
+            (3, true) => c.moves_ok += 1,
+            (3, false) => c.moves_failed += 1,
             (_, true) => c.transfers_ok += 1,
             (_, false) => c.transfers_failed += 1,
         }
     }
 }
 
-/// Waits until every node reports every range it holds with the same applied index and
-/// state hash as every other node, each range held by all nodes and led by one. Returns the
-/// number of ranges.
+/// Waits until every range is held by exactly the nodes its newest descriptor names (a
+/// replica moved away deleted itself), all with the same applied index and state hash, and
+/// led by one of them. Returns the number of ranges.
 fn converge(cluster: &mut LocalCluster, nodes: u64) -> Result<usize, String> {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     let mut last = String::new();
@@ -692,7 +797,19 @@ fn converge(cluster: &mut LocalCluster, nodes: u64) -> Result<usize, String> {
                     && r["state_hash"] == first["state_hash"]
             });
             let led = holders.iter().any(|(_, r)| r["role"] == "leader");
-            if holders.len() as u64 != nodes || !same || !led {
+            let newest = holders
+                .iter()
+                .map(|(_, r)| r)
+                .max_by_key(|r| r["epoch"].as_u64().unwrap_or(0));
+            let mut named: Vec<u64> = newest
+                .and_then(|r| r["replicas"].as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x["node"].as_u64())
+                .collect();
+            named.sort_unstable();
+            let held: Vec<u64> = holders.iter().map(|(id, _)| *id).collect();
+            if held != named || !same || !led {
                 problems.push(format!(
                     "range {range}: {}",
                     holders
