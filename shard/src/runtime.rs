@@ -400,10 +400,35 @@ impl FrameHandler for Handler {
     }
 }
 
+/// Publishes a failure in the shard's report when the shard unwinds (a panic), so that the
+/// node stops with a failure instead of waiting forever on a shard that is gone.
+struct FailOnPanic {
+    shard: u32,
+    shared: Arc<NodeShared>,
+}
+
+impl Drop for FailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut report = self.shared.report(self.shard);
+            report.running = false;
+            report.failure = Some(format!(
+                "shard {} panicked (the panic message precedes this in the log)",
+                self.shard
+            ));
+            self.shared.publish(self.shard, report);
+        }
+    }
+}
+
 /// Runs one shard on the calling glommio executor until `shared.stop` is set or the shard
-/// fails; publishes its failure in its report.
+/// fails; publishes its failure in its report (a panic included).
 pub async fn run_shard(spec: ShardSpec) -> Result<(), RuntimeError> {
     let shard = spec.store.shard.0;
+    let _fail_on_panic = FailOnPanic {
+        shard,
+        shared: Arc::clone(&spec.shared),
+    };
     let result = run_shard_inner(spec.clone_light(), &spec).await;
     let mut report = spec.shared.report(shard);
     report.running = false;

@@ -46,6 +46,9 @@ pub trait Disk {
     fn sync(&mut self, id: SegmentId) -> SyncFuture;
     /// Makes everything written to `id` durable, blocking (recovery only).
     fn sync_blocking(&mut self, id: SegmentId) -> io::Result<()>;
+    /// Grows an open segment that was cut short back to `len_bytes` (zeros after its
+    /// bytes), durably, and maps it again (recovery only).
+    fn extend(&mut self, id: SegmentId, len_bytes: usize) -> io::Result<()>;
     /// Deletes a segment durably (directory synced).
     fn remove(&mut self, id: SegmentId) -> io::Result<()>;
     /// Where a segment lives, for messages (a path for real files).
@@ -326,6 +329,20 @@ impl Disk for MmapDisk {
         self.mapped(id).file.sync_data()
     }
 
+    fn extend(&mut self, id: SegmentId, len_bytes: usize) -> io::Result<()> {
+        let m = self
+            .segments
+            .get_mut(&id)
+            .ok_or_else(|| io::Error::other(format!("segment {id} is not open")))?;
+        // Unmapped while the file changes length; mapped again at the new length.
+        m.map = None;
+        m.file.set_len(len_bytes as u64)?;
+        m.file.sync_all()?;
+        // SAFETY: as in `create_segment`: our file, open for the mapping's lifetime.
+        m.map = Some(unsafe { MmapOptions::new().populate().map_mut(&*m.file)? });
+        Ok(())
+    }
+
     fn remove(&mut self, id: SegmentId) -> io::Result<()> {
         self.segments.remove(&id);
         match std::fs::remove_file(self.path(id)) {
@@ -569,6 +586,17 @@ mod mem {
                 .get_mut(&id)
                 .ok_or_else(|| io::Error::other(format!("sync of missing segment {id}")))?;
             seg.durable.clone_from(&seg.written);
+            Ok(())
+        }
+
+        fn extend(&mut self, id: SegmentId, len_bytes: usize) -> io::Result<()> {
+            self.tick("extend")?;
+            let seg = self
+                .segments
+                .get_mut(&id)
+                .ok_or_else(|| io::Error::other(format!("extend of missing segment {id}")))?;
+            seg.written.resize(len_bytes, 0);
+            seg.durable.resize(len_bytes, 0);
             Ok(())
         }
 

@@ -599,6 +599,26 @@ impl<D: Disk> Wal<D> {
                 offset,
                 dirty,
             } => {
+                // Segments are created at their full length, so a shorter file was cut
+                // (outside the WAL): grow it back, so appends and the seal that ends it fit
+                // again past the end of the log.
+                let declared =
+                    match record::decode(disk.bytes(segment), 0, record::segment_seed(segment.0)) {
+                        record::Decoded::Record(h) => record::fixed_field(h.body, 2),
+                        _ => 0,
+                    };
+                if (disk.bytes(segment).len() as u64) < declared {
+                    let location = disk.location(segment);
+                    if declared >= 1 << 32 {
+                        return Err(WalError::BadSegmentSize {
+                            location,
+                            len_bytes: declared,
+                        });
+                    }
+                    tracing::warn!(location = %location, len = disk.bytes(segment).len(), declared, "WAL segment was cut short; grown back to its length");
+                    disk.extend(segment, declared as usize)
+                        .map_err(io_err("extend", location))?;
+                }
                 let len = disk.bytes(segment).len();
                 if dirty {
                     disk.bytes_mut(segment)[offset..].fill(0);

@@ -22,13 +22,17 @@
 //! Row 3 covers STYLE's "sealed segment, bad before the seal": a segment's seal is synced
 //! before any later sync completes, so once a later batch records a `synced_lsn` past it,
 //! its whole content was durable. Row 4 applies wherever X is, including byte 0 of a
-//! segment (a damaged or empty file): the log ends before that segment.
+//! segment (a damaged header): the log ends before that segment. Except a file shorter
+//! than a segment header (empty, say) at X: segment files are created whole, so that one
+//! was cut after it was written, and its header at least was durable: row 3.
 //!
 //! Known limit (as in STYLE): a synced last batch that rots with nothing written after it
 //! looks exactly like a torn tail (row 4). A clean close writes a final `SyncMark` and
 //! syncs it, which shrinks this window to the close record itself.
 
-use crate::record::{self, Decoded, RecordKind, RecordView, SYNC_MARK_RECORD_LEN};
+use crate::record::{
+    self, Decoded, RecordKind, RecordView, SEGMENT_HEADER_RECORD_LEN, SYNC_MARK_RECORD_LEN,
+};
 use crate::segment::{Lsn, SegmentId};
 
 /// Where appends continue after recovery.
@@ -225,6 +229,19 @@ pub fn scan<'a>(
             }
             continue;
         }
+        // Segment files are created whole (written, synced, then renamed into place) and
+        // the log only reaches one at byte 0 when it is the first or follows a sealed one,
+        // so a file shorter than its header was cut after it was created: the proof its
+        // records held is gone with them, and ending the log before it would silently
+        // drop durable records (votes included). Its header was durable: row 3.
+        if stop == 0 && bytes.len() < SEGMENT_HEADER_RECORD_LEN {
+            return Err(Corruption {
+                segment: id,
+                offset: 0,
+                reason: reason.unwrap_or_else(|| "the segment file is cut short".into()),
+                proof: Lsn::new(id, SEGMENT_HEADER_RECORD_LEN),
+            });
+        }
         // Rows 3 and 4: is there proof that bytes at `stop` were durable?
         let x = Lsn::new(id, stop);
         // Later segments: a pristine one (valid header, zeros after it) holds no mark and
@@ -285,7 +302,7 @@ pub fn scan<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{put_fixed, SEGMENT_HEADER_RECORD_LEN};
+    use crate::record::put_fixed;
     use crate::GroupId;
 
     fn segment(id: u64, len: usize) -> Vec<u8> {
@@ -416,7 +433,7 @@ mod tests {
     }
 
     #[test]
-    fn empty_file_after_a_sealed_segment_ends_the_log_there() {
+    fn empty_file_after_a_sealed_segment_is_corruption() {
         let mut s = segment(3, 4096);
         put_fixed(
             &mut s,
@@ -426,8 +443,9 @@ mod tests {
             &[0],
             record::segment_seed(3),
         );
-        let out = scan(&[(SegmentId(3), &s), (SegmentId(4), &[])], |_, _| {}).unwrap();
-        assert_eq!(out.end, End::NewSegment { id: SegmentId(4) });
-        assert!(out.torn.unwrap().reason.contains("empty"));
+        // Segment 4 was created whole before 3 was sealed: it was emptied afterwards.
+        let err = scan(&[(SegmentId(3), &s), (SegmentId(4), &[])], |_, _| {}).unwrap_err();
+        assert_eq!((err.segment, err.offset), (SegmentId(4), 0));
+        assert!(err.reason.contains("empty"), "{}", err.reason);
     }
 }
