@@ -321,7 +321,6 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
     );
     config.request_timeout = Duration::from_millis(1000);
     config.io_timeout = Duration::from_millis(500);
-    config.max_attempts = 10;
     let client = |config: &ClientConfig| {
         let mut c = config.clone();
         c.session = SessionId(fastrand::u64(1..));

@@ -106,8 +106,8 @@ id_newtype!(
     u64
 );
 id_newtype!(
-    /// The version of a key: the Raft log index of the write that last changed it.
-    /// [`KeyVersion::ABSENT`] (0) is the version of a key that does not exist.
+    /// The version of a key: the Raft log index of the write that last changed it, plus its
+    /// range's version offset (grown by merges). [`KeyVersion::ABSENT`] (0) is the version of a key that does not exist.
     KeyVersion,
     ArchivedKeyVersion,
     u64

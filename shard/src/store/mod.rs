@@ -1520,6 +1520,22 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             range: range_id,
             leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
         };
+        if let Some(route) = req.route.as_ref() {
+            if route.range.get() == range_id
+                && route.epoch.get().0 > r.range.descriptor().epoch.0
+            {
+                // The client has seen a newer descriptor than this replica has applied: it
+                // lags. Send the client to the leader, or (the leader itself lags: a new one
+                // applying its predecessor's log) to a retry, not back to an older view.
+                return Err(if r.raft.role() == Role::Leader {
+                    RequestError::Unavailable {
+                        reason: UnavailableReason::CatchingUp,
+                    }
+                } else {
+                    not_leader(r)
+                });
+            }
+        }
         r.range.check_proposal(body.len(), req)?;
         let is_write = req.op.is_write();
         if is_write {

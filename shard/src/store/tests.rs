@@ -75,6 +75,15 @@ impl One {
     }
 
     fn request(&mut self, op: Operation, consistency: ReadConsistency) -> ClientResponse {
+        self.request_routed(op, consistency, None)
+    }
+
+    fn request_routed(
+        &mut self,
+        op: Operation,
+        consistency: ReadConsistency,
+        route: Option<quasar_rpc::message::Route>,
+    ) -> ClientResponse {
         let id = self.next;
         self.next += 1;
         let req = ClientRequest {
@@ -82,7 +91,7 @@ impl One {
             session: SessionId(99),
             sequence: Sequence(id),
             consistency,
-            route: None,
+            route,
             op,
         };
         let mut frame = AlignedVec::new();
@@ -413,4 +422,38 @@ fn leadership_transfer_to_the_leader_itself_answers_at_once() {
         unknown.result,
         Err(RequestError::UnknownRange { range: RangeId(77) })
     );
+}
+
+#[test]
+fn a_route_newer_than_the_replica_is_a_retry_and_an_older_one_gets_the_descriptor() {
+    use quasar_rpc::message::{RangeEpoch, RangeId, Route, UnavailableReason};
+    let mut one = leader();
+    put_ok(&mut one, "k");
+    let put = |epoch| Operation::Put {
+        key: b"k".to_vec(),
+        value: format!("{epoch}").into_bytes(),
+    };
+    let route = |epoch| {
+        Some(Route {
+            range: RangeId(2),
+            epoch: RangeEpoch(epoch),
+        })
+    };
+    // The client saw epoch 7 somewhere; this leader has applied epoch 1 only: it lags, and
+    // must not send the client back to its older view.
+    let newer = one.request_routed(put(7), ReadConsistency::Linearizable, route(7));
+    assert_eq!(
+        newer.result,
+        Err(RequestError::Unavailable {
+            reason: UnavailableReason::CatchingUp
+        })
+    );
+    // An older route is answered with the current descriptor.
+    let older = one.request_routed(put(0), ReadConsistency::Linearizable, route(0));
+    assert!(
+        matches!(&older.result, Err(RequestError::RangeMoved { descriptor }) if descriptor.epoch == RangeEpoch(1)),
+        "{older:?}"
+    );
+    let current = one.request_routed(put(1), ReadConsistency::Linearizable, route(1));
+    assert!(matches!(current.result, Ok(Reply::Written { .. })), "{current:?}");
 }
