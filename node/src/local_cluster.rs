@@ -61,6 +61,13 @@ impl LocalNode {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 
+    /// How the process ended, once it has (`None` while it runs or when none was started).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -326,6 +333,20 @@ impl LocalCluster {
     }
 
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        self.spawn_with(id, &[])
+    }
+
+    /// Starts a stopped node with `env` added to its environment (e.g. `FAILPOINTS` for a
+    /// failpoint build) and returns at once: the caller watches it (`LocalNode::is_running`)
+    /// and stops it with [`LocalCluster::kill9`].
+    pub fn start_with_env(&mut self, id: u64, env: &[(String, String)]) -> anyhow::Result<()> {
+        if self.node_mut(id)?.is_running() {
+            bail!("node {id} is still running");
+        }
+        self.spawn_with(id, env)
+    }
+
+    fn spawn_with(&mut self, id: u64, more_env: &[(String, String)]) -> anyhow::Result<()> {
         let exe = self.cfg.exe.clone();
         let shards = self.cfg.shards.to_string();
         let mut extra = self.cfg.extra_args.clone();
@@ -350,7 +371,8 @@ impl LocalCluster {
             })
             .collect::<Vec<_>>()
             .join(",");
-        let env = self.cfg.env.clone();
+        let mut env = self.cfg.env.clone();
+        env.extend(more_env.iter().cloned());
         let node = self.node_mut(id)?;
         let dir = node.dir.display().to_string();
         std::fs::create_dir_all(&node.dir)

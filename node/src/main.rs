@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Command::Start(args) => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let cfg = NodeConfig::resolve(args, cores)?;
+            quasar_wal::crash::setup();
             run_node(&cfg, stop)
         }
         Command::Demo(args) => run_demo(args, stop),

@@ -614,7 +614,9 @@ async fn turn(
         if let Some(job) = job {
             let target = job.target();
             let t = Instant::now();
+            quasar_wal::crash_point!("wal-before-sync");
             let result = job.run().await;
+            quasar_wal::crash_point!("wal-after-sync");
             shared.observer.wal_fsync(shard, t.elapsed().as_secs_f64());
             // A failed fsync poisons the WAL: the shard stops, it never retries.
             store

@@ -203,7 +203,9 @@ fn create_segment(dir: &Path, job: &PrepareJob) -> io::Result<(File, MmapMut)> {
         left -= n;
     }
     file.sync_all()?;
+    crate::crash_point!("wal-segment-before-rename");
     std::fs::rename(&tmp, &path)?;
+    crate::crash_point!("wal-segment-after-rename");
     sync_dir(dir)?;
     // SAFETY: the file is ours (the WAL directory is owned by one WAL) and stays open for
     // the mapping's lifetime; nobody truncates it while mapped.

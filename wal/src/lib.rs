@@ -66,6 +66,7 @@
 //! `Lsn`. See `record` for the byte layout and `recovery` for the decision table.
 
 pub mod cache;
+pub mod crash;
 pub mod disk;
 pub mod gc;
 pub mod index;
@@ -806,6 +807,7 @@ impl<D: Disk> Wal<D> {
     pub fn append(&mut self, batch: &Batch<'_>) -> Result<Lsn, WalError> {
         self.check_poisoned()?;
         self.validate(batch)?;
+        crate::crash_point!("wal-append");
         let need = SYNC_MARK_RECORD_LEN + batch.len_bytes;
         if need > self.cursor.room() {
             let max_bytes = self
@@ -846,6 +848,7 @@ impl<D: Disk> Wal<D> {
         );
         self.cursor.offset = at;
         self.appended = self.cursor.lsn();
+        crate::crash_point!("wal-appended");
         Ok(self.appended)
     }
 
@@ -1231,6 +1234,7 @@ impl<D: Disk> Wal<D> {
                     if oldest >= below || oldest >= self.cursor.segment {
                         break;
                     }
+                    crate::crash_point!("wal-gc-before-remove");
                     self.disk
                         .remove(oldest)
                         .map_err(self.io("remove", oldest))?;
@@ -1260,6 +1264,7 @@ impl<D: Disk> Wal<D> {
         segment: SegmentId,
         report: &mut GcReport,
     ) -> Result<(), WalError> {
+        crate::crash_point!("wal-rewrite");
         let budget = self.config.rewrite_budget_bytes;
         for group in gc::groups_pinning(&self.groups, segment) {
             let Some(g) = self.groups.get(&group) else {

@@ -59,6 +59,8 @@ const FINAL_READ_ATTEMPTS: u32 = 20;
 const FAKETIME_DEBIAN: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 /// libfaketime's control file in each node's directory: the offset of its wall clock.
 const CLOCK_FILE: &str = "faketime";
+/// How long a node armed at a crash point gets to reach it.
+const CRASH_POINT_WAIT: Duration = Duration::from_secs(6);
 /// The meta range (never merged).
 const META_RANGE: u64 = 1;
 /// The node's Raft tick (`quasar start --tick-ms` default).
@@ -76,6 +78,7 @@ pub enum Fault {
     OneWay,
     Bridge,
     ClockJump,
+    CrashPoint,
 }
 
 impl Fault {
@@ -89,6 +92,7 @@ impl Fault {
             Fault::OneWay => "one-way",
             Fault::Bridge => "bridge",
             Fault::ClockJump => "clock-jump",
+            Fault::CrashPoint => "crash-point",
         }
     }
 }
@@ -134,6 +138,15 @@ pub struct NemesisArgs {
     /// the Debian path when it exists.
     #[arg(long, value_name = "PATH")]
     pub faketime_lib: Option<PathBuf>,
+    /// The `quasar` binary is a failpoint build (`cargo build -p quasar-node --features
+    /// failpoints`): adds the `crash-point` fault, which restarts a node armed to abort at
+    /// one persistence step (`quasar_wal::crash::POINTS`, each in turn).
+    #[arg(long)]
+    pub failpoints: bool,
+    /// One more `quasar start` flag for every node, e.g. `--node-arg=--snapshot-entries=500`
+    /// (repeatable).
+    #[arg(long = "node-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    pub node_args: Vec<String>,
     /// No splits, merges and leadership transfers during the faults.
     #[arg(long)]
     pub no_range_ops: bool,
@@ -218,6 +231,12 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| Some(PathBuf::from(FAKETIME_DEBIAN)).filter(|p| p.is_file()));
     let mut faults = args.faults.clone();
+    if args.failpoints && !faults.contains(&Fault::CrashPoint) {
+        faults.push(Fault::CrashPoint);
+    }
+    if !args.failpoints && faults.contains(&Fault::CrashPoint) {
+        bail!("the crash-point fault needs a failpoint build of quasar: pass --failpoints");
+    }
     match &faketime {
         Some(lib) if !lib.is_file() => bail!(
             "--faketime-lib {}: no such file (install the Debian package faketime)",
@@ -236,7 +255,10 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
     }
     let replicas = args.replicas.unwrap_or(args.nodes);
     if !(3..=args.nodes).contains(&replicas) {
-        bail!("--replicas must be 3 to --nodes ({}), not {replicas}", args.nodes);
+        bail!(
+            "--replicas must be 3 to --nodes ({}), not {replicas}",
+            args.nodes
+        );
     }
     let duration = secs(args.duration_secs, "--duration-secs")?;
     let fault_min = secs(args.fault_min_secs, "--fault-min-secs")?;
@@ -293,13 +315,18 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
                 "--replicas".into(),
                 replicas.to_string(),
             ]
-            .into(),
+            .into_iter()
+            .chain(args.node_args.iter().cloned())
+            .collect(),
             tls: None,
             peer_routes: proxies.routes.clone(),
             env: match &faketime {
                 Some(lib) => vec![
                     ("LD_PRELOAD".into(), lib.display().to_string()),
-                    ("FAKETIME_TIMESTAMP_FILE".into(), format!("{{dir}}/{CLOCK_FILE}")),
+                    (
+                        "FAKETIME_TIMESTAMP_FILE".into(),
+                        format!("{{dir}}/{CLOCK_FILE}"),
+                    ),
                     ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
                     ("FAKETIME_CACHE_DURATION".into(), "1".into()),
                 ],
@@ -352,6 +379,7 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
     let mut admin = AdminClient::new(config.clone()).with_total_timeout(Duration::from_secs(5));
     let mut records = Vec::new();
     let mut first_writes = Vec::new();
+    let mut crash_points: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     let mut outcome: anyhow::Result<()> = Ok(());
     let deadline = Instant::now() + duration;
     while Instant::now() < deadline {
@@ -371,6 +399,7 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
             admin: &mut admin,
             rng: &mut rng,
             nodes: args.nodes,
+            crash_points: &mut crash_points,
         };
         match ctx.inject(fault, hold) {
             Ok((what, first_write)) => {
@@ -436,6 +465,16 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
     }
     let fw = Percentiles::from_histogram(&fw);
     let election_ms = u64::from(args.election_ticks) * TICK_MS;
+    let fired: u64 = crash_points.values().map(|c| c.1).sum();
+    if args.failpoints && outcome.is_ok() && counts.contains_key("crash-point") && fired == 0 {
+        outcome = Err(anyhow::anyhow!(
+            "no crash point ever fired: is {} a failpoint build (cargo build -p quasar-node \
+             --features failpoints)?",
+            args.quasar_bin
+                .as_ref()
+                .map_or("the quasar binary".into(), |p| p.display().to_string())
+        ));
+    }
     let passed = outcome.is_ok() && converged.is_ok() && verdicts.ok();
     let mut report = Report::new("nemesis", &args);
     report
@@ -467,6 +506,15 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
                 Ok(ranges) => format!("yes ({ranges} ranges, equal state hashes)"),
                 Err(e) => format!("NO: {e}"),
             },
+        )
+        .figure(
+            "crash_points",
+            crash_points
+                .iter()
+                .map(|(p, (armed, fired))| {
+                    (*p, serde_json::json!({"armed": armed, "fired": fired}))
+                })
+                .collect::<BTreeMap<_, _>>(),
         )
         .figure(
             "range_ops",
@@ -514,6 +562,8 @@ struct FaultCtx<'a> {
     admin: &'a mut AdminClient,
     rng: &'a mut fastrand::Rng,
     nodes: u64,
+    /// Per crash point: (armed, fired).
+    crash_points: &'a mut BTreeMap<&'static str, (u64, u64)>,
 }
 
 impl FaultCtx<'_> {
@@ -569,6 +619,60 @@ impl FaultCtx<'_> {
                 std::thread::sleep(hold);
                 self.cluster.signal(victim, Signal::SIGCONT)?;
                 Ok((format!("SIGSTOP node {victim}, then SIGCONT"), None))
+            }
+            Fault::CrashPoint => {
+                // Each point in turn, on a random node, at a random pass.
+                let points = quasar_wal::crash::POINTS;
+                let armed: u64 = self.crash_points.values().map(|c| c.0).sum();
+                let point = points[armed as usize % points.len()];
+                let victim = self.pick(&all);
+                // The points of every write fire at a random pass; the rarer ones (segments,
+                // snapshots, garbage collection, splits, merges) at the first.
+                let passes = if point.starts_with("wal-") && point.contains("sync")
+                    || point.starts_with("wal-append")
+                {
+                    self.rng.u32(0..20)
+                } else {
+                    0
+                };
+                self.cluster.kill9(victim)?;
+                let spec = format!("{point}={passes}*off->return");
+                self.cluster
+                    .start_with_env(victim, &[("FAILPOINTS".into(), spec)])?;
+                let deadline = Instant::now() + hold.max(CRASH_POINT_WAIT);
+                let mut fired = false;
+                while Instant::now() < deadline {
+                    if let Some(status) = self.cluster.node_mut(victim)?.exit_status() {
+                        use std::os::unix::process::ExitStatusExt;
+                        if status.signal() != Some(libc::SIGABRT) {
+                            bail!(
+                                "node {victim} armed at crash point {point} exited with {status} \
+                                 instead of aborting there (see its log)"
+                            );
+                        }
+                        fired = true;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let entry = self.crash_points.entry(point).or_default();
+                entry.0 += 1;
+                entry.1 += u64::from(fired);
+                self.cluster.kill9(victim)?;
+                self.cluster
+                    .restart_many(&[victim], READY_TIMEOUT)
+                    .with_context(|| {
+                        format!("restart of node {victim} after crash point {point}")
+                    })?;
+                let what = if fired {
+                    format!("node {victim} aborted at {point} (pass {})", passes + 1)
+                } else {
+                    format!(
+                        "node {victim} armed at {point} (pass {}), not reached",
+                        passes + 1
+                    )
+                };
+                Ok((what, None))
             }
             Fault::ClockJump => {
                 // Wall clocks of some nodes jump by hours or days, forward or back; the
@@ -719,7 +823,8 @@ fn range_operator(
                 admin.merge_seen(left).is_ok()
             }
             3 => {
-                let holders: Vec<NodeId> = info.descriptor.replicas.iter().map(|r| r.node).collect();
+                let holders: Vec<NodeId> =
+                    info.descriptor.replicas.iter().map(|r| r.node).collect();
                 let free: Vec<NodeId> = members
                     .iter()
                     .copied()

@@ -1521,9 +1521,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
         };
         if let Some(route) = req.route.as_ref() {
-            if route.range.get() == range_id
-                && route.epoch.get().0 > r.range.descriptor().epoch.0
-            {
+            if route.range.get() == range_id && route.epoch.get().0 > r.range.descriptor().epoch.0 {
                 // The client has seen a newer descriptor than this replica has applied: it
                 // lags. Send the client to the leader, or (the leader itself lags: a new one
                 // applying its predecessor's log) to a retry, not back to an older view.

@@ -690,6 +690,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             },
             conf_state: conf,
         };
+        quasar_wal::crash_point!("split-apply");
         self.create_replica(right.group, None, Some((meta, child)))?;
         if let Some(c) = self.groups.get_mut(&right.group) {
             c.parent = Some(g);
@@ -834,6 +835,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             ));
         }
         let keys = right.range.len();
+        quasar_wal::crash_point!("merge-apply");
         if let Some(l) = self.groups.get_mut(&lg) {
             l.range.absorb(e.index.0, right.range, merged.clone());
             l.absorbed.push(rg);

@@ -200,7 +200,9 @@ impl SnapshotStore for DirSnapshots {
             f.write_all(file)?;
             f.sync_data()?;
         }
+        quasar_wal::crash_point!("snapshot-before-rename");
         fs::rename(&tmp, &path)?;
+        quasar_wal::crash_point!("snapshot-after-rename");
         fs::File::open(&self.dir)?.sync_all()
     }
 
@@ -233,6 +235,7 @@ impl SnapshotStore for DirSnapshots {
     fn mark_removed(&mut self, group: GroupId) -> io::Result<()> {
         let path = self.dir.join(format!("{:016x}.gone", group.0));
         fs::File::create(&path)?.sync_all()?;
+        quasar_wal::crash_point!("replica-gone-mark");
         fs::File::open(&self.dir)?.sync_all()
     }
 

@@ -455,5 +455,8 @@ fn a_route_newer_than_the_replica_is_a_retry_and_an_older_one_gets_the_descripto
         "{older:?}"
     );
     let current = one.request_routed(put(1), ReadConsistency::Linearizable, route(1));
-    assert!(matches!(current.result, Ok(Reply::Written { .. })), "{current:?}");
+    assert!(
+        matches!(current.result, Ok(Reply::Written { .. })),
+        "{current:?}"
+    );
 }
