@@ -550,6 +550,9 @@ async fn run_shard_inner(
                     source: e.into(),
                 });
             }
+            // New segments that could not be prepared (a full disk) are asked for again:
+            // writes resume by themselves once space is freed.
+            store.borrow_mut().wal_mut().check_prepared();
             publish(shard, &store, &transport, &shared);
             handler
                 .conns

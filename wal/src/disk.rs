@@ -38,6 +38,10 @@ pub trait Disk {
     fn prepare(&mut self, id: SegmentId, len_bytes: usize, header: Vec<u8>) -> io::Result<()>;
     /// Waits until a prepared segment is created and mapped.
     fn wait_prepared(&mut self, id: SegmentId) -> io::Result<()>;
+    /// Whether a segment asked for with `prepare` is ready, without waiting: `Ok(true)`
+    /// created and mapped, `Ok(false)` still being prepared, `Err` its preparation failed
+    /// (reported once; `prepare` it again to retry) or it was never asked for.
+    fn poll_prepared(&mut self, id: SegmentId) -> io::Result<bool>;
     /// The bytes of a mapped segment. Panics if `id` is not mapped (a WAL bug).
     fn bytes(&self, id: SegmentId) -> &[u8];
     /// The bytes of a mapped segment, for writing.
@@ -183,15 +187,26 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates a segment; on failure (e.g. ENOSPC) removes the partial temporary file, so a
+/// failed preparation leaves nothing behind to fill the disk further.
 fn create_segment(dir: &Path, job: &PrepareJob) -> io::Result<(File, MmapMut)> {
-    let path = dir.join(job.id.file_name());
     let tmp = dir.join(format!("{}.tmp", job.id.file_name()));
+    let result = write_segment(dir, &tmp, job);
+    if result.is_err() {
+        // NOTE: best effort; `list` removes leftover `.wal.tmp` files at the next open.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_segment(dir: &Path, tmp: &Path, job: &PrepareJob) -> io::Result<(File, MmapMut)> {
+    let path = dir.join(job.id.file_name());
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&tmp)?;
+        .open(tmp)?;
     // Real zeros, not fallocate: the blocks are written and allocated now, so a later
     // fdatasync flushes data only and never converts unwritten extents (a journal commit).
     let chunk = vec![0u8; 1 << 20];
@@ -204,7 +219,7 @@ fn create_segment(dir: &Path, job: &PrepareJob) -> io::Result<(File, MmapMut)> {
     }
     file.sync_all()?;
     crate::crash_point!("wal-segment-before-rename");
-    std::fs::rename(&tmp, &path)?;
+    std::fs::rename(tmp, &path)?;
     crate::crash_point!("wal-segment-after-rename");
     sync_dir(dir)?;
     // SAFETY: the file is ours (the WAL directory is owned by one WAL) and stays open for
@@ -285,6 +300,22 @@ impl Disk for MmapDisk {
             self.absorb(done);
         }
         Ok(())
+    }
+
+    fn poll_prepared(&mut self, id: SegmentId) -> io::Result<bool> {
+        while let Ok(done) = self.done.try_recv() {
+            self.absorb(done);
+        }
+        if self.segments.contains_key(&id) {
+            return Ok(true);
+        }
+        if let Some(e) = self.failed.remove(&id) {
+            return Err(e);
+        }
+        if self.pending.contains(&id) {
+            return Ok(false);
+        }
+        Err(io::Error::other(format!("segment {id} was never prepared")))
     }
 
     fn bytes(&self, id: SegmentId) -> &[u8] {
@@ -393,6 +424,8 @@ mod mem {
         segments: BTreeMap<SegmentId, MemSegment>,
         /// Operations left before every operation fails; `None`: never fail.
         fail_countdown: Option<u64>,
+        /// While set, `prepare` fails with ENOSPC (a full disk) and creates nothing.
+        full: bool,
         syncs: u64,
     }
 
@@ -405,6 +438,13 @@ mod mem {
         /// every operation fails with an I/O error.
         pub fn fail_after(&mut self, ops: u64) {
             self.fail_countdown = Some(ops);
+        }
+
+        /// While `full`, every `prepare` fails with ENOSPC ("No space left on device") and
+        /// creates nothing; everything else works (a full disk: written blocks stay
+        /// writable, new files cannot be created).
+        pub fn set_full(&mut self, full: bool) {
+            self.full = full;
         }
 
         /// How many syncs were started.
@@ -468,6 +508,7 @@ mod mem {
             MemDisk {
                 segments,
                 fail_countdown: None,
+                full: false,
                 syncs: 0,
             }
         }
@@ -541,6 +582,9 @@ mod mem {
 
         fn prepare(&mut self, id: SegmentId, len_bytes: usize, header: Vec<u8>) -> io::Result<()> {
             self.tick("prepare")?;
+            if self.full {
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            }
             let mut bytes = vec![0u8; len_bytes];
             bytes[..header.len()].copy_from_slice(&header);
             self.segments.insert(
@@ -559,6 +603,10 @@ mod mem {
             } else {
                 Err(io::Error::other(format!("segment {id} was never prepared")))
             }
+        }
+
+        fn poll_prepared(&mut self, id: SegmentId) -> io::Result<bool> {
+            self.wait_prepared(id).map(|()| true)
         }
 
         fn bytes(&self, id: SegmentId) -> &[u8] {

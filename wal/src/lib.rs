@@ -73,6 +73,8 @@ pub mod index;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+#[cfg(all(test, feature = "testing"))]
+mod space_tests;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -237,6 +239,15 @@ pub enum WalError {
     },
     #[error("WAL segment {location} has an unusable size of {len_bytes} bytes; restore it from a replica")]
     BadSegmentSize { location: String, len_bytes: u64 },
+}
+
+impl WalError {
+    /// Whether this is a segment that could not be prepared (a full disk ...): the append
+    /// that met it changed nothing and may be retried once `Wal::check_prepared` succeeds;
+    /// the log is not damaged.
+    pub fn is_prepare_failure(&self) -> bool {
+        matches!(self, WalError::Io { op: "prepare", .. })
+    }
 }
 
 enum Op {
@@ -404,6 +415,11 @@ pub struct Wal<D: Disk = MmapDisk> {
     sync_in_flight: Option<Lsn>,
     syncs_completed: u64,
     poisoned: Option<String>,
+    /// Why the next segments cannot be prepared (a full disk ...); `None`: they can.
+    /// Nothing durable is at stake: appends that fit the segments already prepared go on,
+    /// a roll that finds no prepared segment is refused whole, and `check_prepared`
+    /// retries.
+    space_shortage: Option<String>,
     groups: HashMap<GroupId, GroupLog, GroupHasher>,
     cache: EntryCache,
     /// Segments below `.1` may be deleted once `durable >= .0`.
@@ -666,11 +682,12 @@ impl<D: Disk> Wal<D> {
             sync_in_flight: None,
             syncs_completed: 0,
             poisoned: None,
+            space_shortage: None,
             groups,
             pending_gc: None,
             recovery: report,
         };
-        wal.request_prepared()?;
+        wal.request_prepared();
         #[cfg(debug_assertions)]
         wal.check_invariants();
         Ok(wal)
@@ -686,16 +703,74 @@ impl<D: Disk> Wal<D> {
     }
 
     /// Asks the disk to prepare the segments after the active one (non-blocking for
-    /// `MmapDisk`).
-    fn request_prepared(&mut self) -> Result<(), WalError> {
+    /// `MmapDisk`). A request that fails at once is recorded as a space shortage.
+    fn request_prepared(&mut self) {
         for k in 1..=self.config.prepared_segments.max(1) as u64 {
             let id = SegmentId(self.cursor.segment.0 + k);
             let len = self.config.segment_size_bytes;
-            self.disk
-                .prepare(id, len, header_record(id, len))
-                .map_err(self.io("prepare", id))?;
+            if let Err(e) = self.disk.prepare(id, len, header_record(id, len)) {
+                self.note_shortage(id, &e);
+            }
         }
-        Ok(())
+    }
+
+    /// Records that segment `id` cannot be prepared (logged once per shortage).
+    fn note_shortage(&mut self, id: SegmentId, e: &io::Error) {
+        if self.space_shortage.is_none() {
+            let full = e.kind() == io::ErrorKind::StorageFull;
+            let reason = format!(
+                "cannot prepare WAL segment {}: {e}{}",
+                self.disk.location(id),
+                if full { " (the disk is full)" } else { "" }
+            );
+            tracing::error!(%reason, "WAL cannot get new segments: writes that need log space are refused until preparation succeeds; free space on the disk, it is retried");
+            self.space_shortage = Some(reason);
+        }
+    }
+
+    /// Why the log cannot get new segments now (the disk is full ...), or `None`. While
+    /// set, a writer should refuse new work that needs log space: appends that fit the
+    /// segments already prepared still succeed, one that needs a new segment is refused
+    /// whole with `WalError::Io { op: "prepare", .. }`.
+    pub fn space_shortage(&self) -> Option<&str> {
+        self.space_shortage.as_deref()
+    }
+
+    /// Checks, without waiting, that the segments ahead are prepared, and asks again for
+    /// those whose preparation failed. Call it now and then (its frequency is the retry
+    /// rate after a failure); it clears `space_shortage` once every segment ahead is ready.
+    pub fn check_prepared(&mut self) {
+        if self.poisoned.is_some() {
+            return;
+        }
+        // Idempotent for segments already prepared or in preparation; asks again for those
+        // whose preparation failed (reported once by `poll_prepared`).
+        let ready = self.poll_ahead() || {
+            self.request_prepared();
+            self.poll_ahead()
+        };
+        if ready {
+            if let Some(reason) = self.space_shortage.take() {
+                tracing::info!(was = %reason, "WAL segments prepared again: log space is available");
+            }
+        }
+    }
+
+    /// Whether every segment ahead is prepared (without waiting); records failures.
+    fn poll_ahead(&mut self) -> bool {
+        let mut ready = true;
+        for k in 1..=self.config.prepared_segments.max(1) as u64 {
+            let id = SegmentId(self.cursor.segment.0 + k);
+            match self.disk.poll_prepared(id) {
+                Ok(true) => {}
+                Ok(false) => ready = false,
+                Err(e) => {
+                    self.note_shortage(id, &e);
+                    ready = false;
+                }
+            }
+        }
+        ready
     }
 
     /// Waits until every segment requested ahead is created (call it off the hot path,
@@ -970,12 +1045,14 @@ impl<D: Disk> Wal<D> {
         }
     }
 
-    /// Seals the active segment and moves to the next prepared one.
+    /// Seals the active segment and moves to the next prepared one. When there is none
+    /// (its preparation failed: a full disk ...) nothing changes and the error is returned.
     fn roll(&mut self) -> Result<(), WalError> {
         let next = self.cursor.segment.next();
-        self.disk
-            .wait_prepared(next)
-            .map_err(self.io("prepare", next))?;
+        if let Err(e) = self.disk.wait_prepared(next) {
+            self.note_shortage(next, &e);
+            return Err(self.io("prepare", next)(e));
+        }
         let seg = self.cursor.segment;
         let end = self.cursor.lsn().0;
         let at = self.cursor.offset;
@@ -999,7 +1076,8 @@ impl<D: Disk> Wal<D> {
         };
         self.seed = record::segment_seed(next.0);
         self.segments.push_back(next);
-        self.request_prepared()
+        self.request_prepared();
+        Ok(())
     }
 
     /// Starts a sync of everything appended so far. `None` when a sync is already in
@@ -1244,7 +1322,8 @@ impl<D: Disk> Wal<D> {
                 }
             }
         }
-        if self.segments.len() > self.config.max_old_segments + 1 {
+        // Rewriting needs log space: not while new segments cannot be prepared.
+        if self.segments.len() > self.config.max_old_segments + 1 && self.space_shortage.is_none() {
             if let Some(&oldest) = self.segments.front() {
                 self.rewrite_groups_pinning(oldest, &mut report)?;
             }
@@ -1296,9 +1375,14 @@ impl<D: Disk> Wal<D> {
             if report.bytes_rewritten + batch.len_bytes() > budget && report.groups_rewritten > 0 {
                 break;
             }
+            match self.append(&batch) {
+                Ok(_) => {}
+                // No room for it now (nothing was written): GC is only an optimization.
+                Err(e) if e.is_prepare_failure() => break,
+                Err(e) => return Err(e),
+            }
             report.bytes_rewritten += batch.len_bytes();
             report.groups_rewritten += 1;
-            self.append(&batch)?;
         }
         Ok(())
     }

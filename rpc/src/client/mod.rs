@@ -33,7 +33,7 @@ pub use discover::{discover, Discovered, DiscoveryError};
 use crate::error::ClientError;
 use crate::message::{
     ClientRequest, ClusterId, NodeId, Operation, ReadConsistency, Reply, RequestError, RequestId,
-    Route, Sequence, SessionId, ShardId, TxnOp,
+    Route, Sequence, SessionId, ShardId, TxnOp, UnavailableReason,
 };
 use crate::transport::{shard_addr, shard_for_group, Backoff};
 
@@ -218,6 +218,9 @@ pub struct Call {
     /// followed at once; after that the views disagree (a node that has not applied a
     /// split or merge yet sends the client back), so the call backs off like any retry.
     redirects: u32,
+    /// The leader that refused the last attempt because its disk is full: the retry (after
+    /// a backoff) goes back to it, not to replicas that would only redirect.
+    refused_by: Option<Target>,
 }
 
 /// Redirects followed at once, in a row, before the call backs off between them.
@@ -242,6 +245,7 @@ impl Call {
             ambiguous: None,
             last: String::new(),
             redirects: 0,
+            refused_by: None,
             backoff: Backoff::new(
                 config.backoff_min,
                 config.backoff_max,
@@ -258,6 +262,9 @@ impl Call {
     pub fn target(&self, config: &ClientConfig, cache: &RangeCache) -> Result<Target, ClientError> {
         if config.nodes.is_empty() {
             return Err(ClientError::NoNodes);
+        }
+        if let Some(target) = self.refused_by {
+            return Ok(target);
         }
         let addr_of = |node: NodeId| config.nodes.iter().find(|(n, _)| *n == node).map(|p| p.1);
         let attempt = self.attempts as usize;
@@ -302,6 +309,7 @@ impl Call {
         answer: Result<Result<Reply, RequestError>, AttemptError>,
     ) -> Next {
         self.attempts += 1;
+        self.refused_by = None;
         let delay = match answer {
             Ok(Ok(reply)) => return Next::Done(Ok(reply)),
             Ok(Err(e)) => {
@@ -333,6 +341,13 @@ impl Call {
                     }
                     RequestError::Ambiguous { .. } => {
                         self.ambiguous = Some(e.to_string());
+                        self.backoff.next_delay()
+                    }
+                    RequestError::Unavailable {
+                        reason: UnavailableReason::DiskFull,
+                    } => {
+                        // Only a leader refuses for a full disk: retry there once space returns.
+                        self.refused_by = Some(*target);
                         self.backoff.next_delay()
                     }
                     e if e.is_retryable() => self.backoff.next_delay(),

@@ -528,6 +528,9 @@ pub enum UnavailableReason {
     Overloaded,
     /// The replica is still catching up (stale reads not yet within bound).
     CatchingUp,
+    /// The node's disk is full: its log cannot get space for new writes (reads are still
+    /// served). Retry after a backoff; writes resume by themselves once space is freed.
+    DiskFull,
 }
 
 /// Why the outcome of a request is unknown.

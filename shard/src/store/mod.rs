@@ -500,7 +500,18 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     /// start; adopted again only if added back, and only once that record is durable (the
     /// old log must not come back after a crash under the new replica).
     removed: BTreeMap<msg::GroupId, (u64, quasar_wal::Lsn)>,
+    /// After a snapshot file could not be written (a full disk ...), no snapshot is taken
+    /// before this tick: the policy retries now and then, not every turn (encoding a large
+    /// range is not free).
+    snapshot_retry_at: u64,
+    /// Snapshot files not written in a row (the retry interval doubles with each).
+    snapshot_failures: u32,
 }
+
+/// Ticks before the first retry after a snapshot file could not be written; doubled after
+/// each failure in a row, up to `SNAPSHOT_RETRY_MAX_TICKS`.
+const SNAPSHOT_RETRY_TICKS: u64 = 50;
+const SNAPSHOT_RETRY_MAX_TICKS: u64 = 800;
 
 /// Orphan messages kept at most, and for how many ticks.
 const MAX_ORPHANS: usize = 1024;
@@ -542,6 +553,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             destroyed: std::collections::BTreeSet::new(),
             leaving: Vec::new(),
             removed: BTreeMap::new(),
+            snapshot_retry_at: 0,
+            snapshot_failures: 0,
         };
         let (mine, max_id): (Vec<RangeDescriptor>, u64) = {
             let dir = store.dir.read().unwrap_or_else(|e| e.into_inner());
@@ -1545,6 +1558,14 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             if r.raft.role() != Role::Leader {
                 return Err(not_leader(r));
             }
+            if self.wal.space_shortage().is_some() {
+                // The log cannot get new segments (a full disk): refuse before proposing,
+                // so nothing is written that might need space the log cannot get.
+                self.metrics.proposals_refused += 1;
+                return Err(RequestError::Unavailable {
+                    reason: UnavailableReason::DiskFull,
+                });
+            }
             let mut data = BytesMut::with_capacity(body.len() + 1);
             data.put_u8(PAYLOAD_REQUEST);
             data.put_slice(body);
@@ -1952,6 +1973,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 .any(|p| r.raft.progress(p).is_none_or(|pr| pr.matched < applied));
         if due
             && (!lagging || overdue)
+            && self.ticks >= self.snapshot_retry_at
             && applied > r.last_snapshot
             && applied <= r.raft.applied()
             && !self.has_unsaved_child(g)
@@ -1975,7 +1997,17 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 return Ok(());
             }
         };
-        let bytes = self.save_snapshot_file(g, meta)?;
+        if self.snapshot_deferred() {
+            return Ok(());
+        }
+        let bytes = match self.save_snapshot_file(g, meta) {
+            Ok(bytes) => bytes,
+            Err(e @ StoreError::Snapshot { .. }) => {
+                self.snapshot_write_failed(g, &e);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let Some(r) = self.groups.get_mut(&g) else {
             return Ok(());
         };
@@ -1987,6 +2019,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         r.bytes_since_snapshot = 0;
         r.compact_below = Some(LogIndex(applied.0 + 1));
         self.metrics.snapshots_taken += 1;
+        self.snapshot_failures = 0;
         info!(
             node = self.cfg.node.0,
             group = g.0,
@@ -1995,6 +2028,24 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             "snapshot taken"
         );
         self.snapshot_written(g)
+    }
+
+    /// Whether snapshot files are not attempted now, after one could not be written.
+    pub(super) fn snapshot_deferred(&self) -> bool {
+        self.ticks < self.snapshot_retry_at
+    }
+
+    /// A snapshot file could not be written (a full disk ...). Nothing durable is at stake:
+    /// the previous snapshot file and the log are intact, the log is just not compacted
+    /// yet. Snapshots are retried later, less often after each failure in a row.
+    pub(super) fn snapshot_write_failed(&mut self, g: msg::GroupId, e: &StoreError) {
+        let retry_in = SNAPSHOT_RETRY_TICKS
+            .saturating_mul(1 << self.snapshot_failures.min(16))
+            .min(SNAPSHOT_RETRY_MAX_TICKS);
+        self.snapshot_failures = self.snapshot_failures.saturating_add(1);
+        self.snapshot_retry_at = self.ticks + retry_in;
+        warn!(group = g.0, error = %e, retry_in_ticks = retry_in,
+            "snapshot file not written (is the disk full?); the log keeps its entries, retrying later");
     }
 
     /// Writes `g`'s applied state with `meta` as its snapshot file; returns its size.

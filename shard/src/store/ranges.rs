@@ -1092,11 +1092,22 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(r) = self.groups.get(&g) else {
             return Ok(true);
         };
+        if self.snapshot_deferred() {
+            // A snapshot file could not be written lately (a full disk): retried later.
+            return Ok(false);
+        }
         let applied = LogIndex(r.range.applied_index());
         if applied == r.raft.snapshot().last.index {
             // Nothing applied since the split: the file holds the state at the split.
             let meta = r.raft.snapshot().clone();
-            self.save_snapshot_file(g, meta)?;
+            match self.save_snapshot_file(g, meta) {
+                Ok(_) => self.snapshot_failures = 0,
+                Err(e @ StoreError::Snapshot { .. }) => {
+                    self.snapshot_write_failed(g, &e);
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
             self.metrics.snapshots_taken += 1;
             self.snapshot_written(g)?;
             Ok(true)

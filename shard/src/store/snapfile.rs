@@ -195,10 +195,15 @@ impl SnapshotStore for DirSnapshots {
     fn save(&mut self, group: GroupId, file: &[u8]) -> io::Result<()> {
         let path = self.path(group);
         let tmp = path.with_extension("snap.tmp");
-        {
-            let mut f = fs::File::create(&tmp)?;
+        let written = fs::File::create(&tmp).and_then(|mut f| {
             f.write_all(file)?;
-            f.sync_data()?;
+            f.sync_data()
+        });
+        if let Err(e) = written {
+            // A partial file (ENOSPC ...) must not keep the space it took.
+            // NOTE: best effort; the previous snapshot file is untouched either way.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
         quasar_wal::crash_point!("snapshot-before-rename");
         fs::rename(&tmp, &path)?;
