@@ -242,6 +242,32 @@ struct Handler {
     started: RefCell<HashMap<(ConnToken, u64), Started>>,
     wake: LocalSender<()>,
     pending_wake: Cell<bool>,
+    clock: Rc<TickClock>,
+}
+
+/// The real time the shard's ticks account for. When the shard falls behind by more than
+/// two ticks (a long sync, or the process was stopped with SIGSTOP), the gap is reported to
+/// the store as skipped ticks instead of a burst of ticks: timers do not fire in a storm,
+/// but every lease learns that the time passed. Checked before each tick and before every
+/// client request and Raft batch is handled (a frame may be handled right after the
+/// process resumes, before the loop's next tick): a leader stopped past its lease must not
+/// serve a read from it.
+struct TickClock {
+    tick: Duration,
+    accounted: Cell<Instant>,
+}
+
+impl TickClock {
+    fn catch_up(&self, store: &mut ShardStore, now: Instant) {
+        let behind = now.saturating_duration_since(self.accounted.get());
+        if behind > self.tick * 2 {
+            let missed = behind.as_nanos() / self.tick.as_nanos().max(1) - 1;
+            let missed = u32::try_from(missed).unwrap_or(u32::MAX / 2);
+            store.clock_skipped(u64::from(missed));
+            self.accounted
+                .set(self.accounted.get() + self.tick.saturating_mul(missed));
+        }
+    }
 }
 
 fn op_name(op: &msg::ArchivedOperation) -> &'static str {
@@ -284,7 +310,10 @@ impl FrameHandler for Handler {
                     });
                 }
                 let batch = access_body::<RaftBatch>(frame.body)?;
-                store.borrow_mut().on_raft_batch(batch);
+                let mut store = store.borrow_mut();
+                self.clock.catch_up(&mut store, Instant::now());
+                store.on_raft_batch(batch);
+                drop(store);
                 self.wake();
             }
             FrameKind::ClientRequest => {
@@ -314,7 +343,10 @@ impl FrameHandler for Handler {
                     (token, req.request_id.get().0),
                     (Instant::now(), op_name(&req.op)),
                 );
-                store.borrow_mut().on_client_request(token, req, frame.body);
+                let mut store = store.borrow_mut();
+                self.clock.catch_up(&mut store, Instant::now());
+                store.on_client_request(token, req, frame.body);
+                drop(store);
                 self.wake();
             }
             FrameKind::AdminRequest => {
@@ -483,6 +515,10 @@ async fn run_shard_inner(
         started: RefCell::new(HashMap::new()),
         wake: wake_tx,
         pending_wake: Cell::new(false),
+        clock: Rc::new(TickClock {
+            tick: spec.tick,
+            accounted: Cell::new(Instant::now()),
+        }),
     });
     let mut tcfg = TransportConfig::new(
         shared.cluster,
@@ -513,13 +549,14 @@ async fn run_shard_inner(
             );
         }
     }
-    let mut next_tick = Instant::now() + spec.tick;
+    let clock = Rc::clone(&handler.clock);
     let mut last_publish = Instant::now();
     let result = loop {
         if shared.stop.load(Ordering::Relaxed) {
             break Ok(());
         }
         let now = Instant::now();
+        let next_tick = clock.accounted.get() + spec.tick;
         if now < next_tick && !store.borrow().has_work() {
             let wait = next_tick - now;
             let _ = glommio::timer::timeout(wait, async {
@@ -530,13 +567,10 @@ async fn run_shard_inner(
         }
         handler.pending_wake.set(false);
         let now = Instant::now();
-        if now >= next_tick {
+        clock.catch_up(&mut store.borrow_mut(), now);
+        if now >= clock.accounted.get() + spec.tick {
             store.borrow_mut().tick();
-            next_tick += spec.tick;
-            if next_tick < now {
-                // Fell behind (a long sync): do not tick in a burst.
-                next_tick = now + spec.tick;
-            }
+            clock.accounted.set(clock.accounted.get() + spec.tick);
         }
         if let Err(e) = turn(shard, &store, &transport, &handler, &shared).await {
             break Err(e);

@@ -492,6 +492,32 @@ fn s6_4_1_lease_serves_reads_without_a_round_trip_until_it_expires() {
 }
 
 #[test]
+fn s6_4_1_a_leader_stopped_past_its_lease_serves_no_read_from_it() {
+    let mut c = three();
+    elect(&mut c, 1);
+    c.tick_all(2); // heartbeat round
+    c.stabilize_quiet();
+    assert!(c.node(1).has_lease());
+    // The process was stopped (SIGSTOP) for a while: the runtime ticks once after it and
+    // reports the gap instead of a burst of ticks.
+    c.node_mut(1).tick();
+    c.node_mut(1).clock_skipped(100);
+    assert!(!c.node(1).has_lease(), "the gap voids the lease");
+    c.node_mut(1).read_index(ReadRequestId(9)).unwrap();
+    let rd = c.node_mut(1).ready().unwrap();
+    assert!(rd.reads.is_empty(), "no read served from a stale lease");
+    c.node_mut(1).advance(rd.done());
+    // A fresh heartbeat round brings the lease back (and serves the read by ReadIndex).
+    c.tick_all(2);
+    c.stabilize_quiet();
+    assert!(c.node(1).has_lease());
+    assert!(c.peers[&1]
+        .reads
+        .iter()
+        .any(|r| r.request == ReadRequestId(9)));
+}
+
+#[test]
 fn s9_6_pre_vote_keeps_a_partitioned_node_from_disrupting() {
     let mut c = three();
     elect(&mut c, 1);

@@ -287,6 +287,15 @@ impl RaftNode {
         self.check_invariants();
     }
 
+    /// Real time worth `ticks` ticks passed without them (the process was paused, or its
+    /// loop stalled, and the runtime does not tick in a burst). Only the lease clock moves:
+    /// acknowledgements of heartbeats sent before the gap prove nothing about now, so a
+    /// leader that was stopped past its lease serves no read from it until a fresh
+    /// heartbeat round; election timers are left alone (no burst of campaigns).
+    pub fn clock_skipped(&mut self, ticks: u64) {
+        self.ticks += ticks;
+    }
+
     /// Starts an election now (as if the election timer fired), if this node may lead.
     pub fn campaign(&mut self) {
         if self.role != Role::Leader && self.promotable() {

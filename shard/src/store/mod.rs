@@ -990,6 +990,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     /// One unit of logical time for every group; expires requests that waited too long.
+    /// Real time worth `ticks` ticks passed without ticks (see `RaftNode::clock_skipped`):
+    /// every lease clock moves on, no timer fires.
+    pub fn clock_skipped(&mut self, ticks: u64) {
+        self.ticks += ticks;
+        for r in self.groups.values_mut() {
+            r.raft.clock_skipped(ticks);
+        }
+    }
+
     pub fn tick(&mut self) {
         self.ticks += 1;
         let now = self.ticks;
