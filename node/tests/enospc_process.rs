@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{http_get, wait_until, CLUSTER_NAME, USER_RANGE};
+use common::{http_get, wait_until, CLUSTER_NAME, TIMING_FLAGS, USER_RANGE};
 use quasar_rpc::client::{BlockingClient, ClientConfig};
 use quasar_rpc::message::{ClusterId, NodeId};
 use serde_json::Value;
@@ -229,20 +229,10 @@ fn start_rig() -> Rig {
             CLUSTER_NAME,
             "--shards",
             "1",
-            "--snapshot-entries",
-            "200",
-            "--tick-ms",
-            "10",
-            "--election-ticks",
-            "30",
-            "--heartbeat-ticks",
-            "3",
-            "--pin",
-            "false",
         ]
         .map(String::from);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_quasar"));
-        cmd.args(&args).stdin(Stdio::null()).stdout(log).stderr(err);
+        cmd.args(&args).args(TIMING_FLAGS).stdin(Stdio::null()).stdout(log).stderr(err);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
