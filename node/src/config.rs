@@ -69,6 +69,10 @@ pub struct StartArgs {
     /// ... or every N applied payload bytes; 0: never by size.
     #[arg(long, env = "QUASAR_SNAPSHOT_BYTES", value_name = "BYTES")]
     pub snapshot_bytes: Option<u64>,
+    /// Size of each write-ahead log segment file (8 MiB to 4 GiB; default 64 MiB). Small
+    /// segments roll, get collected and rewritten often: for tests.
+    #[arg(long, env = "QUASAR_WAL_SEGMENT_BYTES", value_name = "BYTES")]
+    pub wal_segment_bytes: Option<u64>,
     /// Split a range in the middle once it holds this many key and value bytes (also the
     /// largest range a merge may produce); 0: never by size.
     #[arg(long, env = "QUASAR_SPLIT_BYTES", value_name = "BYTES")]
@@ -115,6 +119,7 @@ struct FileConfig {
     heartbeat_ticks: Option<u32>,
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
+    wal_segment_bytes: Option<u64>,
     split_bytes: Option<u64>,
     split_keys: Option<u64>,
     split_writes_per_sec: Option<u64>,
@@ -138,6 +143,10 @@ pub const MAX_SHARDS: usize = 1024;
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
 /// ... or every 64 MiB of applied payload, whichever comes first.
 pub const DEFAULT_SNAPSHOT_BYTES: u64 = 64 << 20;
+/// `--wal-segment-bytes` by default, and its bounds.
+pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 << 20;
+const MIN_WAL_SEGMENT_BYTES: u64 = 8 << 20;
+const MAX_WAL_SEGMENT_BYTES: u64 = (4 << 30) - 4096;
 /// Ranges split at 64 MiB of keys and values; not by key count or load unless asked.
 pub const DEFAULT_SPLIT_BYTES: u64 = 64 << 20;
 
@@ -159,6 +168,7 @@ pub struct NodeConfig {
     pub heartbeat_ticks: u32,
     pub snapshot_entries: u64,
     pub snapshot_bytes: u64,
+    pub wal_segment_bytes: u64,
     pub split_bytes: u64,
     pub split_keys: u64,
     pub split_writes_per_sec: u64,
@@ -250,6 +260,23 @@ impl NodeConfig {
                     fix: "name a directory for the logs, e.g. --data-dir /var/lib/quasar".into(),
                 })?;
 
+        let wal_segment_bytes = args
+            .wal_segment_bytes
+            .or(file.wal_segment_bytes)
+            .unwrap_or(DEFAULT_WAL_SEGMENT_BYTES);
+        if !(MIN_WAL_SEGMENT_BYTES..=MAX_WAL_SEGMENT_BYTES).contains(&wal_segment_bytes)
+            || wal_segment_bytes % 4096 != 0
+        {
+            return Err(invalid(
+                "wal-segment-bytes",
+                wal_segment_bytes,
+                format!(
+                    "must be a multiple of 4096 from {MIN_WAL_SEGMENT_BYTES} (8 MiB, room for the \
+                     largest batch) to {MAX_WAL_SEGMENT_BYTES}"
+                ),
+                "leave it at the default (64 MiB) unless a test wants segments to roll often",
+            ));
+        }
         let shards = args.shards.or(file.shards).unwrap_or(cores.max(1));
         if shards == 0 || shards > MAX_SHARDS {
             return Err(invalid(
@@ -419,6 +446,7 @@ impl NodeConfig {
                 .snapshot_bytes
                 .or(file.snapshot_bytes)
                 .unwrap_or(DEFAULT_SNAPSHOT_BYTES),
+            wal_segment_bytes,
             split_bytes: args
                 .split_bytes
                 .or(file.split_bytes)
@@ -700,6 +728,25 @@ mod tests {
             a.initial_cluster = Some(bad.into());
             let err = NodeConfig::resolve(&a, 1).unwrap_err().to_string();
             assert!(err.starts_with("invalid --initial-cluster"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn wal_segment_size_is_bounded_and_named_when_refused() {
+        let mut a = args(1);
+        assert_eq!(
+            NodeConfig::resolve(&a, 1).unwrap().wal_segment_bytes,
+            DEFAULT_WAL_SEGMENT_BYTES
+        );
+        a.wal_segment_bytes = Some(8 << 20);
+        assert_eq!(
+            NodeConfig::resolve(&a, 1).unwrap().wal_segment_bytes,
+            8 << 20
+        );
+        for bad in [4096, (8 << 20) + 1, 1 << 40] {
+            a.wal_segment_bytes = Some(bad);
+            let err = NodeConfig::resolve(&a, 1).unwrap_err().to_string();
+            assert!(err.contains("wal-segment-bytes"), "{err}");
         }
     }
 

@@ -129,7 +129,8 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             wal_dir: dir.join("wal"),
             snapshot_dir: dir.join("snapshots"),
             wal: WalConfig {
-                segment_size_bytes: 64 << 20,
+                segment_size_bytes: usize::try_from(cfg.wal_segment_bytes)
+                    .context("--wal-segment-bytes does not fit this machine's address space")?,
                 ..WalConfig::default()
             },
             listen: quasar_rpc::transport::shard_addr(

@@ -232,7 +232,11 @@ fn start_rig() -> Rig {
         ]
         .map(String::from);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_quasar"));
-        cmd.args(&args).args(TIMING_FLAGS).stdin(Stdio::null()).stdout(log).stderr(err);
+        cmd.args(&args)
+            .args(TIMING_FLAGS)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }

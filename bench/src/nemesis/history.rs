@@ -184,7 +184,8 @@ impl History {
     }
 }
 
-/// One client's loop until `stop`: reads half of the time, puts and compare-and-sets the rest.
+/// One client's loop until `stop`: reads half of the time, puts and compare-and-sets the rest
+/// (unique values, padded to `value_bytes`).
 pub fn client_loop(
     id: u64,
     mut client: BlockingClient,
@@ -192,6 +193,7 @@ pub fn client_loop(
     stop: &AtomicBool,
     pause: Duration,
     seed: u64,
+    value_bytes: usize,
 ) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut seen: BTreeMap<u64, Option<Vec<u8>>> = BTreeMap::new();
@@ -199,7 +201,8 @@ pub fn client_loop(
     while !stop.load(Ordering::Relaxed) {
         let key = history.next_key(&mut rng);
         n += 1;
-        let value = format!("c{id}-{n}").into_bytes();
+        let mut value = format!("c{id}-{n}-").into_bytes();
+        value.resize(value.len().max(value_bytes), b'.');
         let call = match rng.u32(0..100) {
             0..=49 => Call::Get,
             50..=84 => Call::Put(value),

@@ -159,6 +159,10 @@ pub struct NemesisArgs {
     /// Operations per key before the window moves to fresh keys.
     #[arg(long, default_value_t = 80)]
     pub ops_per_key: u64,
+    /// Bytes per written value (a unique prefix, padded): larger values fill WAL segments
+    /// sooner (with `--node-arg=--wal-segment-bytes=...`, segments roll and get collected).
+    #[arg(long, default_value_t = 0)]
+    pub value_bytes: usize,
     /// Milliseconds a client sleeps between operations.
     #[arg(long, default_value_t = 2)]
     pub pause_ms: u64,
@@ -360,8 +364,9 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
     for id in 1..=args.clients {
         let (c, h, s) = (client(&config), history.clone(), stop.clone());
         let (pause, seed) = (Duration::from_millis(args.pause_ms), seed ^ id);
+        let value_bytes = args.value_bytes;
         threads.push(std::thread::spawn(move || {
-            history::client_loop(id, c, &h, &s, pause, seed)
+            history::client_loop(id, c, &h, &s, pause, seed, value_bytes)
         }));
     }
     let range_ops = Arc::new(Mutex::new(RangeOps::default()));
