@@ -61,6 +61,9 @@ const FAKETIME_DEBIAN: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so
 const CLOCK_FILE: &str = "faketime";
 /// How long a node armed at a crash point gets to reach it.
 const CRASH_POINT_WAIT: Duration = Duration::from_secs(6);
+/// ... a point that only segment rolls, garbage collection, snapshots, splits, merges or
+/// replica removals reach.
+const RARE_CRASH_POINT_WAIT: Duration = Duration::from_secs(15);
 /// The meta range (never merged).
 const META_RANGE: u64 = 1;
 /// The node's Raft tick (`quasar start --tick-ms` default).
@@ -644,7 +647,13 @@ impl FaultCtx<'_> {
                 let spec = format!("{point}={passes}*off->return");
                 self.cluster
                     .start_with_env(victim, &[("FAILPOINTS".into(), spec)])?;
-                let deadline = Instant::now() + hold.max(CRASH_POINT_WAIT);
+                let frequent = passes > 0 || point.starts_with("wal-append");
+                let wait = if frequent || point.contains("sync") {
+                    CRASH_POINT_WAIT
+                } else {
+                    RARE_CRASH_POINT_WAIT
+                };
+                let deadline = Instant::now() + hold.max(wait);
                 let mut fired = false;
                 while Instant::now() < deadline {
                     if let Some(status) = self.cluster.node_mut(victim)?.exit_status() {
