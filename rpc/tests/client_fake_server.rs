@@ -357,3 +357,27 @@ fn admin_requests_follow_the_leader_hint() {
     assert_eq!(n1.connections.load(Ordering::SeqCst), 1);
     assert_eq!(n2.connections.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_write_whose_outcome_the_server_forgot_is_ambiguous() {
+    // The session's outcome for this sequence was evicted: the write may have applied.
+    let n1 = FakeServer::start(serve_forever(|req| {
+        Err(RequestError::SessionExpired {
+            session: req.session,
+            sequence: req.sequence,
+        })
+    }));
+    let mut client = BlockingClient::new(config(&[(1, &n1)]));
+    client.cache_mut().insert(range(5, 1, &[1]));
+    match client.put(b"k", b"v") {
+        Err(ClientError::Ambiguous { attempts: 1, last }) => {
+            assert!(last.contains("session"), "{last}");
+        }
+        other => panic!("expected Ambiguous, got {other:?}"),
+    }
+    // A read changes nothing: it is a plain failure.
+    assert!(matches!(
+        client.get(b"k"),
+        Err(ClientError::Failed(RequestError::SessionExpired { .. }))
+    ));
+}

@@ -97,8 +97,12 @@ fn client_response(body: &[u8]) {
     let owned: ClientResponse =
         rkyv::deserialize::<_, rancor::Error>(archived).expect("deserializes");
     if let Err(e) = &owned.result {
+        // An error is definite (nothing applied), retryable, or `SessionExpired`: the
+        // outcome is forgotten, so it is unknown and a retry cannot learn it.
         assert!(
-            e.is_definite() || e.is_retryable(),
+            e.is_definite()
+                || e.is_retryable()
+                || matches!(e, RequestError::SessionExpired { .. }),
             "an ambiguous outcome must be retryable"
         );
         let _ = e.to_string();

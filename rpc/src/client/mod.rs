@@ -13,7 +13,8 @@
 //! `KeyNotInRange`/`RangeMoved` answer fills the cache. Only retryable errors are retried, with
 //! jittered exponential backoff (none after a redirect that names a new place to go). A write
 //! sent without any answer is *ambiguous*; if no later attempt settles it, the caller gets
-//! `ClientError::Ambiguous`, never a plain failure.
+//! `ClientError::Ambiguous`, never a plain failure. So does a write whose outcome the server
+//! no longer remembers (`SessionExpired`: it may have applied).
 
 pub mod admin;
 mod async_client;
@@ -351,6 +352,13 @@ impl Call {
                         self.backoff.next_delay()
                     }
                     e if e.is_retryable() => self.backoff.next_delay(),
+                    // The server forgot this sequence's outcome: a write may have applied.
+                    RequestError::SessionExpired { .. } if self.is_write => {
+                        return Next::Done(Err(ClientError::Ambiguous {
+                            attempts: self.attempts,
+                            last: e.to_string(),
+                        }))
+                    }
                     _ => return Next::Done(Err(ClientError::Failed(e))),
                 };
                 if !delay.is_zero() {
