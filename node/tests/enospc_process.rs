@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{http_get, wait_until, CLUSTER_NAME, TIMING_FLAGS, USER_RANGE};
+use common::{assert_readable, http_get, key, wait_until, CLUSTER_NAME, TIMING_FLAGS, USER_RANGE};
 use quasar_rpc::client::{BlockingClient, ClientConfig};
 use quasar_rpc::message::{ClusterId, NodeId};
 use serde_json::Value;
@@ -293,34 +293,10 @@ fn fill(mount: &Path) {
         .expect("shrink the filler");
 }
 
-fn key(i: usize) -> Vec<u8> {
-    format!("enospc-{i:05}").into_bytes()
-}
-
 fn value(i: usize) -> Vec<u8> {
     let mut v = format!("v{i}-").into_bytes();
     v.resize(VALUE_LEN, b'a' + (i % 26) as u8);
     v
-}
-
-fn assert_readable(client: &mut BlockingClient, acked: &BTreeMap<usize, Vec<u8>>, when: &str) {
-    let mut wrong = Vec::new();
-    for (k, v) in acked {
-        match client.get(&key(*k)) {
-            Ok(Some(got)) if got.value == *v => {}
-            Ok(Some(got)) => {
-                wrong.push(format!("key {k}: wrong value of {} bytes", got.value.len()))
-            }
-            other => wrong.push(format!("key {k}: {other:?}")),
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{when}: {} of {} acknowledged writes not readable: {:?}",
-        wrong.len(),
-        acked.len(),
-        &wrong[..wrong.len().min(5)]
-    );
 }
 
 /// `/status` of every node, for failure messages.
@@ -444,8 +420,8 @@ fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
     }
     // Reads are served while the disks are full.
     let mut reader = client(&rig, 20);
-    assert_readable(&mut reader, &acked, "disks full");
-    // A fresh client finds the leader (a redirect or two), which refuses the write.
+    assert_readable(&mut reader, &acked); // while the disks are full
+                                          // A fresh client finds the leader (a redirect or two), which refuses the write.
     let mut probe = client(&rig, 6);
     match probe.put(b"enospc-probe", b"x") {
         Err(e) if e.to_string().contains("DiskFull") => {}
@@ -474,7 +450,7 @@ fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
             .expect("write after space returned");
         acked.insert(i, value(i));
     }
-    assert_readable(&mut reader, &acked, "space returned");
+    assert_readable(&mut reader, &acked); // after space returned
     wait_converged(&rig, Duration::from_secs(20)).expect("the nodes converge");
     eprintln!("done in {:?}", started.elapsed());
 }

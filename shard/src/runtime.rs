@@ -284,6 +284,13 @@ fn op_name(op: &msg::ArchivedOperation) -> &'static str {
 }
 
 impl Handler {
+    /// The store, after its lease clocks caught up with real time (see `TickClock`).
+    fn caught_up<'a>(&self, store: &'a RefCell<ShardStore>) -> std::cell::RefMut<'a, ShardStore> {
+        let mut store = store.borrow_mut();
+        self.clock.catch_up(&mut store, Instant::now());
+        store
+    }
+
     fn wake(&self) {
         if !self.pending_wake.replace(true) {
             let _ = self.wake.try_send(());
@@ -310,10 +317,7 @@ impl FrameHandler for Handler {
                     });
                 }
                 let batch = access_body::<RaftBatch>(frame.body)?;
-                let mut store = store.borrow_mut();
-                self.clock.catch_up(&mut store, Instant::now());
-                store.on_raft_batch(batch);
-                drop(store);
+                self.caught_up(&store).on_raft_batch(batch);
                 self.wake();
             }
             FrameKind::ClientRequest => {
@@ -343,10 +347,8 @@ impl FrameHandler for Handler {
                     (token, req.request_id.get().0),
                     (Instant::now(), op_name(&req.op)),
                 );
-                let mut store = store.borrow_mut();
-                self.clock.catch_up(&mut store, Instant::now());
-                store.on_client_request(token, req, frame.body);
-                drop(store);
+                self.caught_up(&store)
+                    .on_client_request(token, req, frame.body);
                 self.wake();
             }
             FrameKind::AdminRequest => {

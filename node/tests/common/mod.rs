@@ -673,6 +673,11 @@ pub fn assert_readable(client: &mut BlockingClient, acked: &BTreeMap<usize, Vec<
     for (k, v) in acked {
         match client.get(&key(*k)) {
             Ok(Some(got)) if got.value == *v => {}
+            Ok(Some(got)) => wrong.push(format!(
+                "key {k}: another value ({} bytes, version {})",
+                got.value.len(),
+                got.version.0
+            )),
             other => wrong.push(format!("key {k}: {other:?}")),
         }
     }
