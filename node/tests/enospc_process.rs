@@ -421,7 +421,8 @@ fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
     // Reads are served while the disks are full.
     let mut reader = client(&rig, 20);
     assert_readable(&mut reader, &acked); // while the disks are full
-                                          // A fresh client finds the leader (a redirect or two), which refuses the write.
+
+    // A fresh client finds the leader (a redirect or two), which refuses the write.
     let mut probe = client(&rig, 6);
     match probe.put(b"enospc-probe", b"x") {
         Err(e) if e.to_string().contains("DiskFull") => {}
@@ -435,7 +436,9 @@ fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
         )
         .expect("remount bigger");
     }
-    let mut writer = client(&rig, 3);
+    // Enough attempts to ride out a leader change: the range may split by
+    // size as soon as snapshots fit again, and the new right range elects.
+    let mut writer = client(&rig, 20);
     let resumed = wait_until(Duration::from_secs(15), || {
         writer.put(b"enospc-probe", b"after").is_ok()
     });
