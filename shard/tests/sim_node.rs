@@ -217,3 +217,18 @@ fn a_woken_leader_does_not_trust_acknowledgements_from_before_quiescence() {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
+
+/// Regression (found by this simulator once healing also waited for every replica to know
+/// its leader, as `/ready` does; then by `quasar-bench nemesis` on real processes): a
+/// learner left behind by an unfinished move restarted into a quiesced group and never
+/// learned its leader, since a learner never campaigns and a quiesced leader sends nothing.
+/// A node heard again after a silence now wakes the quiesced leaders of its groups.
+#[test]
+fn a_restarted_learner_learns_its_quiesced_leader() {
+    let cfg = NodeSimConfig::moving();
+    for seed in [7_848_898_520_579_362_512, 7_088_977_298_378_769_619] {
+        if let Err(f) = run(seed, &cfg) {
+            panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+        }
+    }
+}

@@ -38,7 +38,7 @@ use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use quasar_node::local_cluster::{self, LocalCluster, LocalClusterConfig};
 use quasar_rpc::client::{AdminClient, BlockingClient, ClientConfig};
-use quasar_rpc::message::{ClusterId, NodeId, SessionId};
+use quasar_rpc::message::{ClusterId, NodeId, RangeInfo, SessionId};
 use serde::Serialize;
 
 use crate::report::{latency_histogram, Percentiles, Report};
@@ -654,6 +654,15 @@ impl FaultCtx<'_> {
                     RARE_CRASH_POINT_WAIT
                 };
                 let deadline = Instant::now() + hold.max(wait);
+                // A removal, split or merge reaches the armed node only if the range
+                // operator happens to pick one of its ranges: make one instead.
+                let moved = match point {
+                    "replica-gone-mark" => self.move_replica_off(victim, deadline),
+                    "split-apply" | "merge-apply" => {
+                        self.split_or_merge_at(victim, point == "merge-apply", deadline)
+                    }
+                    _ => None,
+                };
                 let mut fired = false;
                 while Instant::now() < deadline {
                     if let Some(status) = self.cluster.node_mut(victim)?.exit_status() {
@@ -678,11 +687,15 @@ impl FaultCtx<'_> {
                     .with_context(|| {
                         format!("restart of node {victim} after crash point {point}")
                     })?;
+                let moved = moved.map_or(String::new(), |m| format!(" after {m}"));
                 let what = if fired {
-                    format!("node {victim} aborted at {point} (pass {})", passes + 1)
+                    format!(
+                        "node {victim} aborted at {point} (pass {}){moved}",
+                        passes + 1
+                    )
                 } else {
                     format!(
-                        "node {victim} armed at {point} (pass {}), not reached",
+                        "node {victim} armed at {point} (pass {}), not reached{moved}",
                         passes + 1
                     )
                 };
@@ -763,6 +776,98 @@ impl FaultCtx<'_> {
         all.truncate(n);
         all.sort_unstable();
         all
+    }
+
+    /// Moves one replica of a range from `node` to a member that holds none (possible only
+    /// with `--replicas` below `--nodes`), retrying until `deadline`; what it moved.
+    fn move_replica_off(&mut self, node: u64, deadline: Instant) -> Option<String> {
+        let from = NodeId(node);
+        while Instant::now() < deadline {
+            let Ok(ranges) = self.admin.list_ranges() else {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            };
+            let candidates: Vec<(RangeInfo, NodeId)> = ranges
+                .into_iter()
+                .filter(|r| r.descriptor.replica(from).is_some())
+                .filter_map(|r| {
+                    let to = (1..=self.nodes)
+                        .map(NodeId)
+                        .find(|&m| r.descriptor.replica(m).is_none())?;
+                    Some((r, to))
+                })
+                .collect();
+            if candidates.is_empty() {
+                return None;
+            }
+            let (info, to) = candidates[self.rng.usize(0..candidates.len())].clone();
+            let range = info.descriptor.id.0;
+            if self.admin.move_seen(info, from, to).is_ok() {
+                return Some(format!(
+                    "moving range {range} from node {node} to node {}",
+                    to.0
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    }
+
+    /// Splits a range with a replica on `node` at a key of the clients' window, or merges
+    /// two neighbours that both have one, retrying until `deadline`; what it did.
+    fn split_or_merge_at(&mut self, node: u64, merge: bool, deadline: Instant) -> Option<String> {
+        let on = |r: &RangeInfo| r.descriptor.replica(NodeId(node)).is_some();
+        while Instant::now() < deadline {
+            let done = if merge {
+                let Ok(ranges) = self.admin.list_ranges() else {
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                };
+                // Neighbours on the same nodes, the left one a user range.
+                let lefts: Vec<RangeInfo> = ranges
+                    .windows(2)
+                    .filter(|w| w[0].descriptor.id.0 != META_RANGE && on(&w[0]) && on(&w[1]))
+                    .filter(|w| {
+                        let nodes = |r: &RangeInfo| {
+                            let mut n: Vec<NodeId> =
+                                r.descriptor.replicas.iter().map(|x| x.node).collect();
+                            n.sort_unstable();
+                            n
+                        };
+                        nodes(&w[0]) == nodes(&w[1])
+                    })
+                    .map(|w| w[0].clone())
+                    .collect();
+                if lefts.is_empty() {
+                    return None;
+                }
+                let left = lefts[self.rng.usize(0..lefts.len())].clone();
+                let range = left.descriptor.id.0;
+                self.admin
+                    .merge_seen(left)
+                    .ok()
+                    .map(|_| format!("merging range {range} with its right neighbour"))
+            } else {
+                let key = history::key_name(self.history.current_key(self.rng));
+                match self.admin.describe_key(&key) {
+                    Ok(info) if on(&info) && info.descriptor.start != key => {
+                        let range = info.descriptor.id.0;
+                        self.admin.split_seen(info, &key).ok().map(|_| {
+                            format!(
+                                "splitting range {range} at {}",
+                                String::from_utf8_lossy(&key)
+                            )
+                        })
+                    }
+                    _ => None,
+                }
+            };
+            if done.is_some() {
+                return done;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
     }
 
     /// The leader of the range holding a key of the clients' window, and that key.

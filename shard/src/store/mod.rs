@@ -1177,7 +1177,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     pub fn on_raft_batch(&mut self, batch: &ArchivedRaftBatch) {
         let from = NodeId(batch.from.get().0);
         let to = self.cfg.node;
-        self.last_heard.insert(from, self.ticks);
+        let before = self.last_heard.insert(from, self.ticks);
+        if before.is_some_and(|t| self.ticks.saturating_sub(t) > u64::from(self.cfg.election_ticks))
+        {
+            self.wake_leaders_of(from);
+        }
         if batch.to.get().0 != to.0 || batch.to_shard.get() != self.cfg.shard {
             self.metrics.raft_messages_bad += 1;
             warn!(
@@ -1215,6 +1219,22 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                         warn!(group = group.0, from = from.0, error = %e, "bad raft message dropped");
                     }
                 },
+            }
+        }
+    }
+
+    /// `peer` talks again after a silence (it restarted, or a partition healed): its
+    /// replicas may not know their leaders, and a quiesced leader sends them nothing. A
+    /// voter there would campaign and so wake its group, but a learner never campaigns:
+    /// wake the quiesced leaders here of every group with a replica on `peer`, whose
+    /// heartbeats then tell it.
+    fn wake_leaders_of(&mut self, peer: NodeId) {
+        for r in self.groups.values_mut() {
+            if r.raft.is_quiesced()
+                && r.raft.role() == Role::Leader
+                && r.raft.progress(peer).is_some()
+            {
+                r.raft.wake();
             }
         }
     }

@@ -590,7 +590,8 @@ impl Sim {
         parts.join("; ")
     }
 
-    /// Every node up, no client busy, every group applied to the same index everywhere.
+    /// Every node up, no client busy, every group applied to the same index everywhere,
+    /// every replica knowing its leader (what a node's `/ready` asks).
     fn settled(&self) -> bool {
         if self.clients.iter().any(|c| c.pending.is_some()) {
             return false;
@@ -603,6 +604,9 @@ impl Sim {
                 return false;
             };
             for st in s.statuses() {
+                if st.leader.is_none() {
+                    return false;
+                }
                 let e = groups.entry(st.descriptor.group.0).or_default();
                 e.0.push((st.applied, st.commit));
                 e.1.push(n.id);
