@@ -492,6 +492,9 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     /// Groups destroyed here (merged away) since the store opened: messages for them are
     /// not taken for a new range's.
     destroyed: std::collections::BTreeSet<msg::GroupId>,
+    /// Ranges a newer local range supersedes but a local left neighbour may still absorb
+    /// (see `left_neighbour_may_absorb`): destroyed by a later sweep once it cannot.
+    kept_superseded: Vec<msg::GroupId>,
     /// Groups whose membership no longer has this replica as a voter of the incoming
     /// configuration: removed once that is final (see `membership.rs`).
     leaving: Vec<msg::GroupId>,
@@ -551,6 +554,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             forced_snapshots: Vec::new(),
             last_allocated: 0,
             destroyed: std::collections::BTreeSet::new(),
+            kept_superseded: Vec::new(),
             leaving: Vec::new(),
             removed: BTreeMap::new(),
             snapshot_retry_at: 0,
@@ -619,6 +623,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         // survivor's snapshot): a newer range holds its first key.
         let stale = store.superseded();
         for g in stale {
+            if store.left_neighbour_may_absorb(g) {
+                store.kept_superseded.push(g);
+                continue;
+            }
             info!(
                 group = g.0,
                 "range merged away before a crash: its files go now"
@@ -672,6 +680,42 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             })
             .map(|b| b.group)
             .collect()
+    }
+
+    /// Destroys the superseded ranges kept for a neighbour that may have absorbed them, once
+    /// it cannot any more (it applied its log: the merge took them, or never will).
+    pub(super) fn sweep_kept_superseded(&mut self) {
+        for g in std::mem::take(&mut self.kept_superseded) {
+            let Some(d) = self.groups.get(&g).map(|r| r.range.descriptor().clone()) else {
+                continue; // absorbed by the merge meanwhile
+            };
+            let by = self.groups.values().find(|n| {
+                let nd = n.range.descriptor();
+                n.group != g && !n.awaiting_snapshot && nd.epoch > d.epoch && nd.contains(&d.start)
+            });
+            if let Some(by) = by.map(|n| n.group) {
+                self.destroy_superseded(by, vec![g]);
+            }
+        }
+    }
+
+    /// Whether a local range (not frozen) that still ends where `d` (of group `g`) starts
+    /// has committed entries left to apply: one may be the merge that absorbs `d` (after a
+    /// restart the range replays from a snapshot older than the merge), and replaying it
+    /// needs `d`'s data; that merge then takes `d`'s files. Destroying `d` first would make
+    /// the replay skip the merge and lose `d`'s keys.
+    fn left_neighbour_may_absorb(&self, g: msg::GroupId) -> bool {
+        let Some(d) = self.groups.get(&g).map(|r| r.range.descriptor()) else {
+            return false;
+        };
+        !d.start.is_empty()
+            && self.groups.values().any(|l| {
+                l.group != g
+                    && !l.awaiting_snapshot
+                    && l.range.frozen_at().is_none()
+                    && l.range.descriptor().end == d.start
+                    && l.raft.commit().0 > l.range.applied_index()
+            })
     }
 
     /// Removes a replica from memory (its files stay; see `destroy_files`).
@@ -1056,6 +1100,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 self.batch_for(p);
             }
             self.liveness_due = true;
+        }
+        if !self.kept_superseded.is_empty() && now % election == 0 {
+            self.sweep_kept_superseded();
         }
         self.adopt_orphans();
         self.check_admin();

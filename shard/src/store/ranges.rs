@@ -1308,6 +1308,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     pub(super) fn destroy_superseded(&mut self, by: msg::GroupId, stale: Vec<msg::GroupId>) {
         let g = by;
         for s in stale {
+            if self.left_neighbour_may_absorb(s) {
+                if !self.kept_superseded.contains(&s) {
+                    self.kept_superseded.push(s);
+                }
+                continue;
+            }
             info!(
                 group = s.0,
                 into = g.0,
