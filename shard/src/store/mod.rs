@@ -671,27 +671,21 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     fn superseded_by(&self, n: &RangeDescriptor) -> Vec<msg::GroupId> {
         self.groups
             .values()
-            .filter(|b| {
-                let d = b.range.descriptor();
-                b.group != n.group
-                    && !b.awaiting_snapshot
-                    && n.epoch > d.epoch
-                    && n.contains(&d.start)
-            })
+            .filter(|b| b.group != n.group && !b.awaiting_snapshot)
+            .filter(|b| supersedes(n, b.range.descriptor()))
             .map(|b| b.group)
             .collect()
     }
 
     /// Destroys the superseded ranges kept for a neighbour that may have absorbed them, once
     /// it cannot any more (it applied its log: the merge took them, or never will).
-    pub(super) fn sweep_kept_superseded(&mut self) {
+    fn sweep_kept_superseded(&mut self) {
         for g in std::mem::take(&mut self.kept_superseded) {
             let Some(d) = self.groups.get(&g).map(|r| r.range.descriptor().clone()) else {
                 continue; // absorbed by the merge meanwhile
             };
             let by = self.groups.values().find(|n| {
-                let nd = n.range.descriptor();
-                n.group != g && !n.awaiting_snapshot && nd.epoch > d.epoch && nd.contains(&d.start)
+                n.group != g && !n.awaiting_snapshot && supersedes(n.range.descriptor(), &d)
             });
             if let Some(by) = by.map(|n| n.group) {
                 self.destroy_superseded(by, vec![g]);
@@ -2361,6 +2355,12 @@ fn fail_reads(
             ));
         }
     }
+}
+
+/// Whether range `n` replaced range `d`: it is newer and holds `d`'s first key, which only
+/// a merge (or a newer range after one) can do.
+fn supersedes(n: &RangeDescriptor, d: &RangeDescriptor) -> bool {
+    n.epoch > d.epoch && n.contains(&d.start)
 }
 
 #[cfg(test)]
