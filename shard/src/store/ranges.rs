@@ -631,10 +631,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         // left range changes.
         let gone = self.destroyed.contains(&right.group)
             || self.removed.contains_key(&right.group)
-            || self.groups.values().any(|n| {
-                let n = n.range.descriptor();
-                n.group != g && n.epoch > right.epoch && n.contains(&right.start)
-            });
+            || self
+                .groups
+                .values()
+                .any(|n| n.group != g && super::supersedes(n.range.descriptor(), &right));
         {
             let mut dir = self.dir.write().unwrap_or_else(|e| e.into_inner());
             dir.upsert(&left);
