@@ -250,6 +250,25 @@ pub fn decode(bytes: &[u8], offset: usize, seed: u32) -> Decoded<'_> {
     })
 }
 
+/// Decodes the record at `offset` without verifying it: only for bytes that `decode`
+/// accepted before (recovery verifies every segment first, then replays it with this).
+/// `None` where the header does not even parse.
+pub fn decode_verified(bytes: &[u8], offset: usize) -> Option<RecordView<'_>> {
+    let rest = bytes.get(offset..)?;
+    let header = rest.get(..HEADER_LEN)?;
+    let len = u32_at(header, 4) as usize;
+    let kind = RecordKind::from_u8(header[8])?;
+    let body_end = HEADER_LEN + len;
+    let body = rest.get(HEADER_LEN..body_end)?;
+    Some(RecordView {
+        offset,
+        kind,
+        group: GroupId(u64_at(header, 16)),
+        body,
+        next: offset + pad8(body_end),
+    })
+}
+
 fn validate_entries(body: &[u8]) -> Result<(), &'static str> {
     if body.len() < ENTRIES_PREFIX_LEN {
         return Err("entries body shorter than its prefix");

@@ -2,6 +2,11 @@
 //! fuzzed). `scan` walks the segments in order, verifies every CRC, hands each valid
 //! record to a visitor (the index replays it) and decides where the log ends.
 //!
+//! `verify` reaches the same verdicts with the segments checked in parallel (each one's
+//! records are checked on its own; the table below is then applied to the results in
+//! order), and `replay_accepted` then hands the records `scan` would have visited, in the
+//! same order, to any number of replay threads.
+//!
 //! Mapped pages reach the disk in any order, so a valid record after a bad one does not
 //! prove corruption: it may be a later, never-synced batch whose pages were written back
 //! early. Every batch therefore opens with a `SyncMark` record holding `synced_lsn`, the
@@ -174,49 +179,164 @@ fn read_batch<'a>(
     Ok(end)
 }
 
+/// How the records of one segment end, on its own (a record's validity depends only on its
+/// segment's bytes and seed).
+#[derive(Debug)]
+struct SegmentScan {
+    /// `None`: sealed. Otherwise the first offset holding no accepted record, and why
+    /// (`None` for clean zeros).
+    stop: Option<(usize, Option<String>)>,
+    /// Accepted records (the header excluded, the seal included).
+    records: u64,
+    synced_lsn: Lsn,
+}
+
+/// Walks one segment, verifying every record, and feeds each accepted one to `visit`.
+fn scan_segment<'a>(
+    id: SegmentId,
+    bytes: &'a [u8],
+    batch: &mut Vec<RecordView<'a>>,
+    visit: &mut impl FnMut(SegmentId, &RecordView<'a>),
+) -> SegmentScan {
+    let seed = record::segment_seed(id.0);
+    let mut records = 0u64;
+    let mut synced_lsn = Lsn::ZERO;
+    let stop = match check_header(id, bytes, seed) {
+        Err(reason) => Some((0, Some(reason))),
+        Ok(mut at) => loop {
+            match record::decode(bytes, at, seed) {
+                Decoded::Record(r) if r.kind == RecordKind::Seal => {
+                    records += 1;
+                    visit(id, &r);
+                    break None;
+                }
+                Decoded::Record(r) if r.kind == RecordKind::SyncMark => {
+                    // A batch is accepted whole or not at all.
+                    match read_batch(bytes, &r, seed, batch) {
+                        Ok(end) => {
+                            synced_lsn = synced_lsn.max(Lsn(record::fixed_field(r.body, 0)));
+                            records += 1 + batch.len() as u64;
+                            visit(id, &r);
+                            for rec in batch.iter() {
+                                visit(id, rec);
+                            }
+                            at = end;
+                        }
+                        Err(reason) => break Some((at, Some(reason))),
+                    }
+                }
+                Decoded::Record(r) => {
+                    break Some((at, Some(format!("{:?} record outside a batch", r.kind))));
+                }
+                Decoded::Zero => break Some((at, None)),
+                Decoded::Bad(b) => break Some((at, Some(b.to_string()))),
+            }
+        },
+    };
+    SegmentScan {
+        stop,
+        records,
+        synced_lsn,
+    }
+}
+
 /// Scans `segments` (sorted, contiguous ids) and feeds every accepted record to `visit`.
 pub fn scan<'a>(
     segments: &[(SegmentId, &'a [u8])],
     mut visit: impl FnMut(SegmentId, &RecordView<'a>),
 ) -> Result<ScanOutcome, Corruption> {
+    let mut batch: Vec<RecordView<'a>> = Vec::new();
+    decide(segments, |i| {
+        let (id, bytes) = segments[i];
+        scan_segment(id, bytes, &mut batch, &mut visit)
+    })
+}
+
+/// What `scan` decides, without visiting: every segment is verified on its own, `threads`
+/// at a time (segment files are independent until the decision, which then reads their
+/// results in order exactly as `scan` does). Replay the accepted records afterwards with
+/// `replay_accepted`, which needs no checksum since this verified them.
+pub fn verify(segments: &[(SegmentId, &[u8])], threads: usize) -> Result<ScanOutcome, Corruption> {
+    let threads = threads.clamp(1, segments.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut batch = Vec::new();
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(&(id, bytes)) = segments.get(i) else {
+                return done;
+            };
+            done.push((i, scan_segment(id, bytes, &mut batch, &mut |_, _| {})));
+        }
+    };
+    let mut results: Vec<Option<SegmentScan>> = (0..segments.len()).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut all = work();
+        for h in helpers {
+            all.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        for (i, r) in all {
+            results[i] = Some(r);
+        }
+    });
+    decide(segments, |i| {
+        results[i].take().unwrap_or(SegmentScan {
+            stop: Some((0, Some("segment was not scanned".into()))),
+            records: 0,
+            synced_lsn: Lsn::ZERO,
+        })
+    })
+}
+
+/// Feeds `visit` the records that `verify` accepted, in log order, without checking them
+/// again (the bytes must be those `verify` read). The same records, in the same order, as
+/// `scan` visits.
+pub fn replay_accepted<'a>(
+    segments: &[(SegmentId, &'a [u8])],
+    end: &End,
+    mut visit: impl FnMut(SegmentId, &RecordView<'a>),
+) {
+    for &(id, bytes) in segments {
+        let limit = match *end {
+            End::Open {
+                segment, offset, ..
+            } if segment == id => offset,
+            End::Open { segment, .. } if id > segment => return,
+            End::NewSegment { id: new } if id >= new => return,
+            _ => usize::MAX, // sealed: up to its seal
+        };
+        let Some(header) = record::decode_verified(bytes, 0) else {
+            return;
+        };
+        let mut at = header.next;
+        while at < limit {
+            let Some(r) = record::decode_verified(bytes, at) else {
+                return;
+            };
+            visit(id, &r);
+            if r.kind == RecordKind::Seal {
+                break;
+            }
+            at = r.next;
+        }
+    }
+}
+
+/// The decision over the per-segment results (`result(i)` scans segment `i`, asked for in
+/// order up to the first segment that is not sealed).
+fn decide(
+    segments: &[(SegmentId, &[u8])],
+    mut result: impl FnMut(usize) -> SegmentScan,
+) -> Result<ScanOutcome, Corruption> {
     let mut records = 0u64;
     let mut synced_lsn = Lsn::ZERO;
-    let mut batch: Vec<RecordView<'a>> = Vec::new();
     for (i, &(id, bytes)) in segments.iter().enumerate() {
-        let seed = record::segment_seed(id.0);
-        let (stop, reason) = match check_header(id, bytes, seed) {
-            Err(reason) => (0, Some(reason)),
-            Ok(mut at) => loop {
-                match record::decode(bytes, at, seed) {
-                    Decoded::Record(r) if r.kind == RecordKind::Seal => {
-                        records += 1;
-                        visit(id, &r);
-                        break (usize::MAX, None);
-                    }
-                    Decoded::Record(r) if r.kind == RecordKind::SyncMark => {
-                        // A batch is accepted whole or not at all.
-                        match read_batch(bytes, &r, seed, &mut batch) {
-                            Ok(end) => {
-                                synced_lsn = synced_lsn.max(Lsn(record::fixed_field(r.body, 0)));
-                                records += 1 + batch.len() as u64;
-                                visit(id, &r);
-                                for rec in &batch {
-                                    visit(id, rec);
-                                }
-                                at = end;
-                            }
-                            Err(reason) => break (at, Some(reason)),
-                        }
-                    }
-                    Decoded::Record(r) => {
-                        break (at, Some(format!("{:?} record outside a batch", r.kind)));
-                    }
-                    Decoded::Zero => break (at, None),
-                    Decoded::Bad(b) => break (at, Some(b.to_string())),
-                }
-            },
-        };
-        if stop == usize::MAX {
+        let seg = result(i);
+        records += seg.records;
+        synced_lsn = synced_lsn.max(seg.synced_lsn);
+        let Some((stop, reason)) = seg.stop else {
             // Row 2: sealed; row 5 if it is the last one.
             if i + 1 == segments.len() {
                 return Ok(ScanOutcome {
@@ -228,7 +348,7 @@ pub fn scan<'a>(
                 });
             }
             continue;
-        }
+        };
         // Segment files are created whole (written, synced, then renamed into place) and
         // the log only reaches one at byte 0 when it is the first or follows a sealed one,
         // so a file shorter than its header was cut after it was created: the proof its

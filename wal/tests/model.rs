@@ -284,9 +284,21 @@ proptest! {
                         _ => Crash::TearUnsynced { keep_bytes: (*seed % 4096) as usize },
                     };
                     let disk = wal.into_disk().crash(how);
-                    wal = Wal::open(disk, config()).unwrap();
+                    // The parallel recovery (verify every segment, then replay by group
+                    // share) must find exactly what the one-pass scan finds.
+                    let parallel = Wal::open(
+                        disk.clone(),
+                        WalConfig { recovery_threads: 3, ..config() },
+                    )
+                    .unwrap();
+                    wal = Wal::open(disk, WalConfig { recovery_threads: 1, ..config() }).unwrap();
                     wal.check_invariants();
                     let got = observe(&wal);
+                    prop_assert_eq!(observe(&parallel), got.clone());
+                    prop_assert_eq!(
+                        format!("{:?}", parallel.recovery_report()),
+                        format!("{:?}", wal.recovery_report())
+                    );
                     let candidates: Vec<Model> = match how {
                         Crash::DropUnsynced => vec![normalize(&since_sync[0])],
                         _ => since_sync.iter().map(normalize).collect(),

@@ -130,9 +130,34 @@ fuzz_target!(|data: &[u8]| {
     let config = WalConfig {
         segment_size_bytes: SEGMENT_LEN,
         prepared_segments: 1,
+        recovery_threads: 1,
         ..WalConfig::default()
     };
-    if let Ok(wal) = Wal::open(disk, config) {
+    // The parallel recovery must reach the one-pass scan's verdict and index.
+    let parallel = Wal::open(
+        disk.clone(),
+        WalConfig {
+            recovery_threads: 3,
+            ..config.clone()
+        },
+    );
+    let one = Wal::open(disk, config);
+    match (&parallel, &one) {
+        (Ok(p), Ok(o)) => {
+            let index = |w: &Wal<MemDisk>| -> Vec<_> {
+                let mut ids: Vec<GroupId> = w.group_ids().collect();
+                ids.sort_unstable_by_key(|g| g.0);
+                ids.into_iter()
+                    .map(|g| (g, w.first_index(g), w.last_index(g), w.hard_state(g)))
+                    .collect()
+            };
+            assert_eq!(index(p), index(o), "parallel recovery disagrees");
+            assert_eq!(p.recovery_report().records, o.recovery_report().records);
+        }
+        (Err(p), Err(o)) => assert_eq!(p.to_string(), o.to_string()),
+        _ => panic!("parallel recovery disagrees: {:?} vs {:?}", parallel.is_ok(), one.is_ok()),
+    }
+    if let Ok(wal) = one {
         wal.check_invariants();
         let groups: Vec<GroupId> = wal.group_ids().collect();
         for g in groups {
