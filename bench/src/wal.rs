@@ -13,10 +13,7 @@ use anyhow::Context as _;
 use clap::Args;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
-use quasar_wal::{
-    Batch, Disk, GroupId, LogIndex, MmapDisk, SegmentId, SharedWal, SyncMethod, Term, Wal,
-    WalConfig,
-};
+use quasar_wal::{Batch, GroupId, LogIndex, SharedWal, SyncMethod, Term, Wal, WalConfig};
 use serde::Serialize;
 
 use crate::report::{latency_histogram, Percentiles, Report};
@@ -342,19 +339,37 @@ impl Baseline {
     }
 }
 
-/// The plain loop again, but copying into a `MAP_SHARED` mapping of a preallocated
-/// segment (the WAL's `MmapDisk`) instead of `pwrite`: isolates the cost of mmap writeback.
+/// The plain loop again, but copying into a writable `MAP_SHARED` mapping of a
+/// preallocated file instead of `pwrite`: the cost of mmap writeback, which is why the WAL
+/// writes with `pwrite` and maps its segments read-only.
 struct MmapBaseline {
-    disk: MmapDisk,
+    file: std::fs::File,
+    map: memmap2::MmapMut,
     offset: usize,
 }
 
 impl MmapBaseline {
     fn create(dir: &Path) -> anyhow::Result<MmapBaseline> {
-        let mut disk = MmapDisk::open_dir(dir.join("mmap-baseline"))?;
-        disk.prepare(SegmentId(1), BASELINE_FILE_BYTES, vec![1u8; 8])?;
-        disk.wait_prepared(SegmentId(1))?;
-        Ok(MmapBaseline { disk, offset: 0 })
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join("mmap-baseline.dat"))?;
+        let zeros = vec![0u8; 1 << 20];
+        for i in 0..BASELINE_FILE_BYTES / zeros.len() {
+            file.write_all_at(&zeros, (i * zeros.len()) as u64)?;
+        }
+        file.sync_all()?;
+        // SAFETY: the file was just created in the bench's own fresh directory and stays
+        // open (in `self`) for the mapping's lifetime; nothing else truncates it.
+        #[expect(unsafe_code, reason = "mapping a file is unsafe by nature (memmap2)")]
+        let map = unsafe { memmap2::MmapOptions::new().populate().map_mut(&file)? };
+        Ok(MmapBaseline {
+            file,
+            map,
+            offset: 0,
+        })
     }
 
     fn run(
@@ -363,10 +378,10 @@ impl MmapBaseline {
         duration: Duration,
         out: &mut BaselineRun,
     ) -> anyhow::Result<()> {
-        let disk = &mut self.disk;
+        let (file, map) = (&self.file, &mut self.map);
         out.measure(bytes_per_sync, duration, &mut self.offset, |buf, offset| {
-            disk.bytes_mut(SegmentId(1))[offset..offset + buf.len()].copy_from_slice(buf);
-            disk.sync_blocking(SegmentId(1))
+            map[offset..offset + buf.len()].copy_from_slice(buf);
+            file.sync_data()
         })
     }
 }

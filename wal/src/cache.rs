@@ -60,13 +60,23 @@ impl EntryCache {
         if self.budget_bytes == 0 {
             return;
         }
-        self.truncate(group, index);
+        // One lookup: the common case appends right after the cached suffix.
         let g = self.groups.entry(group).or_default();
-        if g.entries.is_empty() || g.first.0 + g.entries.len() as u64 != index.0 {
-            // Not contiguous with what is cached: start over at `index`.
-            self.bytes -= g.entries.iter().map(|(_, p)| cost(p)).sum::<usize>();
-            g.entries.clear();
-            g.first = index;
+        let next = g.first.0 + g.entries.len() as u64;
+        if index.0 != next || g.entries.is_empty() {
+            if !g.entries.is_empty() && index.0 > g.first.0 && index.0 < next {
+                // Overwrites a cached suffix: drop entries at `index` and after.
+                while g.first.0 + g.entries.len() as u64 > index.0 {
+                    if let Some((_, p)) = g.entries.pop_back() {
+                        self.bytes -= cost(&p);
+                    }
+                }
+            } else {
+                // Not contiguous with what is cached: start over at `index`.
+                self.bytes -= g.entries.iter().map(|(_, p)| cost(p)).sum::<usize>();
+                g.entries.clear();
+                g.first = index;
+            }
         }
         g.entries.push_back((term, payload));
         self.bytes += cost(&payload);

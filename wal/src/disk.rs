@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::{Mmap, MmapOptions};
 
 use crate::segment::SegmentId;
 
@@ -25,8 +25,8 @@ use crate::segment::SegmentId;
 pub type SyncFuture = Pin<Box<dyn Future<Output = io::Result<()>>>>;
 
 /// What the WAL needs from storage. Segments are fixed-size byte arrays, mapped for
-/// reading and writing; writes are plain stores into `bytes_mut` and become durable only
-/// through `sync`.
+/// reading; writes go through `write` (one per batch) and become durable only through
+/// `sync`.
 pub trait Disk {
     /// The segments present, sorted by id, with their length in bytes.
     fn list(&mut self) -> io::Result<Vec<(SegmentId, u64)>>;
@@ -44,8 +44,9 @@ pub trait Disk {
     fn poll_prepared(&mut self, id: SegmentId) -> io::Result<bool>;
     /// The bytes of a mapped segment. Panics if `id` is not mapped (a WAL bug).
     fn bytes(&self, id: SegmentId) -> &[u8];
-    /// The bytes of a mapped segment, for writing.
-    fn bytes_mut(&mut self, id: SegmentId) -> &mut [u8];
+    /// Writes `bytes` at `offset` of segment `id` (within its length); `bytes` reads them
+    /// back at once, `sync` makes them durable.
+    fn write(&mut self, id: SegmentId, offset: usize, bytes: &[u8]) -> io::Result<()>;
     /// Starts making everything written to `id` so far durable.
     fn sync(&mut self, id: SegmentId) -> SyncFuture;
     /// Makes everything written to `id` durable, blocking (recovery only).
@@ -73,7 +74,7 @@ pub enum SyncMethod {
 /// A mapped segment file.
 struct Mapped {
     /// `None` for an empty file (nothing to map).
-    map: Option<MmapMut>,
+    map: Option<Mmap>,
     file: Rc<File>,
     path: PathBuf,
     /// The glommio handle used for `fdatasync` through io_uring, opened on first sync.
@@ -86,7 +87,7 @@ struct PrepareJob {
     header: Vec<u8>,
 }
 
-type Prepared = (SegmentId, io::Result<(File, MmapMut)>);
+type Prepared = (SegmentId, io::Result<(File, Mmap)>);
 
 /// Real segment files in one directory. Segments are created by a background thread
 /// (zero-filled with `write`, fsynced, renamed into place, directory fsynced, mapped with
@@ -142,7 +143,7 @@ impl MmapDisk {
         self.dir.join(id.file_name())
     }
 
-    fn insert(&mut self, id: SegmentId, file: File, map: Option<MmapMut>) {
+    fn insert(&mut self, id: SegmentId, file: File, map: Option<Mmap>) {
         let path = self.path(id);
         self.segments.insert(
             id,
@@ -189,7 +190,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Creates a segment; on failure (e.g. ENOSPC) removes the partial temporary file, so a
 /// failed preparation leaves nothing behind to fill the disk further.
-fn create_segment(dir: &Path, job: &PrepareJob) -> io::Result<(File, MmapMut)> {
+fn create_segment(dir: &Path, job: &PrepareJob) -> io::Result<(File, Mmap)> {
     let tmp = dir.join(format!("{}.tmp", job.id.file_name()));
     let result = write_segment(dir, &tmp, job);
     if result.is_err() {
@@ -199,7 +200,7 @@ fn create_segment(dir: &Path, job: &PrepareJob) -> io::Result<(File, MmapMut)> {
     result
 }
 
-fn write_segment(dir: &Path, tmp: &Path, job: &PrepareJob) -> io::Result<(File, MmapMut)> {
+fn write_segment(dir: &Path, tmp: &Path, job: &PrepareJob) -> io::Result<(File, Mmap)> {
     let path = dir.join(job.id.file_name());
     let mut file = OpenOptions::new()
         .read(true)
@@ -223,8 +224,10 @@ fn write_segment(dir: &Path, tmp: &Path, job: &PrepareJob) -> io::Result<(File, 
     crate::crash_point!("wal-segment-after-rename");
     sync_dir(dir)?;
     // SAFETY: the file is ours (the WAL directory is owned by one WAL) and stays open for
-    // the mapping's lifetime; nobody truncates it while mapped.
-    let map = unsafe { MmapOptions::new().populate().map_mut(&file)? };
+    // the mapping's lifetime; nobody truncates it while mapped. The mapping is read-only:
+    // the WAL writes with `pwrite` on the same file, which the shared page cache makes
+    // visible through the mapping at once.
+    let map = unsafe { MmapOptions::new().populate().map(&file)? };
     Ok((file, map))
 }
 
@@ -258,7 +261,7 @@ impl Disk for MmapDisk {
             // SAFETY: as in `create_segment`: our file, open for the mapping's lifetime.
             // MAP_POPULATE: recovery reads every page at once; one populate call is far
             // cheaper than a fault per page.
-            Some(unsafe { MmapOptions::new().populate().map_mut(&file)? })
+            Some(unsafe { MmapOptions::new().populate().map(&file)? })
         };
         self.insert(id, file, map);
         Ok(len)
@@ -322,15 +325,16 @@ impl Disk for MmapDisk {
         self.mapped(id).map.as_deref().unwrap_or(&[])
     }
 
-    fn bytes_mut(&mut self, id: SegmentId) -> &mut [u8] {
-        match self
-            .segments
-            .get_mut(&id)
-            .and_then(|m| m.map.as_deref_mut())
-        {
-            Some(b) => b,
-            None => panic!("segment {id} is not mapped for writing"),
+    fn write(&mut self, id: SegmentId, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let m = self.mapped(id);
+        if offset + bytes.len() > m.map.as_ref().map_or(0, |m| m.len()) {
+            return Err(io::Error::other(format!(
+                "write of {} bytes at {offset} past the end of segment {id}",
+                bytes.len()
+            )));
         }
+        m.file.write_all_at(bytes, offset as u64)
     }
 
     fn sync(&mut self, id: SegmentId) -> SyncFuture {
@@ -351,8 +355,7 @@ impl Disk for MmapDisk {
                     f
                 }
             };
-            // fdatasync on any descriptor of the inode flushes the pages written through
-            // the MAP_SHARED mapping.
+            // fdatasync on any descriptor of the inode flushes the pages `write` dirtied.
             file.fdatasync().await?;
             Ok(())
         })
@@ -372,7 +375,7 @@ impl Disk for MmapDisk {
         m.file.set_len(len_bytes as u64)?;
         m.file.sync_all()?;
         // SAFETY: as in `create_segment`: our file, open for the mapping's lifetime.
-        m.map = Some(unsafe { MmapOptions::new().populate().map_mut(&*m.file)? });
+        m.map = Some(unsafe { MmapOptions::new().populate().map(&*m.file)? });
         Ok(())
     }
 
@@ -426,6 +429,8 @@ mod mem {
         fail_countdown: Option<u64>,
         /// While set, `prepare` fails with ENOSPC (a full disk) and creates nothing.
         full: bool,
+        /// While set, every `write` fails with EIO and changes nothing.
+        fail_writes: bool,
         syncs: u64,
     }
 
@@ -445,6 +450,12 @@ mod mem {
         /// writable, new files cannot be created).
         pub fn set_full(&mut self, full: bool) {
             self.full = full;
+        }
+
+        /// While set, every `write` fails with an I/O error and changes nothing (the
+        /// countdown of `fail_after` does not count writes).
+        pub fn set_fail_writes(&mut self, fail: bool) {
+            self.fail_writes = fail;
         }
 
         /// How many syncs were started.
@@ -509,6 +520,7 @@ mod mem {
                 segments,
                 fail_countdown: None,
                 full: false,
+                fail_writes: false,
                 syncs: 0,
             }
         }
@@ -616,11 +628,23 @@ mod mem {
             }
         }
 
-        fn bytes_mut(&mut self, id: SegmentId) -> &mut [u8] {
-            match self.segments.get_mut(&id) {
-                Some(s) => &mut s.written,
-                None => panic!("segment {id} is not mapped"),
+        fn write(&mut self, id: SegmentId, offset: usize, bytes: &[u8]) -> io::Result<()> {
+            if self.fail_writes {
+                return Err(io::Error::other("injected write failure"));
             }
+            let seg = self
+                .segments
+                .get_mut(&id)
+                .ok_or_else(|| io::Error::other(format!("write to missing segment {id}")))?;
+            let end = offset + bytes.len();
+            let Some(dst) = seg.written.get_mut(offset..end) else {
+                return Err(io::Error::other(format!(
+                    "write of {} bytes at {offset} past the end of segment {id}",
+                    bytes.len()
+                )));
+            };
+            dst.copy_from_slice(bytes);
+            Ok(())
         }
 
         fn sync(&mut self, id: SegmentId) -> SyncFuture {

@@ -109,6 +109,62 @@ fn a_failed_sync_poisons_the_log_and_is_never_retried() {
 }
 
 #[test]
+fn a_failed_write_poisons_the_log() {
+    let mut wal = Wal::open(MemDisk::new(), config()).unwrap();
+    wal.append(&one_entry(1, 1, b"synced")).unwrap();
+    block_on(wal.sync()).unwrap();
+    wal.disk_mut().set_fail_writes(true);
+    let err = wal.append(&one_entry(1, 2, b"lost")).unwrap_err();
+    assert!(matches!(err, WalError::Poisoned { .. }), "{err}");
+    assert!(err.to_string().contains("write of a batch"), "{err}");
+    // Even once writes work again, nothing more is accepted or reported durable.
+    wal.disk_mut().set_fail_writes(false);
+    assert!(matches!(
+        wal.append(&one_entry(1, 2, b"again")),
+        Err(WalError::Poisoned { .. })
+    ));
+    assert!(matches!(
+        block_on(wal.sync()),
+        Err(WalError::Poisoned { .. })
+    ));
+    let wal = Wal::open(wal.into_disk().crash(Crash::DropUnsynced), config()).unwrap();
+    assert_eq!(wal.last_index(GroupId(1)), LogIndex(1));
+}
+
+/// A compaction in the same batch as the entries it cuts records the term of the entry
+/// before it, read back from the log (no cache here) before the batch is written whole.
+#[test]
+fn a_compaction_of_entries_in_its_own_batch_finds_their_term() {
+    let config = WalConfig {
+        cache_bytes: 0,
+        ..config()
+    };
+    let mut wal = Wal::open(MemDisk::new(), config.clone()).unwrap();
+    let mut b = Batch::with_capacity(2);
+    b.entries(
+        GroupId(1),
+        LogIndex(1),
+        [
+            (Term(3), &b"a"[..]),
+            (Term(4), &b"b"[..]),
+            (Term(4), &b"c"[..]),
+        ],
+    );
+    b.compact(GroupId(1), LogIndex(3));
+    wal.append(&b).unwrap();
+    block_on(wal.sync()).unwrap();
+    assert_eq!(wal.first_index(GroupId(1)), LogIndex(3));
+    assert_eq!(wal.term(GroupId(1), LogIndex(2)).unwrap(), Term(4));
+    let wal = Wal::open(wal.into_disk().crash(Crash::DropUnsynced), config).unwrap();
+    assert_eq!(wal.first_index(GroupId(1)), LogIndex(3));
+    assert_eq!(wal.term(GroupId(1), LogIndex(2)).unwrap(), Term(4));
+    let mut out = Vec::new();
+    wal.entries(GroupId(1), LogIndex(3)..LogIndex(4), &mut out)
+        .unwrap();
+    assert_eq!(out[0].payload, b"c");
+}
+
+#[test]
 fn every_waiting_task_sees_the_poison() {
     let mut inner = Wal::open(MemDisk::new(), config()).unwrap();
     inner.disk_mut().fail_after(0);
