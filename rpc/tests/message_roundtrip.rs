@@ -157,6 +157,8 @@ fn raft_body() -> BoxedStrategy<RaftBody> {
         any::<u64>().prop_map(|context| RaftBody::ReadIndexResponse(
             ReadIndexResponse::NotLeader { context }
         )),
+        Just(RaftBody::Destroyed),
+        Just(RaftBody::LeaderWanted),
         any::<u64>().prop_map(|i| RaftBody::Removed {
             applied: LogIndex(i)
         }),

@@ -98,6 +98,15 @@ pub enum RaftBody {
         /// The sender's applied index.
         applied: LogIndex,
     },
+    /// Member → a replica that campaigns in a group the sender destroyed: the group was
+    /// merged away (its range absorbed by its left neighbour) and exists nowhere any more.
+    /// The replica may delete its copy unless a local range may still absorb it.
+    Destroyed,
+    /// A replica that cannot campaign (a learner) and has heard no leader for an election
+    /// timeout → the voters of its configuration: a quiesced leader wakes up, and its
+    /// heartbeats then tell the replica who leads (a restarted learner of a quiet group
+    /// would otherwise never learn it).
+    LeaderWanted,
 }
 
 /// Log entries for a follower.

@@ -488,6 +488,57 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         true
     }
 
+    /// Answers a replica that campaigns in `g`, which this node destroyed: `g` was merged
+    /// away (or a newer local range superseded it), so it exists nowhere any more. Without
+    /// this, a replica that missed both its removal and the merge (partitioned or down
+    /// meanwhile) would campaign forever: no member holds `g` to tell it `Removed`.
+    pub(super) fn tell_destroyed(&mut self, g: msg::GroupId, from: NodeId) {
+        self.batch_for(from).messages.push(msg::RaftMessage {
+            group: g,
+            term: msg::Term(0),
+            body: msg::RaftBody::Destroyed,
+        });
+        debug!(
+            group = g.0,
+            to = from.0,
+            "told a replica its group was destroyed"
+        );
+    }
+
+    /// A member says `g` was destroyed (merged away). This replica's copy is needed by
+    /// nobody, except by a local range that ends where `g` starts: that one may still
+    /// receive and apply the merge that absorbs `g`, and the merge needs `g`'s data here
+    /// (destroying it first would make the merge skip it and lose its keys). So the copy
+    /// goes only when no local range ends at `g`'s start; otherwise the merge takes it, or
+    /// a later campaign asks again.
+    pub(super) fn on_destroyed(&mut self, g: msg::GroupId, from: NodeId) {
+        let Some(r) = self.groups.get(&g) else {
+            return;
+        };
+        if r.awaiting_snapshot || r.raft.role() == Role::Leader {
+            return;
+        }
+        let start = r.range.descriptor().start.clone();
+        let neighbour = self
+            .groups
+            .values()
+            .any(|l| l.group != g && l.range.descriptor().end == start);
+        if neighbour {
+            return;
+        }
+        info!(
+            group = g.0,
+            from = from.0,
+            "told by a member that this range was merged away: destroyed"
+        );
+        if let Some(r) = self.drop_replica(g) {
+            answer_lost(&mut self.responses, r.proposals.into_iter());
+        }
+        if let Err(e) = self.destroy_files(g) {
+            warn!(group = g.0, error = %e, "files of a destroyed range not removed");
+        }
+    }
+
     /// A member of `g` says the group's configuration, applied at `applied` there, no longer
     /// has this replica. That configuration is committed, so no quorum will ever need this
     /// replica again, unless it was added back later: then its log holds the entries that

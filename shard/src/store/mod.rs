@@ -1098,6 +1098,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if !self.kept_superseded.is_empty() && now % election == 0 {
             self.sweep_kept_superseded();
         }
+        if now % election == 0 {
+            self.want_leaders(now, election);
+        }
         self.adopt_orphans();
         self.check_admin();
         self.finish_frozen();
@@ -1252,6 +1255,19 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 ArchivedRaftBody::Removed { applied } => {
                     self.on_removed(group, from, LogIndex(applied.get().0))
                 }
+                ArchivedRaftBody::Destroyed => self.on_destroyed(group, from),
+                ArchivedRaftBody::LeaderWanted => {
+                    if let Some(r) = self.groups.get_mut(&group) {
+                        if r.raft.is_quiesced() && r.raft.role() == Role::Leader {
+                            debug!(
+                                group = group.0,
+                                from = from.0,
+                                "a replica wants its leader: woken"
+                            );
+                            r.raft.wake();
+                        }
+                    }
+                }
                 _ => match wire::message_from_wire(from, to, m) {
                     Ok(Some(m)) => self.step(group, m),
                     Ok(None) => {}
@@ -1260,6 +1276,42 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                         warn!(group = group.0, from = from.0, error = %e, "bad raft message dropped");
                     }
                 },
+            }
+        }
+    }
+
+    /// Learners (they never campaign) that have heard no leader for an election timeout ask
+    /// the voters of their group to wake a quiesced leader (see `RaftBody::LeaderWanted`).
+    fn want_leaders(&mut self, now: u64, election: u64) {
+        let me = self.cfg.node;
+        let mut asks: Vec<(msg::GroupId, Vec<NodeId>)> = Vec::new();
+        for (g, r) in &self.groups {
+            if r.awaiting_snapshot
+                || r.raft.leader().is_some()
+                || now.saturating_sub(r.last_leader_contact) <= election
+            {
+                continue;
+            }
+            let conf = membership::conf_of(r.range.descriptor());
+            if conf.is_voter(me) {
+                continue; // a voter campaigns, which wakes the group
+            }
+            let voters = conf
+                .voters
+                .iter()
+                .chain(conf.voters_outgoing.iter())
+                .copied()
+                .filter(|&n| n != me)
+                .collect();
+            asks.push((*g, voters));
+        }
+        for (g, voters) in asks {
+            for n in voters {
+                self.batch_for(n).messages.push(msg::RaftMessage {
+                    group: g,
+                    term: msg::Term(0),
+                    body: msg::RaftBody::LeaderWanted,
+                });
             }
         }
     }
@@ -1283,6 +1335,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     fn step(&mut self, group: msg::GroupId, m: Message) {
         self.metrics.raft_messages_in += 1;
         let now = self.ticks;
+        if !self.groups.contains_key(&group)
+            && self.destroyed.contains(&group)
+            && matches!(m.body, MessageBody::RequestVote { .. })
+        {
+            self.tell_destroyed(group, m.from);
+            return;
+        }
         if self.replica_for_message(group).is_none() {
             // Perhaps a range this replica has not applied the split of yet.
             if self.orphans.len() < MAX_ORPHANS {

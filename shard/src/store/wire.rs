@@ -254,7 +254,9 @@ pub fn message_from_wire(
         },
         ArchivedRaftBody::Snapshot(_)
         | ArchivedRaftBody::SnapshotResponse(_)
-        | ArchivedRaftBody::Removed { .. } => return Ok(None),
+        | ArchivedRaftBody::Removed { .. }
+        | ArchivedRaftBody::Destroyed
+        | ArchivedRaftBody::LeaderWanted => return Ok(None),
     };
     Ok(Some(Message {
         from,
