@@ -506,11 +506,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     /// A member says `g` was destroyed (merged away). This replica's copy is needed by
-    /// nobody, except by a local range that ends where `g` starts: that one may still
-    /// receive and apply the merge that absorbs `g`, and the merge needs `g`'s data here
-    /// (destroying it first would make the merge skip it and lose its keys). So the copy
-    /// goes only when no local range ends at `g`'s start; otherwise the merge takes it, or
-    /// a later campaign asks again.
+    /// nobody, except by a local range that may still receive or replay the merge that
+    /// absorbs `g` (one that ends where `g` starts, or one that starts before it with
+    /// entries left to apply): the merge needs `g`'s data here (destroying it first would
+    /// make the merge skip it and lose its keys). So the copy goes only when there is no
+    /// such range; otherwise the merge takes it, or a later campaign asks again.
     pub(super) fn on_destroyed(&mut self, g: msg::GroupId, from: NodeId) {
         let Some(r) = self.groups.get(&g) else {
             return;
@@ -523,7 +523,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .groups
             .values()
             .any(|l| l.group != g && l.range.descriptor().end == start);
-        if neighbour {
+        if neighbour || self.left_neighbour_may_absorb(g) {
             return;
         }
         info!(

@@ -693,21 +693,26 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
     }
 
-    /// Whether a local range (not frozen) that still ends where `d` (of group `g`) starts
-    /// has committed entries left to apply: one may be the merge that absorbs `d` (after a
-    /// restart the range replays from a snapshot older than the merge), and replaying it
-    /// needs `d`'s data; that merge then takes `d`'s files. Destroying `d` first would make
-    /// the replay skip the merge and lose `d`'s keys.
+    /// Whether a local range (not frozen, not the meta range) that starts before `d` (of
+    /// group `g`) has committed entries left to apply: one may be the merge that absorbs
+    /// `d` (after a restart the range replays from a snapshot older than the merge), and
+    /// replaying it needs `d`'s data; that merge then takes `d`'s files. Destroying `d`
+    /// first would make the replay skip the merge and lose `d`'s keys. Not only the range
+    /// that ends at `d`'s start now: the replay may first re-apply a split or another merge
+    /// that moves its end there (a range's start never changes, so only one that starts
+    /// before `d` can ever absorb it).
     fn left_neighbour_may_absorb(&self, g: msg::GroupId) -> bool {
         let Some(d) = self.groups.get(&g).map(|r| r.range.descriptor()) else {
             return false;
         };
         !d.start.is_empty()
             && self.groups.values().any(|l| {
+                let ld = l.range.descriptor();
                 l.group != g
+                    && ld.id != RangeId(1)
                     && !l.awaiting_snapshot
                     && l.range.frozen_at().is_none()
-                    && l.range.descriptor().end == d.start
+                    && ld.start < d.start
                     && l.raft.commit().0 > l.range.applied_index()
             })
     }
@@ -1256,18 +1261,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     self.on_removed(group, from, LogIndex(applied.get().0))
                 }
                 ArchivedRaftBody::Destroyed => self.on_destroyed(group, from),
-                ArchivedRaftBody::LeaderWanted => {
-                    if let Some(r) = self.groups.get_mut(&group) {
-                        if r.raft.is_quiesced() && r.raft.role() == Role::Leader {
-                            debug!(
-                                group = group.0,
-                                from = from.0,
-                                "a replica wants its leader: woken"
-                            );
-                            r.raft.wake();
-                        }
-                    }
-                }
+                ArchivedRaftBody::LeaderWanted => self.on_leader_wanted(group, from),
                 _ => match wire::message_from_wire(from, to, m) {
                     Ok(Some(m)) => self.step(group, m),
                     Ok(None) => {}
@@ -1316,6 +1310,32 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
     }
 
+    /// A replica of `g` on `from` that cannot campaign has heard no leader for a while.
+    fn on_leader_wanted(&mut self, g: msg::GroupId, from: NodeId) {
+        if !self.groups.contains_key(&g) {
+            // A learner of a group merged away (it never campaigns, so no vote request
+            // reaches a member to answer it).
+            if self.destroyed.contains(&g) {
+                self.tell_destroyed(g, from);
+            }
+            return;
+        }
+        // Not a member any more: it missed its removal (as for a vote request).
+        if self.tell_removed(g, from) {
+            return;
+        }
+        if let Some(r) = self.groups.get_mut(&g) {
+            if r.raft.is_quiesced() && r.raft.role() == Role::Leader {
+                debug!(
+                    group = g.0,
+                    from = from.0,
+                    "a replica wants its leader: woken"
+                );
+                r.raft.wake();
+            }
+        }
+    }
+
     /// `peer` talks again after a silence (it restarted, or a partition healed): its
     /// replicas may not know their leaders, and a quiesced leader sends them nothing. A
     /// voter there would campaign and so wake its group, but a learner never campaigns:
@@ -1355,6 +1375,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(r) = self.groups.get_mut(&group) else {
             return;
         };
+        if r.awaiting_snapshot && matches!(m.body, MessageBody::RequestVote { .. }) {
+            // An adopted replica awaiting its first snapshot holds no log and no vote of
+            // its own: granting one would let a candidate with a stale configuration that
+            // still lists this node win (this node may have left the group and be back as
+            // a learner, its old vote deleted with its old copy), two leaders then commit
+            // different entries at the same index. It votes once the snapshot is in: a
+            // move adds it as a learner first, so no quorum waits on it before.
+            return;
+        }
         if r.raft.leader() == Some(m.from) {
             r.last_leader_contact = now;
         }
