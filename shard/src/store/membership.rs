@@ -531,12 +531,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             from = from.0,
             "told by a member that this range was merged away: destroyed"
         );
-        if let Some(r) = self.drop_replica(g) {
-            answer_lost(&mut self.responses, r.proposals.into_iter());
-        }
-        if let Err(e) = self.destroy_files(g) {
-            warn!(group = g.0, error = %e, "files of a destroyed range not removed");
-        }
+        self.destroy_replica(g);
     }
 
     /// A member of `g` says the group's configuration, applied at `applied` there, no longer

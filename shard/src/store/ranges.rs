@@ -1319,13 +1319,20 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 into = g.0,
                 "range merged away while this replica lagged: destroyed"
             );
-            if let Some(r) = self.drop_replica(s) {
-                answer_lost(&mut self.responses, r.proposals.into_iter());
-            }
-            self.destroyed.insert(s);
-            if let Err(e) = self.destroy_files(s) {
-                warn!(group = s.0, error = %e, "files of a destroyed range not removed");
-            }
+            self.destroy_replica(s);
+        }
+    }
+
+    /// Destroys the local replica of a range merged away: pending requests are answered
+    /// lost, the range is buried and its files go (a failure to delete them is logged; the
+    /// burial keeps it from coming back).
+    pub(super) fn destroy_replica(&mut self, g: msg::GroupId) {
+        if let Some(r) = self.drop_replica(g) {
+            answer_lost(&mut self.responses, r.proposals.into_iter());
+        }
+        self.destroyed.insert(g);
+        if let Err(e) = self.destroy_files(g) {
+            warn!(group = g.0, error = %e, "files of a destroyed range not removed");
         }
     }
 }
