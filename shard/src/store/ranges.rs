@@ -1330,7 +1330,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if let Some(r) = self.drop_replica(g) {
             answer_lost(&mut self.responses, r.proposals.into_iter());
         }
-        self.destroyed.insert(g);
+        // `destroy_files` buries it first (`destroyed`), then deletes.
         if let Err(e) = self.destroy_files(g) {
             warn!(group = g.0, error = %e, "files of a destroyed range not removed");
         }
