@@ -218,6 +218,25 @@ fn a_woken_leader_does_not_trust_acknowledgements_from_before_quiescence() {
     }
 }
 
+/// Regression (found by 2000 seeds of the replica-move run): the right range was frozen
+/// for a merge by the node leading both; leadership of the left range moved to a node whose
+/// right replica had not applied the freeze yet, and a move added a learner to the left
+/// range; the merge then resumed and the learner, holding no copy of the right range, could
+/// not absorb it (its store stopped). A merge is now proposed only while both ranges have
+/// the same replicas; a move that takes the left range's replicas away from a frozen right
+/// neighbour's is refused or stops before its voter change, and the left range's leader
+/// realigns its replicas with the frozen neighbour's before proposing the merge. The
+/// learner, removed before it received its removal, asks the voters once its leader stays
+/// silent and is told `Removed`.
+#[test]
+fn a_merge_waits_until_the_left_range_is_back_on_the_frozen_ranges_replicas() {
+    let cfg = NodeSimConfig::moving();
+    let seed = 3_768_445_539_953_835_761;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}
+
 /// Regression (found by this simulator once healing also waited for every replica to know
 /// its leader, as `/ready` does; then by `quasar-bench nemesis` on real processes): a
 /// learner left behind by an unfinished move restarted into a quiesced group and never

@@ -106,10 +106,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             let r = &self.groups[&g];
             let d = r.range.descriptor().clone();
             let conf = conf_of(&d);
+            // A frozen right neighbour allows only changes towards its own replicas.
             let busy = conf.is_joint()
                 || r.range.frozen_at().is_some()
                 || Self::change_in_flight(r)
-                || self.frozen_into(&d);
+                || self.moves_away_from_merge(&d, add, remove);
             (d, conf, busy)
         };
         if d.epoch != expected_epoch {
@@ -286,6 +287,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
             }))
         };
+        if !matches!(stage, ReplicaStage::Voters { .. })
+            && self.moves_away_from_merge(&d, add, remove)
+        {
+            // The right neighbour was frozen for a merge into this range after the change
+            // started (its freeze reached this node late): the merge goes first.
+            return Some(Err(RequestError::ChangeInProgress { range: d.id }));
+        }
         match stage {
             ReplicaStage::Learner { index } => {
                 if r.range.applied_index() < index.0 {

@@ -55,6 +55,9 @@ pub const PAYLOAD_REQUEST: u8 = 0;
 /// A connection of the runtime that is waiting for answers.
 pub type ConnToken = u64;
 
+/// The token of a change the store starts itself (no connection waits for its answer).
+pub(crate) const INTERNAL_TOKEN: ConnToken = u64::MAX;
+
 /// The system key space: keys below `META_END` belong to the meta range.
 pub const META_END: &[u8] = b"\x01";
 
@@ -1280,10 +1283,14 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let me = self.cfg.node;
         let mut asks: Vec<(msg::GroupId, Vec<NodeId>)> = Vec::new();
         for (g, r) in &self.groups {
-            if r.awaiting_snapshot
-                || r.raft.leader().is_some()
-                || now.saturating_sub(r.last_leader_contact) <= election
-            {
+            let silent = now.saturating_sub(r.last_leader_contact);
+            // A known leader that stays silent may have dropped this replica from its group
+            // (a learner removed before it received the removal); a quiesced leader is
+            // silent by design, so only a long silence counts then.
+            let lost = r.raft.leader().is_none()
+                || (!r.raft.is_quiesced() && silent > 2 * election)
+                || silent > 8 * election;
+            if r.awaiting_snapshot || !lost || silent <= election {
                 continue;
             }
             let conf = membership::conf_of(r.range.descriptor());

@@ -21,7 +21,11 @@
 //! from the survivor's log against the merged-away range's own files.
 //!
 //! A range frozen for a merge whose leader changed finishes later: the node that leads it
-//! moves its leadership to the left neighbour's leader, which proposes the merge.
+//! moves its leadership to the left neighbour's leader, which proposes the merge. The merge
+//! is proposed only while both ranges are on the same replicas: a left range whose
+//! replicas changed meanwhile (its leader started a move before it applied the freeze,
+//! which another node committed) is moved back to the frozen range's replicas first
+//! (`align_for_merge`), and moves away from them stop while the right range is frozen.
 
 use super::*;
 
@@ -337,11 +341,35 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
 
     /// Whether a local range right after `d` is frozen for a merge into it.
     pub(super) fn frozen_into(&self, d: &RangeDescriptor) -> bool {
-        !d.end.is_empty()
-            && self
-                .groups
-                .values()
-                .any(|r| r.range.frozen_at().is_some() && r.range.descriptor().start == d.end)
+        self.frozen_right(d).is_some()
+    }
+
+    /// The descriptor of the local range right after `d` that is frozen for a merge into it.
+    pub(super) fn frozen_right(&self, d: &RangeDescriptor) -> Option<&RangeDescriptor> {
+        if d.end.is_empty() {
+            return None;
+        }
+        self.groups
+            .values()
+            .find(|r| r.range.frozen_at().is_some() && r.range.descriptor().start == d.end)
+            .map(|r| r.range.descriptor())
+    }
+
+    /// Whether a replica change of `d` (`add` joining as a voter, `remove` leaving) takes
+    /// `d`'s replicas away from those of a frozen right neighbour waiting to merge into it.
+    /// The merge needs both on the same replicas (a replica of `d` without one of the
+    /// neighbour could not absorb it), and the neighbour's cannot change while it is frozen.
+    pub(super) fn moves_away_from_merge(
+        &self,
+        d: &RangeDescriptor,
+        add: Option<NodeId>,
+        remove: Option<NodeId>,
+    ) -> bool {
+        let Some(rd) = self.frozen_right(d) else {
+            return false;
+        };
+        let rc = membership::conf_of(rd);
+        add.is_some_and(|t| !rc.is_voter(t)) || remove.is_some_and(|f| rc.contains(f))
     }
 
     /// The local replica right after `left`, if any.
@@ -384,11 +412,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             })?;
         let r = &self.groups[&rg];
         let rd = r.range.descriptor();
-        let mut a = ld.replicas.clone();
-        let mut b = rd.replicas.clone();
-        a.sort_by_key(|x| x.node);
-        b.sort_by_key(|x| x.node);
-        if a != b {
+        if !same_replicas(ld, rd) {
             return Err(RequestError::Refused {
                 reason: format!(
                     "ranges {} and {} are on different replicas: move replicas until they match",
@@ -486,6 +510,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             return None;
         }
         let rd = r.range.descriptor().clone();
+        if !same_replicas(self.groups.get(&lg)?.range.descriptor(), &rd) {
+            // The left range's replicas changed after the freeze (its leader had not yet
+            // applied it): `align_for_merge` brings them back first.
+            return None;
+        }
         let l = self.groups.get_mut(&lg)?;
         if l.raft.role() != Role::Leader {
             return Some(Err(RequestError::NotLeader {
@@ -921,6 +950,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// Answers waiting admin request `i` (removed from the list; the last one takes its place).
     fn answer_admin(&mut self, i: usize, result: Result<AdminReply, RequestError>) {
         let p = self.pending_admin.swap_remove(i);
+        if p.token == INTERNAL_TOKEN {
+            debug!(result = ?result, "internal change finished");
+            return;
+        }
         self.admin_responses.push((
             p.token,
             AdminResponse {
@@ -1040,13 +1073,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             };
             let l = &self.groups[&lg];
             if l.raft.role() == Role::Leader {
-                if let Some(Ok((index, _))) = self.propose_merge(lg, rg, f) {
-                    info!(
+                match self.propose_merge(lg, rg, f) {
+                    Some(Ok((index, _))) => info!(
                         left = lg.0,
                         right = rg.0,
                         index = index.0,
                         "merge of a frozen range resumed"
-                    );
+                    ),
+                    Some(Err(_)) => {}
+                    None => self.align_for_merge(lg, rg),
                 }
             } else if let Some(leader) = l.raft.leader() {
                 if let Some(r) = self.groups.get_mut(&rg) {
@@ -1055,6 +1090,58 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     }
                 }
             }
+        }
+    }
+
+    /// Starts a replica change of `lg` (led here) towards the replicas of its frozen right
+    /// neighbour `rg` when they differ: a change of `lg` that started before this node
+    /// applied the freeze (the freeze was committed by another leader) added or removed a
+    /// replica since. One step at a time, through the same stages as an operator's move.
+    fn align_for_merge(&mut self, lg: msg::GroupId, rg: msg::GroupId) {
+        let (Some(l), Some(r)) = (self.groups.get(&lg), self.groups.get(&rg)) else {
+            return;
+        };
+        let (ld, rd) = (l.range.descriptor(), r.range.descriptor());
+        let (lc, rc) = (membership::conf_of(ld), membership::conf_of(rd));
+        if same_replicas(ld, rd)
+            || lc.is_joint()
+            || Self::change_in_flight(l)
+            || self
+                .pending_admin
+                .iter()
+                .any(|p| matches!(p.wait, AdminWait::Replicas { group, .. } if group == lg))
+        {
+            return;
+        }
+        let remove = lc.members().into_iter().find(|&n| !rc.contains(n));
+        let add = rc.voters.iter().copied().find(|&n| !lc.is_voter(n));
+        if add.is_none() && remove.is_none() {
+            // Only a learner of the frozen range missing here, or roles that differ: no
+            // move produces those; an operator resolves it.
+            warn!(
+                left = ld.id.0,
+                right = rd.id.0,
+                "a frozen range waits for its left neighbour's replicas, which no move aligns"
+            );
+            return;
+        }
+        let (id, epoch) = (ld.id, ld.epoch);
+        match self.start_replica_change(lg, epoch, add, remove) {
+            Ok(wait) => {
+                info!(
+                    range = id.0,
+                    add = add.map_or(0, |n| n.0),
+                    remove = remove.map_or(0, |n| n.0),
+                    "replicas realigned with a frozen neighbour before its merge"
+                );
+                self.pending_admin.push(PendingAdmin {
+                    token: INTERNAL_TOKEN,
+                    request_id: RequestId(0),
+                    at_tick: self.ticks,
+                    wait,
+                });
+            }
+            Err(e) => debug!(range = id.0, error = ?e, "replica realignment not started yet"),
         }
     }
 
@@ -1335,4 +1422,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             warn!(group = g.0, error = %e, "files of a destroyed range not removed");
         }
     }
+}
+
+/// Whether two ranges have the same replicas in the same roles.
+fn same_replicas(a: &RangeDescriptor, b: &RangeDescriptor) -> bool {
+    let mut x = a.replicas.clone();
+    let mut y = b.replicas.clone();
+    x.sort_by_key(|r| r.node);
+    y.sort_by_key(|r| r.node);
+    x == y
 }

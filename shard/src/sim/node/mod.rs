@@ -282,7 +282,7 @@ struct Node {
 }
 
 /// The connection token of the simulated operator's admin requests.
-const OPERATOR_TOKEN: u64 = u64::MAX;
+const OPERATOR_TOKEN: u64 = u64::MAX - 1; // u64::MAX is the store's own (`INTERNAL_TOKEN`)
 
 /// A request or response between a client and a node.
 enum ClientMsg {
