@@ -11,7 +11,11 @@
 
 use std::collections::VecDeque;
 
-use quasar_rpc::message::{KeyValue, RangeDescriptor, Reply, RequestError, Sequence, SessionId};
+use quasar_rpc::message::{
+    ArchivedKeyValue, KeyValue, KeyVersion, RangeDescriptor, Reply, RequestError, Sequence,
+    SessionId,
+};
+use rkyv::with::Inline;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::{RangeLimits, RangeState, Sessions, Versioned, DEFAULT_MAX_SESSIONS};
@@ -33,6 +37,52 @@ struct RangeImage {
     session_evictions: u64,
     /// The freeze index of a range frozen for a merge.
     frozen_at: Option<u64>,
+}
+
+/// [`RangeImage`] borrowing the keys and values of the live state: field for field the same
+/// archived layout (so the same bytes, which the tests check), without cloning a million
+/// small vectors first.
+#[derive(Archive, Serialize)]
+struct RangeImageRef<'a> {
+    #[rkyv(with = Inline)]
+    descriptor: &'a RangeDescriptor,
+    applied_index: u64,
+    version_offset: u64,
+    entries: Vec<KeyValueRef<'a>>,
+    sessions: Vec<SessionImage>,
+    session_evictions: u64,
+    frozen_at: Option<u64>,
+}
+
+/// One entry of [`RangeImageRef`], laid out as an archived `KeyValue`.
+#[derive(Archive, Serialize)]
+struct KeyValueRef<'a> {
+    #[rkyv(with = Inline)]
+    key: &'a Vec<u8>,
+    #[rkyv(with = Inline)]
+    value: &'a Vec<u8>,
+    version: KeyVersion,
+}
+
+/// A writer that appends to a `Vec` already holding `base` bytes, counting positions from
+/// there: the archive is laid out as if the body started its own buffer (as the reader sees
+/// it), but it is written once, in place, after the header.
+struct Appender<'a> {
+    out: &'a mut Vec<u8>,
+    base: usize,
+}
+
+impl rkyv::ser::Positional for Appender<'_> {
+    fn pos(&self) -> usize {
+        self.out.len() - self.base
+    }
+}
+
+impl<E> rkyv::ser::Writer<E> for Appender<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -65,16 +115,35 @@ pub enum SnapshotError {
 impl RangeState {
     /// Encodes the whole applied state.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let image = RangeImage {
-            descriptor: self.descriptor.clone(),
+        let mut out = Vec::with_capacity(self.snapshot_size_hint());
+        let crc = self.encode_snapshot_into(&mut out);
+        debug_assert_eq!(crc, crc32c::crc32c(&out));
+        out
+    }
+
+    /// About how many bytes [`RangeState::encode_snapshot`] makes (a buffer's capacity).
+    pub fn snapshot_size_hint(&self) -> usize {
+        // Per entry: the archived `KeyValue` (two vectors' pointers and lengths, a version)
+        // and the bytes of its key and value; the sessions are small.
+        let entries = self.data.len() * (std::mem::size_of::<ArchivedKeyValue>() + 8);
+        HEADER_LEN + self.bytes as usize + entries + (64 << 10)
+    }
+
+    /// Appends the snapshot bytes of [`RangeState::encode_snapshot`] to `out`, serializing
+    /// the archive in place (no copy of the keys and values but into `out`); returns the
+    /// CRC32C of the appended bytes (so a caller checksumming a larger whole can combine it
+    /// instead of reading them again).
+    pub fn encode_snapshot_into(&self, out: &mut Vec<u8>) -> u32 {
+        let image = RangeImageRef {
+            descriptor: &self.descriptor,
             applied_index: self.applied_index,
             version_offset: self.version_offset,
             entries: self
                 .data
                 .iter()
-                .map(|(k, v)| KeyValue {
-                    key: k.clone(),
-                    value: v.value.clone(),
+                .map(|(key, v)| KeyValueRef {
+                    key,
+                    value: &v.value,
                     version: v.version,
                 })
                 .collect(),
@@ -93,25 +162,29 @@ impl RangeState {
             session_evictions: self.sessions.evictions(),
             frozen_at: self.frozen_at,
         };
-        let body = match rkyv::to_bytes::<rkyv::rancor::Error>(&image) {
-            Ok(body) => body,
+        let start = out.len();
+        out.extend_from_slice(&[0u8; HEADER_LEN]);
+        let base = out.len();
+        if let Err(e) =
+            rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&image, Appender { out, base })
+        {
             // Serializing plain owned data into memory cannot fail short of allocation
             // failure, which aborts anyway.
-            Err(e) => panic!(
+            panic!(
                 "range {}: snapshot serialization failed: {e}",
                 self.descriptor.id
-            ),
-        };
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        let header_crc = crc32c::crc32c(&out[..20]);
-        out.extend_from_slice(&header_crc.to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+            );
+        }
+        let body_len = out.len() - base;
+        let body_crc = crc32c::crc32c(&out[base..]);
+        let header = &mut out[start..base];
+        header[..4].copy_from_slice(&MAGIC);
+        header[4..6].copy_from_slice(&VERSION.to_le_bytes());
+        header[8..16].copy_from_slice(&(body_len as u64).to_le_bytes());
+        header[16..20].copy_from_slice(&body_crc.to_le_bytes());
+        let header_crc = crc32c::crc32c(&header[..20]);
+        header[20..24].copy_from_slice(&header_crc.to_le_bytes());
+        crc32c::crc32c_combine(crc32c::crc32c(header), body_crc, body_len)
     }
 
     /// Decodes a snapshot made by [`RangeState::encode_snapshot`], verifying everything
@@ -178,15 +251,14 @@ impl RangeState {
                 });
             }
             state.bytes += (kv.key.len() + kv.value.len()) as u64;
-            state.data.insert(
-                kv.key,
-                Versioned {
-                    value: kv.value,
-                    version: kv.version,
-                },
-            );
+            let v = Versioned::new(&kv.key, kv.value, kv.version);
+            state.content_hash = state.content_hash.wrapping_add(v.hash);
+            if state.data.insert(kv.key, v).is_some() {
+                return Err(SnapshotError::Invalid {
+                    reason: "a key appears twice".into(),
+                });
+            }
         }
-        state.rehash();
         Ok(state)
     }
 }
@@ -242,6 +314,64 @@ mod tests {
         let restored = RangeState::decode_snapshot(&bytes, RangeLimits::default()).unwrap();
         assert_eq!(restored, state);
         assert_eq!(restored.state_hash(), state.state_hash());
+    }
+
+    /// What `encode_snapshot` wrote before it borrowed the keys and values: the owned image.
+    fn owned_body(state: &RangeState) -> Vec<u8> {
+        let image = RangeImage {
+            descriptor: state.descriptor.clone(),
+            applied_index: state.applied_index,
+            version_offset: state.version_offset,
+            entries: state
+                .data
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: k.clone(),
+                    value: v.value.clone(),
+                    version: v.version,
+                })
+                .collect(),
+            sessions: state
+                .sessions
+                .iter()
+                .map(
+                    |(session, last_index, forgotten_through, outcomes)| SessionImage {
+                        session,
+                        last_index,
+                        forgotten_through,
+                        outcomes: outcomes.iter().cloned().collect(),
+                    },
+                )
+                .collect(),
+            session_evictions: state.sessions.evictions(),
+            frozen_at: state.frozen_at,
+        };
+        rkyv::to_bytes::<rkyv::rancor::Error>(&image)
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn the_borrowed_image_archives_to_the_owned_images_bytes() {
+        assert_eq!(
+            std::mem::size_of::<ArchivedKeyValueRef<'static>>(),
+            std::mem::size_of::<ArchivedKeyValue>()
+        );
+        assert_eq!(
+            std::mem::size_of::<ArchivedRangeImageRef<'static>>(),
+            std::mem::size_of::<ArchivedRangeImage>()
+        );
+        let mut frozen = state_with_data();
+        frozen.freeze(60);
+        let empty = RangeState::new(frozen.descriptor.clone(), RangeLimits::default());
+        for state in [state_with_data(), frozen, empty] {
+            let mut out = b"prefix".to_vec();
+            let crc = state.encode_snapshot_into(&mut out);
+            assert_eq!(&out[6 + HEADER_LEN..], owned_body(&state).as_slice());
+            assert_eq!(crc, crc32c::crc32c(&out[6..]));
+            let restored = RangeState::decode_snapshot(&out[6..], RangeLimits::default()).unwrap();
+            assert_eq!(restored, state);
+        }
     }
 
     #[test]

@@ -486,6 +486,16 @@ proptest! {
             prop_assert_eq!(got, want, "key {}", k);
         }
         prop_assert_eq!(a.state_hash(), b.state_hash());
+        // The sums kept up to date by every write, split and merge are the ones a full
+        // recount finds.
+        prop_assert_eq!((a.content_hash, a.bytes), a.recomputed_sums());
+        let whole = (a.content_hash, a.bytes);
+        let mut right = a.split_off(9_000, descriptor(b"", b"\x05"), descriptor(b"\x05", b""));
+        prop_assert_eq!((a.content_hash, a.bytes), a.recomputed_sums());
+        prop_assert_eq!((right.content_hash, right.bytes), right.recomputed_sums());
+        right.freeze(9_001);
+        a.absorb(9_002, right, descriptor(b"", b""));
+        prop_assert_eq!((a.content_hash, a.bytes), whole);
         let last = encode(&request(1, 10_000, put(&[0], b"new")));
         b.apply(10_000, archived(&last)).unwrap();
         prop_assert_ne!(a.state_hash(), b.state_hash());

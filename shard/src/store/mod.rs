@@ -703,7 +703,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// first would make the replay skip the merge and lose `d`'s keys. Not only the range
     /// that ends at `d`'s start now: the replay may first re-apply a split or another merge
     /// that moves its end there (a range's start never changes, so only one that starts
-    /// before `d` can ever absorb it).
+    /// before `d` can ever absorb it). A replica adopted here and still awaiting its first
+    /// snapshot counts too: its range is not known yet, and the snapshot it installs may
+    /// end where `d` starts, older than a merge it will then apply from its log.
     fn left_neighbour_may_absorb(&self, g: msg::GroupId) -> bool {
         let Some(d) = self.groups.get(&g).map(|r| r.range.descriptor()) else {
             return false;
@@ -712,11 +714,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             && self.groups.values().any(|l| {
                 let ld = l.range.descriptor();
                 l.group != g
-                    && ld.id != RangeId(1)
-                    && !l.awaiting_snapshot
-                    && l.range.frozen_at().is_none()
-                    && ld.start < d.start
-                    && l.raft.commit().0 > l.range.applied_index()
+                    && (l.awaiting_snapshot
+                        || (ld.id != RangeId(1)
+                            && l.range.frozen_at().is_none()
+                            && ld.start < d.start
+                            && l.raft.commit().0 > l.range.applied_index()))
             })
     }
 
@@ -2222,12 +2224,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(r) = self.groups.get(&g) else {
             return Ok(0);
         };
-        let file = SnapshotFile {
-            group: g,
-            meta,
-            range_bytes: r.range.encode_snapshot(),
-        }
-        .encode();
+        let range = &r.range;
+        let file = SnapshotFile::encode_with(g, &meta, range.snapshot_size_hint(), |out| {
+            range.encode_snapshot_into(out)
+        });
         self.snaps
             .save(g, &file)
             .map_err(|e| StoreError::Snapshot {
