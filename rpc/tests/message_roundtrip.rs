@@ -157,7 +157,10 @@ fn raft_body() -> BoxedStrategy<RaftBody> {
         any::<u64>().prop_map(|context| RaftBody::ReadIndexResponse(
             ReadIndexResponse::NotLeader { context }
         )),
-        Just(RaftBody::Destroyed),
+        (any::<u64>(), any::<u64>()).prop_map(|(g, i)| RaftBody::Destroyed {
+            survivor: GroupId(g),
+            index: LogIndex(i)
+        }),
         Just(RaftBody::LeaderWanted),
         any::<u64>().prop_map(|i| RaftBody::Removed {
             applied: LogIndex(i)

@@ -101,7 +101,13 @@ pub enum RaftBody {
     /// Member → a replica that campaigns in a group the sender destroyed: the group was
     /// merged away (its range absorbed by its left neighbour) and exists nowhere any more.
     /// The replica may delete its copy unless a local range may still absorb it.
-    Destroyed,
+    Destroyed {
+        /// The group that absorbed it (0: the sender no longer knows, after a restart).
+        survivor: GroupId,
+        /// The index of the merge entry in the survivor's log (0 when unknown): a local
+        /// replica of the survivor that applied less will still absorb the copy.
+        index: LogIndex,
+    },
     /// A replica that cannot campaign (a learner) and has heard no leader for an election
     /// timeout → the voters of its configuration: a quiesced leader wakes up, and its
     /// heartbeats then tell the replica who leads (a restarted learner of a quiet group

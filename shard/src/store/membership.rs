@@ -501,10 +501,18 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// this, a replica that missed both its removal and the merge (partitioned or down
     /// meanwhile) would campaign forever: no member holds `g` to tell it `Removed`.
     pub(super) fn tell_destroyed(&mut self, g: msg::GroupId, from: NodeId) {
+        let (survivor, index) = self
+            .merged_into
+            .get(&g)
+            .copied()
+            .unwrap_or((msg::GroupId(0), LogIndex(0)));
         self.batch_for(from).messages.push(msg::RaftMessage {
             group: g,
             term: msg::Term(0),
-            body: msg::RaftBody::Destroyed,
+            body: msg::RaftBody::Destroyed {
+                survivor,
+                index: msg::LogIndex(index.0),
+            },
         });
         debug!(
             group = g.0,
@@ -519,12 +527,29 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// entries left to apply): the merge needs `g`'s data here (destroying it first would
     /// make the merge skip it and lose its keys). So the copy goes only when there is no
     /// such range; otherwise the merge takes it, or a later campaign asks again.
-    pub(super) fn on_destroyed(&mut self, g: msg::GroupId, from: NodeId) {
+    pub(super) fn on_destroyed(
+        &mut self,
+        g: msg::GroupId,
+        from: NodeId,
+        merge: Option<(msg::GroupId, LogIndex)>,
+    ) {
         let Some(r) = self.groups.get(&g) else {
             return;
         };
         if r.awaiting_snapshot || r.raft.role() == Role::Leader {
             return;
+        }
+        if let Some((survivor, index)) = merge {
+            // The survivor's replica here has not applied the merge yet (it may not even
+            // know of it: its leader's entries are still on their way): it will absorb
+            // this copy then.
+            if self
+                .groups
+                .get(&survivor)
+                .is_some_and(|s| s.awaiting_snapshot || s.range.applied_index() < index.0)
+            {
+                return;
+            }
         }
         let start = r.range.descriptor().start.clone();
         let neighbour = self

@@ -495,6 +495,9 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     /// Groups destroyed here (merged away) since the store opened: messages for them are
     /// not taken for a new range's.
     destroyed: std::collections::BTreeSet<msg::GroupId>,
+    /// Groups merged away here since the start: the survivor and the merge's index in its
+    /// log (told to a zombie replica with `Destroyed`).
+    merged_into: HashMap<msg::GroupId, (msg::GroupId, LogIndex)>,
     /// Ranges a newer local range supersedes but a local left neighbour may still absorb
     /// (see `left_neighbour_may_absorb`): destroyed by a later sweep once it cannot.
     kept_superseded: Vec<msg::GroupId>,
@@ -557,6 +560,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             forced_snapshots: Vec::new(),
             last_allocated: 0,
             destroyed: std::collections::BTreeSet::new(),
+            merged_into: HashMap::new(),
             kept_superseded: Vec::new(),
             leaving: Vec::new(),
             removed: BTreeMap::new(),
@@ -1265,7 +1269,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 ArchivedRaftBody::Removed { applied } => {
                     self.on_removed(group, from, LogIndex(applied.get().0))
                 }
-                ArchivedRaftBody::Destroyed => self.on_destroyed(group, from),
+                ArchivedRaftBody::Destroyed { survivor, index } => self.on_destroyed(
+                    group,
+                    from,
+                    Some((survivor.get(), LogIndex(index.get().0))).filter(|(s, _)| s.0 != 0),
+                ),
                 ArchivedRaftBody::LeaderWanted => self.on_leader_wanted(group, from),
                 _ => match wire::message_from_wire(from, to, m) {
                     Ok(Some(m)) => self.step(group, m),

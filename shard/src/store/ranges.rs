@@ -846,6 +846,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             return Ok(Err(RequestError::UnknownRange { range: right_id }));
         };
         self.destroyed.insert(rg);
+        self.merged_into.insert(rg, (lg, e.index));
         let merged = RangeDescriptor {
             end: rd.end.clone(),
             epoch: msg::RangeEpoch(ld.epoch.0.max(rd.epoch.0) + 1),

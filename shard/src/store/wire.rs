@@ -255,7 +255,7 @@ pub fn message_from_wire(
         ArchivedRaftBody::Snapshot(_)
         | ArchivedRaftBody::SnapshotResponse(_)
         | ArchivedRaftBody::Removed { .. }
-        | ArchivedRaftBody::Destroyed
+        | ArchivedRaftBody::Destroyed { .. }
         | ArchivedRaftBody::LeaderWanted => return Ok(None),
     };
     Ok(Some(Message {
