@@ -121,6 +121,21 @@ impl RangeState {
         out
     }
 
+    /// The exactly-once sessions as the snapshot holds them.
+    fn session_images(&self) -> Vec<SessionImage> {
+        self.sessions
+            .iter()
+            .map(
+                |(session, last_index, forgotten_through, outcomes)| SessionImage {
+                    session,
+                    last_index,
+                    forgotten_through,
+                    outcomes: outcomes.iter().cloned().collect(),
+                },
+            )
+            .collect()
+    }
+
     /// About how many bytes [`RangeState::encode_snapshot`] makes (a buffer's capacity).
     pub fn snapshot_size_hint(&self) -> usize {
         // Per entry: the archived `KeyValue` (two vectors' pointers and lengths, a version)
@@ -147,18 +162,7 @@ impl RangeState {
                     version: v.version,
                 })
                 .collect(),
-            sessions: self
-                .sessions
-                .iter()
-                .map(
-                    |(session, last_index, forgotten_through, outcomes)| SessionImage {
-                        session,
-                        last_index,
-                        forgotten_through,
-                        outcomes: outcomes.iter().cloned().collect(),
-                    },
-                )
-                .collect(),
+            sessions: self.session_images(),
             session_evictions: self.sessions.evictions(),
             frozen_at: self.frozen_at,
         };
@@ -331,18 +335,7 @@ mod tests {
                     version: v.version,
                 })
                 .collect(),
-            sessions: state
-                .sessions
-                .iter()
-                .map(
-                    |(session, last_index, forgotten_through, outcomes)| SessionImage {
-                        session,
-                        last_index,
-                        forgotten_through,
-                        outcomes: outcomes.iter().cloned().collect(),
-                    },
-                )
-                .collect(),
+            sessions: state.session_images(),
             session_evictions: state.sessions.evictions(),
             frozen_at: state.frozen_at,
         };
