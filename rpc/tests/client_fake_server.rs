@@ -243,31 +243,6 @@ fn blocking_client_follows_the_not_leader_hint_and_remembers_it() {
     assert_eq!(n2.seen().len(), 2);
 }
 
-/// A key no cached descriptor covers (a range just split off, say) goes round the seed
-/// nodes with no route; a follower's `NotLeader` names the leader but no descriptor, and
-/// the next attempt goes to that leader, not to the next seed node.
-#[test]
-fn a_not_leader_hint_is_followed_without_a_cached_descriptor() {
-    let hint = |_: &ClientRequest| {
-        Err(RequestError::NotLeader {
-            range: RangeId(9),
-            leader_hint: Some(NodeId(3)),
-        })
-    };
-    let n1 = FakeServer::start(serve_forever(hint));
-    let n2 = FakeServer::start(serve_forever(hint));
-    let n3 = FakeServer::start(serve_forever(|_| written(5)));
-    let mut client = BlockingClient::new(config(&[(1, &n1), (2, &n2), (3, &n3)]));
-    assert_eq!(client.put(b"key", b"v").expect("put"), KeyVersion(5));
-    assert_eq!(n1.seen().len(), 1, "the first seed node");
-    assert_eq!(
-        n2.seen().len(),
-        0,
-        "not the next seed node: the hinted leader"
-    );
-    assert_eq!(n3.seen().len(), 1);
-}
-
 #[test]
 fn range_moved_and_key_not_in_range_update_the_cache() {
     // The seed node knows only that range 5 (epoch 3) lives on node 2.

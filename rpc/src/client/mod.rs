@@ -222,10 +222,6 @@ pub struct Call {
     /// The leader that refused the last attempt because its disk is full: the retry (after
     /// a backoff) goes back to it, not to replicas that would only redirect.
     refused_by: Option<Target>,
-    /// The leader named by the last `NotLeader` answer, for a key no cached descriptor
-    /// covers yet (`NotLeader` names a range but carries no descriptor): the next attempt
-    /// goes there rather than round the seed nodes.
-    hinted: Option<NodeId>,
 }
 
 /// Redirects followed at once, in a row, before the call backs off between them.
@@ -251,7 +247,6 @@ impl Call {
             last: String::new(),
             redirects: 0,
             refused_by: None,
-            hinted: None,
             backoff: Backoff::new(
                 config.backoff_min,
                 config.backoff_max,
@@ -298,10 +293,7 @@ impl Call {
                 });
             }
         }
-        let (node, base) = self
-            .hinted
-            .and_then(|h| Some((h, addr_of(h)?)))
-            .unwrap_or(config.nodes[attempt % config.nodes.len()]);
+        let (node, base) = config.nodes[attempt % config.nodes.len()];
         Ok(Target {
             node,
             shard: ShardId(0),
@@ -319,7 +311,6 @@ impl Call {
     ) -> Next {
         self.attempts += 1;
         self.refused_by = None;
-        self.hinted = None;
         let delay = match answer {
             Ok(Ok(reply)) => return Next::Done(Ok(reply)),
             Ok(Err(e)) => {
@@ -327,7 +318,6 @@ impl Call {
                 let delay = match &e {
                     RequestError::NotLeader { range, leader_hint } => {
                         cache.set_leader(*range, *leader_hint);
-                        self.hinted = leader_hint.filter(|l| *l != target.node);
                         match leader_hint {
                             Some(l) if *l != target.node && redirected => {
                                 self.redirects += 1;
