@@ -218,6 +218,24 @@ fn a_woken_leader_does_not_trust_acknowledgements_from_before_quiescence() {
     }
 }
 
+/// Regression (found with the forced snapshot delay widened to 300 ticks, which keeps split
+/// children in their parent's log longer): a leader that had started sending a snapshot
+/// lost its leadership, and its store kept sending the remaining chunks stamped with its
+/// new term; the new leader of that term took them for a second leader's and its Raft core
+/// stopped ("two leaders in term"). A transfer now carries the term it started in and stops
+/// once its sender no longer leads in that term.
+#[test]
+fn a_snapshot_transfer_stops_when_its_sender_loses_leadership() {
+    let cfg = NodeSimConfig {
+        forced_snapshot_delay_ticks: 300,
+        ..NodeSimConfig::reshaping()
+    };
+    let seed = 7_317_789_177_937_852_253;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}
+
 /// Regression (found by 2000 seeds of the replica-move run): the right range was frozen
 /// for a merge by the node leading both; leadership of the left range moved to a node whose
 /// right replica had not applied the freeze yet, and a move added a learner to the left

@@ -200,6 +200,10 @@ pub struct StoreConfig {
     /// ... or once it applied this many writes per second over the last
     /// [`LOAD_WINDOW_TICKS`] ticks; 0: never.
     pub split_after_writes_per_sec: u64,
+    /// Ticks a split child or merge survivor waits before writing its forced snapshot file
+    /// (so the new range elects first, off the split's latency). 20; the simulator widens
+    /// it to explore the window in which a child lives only in its parent's log.
+    pub forced_snapshot_delay_ticks: u64,
 }
 
 /// The window over which a range's write rate is measured for load-based splits.
@@ -223,6 +227,7 @@ impl StoreConfig {
             split_after_bytes: 64 << 20,
             split_after_keys: 0,
             split_after_writes_per_sec: 0,
+            forced_snapshot_delay_ticks: 20,
         }
     }
 
@@ -320,6 +325,9 @@ struct Incoming {
 /// A snapshot being sent in chunks.
 struct Outgoing {
     to: NodeId,
+    /// The leader's term when the transfer started: every chunk carries it, and the
+    /// transfer stops when this node no longer leads in it.
+    term: Term,
     last: LogId,
     file: Arc<Vec<u8>>,
     offset: usize,
@@ -1585,6 +1593,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         r.outgoing.retain(|o| o.to != to);
         r.outgoing.push(Outgoing {
             to,
+            term: r.raft.term(),
             last: meta.last,
             file: Arc::new(file),
             offset: 0,
@@ -1603,7 +1612,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             let Some(r) = self.groups.get_mut(g) else {
                 continue;
             };
-            let term = msg::Term(r.raft.term().0);
+            // A transfer started by this node as leader of an older term stops: stamped with
+            // the current term, its chunks would reach the new leader as a second leader's.
+            let (leads, now) = (r.raft.role() == Role::Leader, r.raft.term());
+            r.outgoing.retain(|o| leads && o.term == now);
+            let term = msg::Term(now.0);
             for o in &mut r.outgoing {
                 if o.offset >= o.file.len() && !o.file.is_empty() {
                     continue;

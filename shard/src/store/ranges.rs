@@ -36,10 +36,6 @@ pub(super) const LAG_TOLERANCE: u64 = 1000;
 /// Ticks between two looks for frozen ranges whose merge must be finished.
 const FROZEN_CHECK_TICKS: u64 = 32;
 
-/// Ticks a split child or merge survivor waits before writing its forced snapshot (so the
-/// new range elects first, off the split's latency).
-const FORCED_SNAPSHOT_DELAY_TICKS: u64 = 20;
-
 /// What applying a range command did.
 pub(super) enum Applied {
     Split {
@@ -725,8 +721,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             c.parent = Some(g);
             c.last_activity = self.ticks;
         }
-        self.forced_snapshots
-            .push((right.group, self.ticks + FORCED_SNAPSHOT_DELAY_TICKS));
+        self.forced_snapshots.push((
+            right.group,
+            self.ticks + self.cfg.forced_snapshot_delay_ticks,
+        ));
         if leads {
             self.campaign(right.group);
         }
@@ -871,7 +869,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             l.absorbed.push(rg);
         }
         self.forced_snapshots
-            .push((lg, self.ticks + FORCED_SNAPSHOT_DELAY_TICKS));
+            .push((lg, self.ticks + self.cfg.forced_snapshot_delay_ticks));
         {
             let mut dir = self.dir.write().unwrap_or_else(|e| e.into_inner());
             dir.remove(rd.id);

@@ -99,6 +99,8 @@ pub struct NodeSimConfig {
     pub snapshot_chunk_bytes: usize,
     /// WAL segment size: small, so that runs roll segments and collect garbage.
     pub wal_segment_bytes: usize,
+    /// The stores' `forced_snapshot_delay_ticks`.
+    pub forced_snapshot_delay_ticks: u64,
     /// Call `Wal::collect_garbage` every this many steps (0: never).
     pub gc_every: u64,
     /// Client attempt timeout, in steps.
@@ -137,6 +139,7 @@ impl NodeSimConfig {
             mid_turn_crash_rate: 0.002,
             wal_segment_bytes: 8 << 10,
             snapshot_chunk_bytes: 1024,
+            forced_snapshot_delay_ticks: 20,
             gc_every: 16,
             client_timeout: 150,
             range_op_rate: 0.0,
@@ -334,12 +337,13 @@ fn wal_config(segment_bytes: usize) -> WalConfig {
     }
 }
 
-fn store_config(node: u64, snapshot_chunk_bytes: usize) -> StoreConfig {
+fn store_config(node: u64, sim: &NodeSimConfig) -> StoreConfig {
     let mut c = StoreConfig::new(NodeId(node), msg::ShardId(0), 1);
+    c.forced_snapshot_delay_ticks = sim.forced_snapshot_delay_ticks;
     c.election_ticks = 10;
     c.heartbeat_ticks = 2;
     c.snapshot_after_entries = 50;
-    c.snapshot_chunk_bytes = snapshot_chunk_bytes;
+    c.snapshot_chunk_bytes = sim.snapshot_chunk_bytes;
     c.request_timeout_ticks = 60;
     c
 }
@@ -443,7 +447,7 @@ impl Sim {
         let wal = Wal::open(disk, wal_config(self.cfg.wal_segment_bytes))
             .map_err(|e| format!("node {id}: WAL does not reopen: {e}"))?;
         Store::open(
-            store_config(id, self.cfg.snapshot_chunk_bytes),
+            store_config(id, &self.cfg),
             wal,
             snaps,
             dir,
