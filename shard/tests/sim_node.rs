@@ -218,6 +218,22 @@ fn a_woken_leader_does_not_trust_acknowledgements_from_before_quiescence() {
     }
 }
 
+/// Regression (found once snapshot files were written in the background, which moved the
+/// schedule): a replica adopted for a split's right range before the split applied took its
+/// leader's snapshot (past the split) in the same turn its parent applied the split; the
+/// split replaced it with a fresh replica at the split index, the core's acknowledgement of
+/// the snapshot told the leader the node held entries it no longer had, and the leader
+/// ignored every rejection below that forever. An adopted replica that already received a
+/// snapshot is kept.
+#[test]
+fn a_split_keeps_an_adopted_right_range_that_already_took_a_snapshot() {
+    let cfg = NodeSimConfig::reshaping();
+    let seed = 6_121_230_822_780_967_395;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}
+
 /// Regression (found with the forced snapshot delay widened to 300 ticks, which keeps split
 /// children in their parent's log longer): a leader that had started sending a snapshot
 /// lost its leadership, and its store kept sending the remaining chunks stamped with its
@@ -324,6 +340,25 @@ fn an_empty_replica_awaiting_its_snapshot_does_not_vote() {
 fn a_merge_replayed_after_a_restart_still_finds_the_absorbed_range() {
     let cfg = NodeSimConfig::reshaping();
     for seed in [5_312_390_070_161_643_562, 6_784_042_152_497_509_549] {
+        if let Err(f) = run(seed, &cfg) {
+            panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+        }
+    }
+}
+
+/// Regression (found with the forced snapshot delay widened to 300 ticks): a range that had
+/// absorbed its neighbour, but not yet written the file that covers the merge, sent its
+/// older file to a replica that had never held the absorbed range (it missed the split that
+/// made it); the replica installed it, replayed the merge entry without the absorbed
+/// range's keys and its state diverged. A leader now writes a file past its merges before
+/// sending one.
+#[test]
+fn a_snapshot_sent_after_a_merge_covers_the_merge() {
+    let cfg = NodeSimConfig {
+        forced_snapshot_delay_ticks: 300,
+        ..NodeSimConfig::reshaping()
+    };
+    for seed in [8_763_771_002_256_385_158, 3_847_604_864_853_223_655] {
         if let Err(f) = run(seed, &cfg) {
             panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
         }

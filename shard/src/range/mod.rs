@@ -16,6 +16,7 @@
 //!  commit:   apply(index, request) -> session lookup -> execute -> record outcome
 //!  read:     read(op) on the applied state
 //!  snapshot: encode_snapshot() -> checksummed bytes -> decode_snapshot() on the receiver
+//!            (or begin_snapshot() + continue_snapshot() a slice at a time, writes going on)
 //! ```
 
 mod session;
@@ -31,7 +32,7 @@ use quasar_rpc::message::{
 };
 
 pub use session::{Lookup, Outcome, Sessions, DEFAULT_MAX_SESSIONS, OUTCOMES_PER_SESSION};
-pub use snapshot::SnapshotError;
+pub use snapshot::{SnapshotError, SnapshotProgress};
 
 /// Limits a range enforces before proposing a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +98,8 @@ pub struct RangeState {
     /// Set when the range is frozen for a merge into its left neighbour: the index of the
     /// freeze. A frozen range serves reads and refuses every write.
     frozen_at: Option<u64>,
+    /// A snapshot being encoded a slice at a time (`begin_snapshot`).
+    capture: Option<Box<snapshot::Capture>>,
 }
 
 impl RangeState {
@@ -111,6 +114,7 @@ impl RangeState {
             bytes: 0,
             content_hash: 0,
             frozen_at: None,
+            capture: None,
         }
     }
 
@@ -153,6 +157,8 @@ impl RangeState {
         right: RangeDescriptor,
     ) -> RangeState {
         self.skip_to(index);
+        // A snapshot under way would mix the two halves' states.
+        self.capture = None;
         let data = self.data.split_off(right.start.as_slice());
         let mut moved = 0u64;
         let mut moved_hash = 0u64;
@@ -173,6 +179,7 @@ impl RangeState {
             bytes: moved,
             content_hash: moved_hash,
             frozen_at: None,
+            capture: None,
         }
     }
 
@@ -186,6 +193,7 @@ impl RangeState {
     /// is taken at the right range's freeze (its last write), which every replica agrees on.
     pub fn absorb(&mut self, index: u64, right: RangeState, merged: RangeDescriptor) {
         self.skip_to(index);
+        self.capture = None;
         let right_top = right.version_offset + right.frozen_at.unwrap_or(right.applied_index);
         self.version_offset = self.version_offset.max(right_top.saturating_sub(index));
         // Every key of `right` sorts after every key here: one linear bulk merge, and the
@@ -385,6 +393,7 @@ impl RangeState {
     }
 
     fn put(&mut self, key: &[u8], value: &[u8], version: KeyVersion) {
+        self.keep_for_snapshot(key);
         match self.data.get_mut(key) {
             Some(existing) => {
                 self.bytes = self.bytes + value.len() as u64 - existing.value.len() as u64;
@@ -406,6 +415,7 @@ impl RangeState {
 
     /// Removes `key`; whether it was there.
     fn remove(&mut self, key: &[u8]) -> bool {
+        self.keep_for_snapshot(key);
         match self.data.remove(key) {
             Some(v) => {
                 self.bytes -= (key.len() + v.value.len()) as u64;

@@ -148,7 +148,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             if !conf.is_learner(t) {
                 // The newcomer must be caught up by a snapshot: the log may not reach back
                 // to the range's birth (an empty replica would replay it onto nothing).
-                let saved = self.force_snapshot(g).map_err(|e| {
+                let saved = self.save_now(g).map_err(|e| {
                     warn!(group = g.0, error = %e, "snapshot for a new replica failed");
                     RequestError::Refused {
                         reason: format!(

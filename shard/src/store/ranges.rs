@@ -682,18 +682,21 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             keys_moved = child.len(),
             "split applied"
         );
-        if self
-            .groups
-            .get(&right.group)
-            .is_some_and(|c| c.awaiting_snapshot)
-        {
-            // Adopted before this split applied here: the split's own state is better.
+        if self.groups.get(&right.group).is_some_and(|c| {
+            c.awaiting_snapshot && c.staged.is_none() && c.raft.snapshot().last.index == LogIndex(0)
+        }) {
+            // Adopted before this split applied here, and nothing received since: the split's
+            // own state is better. (One that already took its leader's snapshot, which starts
+            // past the split, stays: found by the simulator, a replica replaced in the turn
+            // its core restored a snapshot, whose acknowledgement then claimed entries the
+            // new replica lacked, and the leader waited for it forever.)
             self.groups.remove(&right.group);
             self.order.retain(|x| *x != right.group);
         }
         if self.groups.contains_key(&right.group) {
-            // Cannot happen with fresh ids; never replace a live replica.
-            warn!(
+            // Adopted and already holding its leader's newer snapshot (above); never replace
+            // a live replica.
+            info!(
                 group = right_group,
                 "split names a group that exists here; kept as is"
             );
@@ -867,6 +870,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if let Some(l) = self.groups.get_mut(&lg) {
             l.range.absorb(e.index.0, right.range, merged.clone());
             l.absorbed.push(rg);
+            // A file under way holds the state before the merge: it must not free the
+            // absorbed range's files when it lands.
+            l.saving = None;
         }
         self.forced_snapshots
             .push((lg, self.ticks + self.cfg.forced_snapshot_delay_ticks));
@@ -1144,8 +1150,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
     }
 
-    /// Writes the snapshots that splits and merges made due (a split child's first file,
-    /// which frees its parent's log; a survivor's, which frees the absorbed range's files).
+    /// Starts the snapshots that splits and merges made due (a split child's first file,
+    /// which frees its parent's log; a survivor's, which frees the absorbed range's files),
+    /// and keeps each due until its file is durable.
     pub(super) fn write_forced_snapshots(&mut self) -> Result<(), StoreError> {
         let now = self.ticks;
         if !self.forced_snapshots.iter().any(|(_, due)| *due <= now) {
@@ -1158,26 +1165,36 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .map(|(g, _)| *g)
             .collect();
         self.forced_snapshots.retain(|(_, t)| *t > now);
-        // Split children first: a parent (or merge survivor) waits for its children's files,
-        // and writing both in one turn leaves no tick in which only the child's exists.
+        // Split children first: a parent (or merge survivor) waits for its children's files.
         due.sort_by_key(|g| self.groups.get(g).is_none_or(|r| r.parent.is_none()));
         for g in due {
-            if !self.force_snapshot(g)? {
-                self.forced_snapshots.push((g, now + 1));
+            let needed = self
+                .groups
+                .get(&g)
+                .is_some_and(|r| r.parent.is_some() || !r.absorbed.is_empty());
+            if !needed {
+                continue;
             }
+            self.start_forced(g)?;
+            // Looked at again until the file is durable (or started, once it can be).
+            self.forced_snapshots.push((g, now + 1));
         }
         Ok(())
     }
 
-    /// Writes `g`'s snapshot file now; `false` when it cannot yet (entries handed but not
-    /// applied, or a split child of its own without a file).
-    pub(super) fn force_snapshot(&mut self, g: msg::GroupId) -> Result<bool, StoreError> {
+    /// Starts writing `g`'s snapshot file in the background; `false` when it cannot yet
+    /// (entries handed but not applied, a split child of its own without a file, snapshots
+    /// deferred after a failed write). `true` also when one is under way already.
+    pub(super) fn start_forced(&mut self, g: msg::GroupId) -> Result<bool, StoreError> {
         if self.has_unsaved_child(g) {
             return Ok(false);
         }
         let Some(r) = self.groups.get(&g) else {
             return Ok(true);
         };
+        if r.saving.is_some() {
+            return Ok(true);
+        }
         if self.snapshot_deferred() {
             // A snapshot file could not be written lately (a full disk): retried later.
             return Ok(false);
@@ -1186,24 +1203,27 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if applied == r.raft.snapshot().last.index {
             // Nothing applied since the split: the file holds the state at the split.
             let meta = r.raft.snapshot().clone();
-            match self.save_snapshot_file(g, meta) {
-                Ok(_) => self.snapshot_failures = 0,
-                Err(e @ StoreError::Snapshot { .. }) => {
-                    self.snapshot_write_failed(g, &e);
-                    return Ok(false);
-                }
-                Err(e) => return Err(e),
-            }
-            self.metrics.snapshots_taken += 1;
-            self.snapshot_written(g)?;
+            self.start_save(g, meta);
             Ok(true)
         } else if applied <= r.raft.applied() {
-            let before = r.last_snapshot;
             self.take_snapshot(g, applied)?;
-            Ok(self.groups.get(&g).is_none_or(|r| r.last_snapshot > before))
+            Ok(self.groups.get(&g).is_none_or(|r| r.saving.is_some()))
         } else {
             Ok(false)
         }
+    }
+
+    /// Writes `g`'s snapshot file now, waiting for it (and for every background save under
+    /// way): `false` when it cannot yet (see `start_forced`).
+    pub(super) fn save_now(&mut self, g: msg::GroupId) -> Result<bool, StoreError> {
+        self.advance_encoding(g, usize::MAX);
+        self.collect_saves(true)?;
+        if !self.start_forced(g)? {
+            return Ok(false);
+        }
+        self.advance_encoding(g, usize::MAX);
+        self.collect_saves(true)?;
+        Ok(true)
     }
 
     /// Before `g` installs a snapshot from its leader (which may start past a split this
@@ -1217,7 +1237,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .map(|c| c.group)
             .collect();
         for c in children {
-            if !self.force_snapshot(c)? {
+            // A child's own split children first: its file frees their birth too.
+            self.save_children(c)?;
+            if !self.save_now(c)? || self.groups.get(&c).is_some_and(|r| r.parent.is_some()) {
                 return Err(StoreError::Snapshot {
                     group: c.0,
                     location: self.snaps.location(c),

@@ -10,11 +10,21 @@
 //! `SnapshotStore::save` replaces a group's snapshot atomically (write to a temporary file,
 //! fsync, rename, fsync the directory); the store writes it before the WAL record that
 //! compacts the log below it, so a durable compaction always has its snapshot.
+//!
+//! `SnapshotStore::save_in_background` does the same off the shard's thread: a file of a
+//! large range (tens of megabytes) takes a write and an fsync of hundreds of milliseconds,
+//! longer than an election timeout, and a shard thread held that long stops heartbeating
+//! every group it leads. `DirSnapshots` hands such files to one writer thread per store, in
+//! order; the store learns of each from `finished_saves` (polled every turn and tick) and
+//! only then compacts the log. Every other change to the directory waits for the writes
+//! started before it, so all changes land in the order they were asked for.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use quasar_rpc::message::GroupId;
 use rkyv::util::AlignedVec;
@@ -77,6 +87,17 @@ impl SnapshotFile {
         range_hint: usize,
         range: impl FnOnce(&mut Vec<u8>) -> u32,
     ) -> Vec<u8> {
+        let (mut out, prefix_crc) = SnapshotFile::begin(group, meta, range_hint);
+        let range_at = out.len();
+        let range_crc = range(&mut out);
+        SnapshotFile::finish(&mut out, prefix_crc, range_at, range_crc);
+        out
+    }
+
+    /// The start of `group`'s snapshot file (header and metadata) in a buffer with room for
+    /// `range_hint` more bytes, and its CRC32C: the range's bytes are appended next (at
+    /// once or a slice at a time), then [`SnapshotFile::finish`] closes the file.
+    pub fn begin(group: GroupId, meta: &SnapshotMeta, range_hint: usize) -> (Vec<u8>, u32) {
         let ids = |v: &[NodeId]| v.iter().map(|n| n.0).collect();
         let file_meta = SnapshotFileMeta {
             group: group.0,
@@ -97,11 +118,14 @@ impl SnapshotFile {
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&meta_bytes);
         let prefix_crc = crc32c::crc32c(&out);
-        let range_at = out.len();
-        let range_crc = range(&mut out);
+        (out, prefix_crc)
+    }
+
+    /// Closes a file begun with [`SnapshotFile::begin`] (CRC32C `prefix_crc`) whose range
+    /// bytes, from `range_at` to the end, have the CRC32C `range_crc`.
+    pub fn finish(out: &mut Vec<u8>, prefix_crc: u32, range_at: usize, range_crc: u32) {
         let crc = crc32c::crc32c_combine(prefix_crc, range_crc, out.len() - range_at);
         out.extend_from_slice(&crc.to_le_bytes());
-        out
     }
 
     /// Decodes and checks file bytes.
@@ -147,10 +171,29 @@ impl SnapshotFile {
     }
 }
 
+/// A background save that finished (see [`SnapshotStore::save_in_background`]).
+#[derive(Debug)]
+pub struct FinishedSave {
+    /// The caller's ticket for the save.
+    pub ticket: u64,
+    pub group: GroupId,
+    /// `Ok` once the file is durable under its final name.
+    pub result: io::Result<()>,
+}
+
 /// Keeps the latest snapshot file of each group.
 pub trait SnapshotStore {
-    /// Replaces `group`'s snapshot with `file`, durably and atomically.
+    /// Replaces `group`'s snapshot with `file`, durably and atomically (after every save
+    /// started before it).
     fn save(&mut self, group: GroupId, file: &[u8]) -> io::Result<()>;
+    /// Starts replacing `group`'s snapshot with `file` as [`SnapshotStore::save`] does, but
+    /// without waiting for it: [`SnapshotStore::finished_saves`] reports it, with `ticket`.
+    /// Until then `load` may return the previous file (never a partial one). Saves land in
+    /// the order they were started, and every later change waits for them.
+    fn save_in_background(&mut self, ticket: u64, group: GroupId, file: Vec<u8>);
+    /// The background saves that finished since the last call, in the order they were
+    /// started; with `wait`, first waits until every one started has finished.
+    fn finished_saves(&mut self, wait: bool) -> Vec<FinishedSave>;
     /// The bytes of `group`'s latest snapshot, if any.
     fn load(&self, group: GroupId) -> io::Result<Option<Vec<u8>>>;
     /// Where `group`'s snapshot lives, for messages.
@@ -176,6 +219,58 @@ pub trait SnapshotStore {
 #[derive(Debug)]
 pub struct DirSnapshots {
     dir: PathBuf,
+    /// The writer thread of background saves, started by the first one.
+    writer: Option<Writer>,
+    /// Saves finished but not yet reported.
+    finished: Vec<FinishedSave>,
+}
+
+/// The thread writing background saves, one after the other.
+#[derive(Debug)]
+struct Writer {
+    jobs: Option<mpsc::Sender<(u64, GroupId, Vec<u8>)>>,
+    done: mpsc::Receiver<FinishedSave>,
+    /// Saves sent and not yet received back, in order.
+    in_flight: std::collections::VecDeque<(u64, GroupId)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for DirSnapshots {
+    /// Waits for the background saves: a store closing cleanly leaves no file half-written.
+    fn drop(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            w.jobs = None;
+            if let Some(t) = w.thread.take() {
+                // NOTE: a writer that panicked has nothing left to wait for.
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Where `group`'s snapshot file lives in `dir`.
+fn snap_path(dir: &Path, group: GroupId) -> PathBuf {
+    dir.join(format!("{:016x}.snap", group.0))
+}
+
+/// Writes `file` as `path` atomically and durably: a temporary file written and synced,
+/// renamed over `path`, the directory synced.
+fn write_atomically(dir: &Path, path: &Path, file: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("snap.tmp");
+    let written = fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(file)?;
+        f.sync_data()
+    });
+    if let Err(e) = written {
+        // A partial file (ENOSPC ...) must not keep the space it took.
+        // NOTE: best effort; the previous snapshot file is untouched either way.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    quasar_wal::crash_point!("snapshot-before-rename");
+    fs::rename(&tmp, path)?;
+    quasar_wal::crash_point!("snapshot-after-rename");
+    fs::File::open(dir)?.sync_all()
 }
 
 impl DirSnapshots {
@@ -184,11 +279,52 @@ impl DirSnapshots {
         fs::create_dir_all(dir.as_ref())?;
         Ok(DirSnapshots {
             dir: dir.as_ref().to_path_buf(),
+            writer: None,
+            finished: Vec::new(),
         })
     }
 
+    /// Collects finished background saves; with `wait`, until none is in flight.
+    fn collect(&mut self, wait: bool) {
+        let Some(w) = self.writer.as_mut() else {
+            return;
+        };
+        while !w.in_flight.is_empty() {
+            let next = if wait {
+                w.done.recv().map_err(|_| mpsc::TryRecvError::Disconnected)
+            } else {
+                w.done.try_recv()
+            };
+            match next {
+                Ok(done) => {
+                    w.in_flight.pop_front();
+                    self.finished.push(done);
+                }
+                Err(mpsc::TryRecvError::Empty) => return,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    // The writer thread is gone (it panicked): what it had not reported
+                    // failed, and the next save starts a new one.
+                    for (ticket, group) in w.in_flight.drain(..) {
+                        self.finished.push(FinishedSave {
+                            ticket,
+                            group,
+                            result: Err(io::Error::other("the snapshot writer thread stopped")),
+                        });
+                    }
+                    self.writer = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits for the background saves before another change to the directory.
+    fn settle(&mut self) {
+        self.collect(true);
+    }
+
     fn path(&self, group: GroupId) -> PathBuf {
-        self.dir.join(format!("{:016x}.snap", group.0))
+        snap_path(&self.dir, group)
     }
 
     /// Groups with a file named `{group:016x}{suffix}`, in group order.
@@ -210,22 +346,72 @@ impl DirSnapshots {
 
 impl SnapshotStore for DirSnapshots {
     fn save(&mut self, group: GroupId, file: &[u8]) -> io::Result<()> {
-        let path = self.path(group);
-        let tmp = path.with_extension("snap.tmp");
-        let written = fs::File::create(&tmp).and_then(|mut f| {
-            f.write_all(file)?;
-            f.sync_data()
-        });
-        if let Err(e) = written {
-            // A partial file (ENOSPC ...) must not keep the space it took.
-            // NOTE: best effort; the previous snapshot file is untouched either way.
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        self.settle();
+        write_atomically(&self.dir, &self.path(group), file)
+    }
+
+    fn save_in_background(&mut self, ticket: u64, group: GroupId, file: Vec<u8>) {
+        if self.writer.is_none() {
+            let (jobs, rx) = mpsc::channel::<(u64, GroupId, Vec<u8>)>();
+            let (tx, done) = mpsc::channel();
+            let dir = self.dir.clone();
+            let thread = std::thread::Builder::new()
+                .name("quasar-snapshots".into())
+                .spawn(move || {
+                    for (ticket, group, file) in rx.iter() {
+                        let result = write_atomically(&dir, &snap_path(&dir, group), &file);
+                        drop(file);
+                        if tx
+                            .send(FinishedSave {
+                                ticket,
+                                group,
+                                result,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            match thread {
+                Ok(t) => {
+                    self.writer = Some(Writer {
+                        jobs: Some(jobs),
+                        done,
+                        in_flight: Default::default(),
+                        thread: Some(t),
+                    })
+                }
+                Err(e) => {
+                    // No thread to be had: the save fails like a write would, and the store
+                    // retries later.
+                    self.finished.push(FinishedSave {
+                        ticket,
+                        group,
+                        result: Err(e),
+                    });
+                    return;
+                }
+            }
         }
-        quasar_wal::crash_point!("snapshot-before-rename");
-        fs::rename(&tmp, &path)?;
-        quasar_wal::crash_point!("snapshot-after-rename");
-        fs::File::open(&self.dir)?.sync_all()
+        let sent = self.writer.as_mut().and_then(|w| {
+            let jobs = w.jobs.as_ref()?;
+            jobs.send((ticket, group, file)).ok()?;
+            w.in_flight.push_back((ticket, group));
+            Some(())
+        });
+        if sent.is_none() {
+            self.finished.push(FinishedSave {
+                ticket,
+                group,
+                result: Err(io::Error::other("the snapshot writer thread stopped")),
+            });
+        }
+    }
+
+    fn finished_saves(&mut self, wait: bool) -> Vec<FinishedSave> {
+        self.collect(wait);
+        std::mem::take(&mut self.finished)
     }
 
     fn load(&self, group: GroupId) -> io::Result<Option<Vec<u8>>> {
@@ -245,6 +431,7 @@ impl SnapshotStore for DirSnapshots {
     }
 
     fn bury(&mut self, group: GroupId) -> io::Result<()> {
+        self.settle();
         let path = self.dir.join(format!("{:016x}.dead", group.0));
         fs::File::create(&path)?.sync_all()?;
         fs::File::open(&self.dir)?.sync_all()
@@ -255,6 +442,7 @@ impl SnapshotStore for DirSnapshots {
     }
 
     fn mark_removed(&mut self, group: GroupId) -> io::Result<()> {
+        self.settle();
         let path = self.dir.join(format!("{:016x}.gone", group.0));
         fs::File::create(&path)?.sync_all()?;
         quasar_wal::crash_point!("replica-gone-mark");
@@ -262,6 +450,7 @@ impl SnapshotStore for DirSnapshots {
     }
 
     fn unmark_removed(&mut self, group: GroupId) -> io::Result<()> {
+        self.settle();
         match fs::remove_file(self.dir.join(format!("{:016x}.gone", group.0))) {
             Ok(()) => fs::File::open(&self.dir)?.sync_all(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -274,6 +463,7 @@ impl SnapshotStore for DirSnapshots {
     }
 
     fn remove(&mut self, group: GroupId) -> io::Result<()> {
+        self.settle();
         match fs::remove_file(self.path(group)) {
             Ok(()) => fs::File::open(&self.dir)?.sync_all(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -289,12 +479,70 @@ pub struct MemSnapshots {
     files: HashMap<u64, Vec<u8>>,
     buried: std::collections::BTreeSet<u64>,
     removed: std::collections::BTreeSet<u64>,
+    /// Background saves not landed yet: (ticket, group, file, polls left).
+    pending: std::collections::VecDeque<(u64, GroupId, Vec<u8>, u32)>,
+    /// Landed background saves not reported yet: (ticket, group).
+    finished: Vec<(u64, GroupId)>,
+    /// How many `finished_saves` calls a background save takes to land (the simulator
+    /// widens the window in which a save is under way).
+    pub save_polls: u32,
+}
+
+impl MemSnapshots {
+    /// Lands the oldest background save.
+    fn land(&mut self) {
+        if let Some((ticket, group, file, _)) = self.pending.pop_front() {
+            self.files.insert(group.0, file);
+            self.finished.push((ticket, group));
+        }
+    }
+
+    /// Lands every background save now (before a change that must come after them).
+    fn settle(&mut self) {
+        while !self.pending.is_empty() {
+            self.land();
+        }
+    }
+
+    /// A crash: background saves not landed yet never happen.
+    pub fn crash(&mut self) {
+        self.pending.clear();
+        self.finished.clear();
+    }
 }
 
 impl SnapshotStore for MemSnapshots {
     fn save(&mut self, group: GroupId, file: &[u8]) -> io::Result<()> {
+        self.settle();
         self.files.insert(group.0, file.to_vec());
         Ok(())
+    }
+
+    fn save_in_background(&mut self, ticket: u64, group: GroupId, file: Vec<u8>) {
+        self.pending
+            .push_back((ticket, group, file, self.save_polls));
+    }
+
+    fn finished_saves(&mut self, wait: bool) -> Vec<FinishedSave> {
+        if wait {
+            self.settle();
+        } else {
+            for p in self.pending.iter_mut() {
+                p.3 = p.3.saturating_sub(1);
+            }
+            // In order: a save lands only after those started before it.
+            while self.pending.front().is_some_and(|p| p.3 == 0) {
+                self.land();
+            }
+        }
+        self.finished
+            .drain(..)
+            .map(|(ticket, group)| FinishedSave {
+                ticket,
+                group,
+                result: Ok(()),
+            })
+            .collect()
     }
 
     fn load(&self, group: GroupId) -> io::Result<Option<Vec<u8>>> {
@@ -312,11 +560,13 @@ impl SnapshotStore for MemSnapshots {
     }
 
     fn remove(&mut self, group: GroupId) -> io::Result<()> {
+        self.settle();
         self.files.remove(&group.0);
         Ok(())
     }
 
     fn bury(&mut self, group: GroupId) -> io::Result<()> {
+        self.settle();
         self.buried.insert(group.0);
         Ok(())
     }
@@ -326,11 +576,13 @@ impl SnapshotStore for MemSnapshots {
     }
 
     fn mark_removed(&mut self, group: GroupId) -> io::Result<()> {
+        self.settle();
         self.removed.insert(group.0);
         Ok(())
     }
 
     fn unmark_removed(&mut self, group: GroupId) -> io::Result<()> {
+        self.settle();
         self.removed.remove(&group.0);
         Ok(())
     }
@@ -393,5 +645,57 @@ mod tests {
         store.save(GroupId(7), b"one").expect("save");
         store.save(GroupId(7), b"two").expect("save");
         assert_eq!(store.load(GroupId(7)).expect("load"), Some(b"two".to_vec()));
+    }
+
+    /// Background saves land in the order they were started, are reported once each, and
+    /// every other change waits for them: a removal after a save removes the saved file.
+    fn background_saves_keep_their_order(store: &mut dyn SnapshotStore) {
+        store.save_in_background(1, GroupId(7), b"one".to_vec());
+        store.save_in_background(2, GroupId(7), b"two".to_vec());
+        store.save_in_background(3, GroupId(8), b"eight".to_vec());
+        let done = store.finished_saves(true);
+        let tickets: Vec<(u64, u64)> = done.iter().map(|d| (d.ticket, d.group.0)).collect();
+        assert_eq!(tickets, vec![(1, 7), (2, 7), (3, 8)]);
+        assert!(done.iter().all(|d| d.result.is_ok()));
+        assert!(store.finished_saves(true).is_empty());
+        assert_eq!(store.load(GroupId(7)).expect("load"), Some(b"two".to_vec()));
+        store.save_in_background(4, GroupId(8), b"later".to_vec());
+        store.remove(GroupId(8)).expect("remove");
+        assert_eq!(store.load(GroupId(8)).expect("load"), None);
+        let done = store.finished_saves(false);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].ticket, 4);
+    }
+
+    #[test]
+    fn dir_snapshots_save_in_the_background_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = DirSnapshots::open(dir.path().join("snap")).expect("open");
+        background_saves_keep_their_order(&mut store);
+        // Closing waits for a save under way.
+        store.save_in_background(5, GroupId(9), b"nine".to_vec());
+        drop(store);
+        let store = DirSnapshots::open(dir.path().join("snap")).expect("reopen");
+        assert_eq!(
+            store.load(GroupId(9)).expect("load"),
+            Some(b"nine".to_vec())
+        );
+    }
+
+    #[test]
+    fn memory_snapshots_save_in_the_background_in_order() {
+        let mut store = MemSnapshots {
+            save_polls: 2,
+            ..MemSnapshots::default()
+        };
+        background_saves_keep_their_order(&mut store);
+        store.save_in_background(5, GroupId(9), b"nine".to_vec());
+        assert!(store.finished_saves(false).is_empty());
+        assert_eq!(store.load(GroupId(9)).expect("load"), None);
+        assert_eq!(store.finished_saves(false).len(), 1);
+        store.save_in_background(6, GroupId(10), b"ten".to_vec());
+        store.crash();
+        assert!(store.finished_saves(true).is_empty());
+        assert_eq!(store.load(GroupId(10)).expect("load"), None);
     }
 }

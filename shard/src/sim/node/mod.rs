@@ -49,7 +49,7 @@ use crate::sim::clock::SimTime;
 use crate::sim::event_log::EventLog;
 use crate::sim::harness::{SimFailure, SimSummary};
 use crate::sim::rng::SimRng;
-use crate::store::snapfile::{MemSnapshots, SnapshotStore};
+use crate::store::snapfile::{FinishedSave, MemSnapshots, SnapshotStore};
 use crate::store::{Directory, SharedDirectory, Store, StoreConfig, StoreError};
 use clients::{outcome, CounterModel, KvOp, KvOut, OpKind, SimClient};
 use net::{NetFaults, SimNet};
@@ -101,6 +101,10 @@ pub struct NodeSimConfig {
     pub wal_segment_bytes: usize,
     /// The stores' `forced_snapshot_delay_ticks`.
     pub forced_snapshot_delay_ticks: u64,
+    /// How many turns a snapshot file written in the background takes to land.
+    pub snapshot_save_turns: u32,
+    /// The stores' `snapshot_entries_per_tick` (small: files encoded over many ticks).
+    pub snapshot_entries_per_tick: usize,
     /// Call `Wal::collect_garbage` every this many steps (0: never).
     pub gc_every: u64,
     /// Client attempt timeout, in steps.
@@ -140,6 +144,8 @@ impl NodeSimConfig {
             wal_segment_bytes: 8 << 10,
             snapshot_chunk_bytes: 1024,
             forced_snapshot_delay_ticks: 20,
+            snapshot_save_turns: 3,
+            snapshot_entries_per_tick: 4,
             gc_every: 16,
             client_timeout: 150,
             range_op_rate: 0.0,
@@ -230,6 +236,14 @@ pub struct SharedSnapshots(Rc<RefCell<MemSnapshots>>);
 impl SnapshotStore for SharedSnapshots {
     fn save(&mut self, group: msg::GroupId, file: &[u8]) -> io::Result<()> {
         self.0.borrow_mut().save(group, file)
+    }
+
+    fn save_in_background(&mut self, ticket: u64, group: msg::GroupId, file: Vec<u8>) {
+        self.0.borrow_mut().save_in_background(ticket, group, file)
+    }
+
+    fn finished_saves(&mut self, wait: bool) -> Vec<FinishedSave> {
+        self.0.borrow_mut().finished_saves(wait)
     }
 
     fn load(&self, group: msg::GroupId) -> io::Result<Option<Vec<u8>>> {
@@ -340,6 +354,7 @@ fn wal_config(segment_bytes: usize) -> WalConfig {
 fn store_config(node: u64, sim: &NodeSimConfig) -> StoreConfig {
     let mut c = StoreConfig::new(NodeId(node), msg::ShardId(0), 1);
     c.forced_snapshot_delay_ticks = sim.forced_snapshot_delay_ticks;
+    c.snapshot_entries_per_tick = sim.snapshot_entries_per_tick;
     c.election_ticks = 10;
     c.heartbeat_ticks = 2;
     c.snapshot_after_entries = 50;
@@ -446,6 +461,7 @@ impl Sim {
     ) -> Result<SimStore, String> {
         let wal = Wal::open(disk, wal_config(self.cfg.wal_segment_bytes))
             .map_err(|e| format!("node {id}: WAL does not reopen: {e}"))?;
+        snaps.0.borrow_mut().save_polls = self.cfg.snapshot_save_turns;
         Store::open(
             store_config(id, &self.cfg),
             wal,
@@ -952,6 +968,8 @@ impl Sim {
             self.nodes[i].snaps = SharedSnapshots::default();
             MemDisk::new()
         } else {
+            // Snapshot files still being written never land.
+            self.nodes[i].snaps.0.borrow_mut().crash();
             store.wal().disk().crash(how)
         };
         drop(store);
