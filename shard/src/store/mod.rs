@@ -376,6 +376,10 @@ struct Replica {
     /// Groups this range absorbed by merges: their files and log go once this range's next
     /// snapshot covers the merge.
     absorbed: Vec<msg::GroupId>,
+    /// Parents (other than this range) of split children absorbed here before they had a
+    /// file of their own: until this range's next file covers the merge, the child's state
+    /// lives in that parent's log, which must keep the split (see `has_unsaved_child`).
+    absorbed_parents: Vec<msg::GroupId>,
     /// The snapshot file being written in the background, if any (one at a time).
     saving: Option<Saving>,
     /// Writes applied in the current load window, and the tick the window started.
@@ -418,6 +422,7 @@ impl Replica {
             compact_below: None,
             parent: None,
             absorbed: Vec::new(),
+            absorbed_parents: Vec::new(),
             saving: None,
             window_writes: 0,
             window_start: now,

@@ -543,6 +543,52 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         )
     }
 
+    /// Applies the committed entries of the local ranges (other than `lg`) that hold `key`,
+    /// until group `rg` exists: one of them may be the range `rg` split from, or its
+    /// ancestor. Entries applied here are skipped when their turn comes.
+    fn replay_births(
+        &mut self,
+        lg: msg::GroupId,
+        key: &[u8],
+        rg: msg::GroupId,
+    ) -> Result<(), StoreError> {
+        // Each round applies one range's log to its commit: at most one per local range.
+        for _ in 0..self.groups.len() {
+            if self.groups.contains_key(&rg) {
+                return Ok(());
+            }
+            let holder = self.groups.values().find(|x| {
+                let d = x.range.descriptor();
+                x.group != lg
+                    && d.start.as_slice() <= key
+                    && (d.end.is_empty() || key < d.end.as_slice())
+                    && x.range.applied_index() < x.raft.commit().0
+            });
+            let Some((x, commit)) = holder.map(|x| (x.group, x.raft.commit())) else {
+                return Ok(());
+            };
+            let mut next = self.groups.get(&x).map_or(LogIndex(u64::MAX), |r| {
+                LogIndex(r.range.applied_index() + 1)
+            });
+            while next <= commit {
+                let Some(entry) = self
+                    .groups
+                    .get(&x)
+                    .and_then(|r| r.raft.entry(next).cloned())
+                else {
+                    break;
+                };
+                self.apply_entry(x, &entry)?;
+                next = next.next();
+            }
+            if next <= commit {
+                // Its entries are not all here: nothing more to do now.
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// Applies the range command entry `e` of group `g`.
     pub(super) fn apply_range_command(
         &mut self,
@@ -651,19 +697,27 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let child = r.range.split_off(e.index.0, left.clone(), right.clone());
         let leads = r.raft.role() == Role::Leader;
         self.metrics.splits += 1;
-        // Replaying an old split whose right range is long gone here (absorbed by a merge
-        // whose survivor is newer, or this node's replica of it removed since): only the
-        // left range changes.
-        let gone = self.destroyed.contains(&right.group)
-            || self.removed.contains_key(&right.group)
-            || self
+        // Replaying an old split whose right range is long gone here (buried once a
+        // survivor's file covered its merge, or this node's replica of it removed since):
+        // only the left range changes.
+        let gone = self.destroyed.contains(&right.group) || self.removed.contains_key(&right.group);
+        // A newer local range holding the right range's first key, the right range not
+        // buried: the merge that absorbed it is not covered by a file yet, so a log replayed
+        // here (this very one, or a neighbour's) may still absorb it and needs its state.
+        // It comes back out of the directory's sight, kept until no neighbour can absorb it
+        // (`sweep_kept_superseded`). (Found by the simulator: a parent's log held a split,
+        // the merge back and a second split at the same key whose range had its own file; on
+        // restart the first split's range was taken for merged away and the merge then had
+        // nothing to absorb, so the node stopped at every start.)
+        let superseded = !gone
+            && self
                 .groups
                 .values()
                 .any(|n| n.group != g && super::supersedes(n.range.descriptor(), &right));
         {
             let mut dir = self.dir.write().unwrap_or_else(|e| e.into_inner());
             dir.upsert(&left);
-            if !gone {
+            if !gone && !superseded {
                 dir.upsert(&right);
             }
         }
@@ -723,6 +777,17 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if let Some(c) = self.groups.get_mut(&right.group) {
             c.parent = Some(g);
             c.last_activity = self.ticks;
+        }
+        if superseded {
+            info!(
+                range = d.id.0,
+                right = right_id,
+                "split replayed; its right range, merged away since, is kept for the merge's replay"
+            );
+            if !self.kept_superseded.contains(&right.group) {
+                self.kept_superseded.push(right.group);
+            }
+            return Ok(Ok(Applied::Split { left, right }));
         }
         self.forced_snapshots.push((
             right.group,
@@ -796,6 +861,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 reason: format!("range {right_id} was merged elsewhere"),
             }));
         }
+        // After a restart the right range may not exist yet: it is re-created when the log of
+        // the range it split from replays, which may not have happened in this turn (the
+        // left range replays from a newer file). Those logs are applied first.
+        if !self.groups.contains_key(&rg) {
+            self.replay_births(lg, &right_start, rg)?;
+        }
         // Every replica of the left range holds the right one (same replicas, checked when
         // proposed); bring this one to the freeze from its own log.
         let Some(r) = self.groups.get(&rg) else {
@@ -825,6 +896,20 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             self.apply_entry(rg, &entry)?;
             next = next.next();
         }
+        // A frozen range changes no more data, but a replica change that started before the
+        // freeze may complete after it (its epoch moves on), and the merge was proposed
+        // against the epoch its proposer saw: a replica replaying the merge brings the right
+        // range there too. (Found by the simulator: a node that had applied the merge
+        // refused it when replaying after a crash, the right range being only at its
+        // freeze, and its state diverged.)
+        while let Some(entry) = self.groups.get(&rg).and_then(|r| {
+            let next = LogIndex(r.range.applied_index() + 1);
+            (r.range.descriptor().epoch.0 < right_epoch && next <= r.raft.commit())
+                .then(|| r.raft.entry(next).cloned())
+                .flatten()
+        }) {
+            self.apply_entry(rg, &entry)?;
+        }
         let Some(r) = self.groups.get(&rg) else {
             return Ok(Err(RequestError::UnknownRange { range: right_id }));
         };
@@ -846,6 +931,23 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(right) = self.drop_replica(rg) else {
             return Ok(Err(RequestError::UnknownRange { range: right_id }));
         };
+        // The absorbed range's log goes with its files once this range's next file covers
+        // the merge: what depended on that log (split children of it without a file, ranges
+        // that absorbed such a child) depends on this range now, whose file waits for them.
+        // (Found by the simulator: a child of the absorbed range lost its birth when the
+        // survivor's file freed the absorbed range's log, and the merge that later took the
+        // child could not replay after a crash.)
+        for c in self.groups.values_mut() {
+            if c.parent == Some(rg) {
+                c.parent = Some(lg);
+            }
+            if c.absorbed_parents.contains(&rg) {
+                c.absorbed_parents.retain(|p| *p != rg);
+                if c.group != lg && !c.absorbed_parents.contains(&lg) {
+                    c.absorbed_parents.push(lg);
+                }
+            }
+        }
         self.destroyed.insert(rg);
         self.merged_into.insert(rg, (lg, e.index));
         let merged = RangeDescriptor {
@@ -870,6 +972,17 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if let Some(l) = self.groups.get_mut(&lg) {
             l.range.absorb(e.index.0, right.range, merged.clone());
             l.absorbed.push(rg);
+            // What the absorbed range still depended on, this range depends on now: the
+            // files of ranges it absorbed, and its parent's log (or theirs) when it had no
+            // file yet. (Found by the simulator: a parent took a snapshot past its child's
+            // birth once the child was absorbed by another range whose file did not cover
+            // the merge yet; after a crash that merge could not replay.)
+            l.absorbed.extend(right.absorbed);
+            for p in right.parent.into_iter().chain(right.absorbed_parents) {
+                if p != lg && !l.absorbed_parents.contains(&p) {
+                    l.absorbed_parents.push(p);
+                }
+            }
             // A file under way holds the state before the merge: it must not free the
             // absorbed range's files when it lands.
             l.saving = None;
@@ -1230,16 +1343,22 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// replica applied), its split children without a file write one: the parent's log will
     /// no longer hold their birth.
     pub(super) fn save_children(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
+        // Children alive, and ranges that absorbed a child before it had a file.
         let children: Vec<msg::GroupId> = self
             .groups
             .values()
-            .filter(|c| c.parent == Some(g))
+            .filter(|c| c.parent == Some(g) || (c.group != g && c.absorbed_parents.contains(&g)))
             .map(|c| c.group)
             .collect();
         for c in children {
             // A child's own split children first: its file frees their birth too.
             self.save_children(c)?;
-            if !self.save_now(c)? || self.groups.get(&c).is_some_and(|r| r.parent.is_some()) {
+            if !self.save_now(c)?
+                || self
+                    .groups
+                    .get(&c)
+                    .is_some_and(|r| r.parent == Some(g) || r.absorbed_parents.contains(&g))
+            {
                 return Err(StoreError::Snapshot {
                     group: c.0,
                     location: self.snaps.location(c),
@@ -1259,6 +1378,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             return Ok(());
         };
         r.parent = None;
+        r.absorbed_parents.clear();
         let absorbed = std::mem::take(&mut r.absorbed);
         for a in absorbed {
             self.destroy_files(a)?;
@@ -1266,9 +1386,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         Ok(())
     }
 
-    /// Whether `g` must keep its log: a split child of it has no snapshot file yet.
+    /// Whether `g` must keep its log: a split child of it has no snapshot file yet (alive,
+    /// or absorbed by a range whose file does not cover the merge yet).
     pub(super) fn has_unsaved_child(&self, g: msg::GroupId) -> bool {
-        self.groups.values().any(|c| c.parent == Some(g))
+        self.groups
+            .values()
+            .any(|c| c.parent == Some(g) || (c.group != g && c.absorbed_parents.contains(&g)))
     }
 
     /// The split policy, for a leader after its turn: split in the middle once the range
