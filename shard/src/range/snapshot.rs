@@ -198,7 +198,7 @@ fn finish_header(out: &mut [u8], start: usize, body_crc: u32) -> u32 {
 
 impl RangeState {
     /// Encodes the whole applied state.
-    pub fn encode_snapshot(&self) -> Vec<u8> {
+    pub fn encode_snapshot(&mut self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.snapshot_size_hint());
         let crc = self.encode_snapshot_into(&mut out);
         debug_assert_eq!(crc, crc32c::crc32c(&out));
@@ -240,46 +240,22 @@ impl RangeState {
         HEADER_LEN + self.bytes as usize + entries + (64 << 10)
     }
 
-    /// Appends the snapshot bytes of [`RangeState::encode_snapshot`] to `out`, serializing
-    /// in place (no copy of the keys and values but into `out`); returns the CRC32C of the
-    /// appended bytes (so a caller checksumming a larger whole can combine it instead of
-    /// reading them again).
-    pub fn encode_snapshot_into(&self, out: &mut Vec<u8>) -> u32 {
-        let start = out.len();
-        out.extend_from_slice(&[0u8; HEADER_LEN]);
-        let mut body_crc = 0;
-        let mut body_len = 0;
-        let mut add = |out: &Vec<u8>, crc: u32, at: usize| {
-            let len = out.len() - at;
-            body_crc = if body_len == 0 {
-                crc
-            } else {
-                crc32c::crc32c_combine(body_crc, crc, len)
-            };
-            body_len += len;
-        };
-        let at = out.len();
-        let crc = write_section(out, &self.head(), "head");
-        add(out, crc, at);
-        let mut chunk: Vec<KeyValueRef<'_>> = Vec::with_capacity(SECTION_ENTRIES);
-        let mut entries = self.data.iter().peekable();
-        while entries.peek().is_some() {
-            chunk.clear();
-            chunk.extend(
-                entries
-                    .by_ref()
-                    .take(SECTION_ENTRIES)
-                    .map(|(key, v)| KeyValueRef {
-                        key,
-                        value: &v.value,
-                        version: v.version,
-                    }),
-            );
-            let at = out.len();
-            let crc = write_section(out, &chunk, "entries");
-            add(out, crc, at);
+    /// Appends the snapshot bytes of [`RangeState::encode_snapshot`] to `out` at once (the
+    /// incremental encoder run to its end; one under way is abandoned), serializing in place
+    /// (no copy of the keys and values but into `out`); returns the CRC32C of the appended
+    /// bytes (so a caller checksumming a larger whole can combine it instead of reading them
+    /// again).
+    pub fn encode_snapshot_into(&mut self, out: &mut Vec<u8>) -> u32 {
+        const WHOLE: u64 = u64::MAX;
+        self.begin_snapshot(out, WHOLE);
+        loop {
+            match self.continue_snapshot(out, WHOLE, usize::MAX) {
+                SnapshotProgress::Done(crc) => return crc,
+                SnapshotProgress::More => {}
+                // Nothing but this loop touches the state meanwhile.
+                SnapshotProgress::Abandoned => unreachable!("a snapshot encoded at once"),
+            }
         }
-        finish_header(out, start, body_crc)
     }
 
     /// Starts a snapshot of the state as it is now, appending its first bytes to `out`;
@@ -577,7 +553,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_restores_the_same_state() {
-        let state = state_with_data();
+        let mut state = state_with_data();
         let bytes = state.encode_snapshot();
         let restored = RangeState::decode_snapshot(&bytes, RangeLimits::default()).unwrap();
         assert_eq!(restored, state);
@@ -656,7 +632,7 @@ mod tests {
     fn an_encoding_into_a_larger_buffer_checksums_its_own_part() {
         let mut frozen = state_with_data();
         frozen.freeze(60);
-        for state in [state_with_data(), frozen] {
+        for mut state in [state_with_data(), frozen] {
             let mut out = b"prefix".to_vec();
             let crc = state.encode_snapshot_into(&mut out);
             assert_eq!(crc, crc32c::crc32c(&out[6..]));

@@ -15,7 +15,7 @@
 //! large range (tens of megabytes) takes a write and an fsync of hundreds of milliseconds,
 //! longer than an election timeout, and a shard thread held that long stops heartbeating
 //! every group it leads. `DirSnapshots` hands such files to one writer thread per store, in
-//! order; the store learns of each from `finished_saves` (polled every turn and tick) and
+//! order; the store learns of each from `finished_saves` (polled every turn) and
 //! only then compacts the log. Every other change to the directory waits for the writes
 //! started before it, so all changes land in the order they were asked for.
 
