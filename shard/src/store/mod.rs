@@ -396,6 +396,12 @@ struct Replica {
 }
 
 impl Replica {
+    /// Whether this range's state is durable only through `g`'s log: it is a split child of
+    /// `g` without a file, or absorbed one before its own file covers the merge.
+    fn pins_log_of(&self, g: msg::GroupId) -> bool {
+        self.parent == Some(g) || (self.group != g && self.absorbed_parents.contains(&g))
+    }
+
     fn new(
         group: msg::GroupId,
         raft: RaftNode,

@@ -567,26 +567,40 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             let Some((x, commit)) = holder.map(|x| (x.group, x.raft.commit())) else {
                 return Ok(());
             };
-            let mut next = self.groups.get(&x).map_or(LogIndex(u64::MAX), |r| {
-                LogIndex(r.range.applied_index() + 1)
-            });
-            while next <= commit {
-                let Some(entry) = self
-                    .groups
-                    .get(&x)
-                    .and_then(|r| r.raft.entry(next).cloned())
-                else {
-                    break;
-                };
-                self.apply_entry(x, &entry)?;
-                next = next.next();
-            }
-            if next <= commit {
+            if self.apply_ahead(x, commit, |_| true)? <= commit {
                 // Its entries are not all here: nothing more to do now.
                 return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Applies `g`'s log entries from its applied index on, up to `last`, ahead of their
+    /// turn (each is skipped when its turn comes), while `more` holds for the replica and
+    /// the entries are here; returns the first index not applied.
+    fn apply_ahead(
+        &mut self,
+        g: msg::GroupId,
+        last: LogIndex,
+        more: impl Fn(&Replica) -> bool,
+    ) -> Result<LogIndex, StoreError> {
+        let Some(r) = self.groups.get(&g) else {
+            return Ok(LogIndex(0));
+        };
+        let mut next = LogIndex(r.range.applied_index() + 1);
+        while next <= last {
+            let Some(entry) = self
+                .groups
+                .get(&g)
+                .filter(|r| more(r))
+                .and_then(|r| r.raft.entry(next).cloned())
+            else {
+                break;
+            };
+            self.apply_entry(g, &entry)?;
+            next = next.next();
+        }
+        Ok(next)
     }
 
     /// Applies the range command entry `e` of group `g`.
@@ -869,7 +883,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         // Every replica of the left range holds the right one (same replicas, checked when
         // proposed); bring this one to the freeze from its own log.
-        let Some(r) = self.groups.get(&rg) else {
+        if !self.groups.contains_key(&rg) {
             return Err(StoreError::Raft {
                 group: lg.0,
                 reason: format!(
@@ -878,23 +892,17 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     e.index.0, rg.0
                 ),
             });
-        };
-        let mut next = LogIndex(r.range.applied_index() + 1);
-        while next <= freeze_index {
-            let entry = self
-                .groups
-                .get(&rg)
-                .and_then(|r| r.raft.entry(next).cloned())
-                .ok_or_else(|| StoreError::Raft {
-                    group: rg.0,
-                    reason: format!(
-                        "merge into range {} needs entry {} of this range up to its freeze at \
-                         {}, which this replica does not hold",
-                        ld.id, next.0, freeze_index.0
-                    ),
-                })?;
-            self.apply_entry(rg, &entry)?;
-            next = next.next();
+        }
+        let next = self.apply_ahead(rg, freeze_index, |_| true)?;
+        if next <= freeze_index {
+            return Err(StoreError::Raft {
+                group: rg.0,
+                reason: format!(
+                    "merge into range {} needs entry {} of this range up to its freeze at {}, \
+                     which this replica does not hold",
+                    ld.id, next.0, freeze_index.0
+                ),
+            });
         }
         // A frozen range changes no more data, but a replica change that started before the
         // freeze may complete after it (its epoch moves on), and the merge was proposed
@@ -902,14 +910,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         // range there too. (Found by the simulator: a node that had applied the merge
         // refused it when replaying after a crash, the right range being only at its
         // freeze, and its state diverged.)
-        while let Some(entry) = self.groups.get(&rg).and_then(|r| {
-            let next = LogIndex(r.range.applied_index() + 1);
-            (r.range.descriptor().epoch.0 < right_epoch && next <= r.raft.commit())
-                .then(|| r.raft.entry(next).cloned())
-                .flatten()
-        }) {
-            self.apply_entry(rg, &entry)?;
-        }
+        let commit = self
+            .groups
+            .get(&rg)
+            .map_or(LogIndex(0), |r| r.raft.commit());
+        self.apply_ahead(rg, commit, |r| r.range.descriptor().epoch.0 < right_epoch)?;
         let Some(r) = self.groups.get(&rg) else {
             return Ok(Err(RequestError::UnknownRange { range: right_id }));
         };
@@ -1347,18 +1352,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let children: Vec<msg::GroupId> = self
             .groups
             .values()
-            .filter(|c| c.parent == Some(g) || (c.group != g && c.absorbed_parents.contains(&g)))
+            .filter(|c| c.pins_log_of(g))
             .map(|c| c.group)
             .collect();
         for c in children {
             // A child's own split children first: its file frees their birth too.
             self.save_children(c)?;
-            if !self.save_now(c)?
-                || self
-                    .groups
-                    .get(&c)
-                    .is_some_and(|r| r.parent == Some(g) || r.absorbed_parents.contains(&g))
-            {
+            if !self.save_now(c)? || self.groups.get(&c).is_some_and(|r| r.pins_log_of(g)) {
                 return Err(StoreError::Snapshot {
                     group: c.0,
                     location: self.snaps.location(c),
@@ -1389,9 +1389,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// Whether `g` must keep its log: a split child of it has no snapshot file yet (alive,
     /// or absorbed by a range whose file does not cover the merge yet).
     pub(super) fn has_unsaved_child(&self, g: msg::GroupId) -> bool {
-        self.groups
-            .values()
-            .any(|c| c.parent == Some(g) || (c.group != g && c.absorbed_parents.contains(&g)))
+        self.groups.values().any(|c| c.pins_log_of(g))
     }
 
     /// The split policy, for a leader after its turn: split in the middle once the range
