@@ -39,6 +39,7 @@ use quasar_rpc::error::ClientError;
 use quasar_rpc::message::{Expected, KeyVersion, Operation, ReadConsistency, Reply, SessionId};
 use serde::Serialize;
 
+use crate::cpu::{CpuProbe, CpuUse};
 use crate::plot::{self, IntervalPoint};
 use crate::report::{latency_histogram, Percentiles, Report};
 use crate::target::TargetArgs;
@@ -576,6 +577,8 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
     }
 
     let total_secs = args.warmup_secs + args.duration_secs;
+    let mut probe = CpuProbe::new(&base);
+    let mut cpu_start = (args.warmup_secs == 0).then(|| probe.sample());
     let mut totals = Totals::new();
     let mut points = Vec::new();
     let mut log_error = None;
@@ -604,6 +607,9 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
             p.max_us
         );
         if warm {
+            if second == args.warmup_secs {
+                cpu_start = Some(probe.sample());
+            }
             continue;
         }
         let interval_start = start_wall + Duration::from_secs(second - 1);
@@ -657,6 +663,7 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
         }
         totals.secs += 1.0;
     }
+    let cpu = cpu_start.map(|a| CpuUse::between(&a, &probe.sample(), totals.secs));
     shared.stop.store(true, Ordering::Relaxed);
     for h in handles {
         // A worker waits at most one request timeout times the retries; do not hang on it
@@ -689,6 +696,9 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
         .figure("distribution", distribution)
         .figure("inserted", shared.keys.inserted());
     totals.fill(&mut report);
+    if let Some(cpu) = &cpu {
+        cpu.fill(&mut report, totals.ok.len());
+    }
     if let Some(rate) = args.rate {
         report.figure("target_ops_per_sec", rate);
         report.figure("late_starts", shared.late.load(Ordering::Relaxed));
@@ -696,6 +706,9 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
     report.print(args.json);
     if !args.json {
         println!("{}", totals.human());
+        if let Some(cpu) = &cpu {
+            println!("{}", cpu.human(totals.ok.len()));
+        }
         if let Some(rate) = args.rate {
             let achieved = totals.ok.len() as f64 / totals.secs.max(1e-9);
             if achieved < 0.9 * rate {

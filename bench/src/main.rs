@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod alloc_count;
+mod cpu;
 mod failover;
 mod fsmeta;
 mod hdrlog;

@@ -146,16 +146,8 @@ impl Group {
 }
 
 fn thread_cpu_ns() -> Option<u64> {
-    // utime and stime of this thread (fields 14 and 15 of /proc/thread-self/stat), in
-    // USER_HZ ticks, which Linux fixes at 100 per second for /proc: 10 ms resolution, fine
-    // over a run of seconds. Fields are counted after the `(comm)` field, which may hold
-    // spaces.
-    let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) * 10_000_000)
+    // 10 ms resolution (Linux's USER_HZ ticks in /proc), fine over a run of seconds.
+    quasar_shard::cpu::this_thread().map(|t| t.total_micros() * 1000)
 }
 
 pub fn run(args: RaftArgs) -> anyhow::Result<()> {

@@ -480,7 +480,9 @@ fn ours_round(args: &RpcArgs, duration: Duration) -> anyhow::Result<Round> {
             let end = warmup_end + duration;
             loop {
                 let start = Instant::now();
-                if start >= end {
+                // At least one measured round trip, even when a loaded machine stalled
+                // the warm-up past the end.
+                if start >= end && !hist.is_empty() {
                     break;
                 }
                 conn.push(Delivery::Reliable, &ping)
@@ -559,7 +561,9 @@ fn bare_round(
             let end = warmup_end + duration;
             loop {
                 let start = Instant::now();
-                if start >= end {
+                // At least one measured round trip, even when a loaded machine stalled
+                // the warm-up past the end.
+                if start >= end && !hist.is_empty() {
                     break;
                 }
                 s.write_all(&out).await.map_err(|e| e.to_string())?;

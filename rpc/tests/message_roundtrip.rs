@@ -591,14 +591,20 @@ fn range_info() -> impl Strategy<Value = RangeInfo> {
 }
 
 fn admin_reply() -> BoxedStrategy<AdminReply> {
-    let shard = (any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
-        |(s, groups, leaders, wal_bytes)| ShardStatus {
+    let shard = (
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(|(s, groups, leaders, wal_bytes, cpu_micros)| ShardStatus {
             shard: ShardId(s),
             groups,
             leaders,
             wal_bytes,
-        },
-    );
+            cpu_micros,
+        });
     prop_oneof![
         (descriptor(), descriptor()).prop_map(|(left, right)| AdminReply::Split { left, right }),
         descriptor().prop_map(|merged| AdminReply::Merged { merged }),
@@ -616,14 +622,23 @@ fn admin_reply() -> BoxedStrategy<AdminReply> {
         vec(member(), 0..4).prop_map(AdminReply::Members),
         member().prop_map(AdminReply::MemberAdded),
         node().prop_map(|node| AdminReply::MemberRemoved { node }),
-        (any::<u64>(), node(), any::<u64>(), vec(shard, 0..4)).prop_map(
-            |(c, node, uptime_secs, shards)| AdminReply::Status(NodeStatus {
-                cluster: ClusterId(c),
-                node,
-                uptime_secs,
-                shards,
-            })
-        ),
+        (
+            any::<u64>(),
+            node(),
+            any::<u64>(),
+            any::<(u64, u64)>(),
+            vec(shard, 0..4)
+        )
+            .prop_map(|(c, node, uptime_secs, (user, system), shards)| {
+                AdminReply::Status(NodeStatus {
+                    cluster: ClusterId(c),
+                    node,
+                    uptime_secs,
+                    cpu_user_micros: user,
+                    cpu_system_micros: system,
+                    shards,
+                })
+            }),
     ]
     .boxed()
 }

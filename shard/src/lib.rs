@@ -7,9 +7,11 @@
 //!   under faults and checks safety after every step.
 //! - [`linearizability`]: the Wing–Gong/Lowe checker of client histories, for the
 //!   simulators and for `quasar-bench nemesis` on real processes.
+//! - [`cpu`]: CPU time of the process and of a shard's thread, for `Status`.
 //! - [`store`] and [`runtime`]: the multi-raft store of one shard and its glommio event
 //!   loop, which join the Raft core to the WAL and the transport.
 
+pub mod cpu;
 pub mod raft;
 pub mod range;
 

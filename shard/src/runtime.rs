@@ -51,6 +51,8 @@ pub struct ShardReport {
     pub running: bool,
     /// Why the shard stopped serving (a failed fsync, a damaged log ...).
     pub failure: Option<String>,
+    /// Where the shard thread's CPU time can be read (`/proc/self/task/<tid>/stat`).
+    pub thread_stat: Option<PathBuf>,
 }
 
 /// Time spent in the shard's hot path, reported to the node's metrics.
@@ -126,23 +128,36 @@ impl NodeShared {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         match op {
-            ArchivedAdminOp::Status => Ok(AdminReply::Status(NodeStatus {
-                cluster: self.cluster,
-                node: msg::NodeId(self.node.0),
-                uptime_secs: self.started.elapsed().as_secs(),
-                shards: (0..self.shards)
-                    .map(|s| {
-                        let r = self.report(s);
-                        ShardStatus {
-                            shard: msg::ShardId(s),
-                            groups: r.replicas.len() as u32,
-                            leaders: r.replicas.iter().filter(|x| x.role == Role::Leader).count()
-                                as u32,
-                            wal_bytes: r.wal_bytes,
-                        }
-                    })
-                    .collect(),
-            })),
+            ArchivedAdminOp::Status => {
+                let cpu = crate::cpu::process().unwrap_or_default();
+                Ok(AdminReply::Status(NodeStatus {
+                    cluster: self.cluster,
+                    node: msg::NodeId(self.node.0),
+                    uptime_secs: self.started.elapsed().as_secs(),
+                    cpu_user_micros: cpu.user_micros,
+                    cpu_system_micros: cpu.system_micros,
+                    shards: (0..self.shards)
+                        .map(|s| {
+                            let r = self.report(s);
+                            ShardStatus {
+                                shard: msg::ShardId(s),
+                                groups: r.replicas.len() as u32,
+                                leaders: r
+                                    .replicas
+                                    .iter()
+                                    .filter(|x| x.role == Role::Leader)
+                                    .count() as u32,
+                                wal_bytes: r.wal_bytes,
+                                cpu_micros: r
+                                    .thread_stat
+                                    .as_deref()
+                                    .and_then(crate::cpu::read_stat)
+                                    .map_or(0, |t| t.total_micros()),
+                            }
+                        })
+                        .collect(),
+                }))
+            }
             ArchivedAdminOp::ListMembers => Ok(AdminReply::Members(
                 self.members
                     .iter()
@@ -618,6 +633,7 @@ fn publish(
         wal_bytes: s.wal().disk_bytes(),
         running: true,
         failure: None,
+        thread_stat: crate::cpu::this_thread_stat_path(),
     };
     shared.publish(shard, report);
 }

@@ -154,6 +154,10 @@ fn render_table(cluster: &Cluster, rows: &[NodeRow], ranges: &[RangeInfo]) -> St
                         .sum::<u64>()
                         .to_string(),
                     uptime(s.uptime_secs),
+                    format!(
+                        "{:.1}",
+                        s.cpu_user_micros.saturating_add(s.cpu_system_micros) as f64 / 1e6
+                    ),
                 ]),
                 Err(e) => row.push(format!("error: {e}")),
             }
@@ -168,7 +172,7 @@ fn render_table(cluster: &Cluster, rows: &[NodeRow], ranges: &[RangeInfo]) -> St
     );
     text.push_str(&table(
         &[
-            "NODE", "ADDRESS", "STATE", "SHARDS", "GROUPS", "LEADERS", "UPTIME",
+            "NODE", "ADDRESS", "STATE", "SHARDS", "GROUPS", "LEADERS", "UPTIME", "CPU_S",
         ],
         &nodes,
     ));
@@ -189,6 +193,8 @@ fn render_json(cluster: &Cluster, rows: &[NodeRow], ranges: &[RangeInfo]) -> Val
             match &r.status {
                 Ok(s) => {
                     v["uptime_secs"] = json!(s.uptime_secs);
+                    v["cpu_user_micros"] = json!(s.cpu_user_micros);
+                    v["cpu_system_micros"] = json!(s.cpu_system_micros);
                     v["groups"] = json!(s.shards.iter().map(|x| u64::from(x.groups)).sum::<u64>());
                     v["leaders"] =
                         json!(s.shards.iter().map(|x| u64::from(x.leaders)).sum::<u64>());
@@ -196,7 +202,8 @@ fn render_json(cluster: &Cluster, rows: &[NodeRow], ranges: &[RangeInfo]) -> Val
                         .shards
                         .iter()
                         .map(|x| json!({"shard": x.shard.get(), "groups": x.groups,
-                                        "leaders": x.leaders, "wal_bytes": x.wal_bytes}))
+                                        "leaders": x.leaders, "wal_bytes": x.wal_bytes,
+                                        "cpu_micros": x.cpu_micros}))
                         .collect::<Vec<_>>());
                 }
                 Err(e) => v["error"] = json!(e),

@@ -250,7 +250,16 @@ fn status_in_both_modes() {
         "{table:?}"
     );
     let lines: Vec<Vec<&str>> = text.lines().map(words).collect();
-    let node7 = ["7", fake.endpoint(0), "active", "1", "2", "2", "1h02m05s"];
+    let node7 = [
+        "7",
+        fake.endpoint(0),
+        "active",
+        "1",
+        "2",
+        "2",
+        "1h02m05s",
+        "2.5",
+    ];
     assert!(lines.iter().any(|l| *l == node7), "{table:?}");
     let range2 = ["2", "2", "[\"\\x01\",", "+inf)", "1", "7,8", "7", "1"];
     assert!(lines.iter().any(|l| *l == range2), "{table:?}");
@@ -264,6 +273,8 @@ fn status_in_both_modes() {
     assert_eq!(doc["nodes"][0]["leaders"], 2);
     assert_eq!(doc["nodes"][1]["leaders"], 0);
     assert_eq!(doc["nodes"][1]["shards"][0]["wal_bytes"], 4096);
+    assert_eq!(doc["nodes"][1]["shards"][0]["cpu_micros"], 2_100_000);
+    assert_eq!(doc["nodes"][1]["cpu_user_micros"], 2_000_000);
     assert_eq!(doc["ranges"][1]["start"], "\\x01");
     assert_eq!(doc["ranges"][1]["end"], "");
     assert_eq!(doc["ranges"][1]["leader"], FIRST_NODE);

@@ -10,7 +10,9 @@
 //! every retry of a write carries the same `(session, sequence)` and the server applies it at
 //! most once. Each attempt goes to the shard `shard_for_group(range.group)` of the range's
 //! leader (last hint) or of a voter; with no cached range it goes to a seed node, whose
-//! `KeyNotInRange`/`RangeMoved` answer fills the cache. Only retryable errors are retried, with
+//! `KeyNotInRange`/`RangeMoved` answer fills the cache (a seed that holds the range but does
+//! not lead it answers `RangeMoved`, not `NotLeader`, so that the client learns the range
+//! once instead of asking the seed first on every request). Only retryable errors are retried, with
 //! jittered exponential backoff (none after a redirect that names a new place to go). A write
 //! sent without any answer is *ambiguous*; if no later attempt settles it, the caller gets
 //! `ClientError::Ambiguous`, never a plain failure. So does a write whose outcome the server

@@ -180,6 +180,9 @@ pub struct ShardStatus {
     pub leaders: u32,
     /// Bytes of WAL on disk.
     pub wal_bytes: u64,
+    /// CPU time (user and system) of the shard's thread since it started, in microseconds
+    /// (10 ms resolution; 0 where the platform does not tell).
+    pub cpu_micros: u64,
 }
 
 /// A node's status.
@@ -192,6 +195,11 @@ pub struct NodeStatus {
     pub node: NodeId,
     /// Seconds since the process started.
     pub uptime_secs: u64,
+    /// User CPU time of the whole process (every thread), in microseconds (10 ms
+    /// resolution; 0 where the platform does not tell).
+    pub cpu_user_micros: u64,
+    /// System CPU time of the whole process, in microseconds.
+    pub cpu_system_micros: u64,
     /// Per shard.
     pub shards: Vec<ShardStatus>,
 }

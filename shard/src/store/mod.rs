@@ -1788,9 +1788,22 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             r.raft.wake();
         }
         let range_id = descriptor.id;
-        let not_leader = |r: &Replica| RequestError::NotLeader {
-            range: range_id,
-            leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
+        let unrouted = req.route.is_none();
+        let not_leader = |r: &Replica| {
+            if unrouted {
+                // The client has no descriptor of this range (it asked a seed node by key):
+                // a leader hint alone would not fill its range cache, and every later
+                // request would come here first again. Give it the descriptor; the leader
+                // hint follows from whichever replica it asks next.
+                RequestError::RangeMoved {
+                    descriptor: descriptor.clone(),
+                }
+            } else {
+                RequestError::NotLeader {
+                    range: range_id,
+                    leader_hint: r.raft.leader().map(|n| msg::NodeId(n.0)),
+                }
+            }
         };
         if let Some(route) = req.route.as_ref() {
             if route.range.get() == range_id && route.epoch.get().0 > r.range.descriptor().epoch.0 {

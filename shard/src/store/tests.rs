@@ -195,6 +195,51 @@ fn a_range_on_another_shard_is_answered_with_its_descriptor() {
 }
 
 #[test]
+fn a_follower_gives_an_unrouted_request_the_descriptor_and_a_routed_one_the_leader() {
+    // One voter of three that hears from no one: it never leads. A client that asked it by
+    // key (no route) must learn the range's descriptor, or it would come back here first on
+    // every request; a client that routed to the range learns that this is not the leader.
+    let wal = Wal::open(MemDisk::new(), wal_config()).expect("wal opens");
+    let dir = Arc::new(RwLock::new(Directory::bootstrap(&[
+        NodeId(1),
+        NodeId(2),
+        NodeId(3),
+    ])));
+    let store = Store::open(config(1), wal, MemSnapshots::default(), dir, 7).expect("opens");
+    let mut one = One { store, next: 1 };
+    one.settle(5);
+    let descriptor = match one.put(b"k", b"v").result {
+        Err(RequestError::RangeMoved { descriptor }) => descriptor,
+        other => panic!("expected RangeMoved, got {other:?}"),
+    };
+    assert_eq!(descriptor.id.0, 2);
+    assert!(descriptor.contains(b"k"));
+    let read = one.request(
+        Operation::Get { key: b"k".to_vec() },
+        ReadConsistency::Linearizable,
+    );
+    assert!(
+        matches!(&read.result, Err(RequestError::RangeMoved { descriptor: d }) if *d == descriptor),
+        "{read:?}"
+    );
+    let routed = one.request_routed(
+        Operation::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        },
+        ReadConsistency::Linearizable,
+        Some(quasar_rpc::message::Route {
+            range: descriptor.id,
+            epoch: descriptor.epoch,
+        }),
+    );
+    assert!(
+        matches!(routed.result, Err(RequestError::NotLeader { range, .. }) if range == descriptor.id),
+        "{routed:?}"
+    );
+}
+
+#[test]
 fn snapshots_compact_the_log_and_a_crash_recovers_every_acknowledged_write() {
     let mut one = leader();
     for i in 0..70u32 {

@@ -513,11 +513,14 @@ fn admin(shared: &Shared, node: NodeId, op: AdminOp) -> Result<AdminReply, Reque
             cluster: shared.cluster,
             node,
             uptime_secs: 3725,
+            cpu_user_micros: 2_000_000,
+            cpu_system_micros: 500_000,
             shards: vec![ShardStatus {
                 shard: ShardId(0),
                 groups: 2,
                 leaders: if node == shared.leader { 2 } else { 0 },
                 wal_bytes: 4096,
+                cpu_micros: 2_100_000,
             }],
         })),
         AdminOp::ListRanges { start_key, limit } => {
