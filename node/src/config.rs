@@ -63,6 +63,12 @@ pub struct StartArgs {
     /// Heartbeat interval in ticks.
     #[arg(long, env = "QUASAR_HEARTBEAT_TICKS", value_name = "N")]
     pub heartbeat_ticks: Option<u32>,
+    /// Serve linearizable reads under the leader's lease (no round trip; relies on bounded
+    /// clock drift between nodes). `false`: every linearizable read takes a ReadIndex round
+    /// to a majority (default: true).
+    #[arg(long, env = "QUASAR_LEASE_READS", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub lease_reads: Option<bool>,
     /// Snapshot a range (and truncate its log) every N applied entries; 0: never by count.
     #[arg(long, env = "QUASAR_SNAPSHOT_ENTRIES", value_name = "N")]
     pub snapshot_entries: Option<u64>,
@@ -117,6 +123,7 @@ struct FileConfig {
     tick_ms: Option<u64>,
     election_ticks: Option<u32>,
     heartbeat_ticks: Option<u32>,
+    lease_reads: Option<bool>,
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
     wal_segment_bytes: Option<u64>,
@@ -166,6 +173,7 @@ pub struct NodeConfig {
     pub tick_ms: u64,
     pub election_ticks: u32,
     pub heartbeat_ticks: u32,
+    pub lease_reads: bool,
     pub snapshot_entries: u64,
     pub snapshot_bytes: u64,
     pub wal_segment_bytes: u64,
@@ -438,6 +446,7 @@ impl NodeConfig {
             tick_ms,
             election_ticks,
             heartbeat_ticks,
+            lease_reads: args.lease_reads.or(file.lease_reads).unwrap_or(true),
             snapshot_entries: args
                 .snapshot_entries
                 .or(file.snapshot_entries)
@@ -582,6 +591,16 @@ mod tests {
         assert_eq!(config.advertise, config.listen);
         assert_eq!(config.shards, 4);
         assert!(config.pin);
+        assert!(config.lease_reads);
+        let read_index_only = StartArgs {
+            lease_reads: Some(false),
+            ..args(1)
+        };
+        assert!(
+            !NodeConfig::resolve(&read_index_only, 4)
+                .unwrap()
+                .lease_reads
+        );
         assert!(config.initial_cluster.is_empty());
         assert_eq!(
             (

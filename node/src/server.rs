@@ -114,6 +114,7 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         );
         store.election_ticks = cfg.election_ticks;
         store.heartbeat_ticks = cfg.heartbeat_ticks;
+        store.lease_reads = cfg.lease_reads;
         store.tick_ms = cfg.tick_ms;
         store.snapshot_after_entries = cfg.snapshot_entries;
         store.snapshot_after_bytes = cfg.snapshot_bytes;

@@ -181,6 +181,9 @@ pub struct StoreConfig {
     pub shards: u32,
     pub election_ticks: u32,
     pub heartbeat_ticks: u32,
+    /// Serve linearizable reads under the leader lease when it is valid (else ReadIndex);
+    /// `false`: always ReadIndex.
+    pub lease_reads: bool,
     pub limits: RangeLimits,
     /// Take a snapshot (and compact the log below it) once this many entries were applied
     /// since the last one; 0: never.
@@ -226,6 +229,7 @@ impl StoreConfig {
             shard,
             shards,
             election_ticks: 10,
+            lease_reads: true,
             heartbeat_ticks: 2,
             limits: RangeLimits::default(),
             snapshot_after_entries: 10_000,
@@ -248,9 +252,12 @@ impl StoreConfig {
         c.heartbeat_interval_ticks = self.heartbeat_ticks;
         // The lease must end before any follower may elect a new leader: below the
         // election timeout, with a margin for clock drift between nodes.
-        c.lease_ticks = self
-            .election_ticks
-            .saturating_sub(self.election_ticks / 5 + 1);
+        c.lease_ticks = if self.lease_reads {
+            self.election_ticks
+                .saturating_sub(self.election_ticks / 5 + 1)
+        } else {
+            0
+        };
         c.snapshot_after_entries = 0;
         c
     }

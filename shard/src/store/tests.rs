@@ -177,6 +177,24 @@ fn a_single_node_writes_reads_and_refuses_the_meta_range() {
 }
 
 #[test]
+fn without_lease_reads_a_linearizable_read_takes_the_read_index_path() {
+    let mut cfg = config(1);
+    cfg.lease_reads = false;
+    assert_eq!(cfg.raft().lease_ticks, 0);
+    let mut one = open(MemDisk::new(), MemSnapshots::default(), cfg);
+    one.settle(40);
+    assert!(matches!(
+        one.put(b"k", b"v").result,
+        Ok(Reply::Written { .. })
+    ));
+    assert_eq!(one.get(b"k"), Some(b"v".to_vec()));
+    assert!(
+        config(1).raft().lease_ticks > 0,
+        "lease reads are the default"
+    );
+}
+
+#[test]
 fn a_range_on_another_shard_is_answered_with_its_descriptor() {
     // With two shards, groups 1 and 2 may land on different shards; the shard that does not
     // own the user range answers with the range's descriptor.
