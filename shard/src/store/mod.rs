@@ -409,6 +409,16 @@ impl Replica {
         self.parent == Some(g) || (self.group != g && self.absorbed_parents.contains(&g))
     }
 
+    /// Every group whose log this range pins (`pins_log_of` is true exactly for these).
+    fn pinned_logs(&self) -> impl Iterator<Item = msg::GroupId> + '_ {
+        self.parent.into_iter().chain(
+            self.absorbed_parents
+                .iter()
+                .copied()
+                .filter(move |p| *p != self.group),
+        )
+    }
+
     fn new(
         group: msg::GroupId,
         raft: RaftNode,
@@ -771,7 +781,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     /// Whether a local range (not frozen, not the meta range) that starts before `d` (of
-    /// group `g`) has committed entries left to apply: one may be the merge that absorbs
+    /// group `g`) has entries left to apply, committed or not (a follower may hold the
+    /// merge before it learns that it committed: found by the simulator, a replica that
+    /// installed a split child of the survivor destroyed `d` while its survivor held the
+    /// merge uncommitted, then skipped the merge and diverged): one may be the merge that absorbs
     /// `d` (after a restart the range replays from a snapshot older than the merge), and
     /// replaying it needs `d`'s data; that merge then takes `d`'s files. Destroying `d`
     /// first would make the replay skip the merge and lose `d`'s keys. Not only the range
@@ -792,7 +805,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                         || (ld.id != RangeId(1)
                             && l.range.frozen_at().is_none()
                             && ld.start < d.start
-                            && l.raft.commit().0 > l.range.applied_index()))
+                            && l.raft.commit().max(l.raft.last_id().index).0
+                                > l.range.applied_index()))
             })
     }
 

@@ -1285,6 +1285,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         self.forced_snapshots.retain(|(_, t)| *t > now);
         // Split children first: a parent (or merge survivor) waits for its children's files.
         due.sort_by_key(|g| self.groups.get(g).is_none_or(|r| r.parent.is_none()));
+        // The logs some range still needs (`has_unsaved_child` for every due group at once:
+        // one pass over the groups, not one per due group, which made a burst of thousands
+        // of splits quadratic). Starting saves below frees no log before the next turn, so
+        // the set stays exact for this call.
+        let pinned: std::collections::HashSet<msg::GroupId> = self
+            .groups
+            .values()
+            .flat_map(Replica::pinned_logs)
+            .collect();
         for g in due {
             let needed = self
                 .groups
@@ -1293,8 +1302,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             if !needed {
                 continue;
             }
-            self.start_forced(g)?;
-            // Looked at again until the file is durable (or started, once it can be).
+            if !pinned.contains(&g) {
+                self.start_unpinned(g)?;
+            }
+            // Looked at again until the file is durable (or started, once it can be: a
+            // pinned group after its children's files).
             self.forced_snapshots.push((g, now + 1));
         }
         Ok(())
@@ -1307,6 +1319,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if self.has_unsaved_child(g) {
             return Ok(false);
         }
+        self.start_unpinned(g)
+    }
+
+    /// `start_forced` for a group whose log no other range needs.
+    fn start_unpinned(&mut self, g: msg::GroupId) -> Result<bool, StoreError> {
         let Some(r) = self.groups.get(&g) else {
             return Ok(true);
         };
