@@ -255,8 +255,36 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         })
     }
 
+    /// The ids named by splits in the logs that are not applied yet (at open: a split this
+    /// node proposed just before a crash may commit after the restart, and its id must not
+    /// be handed out meanwhile).
+    pub(super) fn ids_in_unapplied_splits(&self) -> u64 {
+        let mut max = 0;
+        for r in self.groups.values() {
+            let last = r.raft.last_id().index.0;
+            for i in r.range.applied_index() + 1..=last {
+                let Some(e) = r.raft.entry(LogIndex(i)) else {
+                    continue;
+                };
+                if e.data.first() != Some(&PAYLOAD_RANGE_COMMAND) {
+                    continue;
+                }
+                if let Ok(RangeCommand::Split {
+                    right_id,
+                    right_group,
+                    ..
+                }) = RangeCommand::decode(&e.data)
+                {
+                    max = max.max(right_id).max(right_group);
+                }
+            }
+        }
+        max
+    }
+
     /// A fresh range and group id: unique in the cluster (the low 10 bits are this node's
-    /// id, the rest above every id this store has seen) and living on this shard.
+    /// id, the rest above every id this store has seen, split entries not yet applied and
+    /// ranges merged away included) and living on this shard.
     fn allocate_id(&mut self) -> Option<u64> {
         let node = self.cfg.node.0 & 0x3ff;
         let start = (self.last_allocated >> 10) + 1;
@@ -673,6 +701,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         right_id: u64,
         right_group: u64,
     ) -> Result<Result<Applied, RequestError>, StoreError> {
+        // An id a split named is never allocated again here, even once its range is gone.
+        self.last_allocated = self.last_allocated.max(right_id).max(right_group);
         let Some(r) = self.groups.get_mut(&g) else {
             return Ok(Err(RequestError::UnknownRange { range: RangeId(0) }));
         };
