@@ -433,6 +433,30 @@ impl Cluster {
     pub fn start_with(n: u64, shards: u32, extra: &[&str]) -> Cluster {
         assert!(n >= 1 && shards >= 1);
         let lock = cluster_lock();
+        // The reserved ports are free when checked but not held: another process may bind
+        // one before a node does. Such a start is retried on other ports (twice at most).
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Cluster::try_start(n, shards, extra) {
+                Ok(nodes) => {
+                    return Cluster {
+                        nodes,
+                        shards,
+                        _lock: lock,
+                    }
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!(
+            "cluster start failed, ports taken three times: {}",
+            failures.join("; then ")
+        );
+    }
+
+    /// One start on freshly reserved ports: the nodes, or why not when a port was taken by
+    /// another process meanwhile (any other failure panics here, with every node's log).
+    fn try_start(n: u64, shards: u32, extra: &[&str]) -> Result<Vec<Node>, String> {
         // Per node: `shards` consecutive shard ports, then its admin port.
         let stride = shards as usize + 1;
         let base = reserve_ports(n as usize * stride);
@@ -457,18 +481,22 @@ impl Cluster {
             node.spawn();
         }
         let deadline = Instant::now() + START_TIMEOUT;
-        for node in &mut nodes {
+        for i in 0..nodes.len() {
             let left = deadline.saturating_duration_since(Instant::now());
-            if let Err(e) = node.wait_healthy(left.max(Duration::from_millis(100))) {
-                // Dropping `nodes` kills every child and prints every log tail.
-                panic!("cluster start failed: {e}");
+            if let Err(e) = nodes[i].wait_healthy(left.max(Duration::from_millis(100))) {
+                let port_taken = nodes
+                    .iter()
+                    .any(|x| x.log_tail(40).contains("Address already in use"));
+                if !port_taken {
+                    // Dropping `nodes` kills every child and prints every log tail.
+                    panic!("cluster start failed: {e}");
+                }
+                eprintln!("cluster start: a port was taken meanwhile, retrying: {e}");
+                // Dropping `nodes` kills every child.
+                return Err(e);
             }
         }
-        Cluster {
-            nodes,
-            shards,
-            _lock: lock,
-        }
+        Ok(nodes)
     }
 
     pub fn node(&self, id: u64) -> &Node {
