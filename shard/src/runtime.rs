@@ -567,6 +567,8 @@ async fn run_shard_inner(
         }
     }
     let clock = Rc::clone(&handler.clock);
+    // This thread's CPU time, for `Status`: found once, read when asked.
+    let thread_stat = crate::cpu::this_thread_stat_path();
     let mut last_publish = Instant::now();
     let result = loop {
         if shared.stop.load(Ordering::Relaxed) {
@@ -604,7 +606,7 @@ async fn run_shard_inner(
             // New segments that could not be prepared (a full disk) are asked for again:
             // writes resume by themselves once space is freed.
             store.borrow_mut().wal_mut().check_prepared();
-            publish(shard, &store, &transport, &shared);
+            publish(shard, &store, &transport, &shared, &thread_stat);
             handler
                 .conns
                 .borrow_mut()
@@ -613,7 +615,7 @@ async fn run_shard_inner(
         // Let the transport's tasks run between turns.
         glommio::executor().yield_if_needed().await;
     };
-    publish(shard, &store, &transport, &shared);
+    publish(shard, &store, &transport, &shared, &thread_stat);
     transport.stop();
     handler.store.borrow_mut().take();
     result
@@ -624,6 +626,7 @@ fn publish(
     store: &Rc<RefCell<ShardStore>>,
     transport: &Transport,
     shared: &NodeShared,
+    thread_stat: &Option<PathBuf>,
 ) {
     let s = store.borrow();
     let report = ShardReport {
@@ -633,7 +636,7 @@ fn publish(
         wal_bytes: s.wal().disk_bytes(),
         running: true,
         failure: None,
-        thread_stat: crate::cpu::this_thread_stat_path(),
+        thread_stat: thread_stat.clone(),
     };
     shared.publish(shard, report);
 }

@@ -17,6 +17,15 @@ use quasar_shard::sim::node::{run, Canary, NodeSimConfig};
 
 const FILE: &str = "sim_node";
 
+/// Reshaping with split children's and merge survivors' files 300 ticks late: the window in
+/// which restarts replay long chains of splits and merges.
+fn late_files() -> NodeSimConfig {
+    NodeSimConfig {
+        forced_snapshot_delay_ticks: 300,
+        ..NodeSimConfig::reshaping()
+    }
+}
+
 #[test]
 fn whole_nodes_stay_linearizable_in_calm_weather() {
     let cfg = NodeSimConfig::calm();
@@ -242,10 +251,7 @@ fn a_split_keeps_an_adopted_right_range_that_already_took_a_snapshot() {
 /// once its sender no longer leads in that term.
 #[test]
 fn a_snapshot_transfer_stops_when_its_sender_loses_leadership() {
-    let cfg = NodeSimConfig {
-        forced_snapshot_delay_ticks: 300,
-        ..NodeSimConfig::reshaping()
-    };
+    let cfg = late_files();
     let seed = 7_317_789_177_937_852_253;
     if let Err(f) = run(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
@@ -320,10 +326,7 @@ fn a_replica_of_a_range_merged_away_while_it_was_down_is_destroyed() {
 /// unapplied entries, committed or not, now keeps a superseded right neighbour.
 #[test]
 fn a_range_holding_an_uncommitted_merge_keeps_the_range_it_absorbs() {
-    let cfg = NodeSimConfig {
-        forced_snapshot_delay_ticks: 300,
-        ..NodeSimConfig::reshaping()
-    };
+    let cfg = late_files();
     let seed = 2_619_684_357_820_023_573;
     if let Err(f) = run(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
@@ -338,10 +341,7 @@ fn a_range_holding_an_uncommitted_merge_keeps_the_range_it_absorbs() {
 /// by splits (applied or still in a log) and ids of ranges merged away are never reused.
 #[test]
 fn a_range_id_is_never_allocated_twice() {
-    let cfg = NodeSimConfig {
-        forced_snapshot_delay_ticks: 300,
-        ..NodeSimConfig::reshaping()
-    };
+    let cfg = late_files();
     let seed = 8_965_642_337_163_514_092;
     if let Err(f) = run(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
@@ -391,10 +391,7 @@ fn a_merge_replayed_after_a_restart_still_finds_the_absorbed_range() {
 /// sending one.
 #[test]
 fn a_snapshot_sent_after_a_merge_covers_the_merge() {
-    let cfg = NodeSimConfig {
-        forced_snapshot_delay_ticks: 300,
-        ..NodeSimConfig::reshaping()
-    };
+    let cfg = late_files();
     for seed in [8_763_771_002_256_385_158, 3_847_604_864_853_223_655] {
         if let Err(f) = run(seed, &cfg) {
             panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
@@ -408,10 +405,7 @@ fn a_snapshot_sent_after_a_merge_covers_the_merge() {
 /// chains of splits and merges.
 #[test]
 fn whole_nodes_stay_linearizable_while_split_children_wait_long_for_their_files() {
-    let cfg = NodeSimConfig {
-        forced_snapshot_delay_ticks: 300,
-        ..NodeSimConfig::reshaping()
-    };
+    let cfg = late_files();
     let name = "whole_nodes_stay_linearizable_while_split_children_wait_long_for_their_files";
     let total = run_seeds(FILE, name, 40, |seed| run(seed, &cfg));
     assert!(
@@ -433,10 +427,7 @@ fn whole_nodes_stay_linearizable_while_split_children_wait_long_for_their_files(
 ///     range did; those logs are now applied first.
 #[test]
 fn a_restart_replays_the_splits_and_merges_of_ranges_without_files() {
-    let cfg = NodeSimConfig {
-        forced_snapshot_delay_ticks: 300,
-        ..NodeSimConfig::reshaping()
-    };
+    let cfg = late_files();
     for seed in [
         314_686_737_065_646_086,
         5_799_697_167_694_920_001,
