@@ -95,6 +95,13 @@ impl NodeShared {
             .unwrap_or_default()
     }
 
+    /// Why `shard` stopped, if it did (without copying its whole report).
+    pub fn failure(&self, shard: u32) -> Option<String> {
+        self.reports
+            .get(shard as usize)
+            .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).failure.clone())
+    }
+
     fn publish(&self, shard: u32, report: ShardReport) {
         if let Some(m) = self.reports.get(shard as usize) {
             *m.lock().unwrap_or_else(|e| e.into_inner()) = report;

@@ -13,7 +13,9 @@
 //! `KeyNotInRange`/`RangeMoved` answer fills the cache (a seed that holds the range but does
 //! not lead it answers `RangeMoved`, not `NotLeader`, so that the client learns the range
 //! once instead of asking the seed first on every request). Only retryable errors are retried, with
-//! jittered exponential backoff (none after a redirect that names a new place to go). A write
+//! jittered exponential backoff (none after a redirect that names a new place to go; a short,
+//! steady poll while the range has no reachable leader, see `ClientConfig::election_poll`;
+//! a node an attempt could not reach is tried again only once the others were). A write
 //! sent without any answer is *ambiguous*; if no later attempt settles it, the caller gets
 //! `ClientError::Ambiguous`, never a plain failure. So does a write whose outcome the server
 //! no longer remembers (`SessionExpired`: it may have applied).
@@ -39,6 +41,7 @@ use crate::message::{
     Route, Sequence, SessionId, ShardId, TxnOp, UnavailableReason,
 };
 use crate::transport::{shard_addr, shard_for_group, Backoff};
+use smallvec::SmallVec;
 
 /// Where and how a client talks to the cluster.
 #[derive(Debug, Clone)]
@@ -57,10 +60,18 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Bound on connecting and handshaking.
     pub io_timeout: Duration,
-    /// Attempts per operation, the first included.
+    /// Attempts per operation, the first included, besides up to `election_polls` more
+    /// while the range has no reachable leader.
     pub max_attempts: u32,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// While a range has no reachable leader (an election, most likely: no leader named,
+    /// or the named one cannot be reached), the first `election_polls` retries of an
+    /// operation come at most this far apart (jittered) instead of backing off to
+    /// `backoff_max`, so that a client finds a new leader within about this long of its
+    /// election. Later ones back off as usual. These polls come on top of `max_attempts`.
+    pub election_poll: Duration,
+    pub election_polls: u32,
     pub consistency: ReadConsistency,
     pub max_frame_len_bytes: usize,
     /// TLS to the nodes (`None`: plaintext).
@@ -83,10 +94,13 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(2),
             // Enough to ride out a leader failure: detection takes an election timeout or
-            // two, and the backoff doubles up to a second.
+            // two (polled every 20 ms or so, up to 24 times), then the backoff doubles up
+            // to a second.
             max_attempts: 30,
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_secs(1),
+            election_poll: Duration::from_millis(20),
+            election_polls: 24,
             consistency: ReadConsistency::Linearizable,
             max_frame_len_bytes: 16 << 20,
             tls: None,
@@ -224,6 +238,14 @@ pub struct Call {
     /// The leader that refused the last attempt because its disk is full: the retry (after
     /// a backoff) goes back to it, not to replicas that would only redirect.
     refused_by: Option<Target>,
+    /// Nodes an attempt of this call could not send to (no connection): picked again
+    /// only when every other candidate is in here too, and not believed as leader hints.
+    unreachable: SmallVec<[NodeId; 4]>,
+    /// The delays while the range has no reachable leader, how many are left, and how many
+    /// were used (they extend `max_attempts`).
+    election_backoff: Backoff,
+    election_polls_left: u32,
+    election_polls_used: u32,
 }
 
 /// Redirects followed at once, in a row, before the call backs off between them.
@@ -254,7 +276,34 @@ impl Call {
                 config.backoff_max,
                 session.id().0 ^ sequence.0,
             ),
+            unreachable: SmallVec::new(),
+            election_backoff: {
+                let poll = config.election_poll.max(Duration::from_millis(1));
+                Backoff::new(
+                    config.backoff_min.min(poll),
+                    poll,
+                    session.id().0 ^ sequence.0 ^ 0x5eed,
+                )
+            },
+            election_polls_left: config.election_polls,
+            election_polls_used: 0,
         }
+    }
+
+    /// The delay before a retry while the range has no reachable leader: a short poll for
+    /// the first `election_polls` of them, the usual backoff after.
+    fn leaderless_delay(&mut self) -> Duration {
+        if self.election_polls_left > 0 {
+            self.election_polls_left -= 1;
+            self.election_polls_used += 1;
+            self.election_backoff.next_delay()
+        } else {
+            self.backoff.next_delay()
+        }
+    }
+
+    fn reachable(&self, node: NodeId) -> bool {
+        !self.unreachable.contains(&node)
     }
 
     pub fn attempts(&self) -> u32 {
@@ -279,12 +328,19 @@ impl Call {
             });
             let leader = cache
                 .leader(desc.id)
-                .filter(|l| desc.replica(*l).is_some())
+                .filter(|l| desc.replica(*l).is_some() && self.reachable(*l))
                 .and_then(|l| Some((l, addr_of(l)?)));
-            let voters: Vec<(NodeId, SocketAddr)> = desc
+            let mut voters: SmallVec<[(NodeId, SocketAddr); 8]> = desc
                 .voters()
+                .filter(|n| self.reachable(*n))
                 .filter_map(|n| Some((n, addr_of(n)?)))
                 .collect();
+            if voters.is_empty() {
+                voters = desc
+                    .voters()
+                    .filter_map(|n| Some((n, addr_of(n)?)))
+                    .collect();
+            }
             let pick = leader.or_else(|| voters.get(attempt % voters.len().max(1)).copied());
             if let Some((node, base)) = pick {
                 return Ok(Target {
@@ -295,7 +351,17 @@ impl Call {
                 });
             }
         }
-        let (node, base) = config.nodes[attempt % config.nodes.len()];
+        let seeds: SmallVec<[(NodeId, SocketAddr); 8]> = config
+            .nodes
+            .iter()
+            .filter(|(n, _)| self.reachable(*n))
+            .copied()
+            .collect();
+        let (node, base) = if seeds.is_empty() {
+            config.nodes[attempt % config.nodes.len()]
+        } else {
+            seeds[attempt % seeds.len()]
+        };
         Ok(Target {
             node,
             shard: ShardId(0),
@@ -319,13 +385,17 @@ impl Call {
                 let redirected = self.redirects < FREE_REDIRECTS;
                 let delay = match &e {
                     RequestError::NotLeader { range, leader_hint } => {
-                        cache.set_leader(*range, *leader_hint);
-                        match leader_hint {
-                            Some(l) if *l != target.node && redirected => {
+                        // A hint naming a node this call could not reach is stale (the
+                        // replica has not yet noticed its leader is gone): no leader.
+                        let hint = leader_hint.filter(|l| self.reachable(*l));
+                        cache.set_leader(*range, hint);
+                        match hint {
+                            Some(l) if l != target.node && redirected => {
                                 self.redirects += 1;
                                 Duration::ZERO
                             }
-                            _ => self.backoff.next_delay(),
+                            Some(l) if l != target.node => self.backoff.next_delay(),
+                            _ => self.leaderless_delay(),
                         }
                     }
                     RequestError::RangeMoved { descriptor }
@@ -346,6 +416,9 @@ impl Call {
                         self.ambiguous = Some(e.to_string());
                         self.backoff.next_delay()
                     }
+                    RequestError::Unavailable {
+                        reason: UnavailableReason::NoLeader,
+                    } => self.leaderless_delay(),
                     RequestError::Unavailable {
                         reason: UnavailableReason::DiskFull,
                     } => {
@@ -370,20 +443,22 @@ impl Call {
                 delay
             }
             Err(AttemptError::NotSent(reason)) => {
-                forget_leader(cache, target);
+                let was_leader = forget_leader(cache, target);
+                self.mark_unreachable(target.node);
                 self.last = reason;
-                self.backoff.next_delay()
+                self.unreached_delay(was_leader)
             }
             Err(AttemptError::Lost(reason)) => {
-                forget_leader(cache, target);
+                // Not marked unreachable: a slow leader is still the one to go back to.
+                let was_leader = forget_leader(cache, target);
                 if self.is_write {
                     self.ambiguous = Some(reason.clone());
                 }
                 self.last = reason;
-                self.backoff.next_delay()
+                self.unreached_delay(was_leader)
             }
         };
-        if self.attempts < self.max_attempts {
+        if self.attempts < self.max_attempts.saturating_add(self.election_polls_used) {
             return Next::Retry(delay);
         }
         let attempts = self.attempts;
@@ -404,19 +479,194 @@ impl Call {
     }
 }
 
+impl Call {
+    fn mark_unreachable(&mut self, node: NodeId) {
+        if !self.unreachable.contains(&node) {
+            self.unreachable.push(node);
+        }
+    }
+
+    /// The delay after `target` could not be reached: while other candidates remain, a
+    /// lost leader is an election to wait for (polled), anything else backs off.
+    fn unreached_delay(&mut self, was_leader: bool) -> Duration {
+        if was_leader {
+            self.leaderless_delay()
+        } else {
+            self.backoff.next_delay()
+        }
+    }
+}
+
 /// After an unreachable target, the next attempt goes to another voter, not the same
-/// (possibly dead) leader again.
-fn forget_leader(cache: &mut RangeCache, target: &Target) {
+/// (possibly dead) leader again. Whether the target was the range's cached leader.
+fn forget_leader(cache: &mut RangeCache, target: &Target) -> bool {
     if let Some(route) = target.route {
         if cache.leader(route.range) == Some(target.node) {
             cache.set_leader(route.range, None);
+            return true;
         }
     }
+    false
 }
 
 /// A reply of another kind than the operation asks for: a bug on one side.
 fn unexpected(reply: Reply) -> ClientError {
     ClientError::Protocol {
         reason: format!("unexpected reply kind: {reply:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{
+        GroupId, RangeDescriptor, RangeEpoch, RangeId, ReplicaDescriptor, ReplicaRole,
+    };
+
+    const RANGE: RangeId = RangeId(7);
+
+    fn config() -> ClientConfig {
+        let nodes = (1..=3)
+            .map(|n| {
+                (
+                    NodeId(n),
+                    SocketAddr::from(([127, 0, 0, 1], 7000 + n as u16)),
+                )
+            })
+            .collect();
+        let mut config = ClientConfig::new(ClusterId(1), nodes, 1);
+        config.election_polls = 3;
+        config
+    }
+
+    fn cache_led_by(leader: u64) -> RangeCache {
+        let mut cache = RangeCache::new();
+        cache.insert(RangeDescriptor {
+            id: RANGE,
+            group: GroupId(70),
+            start: Vec::new(),
+            end: Vec::new(),
+            replicas: (1..=3)
+                .map(|n| ReplicaDescriptor {
+                    node: NodeId(n),
+                    role: ReplicaRole::Voter,
+                })
+                .collect(),
+            epoch: RangeEpoch(1),
+        });
+        cache.set_leader(RANGE, Some(NodeId(leader)));
+        cache
+    }
+
+    fn put(config: &ClientConfig, seed: u64) -> Call {
+        let mut session = Session::new(SessionId(seed));
+        let op = Operation::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        Call::new(config, &mut session, op)
+    }
+
+    fn not_leader(hint: Option<u64>) -> Result<Result<Reply, RequestError>, AttemptError> {
+        Ok(Err(RequestError::NotLeader {
+            range: RANGE,
+            leader_hint: hint.map(NodeId),
+        }))
+    }
+
+    fn delay(next: Next) -> Duration {
+        match next {
+            Next::Retry(d) => d,
+            Next::Done(r) => panic!("the call ended: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn a_dead_leader_is_polled_around_not_backed_off_from() {
+        let config = config();
+        for seed in 1..50 {
+            let mut cache = cache_led_by(1);
+            let mut call = put(&config, seed);
+            let t = call.target(&config, &cache).unwrap();
+            assert_eq!(t.node, NodeId(1));
+            let refused = Err(AttemptError::NotSent("connection refused".into()));
+            let d = delay(call.on_answer(&mut cache, &t, refused));
+            assert!(d <= config.election_poll, "{d:?}");
+            // A replica that has not noticed yet still names the dead leader: not believed.
+            let t = call.target(&config, &cache).unwrap();
+            assert_ne!(t.node, NodeId(1));
+            let d = delay(call.on_answer(&mut cache, &t, not_leader(Some(1))));
+            assert!(d > Duration::ZERO && d <= config.election_poll, "{d:?}");
+            assert_eq!(cache.leader(RANGE), None);
+            let t = call.target(&config, &cache).unwrap();
+            assert_ne!(t.node, NodeId(1));
+            // The election ends: the new leader's hint is followed at once.
+            let d = delay(call.on_answer(&mut cache, &t, not_leader(Some(3))));
+            if t.node != NodeId(3) {
+                assert_eq!(d, Duration::ZERO);
+            }
+            assert_eq!(call.target(&config, &cache).unwrap().node, NodeId(3));
+        }
+    }
+
+    #[test]
+    fn polling_for_a_leader_is_bounded_then_backs_off() {
+        let config = config();
+        let mut cache = cache_led_by(1);
+        let mut call = put(&config, 3);
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            let t = call.target(&config, &cache).unwrap();
+            delays.push(delay(call.on_answer(&mut cache, &t, not_leader(None))));
+        }
+        assert!(delays[..3].iter().all(|d| *d <= config.election_poll));
+        assert!(
+            delays[3..].iter().any(|d| *d > config.election_poll),
+            "{delays:?}"
+        );
+        // The polls come on top of max_attempts; then the call ends.
+        let mut ended = false;
+        for _ in 0..config.max_attempts {
+            let t = call.target(&config, &cache).unwrap();
+            if let Next::Done(r) = call.on_answer(&mut cache, &t, not_leader(None)) {
+                assert!(matches!(r, Err(ClientError::Unavailable { .. })), "{r:?}");
+                ended = true;
+                break;
+            }
+        }
+        assert!(ended);
+        assert_eq!(call.attempts(), config.max_attempts + config.election_polls);
+    }
+
+    #[test]
+    fn a_leader_that_did_not_answer_in_time_is_gone_back_to() {
+        let config = config();
+        let mut cache = cache_led_by(1);
+        let mut call = put(&config, 5);
+        let t = call.target(&config, &cache).unwrap();
+        let lost = Err(AttemptError::Lost("timed out".into()));
+        call.on_answer(&mut cache, &t, lost);
+        let t = call.target(&config, &cache).unwrap();
+        assert_ne!(t.node, NodeId(1));
+        let d = delay(call.on_answer(&mut cache, &t, not_leader(Some(1))));
+        assert_eq!(d, Duration::ZERO);
+        assert_eq!(call.target(&config, &cache).unwrap().node, NodeId(1));
+    }
+
+    #[test]
+    fn seeds_that_refused_are_skipped_while_others_remain() {
+        let config = config();
+        let mut cache = RangeCache::new();
+        let mut call = put(&config, 9);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let t = call.target(&config, &cache).unwrap();
+            assert!(!seen.contains(&t.node), "{:?} tried twice", t.node);
+            seen.push(t.node);
+            let refused = Err(AttemptError::NotSent("connection refused".into()));
+            call.on_answer(&mut cache, &t, refused);
+        }
+        // All refused: every seed is a candidate again.
+        assert!(call.target(&config, &cache).is_ok());
     }
 }

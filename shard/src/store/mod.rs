@@ -959,6 +959,24 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 info!(group = group.0, last = %meta.last, "log restarted after a snapshot installed just before a crash");
             }
         }
+        // Without a snapshot the replica's log starts at index 1. A log compacted here with
+        // no snapshot is what this node's earlier replica of the group left when it was
+        // removed (`remove_replica` drops the whole log); the group added this node back
+        // and the restart finds it a member again: restart the log empty, as for any new
+        // replica (the hard state stays: the votes of earlier terms still bind this node).
+        // Found by the simulator: the next append, at index 1, was refused as below the
+        // compaction point, and the store stopped at every restart.
+        let compacted_below = self.wal.first_index(wgroup).0;
+        if snapshot.is_none() && compacted_below > 1 {
+            let mut batch = Batch::with_capacity(1);
+            batch.snapshot_mark(wgroup, quasar_wal::LogIndex(0), quasar_wal::Term(0));
+            self.wal.append(&batch)?;
+            info!(
+                group = group.0,
+                compacted_below,
+                "log of a replica removed earlier restarts empty: the group holds this node again"
+            );
+        }
         let hard_state = self.wal.hard_state(wgroup);
         let has_log = hard_state.is_some() || self.wal.last_index(wgroup).0 > 0;
         let initial_conf = ConfState::with_voters(d.voters().map(|n| NodeId(n.0)));
