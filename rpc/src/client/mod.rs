@@ -241,10 +241,10 @@ pub struct Call {
     /// Nodes an attempt of this call could not send to (no connection): picked again
     /// only when every other candidate is in here too, and not believed as leader hints.
     unreachable: SmallVec<[NodeId; 4]>,
-    /// The delays while the range has no reachable leader, how many are left, and how many
-    /// were used (they extend `max_attempts`).
+    /// The delays while the range has no reachable leader, how many such polls a call may
+    /// make, and how many it made (they extend `max_attempts`).
     election_backoff: Backoff,
-    election_polls_left: u32,
+    election_polls: u32,
     election_polls_used: u32,
 }
 
@@ -285,7 +285,7 @@ impl Call {
                     session.id().0 ^ sequence.0 ^ 0x5eed,
                 )
             },
-            election_polls_left: config.election_polls,
+            election_polls: config.election_polls,
             election_polls_used: 0,
         }
     }
@@ -293,8 +293,7 @@ impl Call {
     /// The delay before a retry while the range has no reachable leader: a short poll for
     /// the first `election_polls` of them, the usual backoff after.
     fn leaderless_delay(&mut self) -> Duration {
-        if self.election_polls_left > 0 {
-            self.election_polls_left -= 1;
+        if self.election_polls_used < self.election_polls {
             self.election_polls_used += 1;
             self.election_backoff.next_delay()
         } else {
@@ -304,6 +303,35 @@ impl Call {
 
     fn reachable(&self, node: NodeId) -> bool {
         !self.unreachable.contains(&node)
+    }
+
+    fn mark_unreachable(&mut self, node: NodeId) {
+        if self.reachable(node) {
+            self.unreachable.push(node);
+        }
+    }
+
+    /// The candidates this call has not failed to reach, or all of them if it failed to
+    /// reach every one.
+    fn prefer_reachable(
+        &self,
+        candidates: impl Iterator<Item = (NodeId, SocketAddr)>,
+    ) -> SmallVec<[(NodeId, SocketAddr); 8]> {
+        let mut all: SmallVec<[(NodeId, SocketAddr); 8]> = candidates.collect();
+        if all.iter().any(|(n, _)| self.reachable(*n)) {
+            all.retain(|(n, _)| self.reachable(*n));
+        }
+        all
+    }
+
+    /// The delay after `target` could not be reached: a lost leader is an election to wait
+    /// for (polled), anything else backs off.
+    fn unreached_delay(&mut self, was_leader: bool) -> Duration {
+        if was_leader {
+            self.leaderless_delay()
+        } else {
+            self.backoff.next_delay()
+        }
     }
 
     pub fn attempts(&self) -> u32 {
@@ -330,17 +358,8 @@ impl Call {
                 .leader(desc.id)
                 .filter(|l| desc.replica(*l).is_some() && self.reachable(*l))
                 .and_then(|l| Some((l, addr_of(l)?)));
-            let mut voters: SmallVec<[(NodeId, SocketAddr); 8]> = desc
-                .voters()
-                .filter(|n| self.reachable(*n))
-                .filter_map(|n| Some((n, addr_of(n)?)))
-                .collect();
-            if voters.is_empty() {
-                voters = desc
-                    .voters()
-                    .filter_map(|n| Some((n, addr_of(n)?)))
-                    .collect();
-            }
+            let voters =
+                self.prefer_reachable(desc.voters().filter_map(|n| Some((n, addr_of(n)?))));
             let pick = leader.or_else(|| voters.get(attempt % voters.len().max(1)).copied());
             if let Some((node, base)) = pick {
                 return Ok(Target {
@@ -351,17 +370,8 @@ impl Call {
                 });
             }
         }
-        let seeds: SmallVec<[(NodeId, SocketAddr); 8]> = config
-            .nodes
-            .iter()
-            .filter(|(n, _)| self.reachable(*n))
-            .copied()
-            .collect();
-        let (node, base) = if seeds.is_empty() {
-            config.nodes[attempt % config.nodes.len()]
-        } else {
-            seeds[attempt % seeds.len()]
-        };
+        let seeds = self.prefer_reachable(config.nodes.iter().copied());
+        let (node, base) = seeds[attempt % seeds.len()];
         Ok(Target {
             node,
             shard: ShardId(0),
@@ -476,24 +486,6 @@ impl Call {
         self.request.route = target.route;
         self.request.request_id = request_id;
         &self.request
-    }
-}
-
-impl Call {
-    fn mark_unreachable(&mut self, node: NodeId) {
-        if !self.unreachable.contains(&node) {
-            self.unreachable.push(node);
-        }
-    }
-
-    /// The delay after `target` could not be reached: while other candidates remain, a
-    /// lost leader is an election to wait for (polled), anything else backs off.
-    fn unreached_delay(&mut self, was_leader: bool) -> Duration {
-        if was_leader {
-            self.leaderless_delay()
-        } else {
-            self.backoff.next_delay()
-        }
     }
 }
 
