@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
-use quasar_rpc::client::{AdminClient, BlockingClient, ClientConfig};
+use quasar_rpc::client::{AdminClient, AdminError, BlockingClient, ClientConfig};
 use quasar_rpc::error::ClientError;
 use quasar_rpc::message::{
     NodeId, Operation, RangeDescriptor, RangeId, RangeInfo, SessionId, Txn, TxnOp,
@@ -100,6 +100,10 @@ fn client_config(base: &ClientConfig, request_timeout: Duration) -> ClientConfig
     cfg
 }
 
+/// Attempts at one pre-split key whose range a lagging node described, and at one
+/// leadership move.
+const PRESPLIT_TRIES: u64 = 8;
+
 /// Splits the key space of `keys` bench keys under `prefix` into `n` ranges at evenly
 /// spaced keys (a key where a range already starts is left as it is), then spreads their
 /// leaders round-robin over the nodes. Returns the ranges' ids in key order.
@@ -120,17 +124,28 @@ pub fn presplit(
     ];
     for i in 1..n {
         let key = key_name(prefix, i * keys / n);
-        let info = admin
-            .describe_key(&key)
-            .with_context(|| format!("cannot find the range of {}", key.escape_ascii()))?;
-        let info = admin.fresh(info);
-        if info.descriptor.start == key {
-            ids.push(info.descriptor.id);
-            continue;
-        }
-        let (_, right) = admin
-            .split_seen(info, &key)
-            .with_context(|| format!("split at {} failed", key.escape_ascii()))?;
+        // The node asked may lag behind the splits just made (a stale epoch is refused with
+        // `Changed`, nothing done): look again, a few times.
+        let mut tries = 0;
+        let right = loop {
+            tries += 1;
+            let info = admin
+                .describe_key_fresh(&key)
+                .with_context(|| format!("cannot find the range of {}", key.escape_ascii()))?;
+            if info.descriptor.start == key {
+                break info.descriptor;
+            }
+            match admin.split_seen(info, &key) {
+                Ok((_, right)) => break right,
+                Err(AdminError::Changed { .. }) if tries < PRESPLIT_TRIES => {
+                    std::thread::sleep(Duration::from_millis(20 * tries));
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("split at {} failed", key.escape_ascii()))
+                }
+            }
+        };
         ids.push(right.id);
     }
     let nodes: Vec<NodeId> = config.nodes.iter().map(|n| n.0).collect();
@@ -138,14 +153,30 @@ pub fn presplit(
         let Some(to) = nodes.get(j % nodes.len().max(1)) else {
             break;
         };
-        let info = admin.describe(*id)?;
-        let info = admin.fresh(info);
-        if !info.descriptor.voters().any(|v| v == *to) {
-            continue;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let info = admin.describe(*id)?;
+            let info = admin.fresh(info);
+            if !info.descriptor.voters().any(|v| v == *to) {
+                break;
+            }
+            match admin.transfer_seen(info, *to) {
+                Ok(_) => break,
+                // A target still catching up with the splits just made: it may yet.
+                Err(e @ (AdminError::Refused(_) | AdminError::Changed { .. }))
+                    if tries < PRESPLIT_TRIES =>
+                {
+                    eprintln!("moving range {id}'s leadership to node {to}: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(100 * tries));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("moving range {id}'s leadership to node {to} failed")
+                    })
+                }
+            }
         }
-        admin
-            .transfer_seen(info, *to)
-            .with_context(|| format!("moving range {id}'s leadership to node {to} failed"))?;
     }
     Ok(ids)
 }

@@ -58,6 +58,7 @@ pub struct Metrics {
     peer_errors: Family<ShardLabel, Counter>,
     ranges: Family<ShardLabel, Gauge>,
     leaders: Family<ShardLabel, Gauge>,
+    ranges_awake: Family<ShardLabel, Gauge>,
     wal_disk_bytes: Family<ShardLabel, Gauge>,
     wal_fsync: HistogramFamily<ShardLabel>,
     wal_append: HistogramFamily<ShardLabel>,
@@ -89,6 +90,7 @@ impl Metrics {
             peer_errors: Family::default(),
             ranges: Family::default(),
             leaders: Family::default(),
+            ranges_awake: Family::default(),
             wal_disk_bytes: Family::default(),
             wal_fsync: Family::new_with_constructor(latency_histogram),
             wal_append: Family::new_with_constructor(latency_histogram),
@@ -149,6 +151,11 @@ impl Metrics {
         );
         registry.register("ranges", "Range replicas on this shard", m.ranges.clone());
         registry.register("leaders", "Ranges this shard leads", m.leaders.clone());
+        registry.register(
+            "ranges_awake",
+            "Range replicas this shard visits every tick (the others are quiesced and asleep)",
+            m.ranges_awake.clone(),
+        );
         registry.register(
             "wal_disk_bytes",
             "Bytes of WAL segments on disk",
@@ -234,9 +241,15 @@ impl Metrics {
             self.ranges
                 .get_or_create(&label)
                 .set(r.replicas.len() as i64);
-            self.leaders
+            self.leaders.get_or_create(&label).set(
+                r.replicas
+                    .values()
+                    .filter(|x| x.role == Role::Leader)
+                    .count() as i64,
+            );
+            self.ranges_awake
                 .get_or_create(&label)
-                .set(r.replicas.iter().filter(|x| x.role == Role::Leader).count() as i64);
+                .set(m.awake_groups as i64);
             self.wal_disk_bytes
                 .get_or_create(&label)
                 .set(r.wal_bytes as i64);
@@ -315,7 +328,7 @@ impl AdminSource for NodeAdmin {
             return Probe::Failing(reason);
         }
         for shard in 0..self.shared.shards {
-            for r in self.shared.report(shard).replicas {
+            for r in self.shared.report(shard).replicas.values() {
                 if r.leader.is_none() {
                     return Probe::Failing(format!(
                         "range {} has no known leader yet",
@@ -330,7 +343,7 @@ impl AdminSource for NodeAdmin {
     fn status(&self) -> serde_json::Value {
         let mut ranges = Vec::new();
         for shard in 0..self.shared.shards {
-            for r in self.shared.report(shard).replicas {
+            for r in self.shared.report(shard).replicas.values() {
                 let d = &r.descriptor;
                 ranges.push(json!({
                     "range_id": d.id.0,

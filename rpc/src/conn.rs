@@ -20,7 +20,9 @@
 //! sees a closed connection and reports its in-flight writes as ambiguous.
 //!
 //! Every socket wait is bounded: reads by `idle_timeout`, writes and connects by `io_timeout`
-//! (glommio's own socket timeouts, armed only when a call would wait).
+//! (glommio's own socket timeouts, armed only when a call would wait). A link on which the
+//! peer never sends (`silent_peer`: the Raft link a node dialed) waits again after an idle
+//! read instead of closing.
 //!
 //! TLS: a connection is plaintext (the socket itself, read with `try_recv` first, see `fill`)
 //! or TLS (`futures_rustls` over a [`Socket`], which keeps the same read trick underneath
@@ -153,9 +155,14 @@ pub struct ConnConfig {
     pub max_frame_len_bytes: usize,
     /// Bound on connecting, on the handshake and on each wait for the socket to take bytes.
     pub io_timeout: Duration,
-    /// A connection on which nothing arrives for this long is closed (peers send heartbeats;
-    /// clients reconnect on demand). Bounds every read wait.
+    /// A connection on which nothing arrives for this long is closed (a peer's dialer sends
+    /// liveness batches; clients reconnect on demand). Bounds every read wait.
     pub idle_timeout: Duration,
+    /// Nothing is expected to arrive (a Raft link this side dialed: the peer answers on a
+    /// link of its own). A read wait that reaches `idle_timeout` is waited again instead of
+    /// closing the connection; a dead peer still shows as a closed socket or as a write
+    /// that times out.
+    pub silent_peer: bool,
     /// Above this many queued bytes, `Lossy` frames are dropped.
     pub queue_limit_bytes: usize,
     /// Above this many queued bytes, a `Reliable` frame closes the connection.
@@ -170,6 +177,7 @@ impl Default for ConnConfig {
             max_frame_len_bytes: 16 << 20,
             io_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
+            silent_peer: false,
             queue_limit_bytes: 8 << 20,
             hard_limit_bytes: 64 << 20,
             recv_buf_bytes: 256 << 10,
@@ -753,7 +761,12 @@ impl Conn {
                     }
                 }
                 self.flush().await?;
-                self.fill(buf).await?;
+                match self.fill(buf).await {
+                    Err(TransportError::Timeout { .. }) if self.config.silent_peer => {}
+                    r => {
+                        r?;
+                    }
+                }
             }
         }
         .await;

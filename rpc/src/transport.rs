@@ -563,11 +563,17 @@ impl Transport {
         dest: Destination,
         addr: SocketAddr,
     ) -> Result<(Rc<Conn>, RecvBuffer), TransportError> {
+        // The peer sends nothing back on this link (it answers on its own): being idle is
+        // normal here, not a sign of a dead peer.
+        let config = ConnConfig {
+            silent_peer: true,
+            ..self.config.conn.clone()
+        };
         let conn = match &self.config.tls {
-            None => Conn::connect(addr, self.config.conn.clone()).await?,
+            None => Conn::connect(addr, config).await?,
             Some(tls) => {
                 let name = crate::tls::server_name(dest.node, addr);
-                Conn::connect_tls(addr, self.config.conn.clone(), &tls.connector, name).await?
+                Conn::connect_tls(addr, config, &tls.connector, name).await?
             }
         };
         let hello = Handshake::from_node(

@@ -145,6 +145,37 @@ fn handshake_then_raft_batches_flow_with_the_senders_identity() {
     });
 }
 
+/// Regression: the dialer's read of a link the peer never writes to timed out after
+/// `idle_timeout` and closed it, so every Raft link was redialed every 30 s in a node and
+/// the batches of that moment were lost (a leadership transfer among thousands failed now
+/// and then).
+#[test]
+fn a_link_the_peer_never_writes_to_stays_open_past_the_idle_timeout() {
+    run(async {
+        let mut ca = config(7, 1);
+        ca.conn.idle_timeout = Duration::from_millis(100);
+        let a = Transport::new(ca, Rc::new(Recorder::default()));
+        let mut cb = config(7, 2);
+        cb.conn.idle_timeout = Duration::from_millis(100);
+        let b_rec = Rc::new(Recorder::default());
+        let b = Transport::new(cb, b_rec.clone());
+        let b_addr = b.listen(loopback()).unwrap();
+        a.add_peer(B, b_addr);
+        wait_until("handshake", || a.is_connected(B)).await;
+        // Six idle timeouts of the dialer, with a batch every 40 ms (B's read is never idle).
+        for g in 0..15 {
+            assert_eq!(a.send_raft(B, &batch(1, 2, g, 16)).unwrap(), Pushed::Queued);
+            a.flush();
+            glommio::timer::sleep(Duration::from_millis(40)).await;
+        }
+        wait_until("every batch", || b_rec.batches.borrow().len() == 15).await;
+        assert_eq!(a.stats().connects, 1, "the link was never redialed");
+        assert_eq!(b.stats().accepted, 1);
+        a.stop();
+        b.stop();
+    });
+}
+
 #[test]
 fn a_peer_from_another_cluster_is_refused_on_both_sides() {
     run(async {

@@ -14,7 +14,7 @@
 //! not on the hot path.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
@@ -43,7 +43,10 @@ use crate::store::{ConnToken, ReplicaStatus, SharedDirectory, Store, StoreConfig
 /// What one shard last published about itself.
 #[derive(Debug, Clone, Default)]
 pub struct ShardReport {
-    pub replicas: Vec<ReplicaStatus>,
+    /// Every serving replica's status by group. Brought up to date in place with the
+    /// statuses that may have changed (`Store::status_changes`), so an idle shard's
+    /// reports cost nothing; copying a report copies a pointer.
+    pub replicas: Arc<BTreeMap<msg::GroupId, ReplicaStatus>>,
     pub metrics: StoreMetrics,
     pub transport: TransportStats,
     /// Bytes of WAL segments on disk.
@@ -103,8 +106,12 @@ impl NodeShared {
     }
 
     fn publish(&self, shard: u32, report: ShardReport) {
+        self.update(shard, |r| *r = report);
+    }
+
+    fn update(&self, shard: u32, f: impl FnOnce(&mut ShardReport)) {
         if let Some(m) = self.reports.get(shard as usize) {
-            *m.lock().unwrap_or_else(|e| e.into_inner()) = report;
+            f(&mut m.lock().unwrap_or_else(|e| e.into_inner()));
         }
     }
 
@@ -112,10 +119,7 @@ impl NodeShared {
     fn range_info(&self, d: &msg::RangeDescriptor) -> RangeInfo {
         let shard = quasar_rpc::transport::shard_for_group(d.group, self.shards);
         let report = self.report(shard.0);
-        let local = report
-            .replicas
-            .iter()
-            .find(|r| r.descriptor.group == d.group);
+        let local = report.replicas.get(&d.group);
         // The directory changes when a split or merge applies; reports are published a few
         // times per second: the newer descriptor wins.
         RangeInfo {
@@ -151,7 +155,7 @@ impl NodeShared {
                                 groups: r.replicas.len() as u32,
                                 leaders: r
                                     .replicas
-                                    .iter()
+                                    .values()
                                     .filter(|x| x.role == Role::Leader)
                                     .count() as u32,
                                 wal_bytes: r.wal_bytes,
@@ -635,17 +639,24 @@ fn publish(
     shared: &NodeShared,
     thread_stat: &Option<PathBuf>,
 ) {
+    let changes = store.borrow_mut().status_changes();
     let s = store.borrow();
-    let report = ShardReport {
-        replicas: s.statuses(),
-        metrics: s.metrics(),
-        transport: transport.stats(),
-        wal_bytes: s.wal().disk_bytes(),
-        running: true,
-        failure: None,
-        thread_stat: thread_stat.clone(),
-    };
-    shared.publish(shard, report);
+    shared.update(shard, |report| {
+        // Copied only if a reader still holds the previous map.
+        let replicas = Arc::make_mut(&mut report.replicas);
+        for (g, status) in changes {
+            match status {
+                Some(st) => replicas.insert(g, st),
+                None => replicas.remove(&g),
+            };
+        }
+        report.metrics = s.metrics();
+        report.transport = transport.stats();
+        report.wal_bytes = s.wal().disk_bytes();
+        report.running = true;
+        report.failure = None;
+        report.thread_stat.clone_from(thread_stat);
+    });
 }
 
 /// One turn: process, send, sync, finish, send, answer.

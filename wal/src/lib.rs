@@ -454,7 +454,42 @@ pub struct Wal<D: Disk = MmapDisk> {
     shadow: HashMap<GroupId, (LogIndex, LogIndex), GroupHasher>,
     /// Segments below `.1` may be deleted once `durable >= .0`.
     pending_gc: Option<(Lsn, SegmentId)>,
+    /// The oldest segment any group needed at the last look (see `NeededAt`).
+    needed: Option<NeededAt>,
     recovery: RecoveryReport,
+}
+
+/// The oldest segment any group needed (`gc::oldest_needed`, a look at every group), when
+/// the log ended at `at` with `active` the active segment.
+///
+/// Every record goes to the active segment, so while it stays the same no group's oldest
+/// segment can fall below `needed` (which is at most `active`): a value kept too long can
+/// only be too low, which deletes less, never a segment still needed. It is kept while
+/// nothing was appended (an idle log costs nothing), and otherwise looked at again every
+/// `NEEDED_SKIPS` collections and whenever the active segment changes, so that a busy
+/// shard with many thousands of groups does not look at all of them ten times a second.
+#[derive(Clone, Copy, Debug)]
+struct NeededAt {
+    at: Lsn,
+    active: SegmentId,
+    needed: SegmentId,
+    skips: u32,
+}
+
+/// Collections that may reuse `NeededAt` after appends (about 5 s at the runtime's 100 ms).
+const NEEDED_SKIPS: u32 = 50;
+
+impl NeededAt {
+    fn stale(&self, appended: Lsn, active: SegmentId) -> bool {
+        active != self.active || (appended != self.at && self.skips >= NEEDED_SKIPS)
+    }
+
+    fn skipped(self) -> NeededAt {
+        NeededAt {
+            skips: self.skips.saturating_add(1),
+            ..self
+        }
+    }
 }
 
 impl Wal<MmapDisk> {
@@ -782,6 +817,7 @@ impl<D: Disk> Wal<D> {
             stage: Vec::new(),
             shadow: HashMap::default(),
             pending_gc: None,
+            needed: None,
             recovery: report,
         };
         wal.request_prepared();
@@ -1477,7 +1513,22 @@ impl<D: Disk> Wal<D> {
             }
         }
         if self.pending_gc.is_none() {
-            let needed = gc::oldest_needed(&self.groups, self.cursor.segment);
+            let needed = match self.needed {
+                Some(n) if !n.stale(self.appended, self.cursor.segment) => {
+                    self.needed = Some(n.skipped());
+                    n.needed
+                }
+                _ => {
+                    let needed = gc::oldest_needed(&self.groups, self.cursor.segment);
+                    self.needed = Some(NeededAt {
+                        at: self.appended,
+                        active: self.cursor.segment,
+                        needed,
+                        skips: 0,
+                    });
+                    needed
+                }
+            };
             if self.segments.front().is_some_and(|&s| s < needed) {
                 self.pending_gc = Some((self.appended, needed));
             }

@@ -504,6 +504,22 @@ impl AdminClient {
         }
     }
 
+    /// The range holding `key` as its leader sees it (`fresh`). A lagging node may answer
+    /// with a range its leader has split since, which no longer holds `key`: the leader is
+    /// then asked for the range holding it.
+    pub fn describe_key_fresh(&mut self, key: &[u8]) -> Result<RangeInfo, AdminError> {
+        let info = self.describe_key(key)?;
+        let leader = info.leader;
+        let fresh = self.fresh(info.clone());
+        if fresh.descriptor.contains(key) {
+            return Ok(fresh);
+        }
+        match leader {
+            Some(l) => self.describe_key_at(l, key),
+            None => Ok(info),
+        }
+    }
+
     /// Every range in key order, page by page.
     pub fn list_ranges(&mut self) -> Result<Vec<RangeInfo>, AdminError> {
         let mut ranges = Vec::new();

@@ -133,6 +133,7 @@ impl ClientConfig {
             max_frame_len_bytes: self.max_frame_len_bytes,
             io_timeout: self.io_timeout,
             idle_timeout: self.request_timeout.max(Duration::from_secs(30)),
+            silent_peer: false,
             queue_limit_bytes: 8 << 20,
             hard_limit_bytes: 64 << 20,
             recv_buf_bytes: 64 << 10,

@@ -26,6 +26,7 @@
 //! when a message arrives for a group the directory says this node should hold.
 
 pub mod command;
+mod groups;
 mod membership;
 mod ranges;
 pub mod snapfile;
@@ -43,6 +44,7 @@ use quasar_rpc::message::{
 };
 use quasar_wal::{Batch, Disk, Wal, WalError};
 use rkyv::util::AlignedVec;
+use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
 use crate::raft::{
@@ -51,6 +53,7 @@ use crate::raft::{
 };
 use crate::range::{RangeLimits, RangeState, SnapshotProgress};
 use command::{RangeCommand, PAYLOAD_RANGE_COMMAND};
+use groups::Groups;
 use snapfile::{SnapshotFile, SnapshotStore};
 
 /// The first byte of a normal entry's payload that carries a client request (the leader's
@@ -300,6 +303,8 @@ pub struct StoreMetrics {
     pub raft_messages_bad: u64,
     pub splits: u64,
     pub merges: u64,
+    /// Groups on the awake list now (a gauge: the others are quiesced and cost nothing).
+    pub awake_groups: u64,
 }
 
 /// A point-in-time view of one replica.
@@ -400,6 +405,8 @@ struct Replica {
     /// installing its parent's snapshot): it knows nothing until the group's leader sends a
     /// snapshot, and serves nothing meanwhile.
     awaiting_snapshot: bool,
+    /// On the store's awake list (see `groups`): set by every mutable access.
+    awake: bool,
 }
 
 impl Replica {
@@ -452,6 +459,7 @@ impl Replica {
             writes_per_sec: 0,
             split_checked: 0,
             awaiting_snapshot: false,
+            awake: false,
         }
     }
 }
@@ -538,9 +546,8 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     wal: Wal<D>,
     snaps: S,
     dir: SharedDirectory,
-    groups: HashMap<msg::GroupId, Replica, quasar_wal::GroupHasher>,
-    /// Sorted for a deterministic processing order.
-    order: Vec<msg::GroupId>,
+    /// Every replica, and which are awake: the loops visit only those (see `groups`).
+    groups: Groups,
     ticks: u64,
     outbox: Vec<RaftBatch>,
     responses: Vec<(ConnToken, ClientResponse)>,
@@ -554,6 +561,9 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     last_heard: HashMap<NodeId, u64>,
     /// Peer nodes: every other replica of every range this shard holds.
     peers: Vec<NodeId>,
+    /// Nodes silent for an election timeout (their quiesced followers here were woken when
+    /// the silence started); a node leaves when heard again.
+    silent: Vec<NodeId>,
     /// Send a batch to every peer in this turn, even an empty one.
     liveness_due: bool,
     admin_responses: Vec<(ConnToken, AdminResponse)>,
@@ -618,8 +628,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             wal,
             snaps,
             dir,
-            groups: HashMap::default(),
-            order: Vec::new(),
+            groups: Groups::new(),
             ticks: 0,
             outbox: Vec::new(),
             responses: Vec::new(),
@@ -631,6 +640,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             seed,
             last_heard: HashMap::new(),
             peers: Vec::new(),
+            silent: Vec::new(),
             liveness_due: false,
             admin_responses: Vec::new(),
             pending_admin: Vec::new(),
@@ -823,7 +833,6 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// Removes a replica from memory (its files stay; see `destroy_files`).
     fn drop_replica(&mut self, g: msg::GroupId) -> Option<Replica> {
         let r = self.groups.remove(&g)?;
-        self.order.retain(|x| *x != g);
         self.forced_snapshots.retain(|(x, _)| *x != g);
         let range = r.range.descriptor().id;
         fail_reads(
@@ -1061,9 +1070,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         })?;
         info!(node = self.cfg.node.0, group = group.0, first = raft.first_index().0, snapshot = %raft.snapshot().last, last = %raft.last_id(), commit = raft.commit().0, "replica opened");
         let replica = Replica::new(group, raft, range, last_snapshot, self.ticks);
-        self.groups.insert(group, replica);
-        self.order.push(group);
-        self.order.sort_unstable();
+        self.groups.insert(replica);
         for n in d.replicas.iter().map(|x| NodeId(x.node.0)) {
             if n != self.cfg.node && !self.peers.contains(&n) {
                 self.peers.push(n);
@@ -1087,7 +1094,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     pub fn metrics(&self) -> StoreMetrics {
-        self.metrics
+        StoreMetrics {
+            awake_groups: self.groups.awake_len() as u64,
+            ..self.metrics
+        }
     }
 
     pub fn ticks(&self) -> u64 {
@@ -1109,9 +1119,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// For diagnostics (the simulator's liveness reports): every group led here, with each
     /// member's replication state.
     pub fn leader_progress(&self) -> Vec<(msg::GroupId, Vec<PeerProgress>)> {
-        self.order
-            .iter()
-            .filter_map(|g| self.groups.get(g))
+        self.groups
+            .in_order()
             .filter(|r| r.raft.role() == Role::Leader)
             .map(|r| {
                 let peers = r
@@ -1135,21 +1144,17 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     pub fn statuses(&self) -> Vec<ReplicaStatus> {
-        self.order
-            .iter()
-            .filter_map(|g| self.groups.get(g))
-            .filter(|r| !r.awaiting_snapshot)
-            .map(|r| ReplicaStatus {
-                descriptor: r.range.descriptor().clone(),
-                role: r.raft.role(),
-                term: r.raft.term().0,
-                leader: r.raft.leader().map(|n| n.0),
-                commit: r.raft.commit().0,
-                applied: r.range.applied_index(),
-                state_hash: r.range.state_hash(),
-                keys: r.range.len(),
-                quiesced: r.raft.is_quiesced(),
-            })
+        self.groups.in_order().filter_map(status_of).collect()
+    }
+
+    /// The statuses that may have changed since the last call, in group order (`None`: the
+    /// replica is gone, or not serving yet); every replica's at the first call. A quiesced
+    /// shard has none: publishing its statuses costs nothing.
+    pub fn status_changes(&mut self) -> Vec<(msg::GroupId, Option<ReplicaStatus>)> {
+        self.groups
+            .take_touched()
+            .into_iter()
+            .map(|g| (g, self.groups.get(&g).and_then(status_of)))
             .collect()
     }
 
@@ -1158,9 +1163,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// every lease clock moves on, no timer fires.
     pub fn clock_skipped(&mut self, ticks: u64) {
         self.ticks += ticks;
-        for r in self.groups.values_mut() {
-            r.raft.clock_skipped(ticks);
-        }
+        self.groups.clock_skipped(ticks);
     }
 
     pub fn tick(&mut self) {
@@ -1170,24 +1173,29 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let quiesce_after = self.cfg.quiesce_after_ticks;
         let election = u64::from(self.cfg.election_ticks);
         let heartbeat = u64::from(self.cfg.heartbeat_ticks.max(1));
-        for g in &self.order {
-            let Some(r) = self.groups.get_mut(g) else {
-                continue;
-            };
+        self.note_silences(now, election);
+        let me = self.cfg.node;
+        // Groups go to sleep only between turns (a `Ready` in flight is not idle).
+        let may_sleep = self.in_flight.is_empty();
+        let last_heard = &self.last_heard;
+        let heard = |n: NodeId| last_heard.get(&n).copied();
+        self.groups.retain_awake(|r| {
             if r.raft.is_quiesced() {
                 // A quiesced follower wakes when its leader's node falls silent: the node-level
                 // liveness batches stopped, so the leader may be gone.
-                let leader_silent = r.raft.leader().is_none_or(|l| {
-                    now.saturating_sub(self.last_heard.get(&l).copied().unwrap_or(0)) > election
-                });
+                let leader_silent = r
+                    .raft
+                    .leader()
+                    .is_none_or(|l| heard(l).is_none_or(|t| now.saturating_sub(t) > election));
                 if r.raft.role() != Role::Leader && leader_silent {
                     r.raft.wake();
+                    return true;
                 }
-                continue;
+                return !(may_sleep && is_asleep_able(r, me));
             }
             r.raft.tick();
             if quiesce_after == 0 || now.saturating_sub(r.last_activity) < quiesce_after {
-                continue;
+                return true;
             }
             let settled = r.proposals.is_empty()
                 && r.waiting_reads.is_empty()
@@ -1195,15 +1203,14 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 && r.raft.commit() == r.raft.last_id().index
                 && LogIndex(r.range.applied_index()) == r.raft.commit();
             if !settled {
-                continue;
+                return true;
             }
             match r.raft.role() {
                 Role::Leader if r.raft.can_quiesce() => r.raft.quiesce(),
                 // A follower whose live leader stopped heartbeating: the leader quiesced.
                 Role::Follower => {
                     let leader_alive = r.raft.leader().is_some_and(|l| {
-                        now.saturating_sub(self.last_heard.get(&l).copied().unwrap_or(0))
-                            <= 2 * heartbeat
+                        heard(l).is_some_and(|t| now.saturating_sub(t) <= 2 * heartbeat)
                     });
                     if leader_alive {
                         r.raft.quiesce();
@@ -1211,7 +1218,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 }
                 _ => {}
             }
-        }
+            // Asleep at the next tick at the earliest: this turn may still have work for it.
+            true
+        });
         // Node-level liveness: one (possibly empty) batch per peer every heartbeat interval,
         // whatever the number of groups, so quiesced followers can tell a quiet leader from
         // a dead one.
@@ -1234,14 +1243,16 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let deadline = self.cfg.request_timeout_ticks;
         if self.ticks % 16 == 0 {
             let now = self.ticks;
-            for r in self.groups.values_mut() {
+            // A group with proposals is awake (it cannot sleep with any).
+            let responses = &mut self.responses;
+            self.groups.for_each_awake(|r| {
                 while r
                     .proposals
                     .front()
                     .is_some_and(|p| now.saturating_sub(p.at_tick) > deadline)
                 {
                     if let Some(p) = r.proposals.pop_front() {
-                        self.responses.push((
+                        responses.push((
                             p.token,
                             ClientResponse {
                                 request_id: p.request_id,
@@ -1252,7 +1263,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                         ));
                     }
                 }
-            }
+            });
             fail_reads(
                 &mut self.reads,
                 &mut self.responses,
@@ -1349,6 +1360,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let from = NodeId(batch.from.get().0);
         let to = self.cfg.node;
         let before = self.last_heard.insert(from, self.ticks);
+        self.silent.retain(|n| *n != from);
         if before.is_some_and(|t| self.ticks.saturating_sub(t) > u64::from(self.cfg.election_ticks))
         {
             self.wake_leaders_of(from);
@@ -1405,7 +1417,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     fn want_leaders(&mut self, now: u64, election: u64) {
         let me = self.cfg.node;
         let mut asks: Vec<(msg::GroupId, Vec<NodeId>)> = Vec::new();
-        for (g, r) in &self.groups {
+        // Only learners ask, and a learner never sleeps (see `is_asleep_able`).
+        for r in self.groups.awake_values() {
+            let g = &r.group;
             let silent = now.saturating_sub(r.last_leader_contact);
             // A known leader that stays silent may have dropped this replica from its group
             // (a learner removed before it received the removal); a quiesced leader is
@@ -1472,13 +1486,51 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// wake the quiesced leaders here of every group with a replica on `peer`, whose
     /// heartbeats then tell it.
     fn wake_leaders_of(&mut self, peer: NodeId) {
-        for r in self.groups.values_mut() {
-            if r.raft.is_quiesced()
-                && r.raft.role() == Role::Leader
-                && r.raft.progress(peer).is_some()
-            {
+        let quiet: Vec<msg::GroupId> = self
+            .groups
+            .in_order()
+            .filter(|r| {
+                r.raft.is_quiesced()
+                    && r.raft.role() == Role::Leader
+                    && r.raft.progress(peer).is_some()
+            })
+            .map(|r| r.group)
+            .collect();
+        for g in quiet {
+            if let Some(r) = self.groups.get_mut(&g) {
                 r.raft.wake();
             }
+        }
+    }
+
+    /// Notes the peers that fell silent (no batch for an election timeout) since the last
+    /// tick, and wakes the quiesced followers here whose leader is on one of them: asleep,
+    /// nothing else would look at them (see `groups`).
+    fn note_silences(&mut self, now: u64, election: u64) {
+        let mut newly: SmallVec<[NodeId; 4]> = SmallVec::new();
+        for (&n, &t) in &self.last_heard {
+            if now.saturating_sub(t) > election && !self.silent.contains(&n) {
+                newly.push(n);
+            }
+        }
+        if newly.is_empty() {
+            return;
+        }
+        newly.sort_unstable();
+        self.silent.extend(newly.iter().copied());
+        let orphaned: Vec<msg::GroupId> = self
+            .groups
+            .in_order()
+            .filter(|r| {
+                !r.awake
+                    && r.raft.role() != Role::Leader
+                    && r.raft.leader().is_some_and(|l| newly.contains(&l))
+            })
+            .map(|r| r.group)
+            .collect();
+        for g in orphaned {
+            // Woken by the access; the tick's loop wakes its core (its leader is silent).
+            self.groups.get_mut(&g);
         }
     }
 
@@ -1728,10 +1780,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     fn pump_snapshots(&mut self) {
         let chunk = self.cfg.snapshot_chunk_bytes.max(1);
         let mut out: Vec<(NodeId, msg::RaftMessage)> = Vec::new();
-        for g in &self.order {
-            let Some(r) = self.groups.get_mut(g) else {
-                continue;
-            };
+        // A group sending a snapshot is awake (it cannot sleep with one).
+        self.groups.for_each_awake(|r| {
+            if r.outgoing.is_empty() {
+                return;
+            }
             // A transfer started by this node as leader of an older term stops: stamped with
             // the current term, its chunks would reach the new leader as a second leader's.
             let (leads, now) = (r.raft.role() == Role::Leader, r.raft.term());
@@ -1768,7 +1821,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 ));
                 o.offset = end.max(o.offset + 1);
             }
-        }
+        });
         for (to, m) in out {
             self.batch_for(to).messages.push(m);
         }
@@ -2029,18 +2082,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         self.write_forced_snapshots()?;
         self.collect_removed()?;
         self.pump_snapshots();
-        let order = std::mem::take(&mut self.order);
-        for g in &order {
-            let Some(r) = self.groups.get_mut(g) else {
-                continue;
-            };
+        // Only an awake group can have work (see `groups`).
+        let in_flight = &mut self.in_flight;
+        self.groups.for_each_awake(|r| {
             if r.compact_below.is_some() || r.raft.has_ready() {
                 if let Some(rd) = r.raft.ready() {
-                    self.in_flight.push((*g, rd));
+                    in_flight.push((r.group, rd));
                 }
             }
-        }
-        self.order = order;
+        });
         // Install received snapshots first: their files must be durable before the WAL
         // record that restarts the log after them.
         for i in 0..self.in_flight.len() {
@@ -2050,11 +2100,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             }
         }
         let mut compactions = Vec::new();
-        for r in self.groups.values_mut() {
+        self.groups.for_each_awake(|r| {
             if let Some(below) = r.compact_below.take() {
                 compactions.push((r.group, below));
             }
-        }
+        });
         compactions.sort_unstable_by_key(|(g, _)| *g);
         let appended = write_turn(
             &mut self.wal,
@@ -2491,7 +2541,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             || !self.admin_responses.is_empty()
             || self.liveness_due
             || self.outbox.iter().any(|b| b.message_count() > 0)
-            || self.groups.values().any(|r| {
+            || self.groups.awake_values().any(|r| {
                 r.raft.has_ready()
                     || r.compact_below.is_some()
                     || r.outgoing.iter().any(|o| o.offset < o.file.len())
@@ -2500,7 +2550,26 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
 
     /// Checks the invariants of every group (simulator and tests).
     pub fn check_invariants(&self) {
+        self.groups.check();
         for r in self.groups.values() {
+            if !r.awake {
+                assert!(
+                    is_asleep_able(r, self.cfg.node),
+                    "group {} asleep with work or not quiesced",
+                    r.group.0
+                );
+                if r.raft.role() != Role::Leader {
+                    let l = r.raft.leader();
+                    assert!(
+                        l.is_some_and(
+                            |l| self.last_heard.contains_key(&l) && !self.silent.contains(&l)
+                        ),
+                        "group {}: a follower asleep while its leader {:?} is silent",
+                        r.group.0,
+                        l
+                    );
+                }
+            }
             r.raft.check_invariants();
             assert!(
                 LogIndex(r.range.applied_index()) <= r.raft.commit(),
@@ -2511,6 +2580,44 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             );
         }
     }
+}
+
+fn status_of(r: &Replica) -> Option<ReplicaStatus> {
+    if r.awaiting_snapshot {
+        return None;
+    }
+    Some(ReplicaStatus {
+        descriptor: r.range.descriptor().clone(),
+        role: r.raft.role(),
+        term: r.raft.term().0,
+        leader: r.raft.leader().map(|n| n.0),
+        commit: r.raft.commit().0,
+        applied: r.range.applied_index(),
+        state_hash: r.range.state_hash(),
+        keys: r.range.len(),
+        quiesced: r.raft.is_quiesced(),
+    })
+}
+
+/// Whether `r` may sleep (leave the awake list until something accesses it): quiesced, with
+/// nothing in flight or waiting, and nothing only a tick would notice (a learner's silent
+/// leader: `want_leaders`; a frozen range: `finish_frozen`).
+fn is_asleep_able(r: &Replica, me: NodeId) -> bool {
+    r.raft.is_quiesced()
+        && !r.raft.has_ready()
+        && r.compact_below.is_none()
+        && r.proposals.is_empty()
+        && r.waiting_reads.is_empty()
+        && r.outgoing.is_empty()
+        && r.incoming.is_none()
+        && r.staged.is_none()
+        && r.saving.is_none()
+        && !r.awaiting_snapshot
+        && r.range.frozen_at().is_none()
+        && r.range
+            .descriptor()
+            .replica(msg::NodeId(me.0))
+            .is_some_and(|x| x.role == msg::ReplicaRole::Voter)
 }
 
 /// Writes one turn's records: as one WAL append when they fit (the usual case), else as

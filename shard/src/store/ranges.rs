@@ -789,7 +789,6 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             // its core restored a snapshot, whose acknowledgement then claimed entries the
             // new replica lacked, and the leader waited for it forever.)
             self.groups.remove(&right.group);
-            self.order.retain(|x| *x != right.group);
         }
         if self.groups.contains_key(&right.group) {
             // Adopted and already holding its leader's newer snapshot (above); never replace
@@ -972,7 +971,16 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         // (Found by the simulator: a child of the absorbed range lost its birth when the
         // survivor's file freed the absorbed range's log, and the merge that later took the
         // child could not replay after a crash.)
-        for c in self.groups.values_mut() {
+        let pinning: Vec<msg::GroupId> = self
+            .groups
+            .in_order()
+            .filter(|c| c.pins_log_of(rg))
+            .map(|c| c.group)
+            .collect();
+        for g in pinning {
+            let Some(c) = self.groups.get_mut(&g) else {
+                continue;
+            };
             if c.parent == Some(rg) {
                 c.parent = Some(lg);
             }
@@ -1202,8 +1210,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if self.ticks % FROZEN_CHECK_TICKS != 0 {
             return;
         }
+        // A frozen range never sleeps (see `is_asleep_able`).
         let frozen: Vec<(msg::GroupId, LogIndex)> = self
-            .order
+            .groups
+            .awake()
+            .to_vec()
             .iter()
             .filter_map(|g| self.groups.get(g))
             .filter(|r| r.raft.role() == Role::Leader)
@@ -1548,9 +1559,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     now,
                 );
                 r.awaiting_snapshot = true;
-                self.groups.insert(g, r);
-                self.order.push(g);
-                self.order.sort_unstable();
+                self.groups.insert(r);
             }
             self.step(g, m);
         }

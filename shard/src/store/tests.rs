@@ -152,6 +152,40 @@ fn leader() -> One {
 }
 
 #[test]
+fn idle_groups_sleep_and_a_request_wakes_its_group_only() {
+    let mut one = leader();
+    // Quiesced after `quiesce_after_ticks` without traffic, asleep at the next tick.
+    one.settle(30);
+    assert_eq!(one.store.metrics().awake_groups, 0, "both ranges asleep");
+    assert!(!one.store.has_work());
+    assert_eq!(one.store.status_changes().len(), 2, "every status at first");
+    one.settle(10);
+    assert!(
+        one.store.status_changes().is_empty(),
+        "ticks leave sleeping groups alone"
+    );
+    one.store.check_invariants();
+
+    assert!(matches!(
+        one.put(b"k", b"v").result,
+        Ok(Reply::Written { .. })
+    ));
+    assert_eq!(
+        one.store.metrics().awake_groups,
+        1,
+        "only the user range woke"
+    );
+    let changed = one.store.status_changes();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].1.as_ref().map(|s| s.keys), Some(1));
+    one.store.check_invariants();
+    one.settle(30);
+    assert_eq!(one.store.metrics().awake_groups, 0, "asleep again");
+    assert_eq!(one.get(b"k").as_deref(), Some(&b"v"[..]));
+    one.store.check_invariants();
+}
+
+#[test]
 fn a_single_node_writes_reads_and_refuses_the_meta_range() {
     let mut one = leader();
     assert!(matches!(

@@ -259,6 +259,7 @@ fn serve(shared: &Shared, node: NodeId, mut stream: TcpStream) {
         max_frame_len_bytes: 16 << 20,
         io_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(30),
+        silent_peer: false,
         queue_limit_bytes: 8 << 20,
         hard_limit_bytes: 64 << 20,
         recv_buf_bytes: 64 << 10,

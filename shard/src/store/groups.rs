@@ -1,0 +1,220 @@
+//! The replicas of one store, and which of them are awake.
+//!
+//! A quiesced group with nothing in flight costs nothing until something happens to it: the
+//! store's loops (`tick`, `process`, `has_work`, snapshot pumping, request expiry) visit only
+//! the awake groups. Any mutable access (`get_mut`) wakes a group, so whatever can give a
+//! group work (a message, a request, an applied command, a snapshot) puts it back on the
+//! list without each call site having to say so; only `Store::tick` puts groups to sleep
+//! (`retain_awake`), after checking that they are quiesced and idle. The store keeps the one
+//! condition that no access covers, a quiesced follower's leader falling silent, by waking
+//! the followers of a peer node when that node's silence starts.
+//!
+//! A replica's status can change only while it is awake, so the statuses a shard publishes
+//! are brought up to date from the groups awake since the last time (`take_touched`), not
+//! rebuilt from every group.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Index;
+
+use quasar_rpc::message as msg;
+
+use super::Replica;
+
+pub(super) struct Groups {
+    map: HashMap<msg::GroupId, Replica, quasar_wal::GroupHasher>,
+    /// Every group, sorted (a deterministic order for whole-store scans).
+    order: BTreeSet<msg::GroupId>,
+    /// The groups whose `Replica::awake` is set, each once; sorted when `sorted`.
+    awake: Vec<msg::GroupId>,
+    sorted: bool,
+    /// Groups that went to sleep or away since the last `take_touched` (with repeats);
+    /// `all_touched` instead once that list would outgrow the map (nobody takes it).
+    touched: Vec<msg::GroupId>,
+    all_touched: bool,
+}
+
+impl Groups {
+    pub(super) fn new() -> Groups {
+        Groups {
+            map: HashMap::default(),
+            order: BTreeSet::new(),
+            awake: Vec::new(),
+            sorted: true,
+            touched: Vec::new(),
+            all_touched: false,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(super) fn contains_key(&self, g: &msg::GroupId) -> bool {
+        self.map.contains_key(g)
+    }
+
+    pub(super) fn get(&self, g: &msg::GroupId) -> Option<&Replica> {
+        self.map.get(g)
+    }
+
+    /// The replica of `g`, woken: whatever the caller changes, the store's loops see it.
+    pub(super) fn get_mut(&mut self, g: &msg::GroupId) -> Option<&mut Replica> {
+        let r = self.map.get_mut(g)?;
+        if !r.awake {
+            r.awake = true;
+            if self.awake.last().is_some_and(|last| last > g) {
+                self.sorted = false;
+            }
+            self.awake.push(*g);
+        }
+        Some(r)
+    }
+
+    /// Every replica, in no particular order.
+    pub(super) fn values(&self) -> impl Iterator<Item = &Replica> {
+        self.map.values()
+    }
+
+    /// Every replica, in group order.
+    pub(super) fn in_order(&self) -> impl Iterator<Item = &Replica> {
+        self.order.iter().filter_map(|g| self.map.get(g))
+    }
+
+    /// Adds a replica (awake). An existing replica of the same group is replaced.
+    pub(super) fn insert(&mut self, mut r: Replica) {
+        let g = r.group;
+        self.remove(&g);
+        r.awake = false;
+        self.map.insert(g, r);
+        self.order.insert(g);
+        self.get_mut(&g);
+    }
+
+    pub(super) fn remove(&mut self, g: &msg::GroupId) -> Option<Replica> {
+        let r = self.map.remove(g)?;
+        self.order.remove(g);
+        note_touched(&mut self.touched, &mut self.all_touched, self.map.len(), *g);
+        if r.awake {
+            self.awake.retain(|x| x != g);
+        }
+        Some(r)
+    }
+
+    /// Real time passed without ticks: every lease clock moves on. No timer fires, so no
+    /// group gets work (and none is woken).
+    pub(super) fn clock_skipped(&mut self, ticks: u64) {
+        for r in self.map.values_mut() {
+            r.raft.clock_skipped(ticks);
+        }
+    }
+
+    /// The awake groups, in order.
+    pub(super) fn awake(&mut self) -> &[msg::GroupId] {
+        if !self.sorted {
+            self.awake.sort_unstable();
+            self.sorted = true;
+        }
+        &self.awake
+    }
+
+    pub(super) fn awake_len(&self) -> usize {
+        self.awake.len()
+    }
+
+    /// The awake replicas, in no particular order.
+    pub(super) fn awake_values(&self) -> impl Iterator<Item = &Replica> {
+        self.awake.iter().filter_map(|g| self.map.get(g))
+    }
+
+    /// Calls `f` on every awake replica, in group order; those for which it returns false
+    /// go to sleep. `f` cannot wake other groups.
+    pub(super) fn retain_awake(&mut self, mut f: impl FnMut(&mut Replica) -> bool) {
+        self.awake();
+        let (map, touched, all) = (&mut self.map, &mut self.touched, &mut self.all_touched);
+        let len = map.len();
+        self.awake.retain(|g| {
+            let Some(r) = map.get_mut(g) else {
+                return false;
+            };
+            r.awake = f(r);
+            if !r.awake {
+                note_touched(touched, all, len, *g);
+            }
+            r.awake
+        });
+    }
+
+    /// Calls `f` on every awake replica, in group order (none goes to sleep).
+    pub(super) fn for_each_awake(&mut self, mut f: impl FnMut(&mut Replica)) {
+        self.awake();
+        for g in &self.awake {
+            if let Some(r) = self.map.get_mut(g) {
+                f(r);
+            }
+        }
+    }
+
+    /// The groups whose status may have changed since the last call, in order: those awake
+    /// now, and those that went to sleep or away meanwhile (every group at the first call).
+    pub(super) fn take_touched(&mut self) -> Vec<msg::GroupId> {
+        if std::mem::take(&mut self.all_touched) {
+            self.touched.clear();
+            return self.order.iter().copied().collect();
+        }
+        let mut out = std::mem::take(&mut self.touched);
+        out.extend_from_slice(&self.awake);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Checks the bookkeeping: the order and the awake list match the map and the flags.
+    pub(super) fn check(&self) {
+        assert_eq!(self.order.len(), self.map.len(), "group order out of step");
+        let mut seen = BTreeSet::new();
+        for g in &self.awake {
+            assert!(seen.insert(*g), "group {} twice on the awake list", g.0);
+            let r = self.map.get(g);
+            assert!(
+                r.is_some_and(|r| r.awake),
+                "group {} on the awake list but not awake",
+                g.0
+            );
+        }
+        for (g, r) in &self.map {
+            assert!(self.order.contains(g), "group {} not in the order", g.0);
+            assert_eq!(
+                r.awake,
+                seen.contains(g),
+                "group {}: awake flag and list disagree",
+                g.0
+            );
+        }
+        if self.sorted {
+            assert!(
+                self.awake.windows(2).all(|w| w[0] < w[1]),
+                "awake list not sorted"
+            );
+        }
+    }
+}
+
+fn note_touched(touched: &mut Vec<msg::GroupId>, all: &mut bool, len: usize, g: msg::GroupId) {
+    if *all {
+        return;
+    }
+    if touched.len() > len + 64 {
+        *all = true;
+        touched.clear();
+    } else {
+        touched.push(g);
+    }
+}
+
+impl Index<&msg::GroupId> for Groups {
+    type Output = Replica;
+
+    fn index(&self, g: &msg::GroupId) -> &Replica {
+        &self.map[g]
+    }
+}
