@@ -1510,6 +1510,10 @@ impl<D: Disk> Wal<D> {
         if self.segments.len() > self.config.max_old_segments + 1 && self.space_shortage.is_none() {
             if let Some(&oldest) = self.segments.front() {
                 self.rewrite_groups_pinning(oldest, &mut report)?;
+                if report.groups_rewritten > 0 {
+                    // What pinned the oldest segment moved on: look again now.
+                    self.needed = None;
+                }
             }
         }
         if self.pending_gc.is_none() {

@@ -762,14 +762,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// into another range, so such a range was absorbed, whatever this replica missed. (A
     /// lagging split parent overlaps its children with an older epoch: it is kept.)
     fn superseded(&self) -> Vec<msg::GroupId> {
-        let mut out: Vec<msg::GroupId> = Vec::new();
-        for a in self.groups.values().filter(|a| !a.awaiting_snapshot) {
-            for g in self.superseded_by(a.range.descriptor()) {
-                if !out.contains(&g) {
-                    out.push(g);
-                }
-            }
-        }
+        let mut ranges: Vec<&RangeDescriptor> = self
+            .groups
+            .values()
+            .filter(|r| !r.awaiting_snapshot)
+            .map(|r| r.range.descriptor())
+            .collect();
+        let mut out = superseded_among(&mut ranges);
         out.sort_unstable();
         out
     }
@@ -2803,6 +2802,37 @@ fn fail_reads(
 /// a merge (or a newer range after one) can do.
 fn supersedes(n: &RangeDescriptor, d: &RangeDescriptor) -> bool {
     n.epoch > d.epoch && n.contains(&d.start)
+}
+
+/// The groups of `ranges` that another of them supersedes (`supersedes`), in O(n log n)
+/// (a store opens with many thousands of ranges): a sweep over the ranges by start keeps
+/// those begun so far in a heap by epoch; the newest one still holding the current start
+/// decides.
+fn superseded_among(ranges: &mut [&RangeDescriptor]) -> Vec<msg::GroupId> {
+    use std::collections::BinaryHeap;
+    ranges.sort_by(|a, b| a.start.cmp(&b.start));
+    let mut begun: BinaryHeap<(msg::RangeEpoch, usize)> = BinaryHeap::new();
+    let mut next = 0;
+    let mut out = Vec::new();
+    for (i, d) in ranges.iter().enumerate() {
+        while next < ranges.len() && ranges[next].start <= d.start {
+            begun.push((ranges[next].epoch, next));
+            next += 1;
+        }
+        // A range that ends at or before this start ends before every later one.
+        while begun
+            .peek()
+            .is_some_and(|&(_, j)| !ranges[j].contains(&d.start))
+        {
+            begun.pop();
+        }
+        // The newest range holding `d.start` (`d` itself is on the heap: when it is on top,
+        // no other is newer).
+        if begun.peek().is_some_and(|&(e, j)| j != i && e > d.epoch) {
+            out.push(d.group);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
