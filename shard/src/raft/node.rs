@@ -565,6 +565,28 @@ impl RaftNode {
         Some(rd)
     }
 
+    /// Gives back the buffers kept for the next `Ready` (the recycled `Ready`, empty message
+    /// queues, empty in-flight rings): for a group going idle among thousands, which would
+    /// otherwise each keep what their last burst needed. The next turn allocates them again.
+    pub fn release_buffers(&mut self) {
+        if self.ready_outstanding {
+            return;
+        }
+        self.spare = None;
+        if self.msgs_now.is_empty() {
+            self.msgs_now = Vec::new();
+        }
+        if self.msgs_after_sync.is_empty() {
+            self.msgs_after_sync = Vec::new();
+        }
+        if self.reads.is_empty() {
+            self.reads = Vec::new();
+        }
+        for (_, p) in &mut self.progress {
+            p.inflights.shrink();
+        }
+    }
+
     /// Reports what the runtime did with the last `Ready` (see `Advanced`).
     pub fn advance(&mut self, done: Advanced) {
         self.ready_outstanding = false;

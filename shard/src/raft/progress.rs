@@ -23,7 +23,9 @@ pub enum ProgressState {
     Snapshot { pending: LogIndex },
 }
 
-/// Ring of the last index of every append in flight (Replicate state).
+/// Ring of the last index of every append in flight (Replicate state). It grows to what
+/// the follower's window has needed (at most `cap`) and keeps that, instead of holding
+/// `cap` slots from the start: a node leads thousands of mostly idle groups.
 #[derive(Clone, Debug)]
 pub struct Inflights {
     last_indexes: VecDeque<LogIndex>,
@@ -33,7 +35,7 @@ pub struct Inflights {
 impl Inflights {
     pub fn new(cap: usize) -> Inflights {
         Inflights {
-            last_indexes: VecDeque::with_capacity(cap),
+            last_indexes: VecDeque::new(),
             cap,
         }
     }
@@ -42,6 +44,12 @@ impl Inflights {
     }
     pub fn count(&self) -> usize {
         self.last_indexes.len()
+    }
+    /// Gives back the memory of an empty ring (an idle group's).
+    pub fn shrink(&mut self) {
+        if self.last_indexes.is_empty() {
+            self.last_indexes = VecDeque::new();
+        }
     }
     pub fn add(&mut self, last: LogIndex) {
         assert!(!self.full(), "inflight window overflow at {last}");

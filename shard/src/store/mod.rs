@@ -1190,7 +1190,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     r.raft.wake();
                     return true;
                 }
-                return !(may_sleep && is_asleep_able(r, me));
+                if may_sleep && is_asleep_able(r, me) {
+                    r.raft.release_buffers();
+                    return false;
+                }
+                return true;
             }
             r.raft.tick();
             if quiesce_after == 0 || now.saturating_sub(r.last_activity) < quiesce_after {
