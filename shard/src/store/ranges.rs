@@ -1211,15 +1211,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             return;
         }
         // A frozen range never sleeps (see `is_asleep_able`).
-        let frozen: Vec<(msg::GroupId, LogIndex)> = self
+        let mut frozen: Vec<(msg::GroupId, LogIndex)> = self
             .groups
-            .awake()
-            .to_vec()
-            .iter()
-            .filter_map(|g| self.groups.get(g))
+            .awake_values()
             .filter(|r| r.raft.role() == Role::Leader)
             .filter_map(|r| r.range.frozen_at().map(|f| (r.group, LogIndex(f))))
             .collect();
+        frozen.sort_unstable_by_key(|(g, _)| *g);
         for (rg, f) in frozen {
             if self.pending_admin.iter().any(|p| {
                 matches!(p.wait, AdminWait::Frozen { right, .. } | AdminWait::Freeze { right, .. } if right == rg)
