@@ -5,11 +5,18 @@
 //! N-node `LocalCluster` of the `quasar` binary in a temporary directory, stopped after the
 //! run).
 //!
-//! Load: closed loop (`--concurrency C` clients, each one request at a time) or open loop
+//! Load: closed loop (`--concurrency C` workers, each one request at a time) or open loop
 //! (`--rate OPS`: requests scheduled at fixed intervals over `--concurrency` workers, each
-//! worker owning a `BlockingClient` and every C-th slot of the schedule). In the open loop the
-//! latency is measured from the *intended* send time, so a stall shows as latency of every
-//! request it delayed (no coordinated omission).
+//! owning every C-th slot of the schedule). In the open loop the latency is measured from the
+//! *intended* send time, so a stall shows as latency of every request it delayed (no
+//! coordinated omission).
+//!
+//! Clients (`--client`): `async` (default) runs the workers as tasks on `--client-threads`
+//! glommio executors, `--workers-per-session` of them sharing one `AsyncClient` (a session
+//! and one connection per node shard), so that what the workers of a session send in one
+//! turn leaves in one `send` and is read by the node in one `recv`, as from an application
+//! server that multiplexes its users; `blocking` gives every worker a `BlockingClient` on a
+//! thread of its own (a connection each, one request per syscall).
 //!
 //! Ranges: `--ranges N` (default 1: the range as it is) splits the bench's key space into N
 //! ranges at evenly spaced bench keys before the preload, then spreads their leaders
@@ -31,12 +38,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
-use quasar_rpc::client::{BlockingClient, ClientConfig};
+use quasar_rpc::client::{AsyncClient, BlockingClient, ClientConfig};
 use quasar_rpc::error::ClientError;
-use quasar_rpc::message::{Expected, KeyVersion, Operation, ReadConsistency, Reply, SessionId};
+use quasar_rpc::message::{
+    Expected, KeyVersion, Operation, ReadConsistency, Reply, ScanRequest, SessionId,
+};
+use quasar_shard::range::OUTCOMES_PER_SESSION;
 use serde::Serialize;
 
 use crate::cpu::{CpuProbe, CpuUse};
@@ -69,6 +80,19 @@ impl ReadMode {
             },
         }
     }
+}
+
+/// Which client library drives the load.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientKind {
+    /// `AsyncClient` on glommio executors (`--client-threads`): the workers of a session
+    /// share its connections, so the requests of one turn leave in one send and their
+    /// answers come back in one read, as from an application server with many users.
+    Async,
+    /// One `BlockingClient` per worker on its own thread: one connection, one request per
+    /// `write` and one reply per `read` per worker.
+    Blocking,
 }
 
 /// Load a cluster with key-value requests and report throughput and latency.
@@ -113,6 +137,17 @@ pub struct KvArgs {
     /// sharing the schedule.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// The client library: `async` (pipelined sessions on `--client-threads` executors) or
+    /// `blocking` (a thread and a connection per worker).
+    #[arg(long, value_enum, default_value = "async")]
+    pub client: ClientKind,
+    /// `--client async`: workers sharing one session (and its connection to each node
+    /// shard). At most 64, the writes a range remembers per session for exactly-once.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub workers_per_session: usize,
+    /// `--client async`: executor threads the workers are spread over.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub client_threads: usize,
     /// Open loop: requests per second in total, scheduled at fixed intervals; latency counts
     /// from the intended send time. Without it: closed loop.
     #[arg(long)]
@@ -294,6 +329,19 @@ fn validate(args: &KvArgs) -> anyhow::Result<()> {
     if args.request_timeout_ms == 0 {
         bail!("--request-timeout-ms must be at least 1");
     }
+    if args.workers_per_session == 0 || args.workers_per_session > OUTCOMES_PER_SESSION {
+        bail!(
+            "--workers-per-session {} must be from 1 to {OUTCOMES_PER_SESSION} (the writes a \
+             range remembers per session: more in flight could make a retried write ambiguous)",
+            args.workers_per_session
+        );
+    }
+    if args.client_threads == 0 || args.client_threads > 256 {
+        bail!(
+            "--client-threads {} must be from 1 to 256",
+            args.client_threads
+        );
+    }
     Ok(())
 }
 
@@ -315,52 +363,129 @@ fn error_kind(e: &ClientError) -> String {
     }
 }
 
-struct Worker {
-    client: BlockingClient,
+/// What one operation of the workload sends.
+enum Step {
+    /// One request; its reply is checked against the operation.
+    One(Operation),
+    /// Read the key, then compare-and-set it at the version read.
+    ReadModifyWrite(Vec<u8>),
+}
+
+/// Draws the operations of one worker.
+struct Ops {
     rng: fastrand::Rng,
     value: Vec<u8>,
     scan_length: u32,
     prefix: String,
 }
 
+impl Ops {
+    fn new(args: &KvArgs) -> Ops {
+        let mut value = vec![0u8; args.value_bytes];
+        fastrand::fill(&mut value);
+        Ops {
+            rng: fastrand::Rng::new(),
+            value,
+            scan_length: args.scan_length,
+            prefix: args.key_prefix.clone(),
+        }
+    }
+
+    fn step(&mut self, kind: OpKind, keys: &KeySpace) -> Step {
+        let key = match kind {
+            OpKind::Insert => key_name(&self.prefix, keys.insert()),
+            _ => key_name(&self.prefix, keys.choose(&mut self.rng)),
+        };
+        Step::One(match kind {
+            OpKind::Read => Operation::Get { key },
+            OpKind::Update | OpKind::Insert => Operation::Put {
+                key,
+                value: self.value.clone(),
+            },
+            OpKind::Scan => Operation::Scan(ScanRequest {
+                start: key,
+                end: Vec::new(),
+                max_count: self.rng.u32(1..=self.scan_length),
+                max_bytes: 1 << 20,
+            }),
+            OpKind::ReadModifyWrite => return Step::ReadModifyWrite(key),
+        })
+    }
+
+    /// The compare-and-set of a read-modify-write, given the read's reply.
+    fn set_at_read_version(&self, key: Vec<u8>, read: Reply) -> Result<Operation, ClientError> {
+        let version = match read {
+            Reply::Get(v) => v.map_or(KeyVersion::ABSENT, |v| v.version),
+            other => return Err(unexpected("get", &other)),
+        };
+        Ok(Operation::CompareAndSet {
+            key,
+            expected: Expected::Version(version),
+            value: self.value.clone(),
+        })
+    }
+}
+
+fn unexpected(what: &str, reply: &Reply) -> ClientError {
+    ClientError::Protocol {
+        reason: format!("{what} answered {reply:?}"),
+    }
+}
+
+/// Checks that `reply` is what an operation of `kind` gets when it succeeds.
+fn expect_reply(kind: OpKind, reply: &Reply) -> Result<(), ClientError> {
+    let ok = match kind {
+        OpKind::Read => matches!(reply, Reply::Get(_)),
+        OpKind::Update | OpKind::Insert | OpKind::ReadModifyWrite => {
+            matches!(reply, Reply::Written { .. })
+        }
+        OpKind::Scan => matches!(reply, Reply::Scan(_)),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(unexpected(kind.name(), reply))
+    }
+}
+
+/// A worker of `--client blocking`: a client of its own on its own thread.
+struct Worker {
+    client: BlockingClient,
+    ops: Ops,
+}
+
 impl Worker {
     fn run_op(&mut self, kind: OpKind, keys: &KeySpace) -> Result<(), ClientError> {
-        match kind {
-            OpKind::Read => {
-                let key = key_name(&self.prefix, keys.choose(&mut self.rng));
-                self.client.get(&key).map(drop)
+        let op = match self.ops.step(kind, keys) {
+            Step::One(op) => op,
+            Step::ReadModifyWrite(key) => {
+                let read = self.client.execute(Operation::Get { key: key.clone() })?;
+                self.ops.set_at_read_version(key, read)?
             }
-            OpKind::Update => {
-                let key = key_name(&self.prefix, keys.choose(&mut self.rng));
-                self.client.put(&key, &self.value).map(drop)
-            }
-            OpKind::Insert => {
-                let key = key_name(&self.prefix, keys.insert());
-                self.client.put(&key, &self.value).map(drop)
-            }
-            OpKind::Scan => {
-                let key = key_name(&self.prefix, keys.choose(&mut self.rng));
-                let count = self.rng.u32(1..=self.scan_length);
-                self.client.scan(&key, b"", count, 1 << 20).map(drop)
-            }
-            OpKind::ReadModifyWrite => {
-                let key = key_name(&self.prefix, keys.choose(&mut self.rng));
-                let version = self
+        };
+        expect_reply(kind, &self.client.execute(op)?)
+    }
+}
+
+/// A worker of `--client async`: a task sharing its session's client with other workers.
+struct AsyncWorker {
+    client: AsyncClient,
+    ops: Ops,
+}
+
+impl AsyncWorker {
+    async fn run_op(&mut self, kind: OpKind, keys: &KeySpace) -> Result<(), ClientError> {
+        let op = match self.ops.step(kind, keys) {
+            Step::One(op) => op,
+            Step::ReadModifyWrite(key) => {
+                let read = self
                     .client
-                    .get(&key)?
-                    .map_or(KeyVersion::ABSENT, |v| v.version);
-                match self.client.execute(Operation::CompareAndSet {
-                    key,
-                    expected: Expected::Version(version),
-                    value: self.value.clone(),
-                })? {
-                    Reply::Written { .. } => Ok(()),
-                    other => Err(ClientError::Protocol {
-                        reason: format!("compare-and-set answered {other:?}"),
-                    }),
-                }
+                    .execute(Operation::Get { key: key.clone() })
+                    .await?;
+                self.ops.set_at_read_version(key, read)?
             }
-        }
+        };
+        expect_reply(kind, &self.client.execute(op).await?)
     }
 }
 
@@ -384,6 +509,25 @@ fn record(slot: &Mutex<Slot>, kind: OpKind, latency: Duration, result: Result<()
     }
 }
 
+/// Open loop: slot `k` of worker `index` is slot `k * workers + index` of the schedule.
+fn due(start: Instant, rate: f64, workers: usize, index: usize, k: u64) -> Instant {
+    start + Duration::from_secs_f64((k as f64 * workers as f64 + index as f64) / rate)
+}
+
+/// Open loop: how long a worker still waits for a slot due at `intended` (at most 50 ms at
+/// a time, so that it sees `stop`), or `None` to go now; a start over a millisecond late is
+/// counted.
+fn wait_for(shared: &Shared, intended: Instant) -> Option<Duration> {
+    let now = Instant::now();
+    if now >= intended || shared.stop.load(Ordering::Relaxed) {
+        if now > intended + Duration::from_millis(1) {
+            shared.late.fetch_add(1, Ordering::Relaxed);
+        }
+        return None;
+    }
+    Some((intended - now).min(Duration::from_millis(50)))
+}
+
 fn worker_loop(
     index: usize,
     mut worker: Worker,
@@ -392,26 +536,16 @@ fn worker_loop(
     start: Instant,
 ) {
     let slot = &shared.slots[index];
-    let workers = args.concurrency as f64;
     let mut k: u64 = 0;
     while !shared.stop.load(Ordering::Relaxed) {
-        let kind = args.workload.next_op(&mut worker.rng, args.read_ratio);
+        let kind = args.workload.next_op(&mut worker.ops.rng, args.read_ratio);
         let began = match args.rate {
             None => Instant::now(),
             Some(rate) => {
-                // Slot k of this worker is slot k * workers + index of the whole schedule.
-                let intended =
-                    start + Duration::from_secs_f64((k as f64 * workers + index as f64) / rate);
+                let intended = due(start, rate, args.concurrency, index, k);
                 k += 1;
-                loop {
-                    let now = Instant::now();
-                    if now >= intended || shared.stop.load(Ordering::Relaxed) {
-                        if now > intended + Duration::from_millis(1) {
-                            shared.late.fetch_add(1, Ordering::Relaxed);
-                        }
-                        break;
-                    }
-                    std::thread::sleep((intended - now).min(Duration::from_millis(50)));
+                while let Some(wait) = wait_for(&shared, intended) {
+                    std::thread::sleep(wait);
                 }
                 if shared.stop.load(Ordering::Relaxed) {
                     break;
@@ -422,6 +556,146 @@ fn worker_loop(
         let result = worker.run_op(kind, &shared.keys);
         record(slot, kind, began.elapsed(), result);
     }
+}
+
+async fn async_worker_loop(
+    index: usize,
+    mut worker: AsyncWorker,
+    shared: Arc<Shared>,
+    args: Arc<KvArgs>,
+    start: Instant,
+) {
+    let slot = &shared.slots[index];
+    let mut k: u64 = 0;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let kind = args.workload.next_op(&mut worker.ops.rng, args.read_ratio);
+        let began = match args.rate {
+            None => Instant::now(),
+            Some(rate) => {
+                let intended = due(start, rate, args.concurrency, index, k);
+                k += 1;
+                while let Some(wait) = wait_for(&shared, intended) {
+                    glommio::timer::sleep(wait).await;
+                }
+                if shared.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                intended
+            }
+        };
+        let result = worker.run_op(kind, &shared.keys).await;
+        record(slot, kind, began.elapsed(), result);
+    }
+}
+
+/// Starts the workers of `--client blocking`: a thread and a client each.
+fn start_blocking(
+    base: &ClientConfig,
+    shared: &Arc<Shared>,
+    args: &Arc<KvArgs>,
+    start: Instant,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<anyhow::Result<()>>>> {
+    let mut handles = Vec::new();
+    for i in 0..args.concurrency {
+        let worker = Worker {
+            client: BlockingClient::new(client_config(base, args)),
+            ops: Ops::new(args),
+        };
+        let (shared, args) = (Arc::clone(shared), Arc::clone(args));
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("kv-{i}"))
+                .spawn(move || {
+                    worker_loop(i, worker, shared, args, start);
+                    Ok(())
+                })
+                .context("cannot start a worker thread")?,
+        );
+    }
+    Ok(handles)
+}
+
+/// Starts the workers of `--client async`: `--client-threads` executors, worker `i` on
+/// executor `i % threads`, each executor's workers grouped `--workers-per-session` to a
+/// client (one session, one connection per node shard).
+fn start_async(
+    base: &ClientConfig,
+    shared: &Arc<Shared>,
+    args: &Arc<KvArgs>,
+    start: Instant,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<anyhow::Result<()>>>> {
+    let threads = args.client_threads.min(args.concurrency);
+    quasar_node::memlock::ensure(threads).context("--client-threads")?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let (shared, args, base) = (Arc::clone(shared), Arc::clone(args), base.clone());
+        let ready = ready_tx.clone();
+        let builder = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("kv-{t}"))
+            .io_memory(512 << 10)
+            .preempt_timer(Duration::from_millis(2));
+        let run = move || -> anyhow::Result<()> {
+            let executor = match builder.make() {
+                Ok(e) => {
+                    let _ = ready.send(Ok(()));
+                    e
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(anyhow::anyhow!(
+                        "cannot start client executor {t}: {e}"
+                    )));
+                    return Ok(());
+                }
+            };
+            executor.run(async move {
+                let mine: Vec<usize> = (t..args.concurrency).step_by(threads).collect();
+                let mut tasks = Vec::with_capacity(mine.len());
+                for session in mine.chunks(args.workers_per_session) {
+                    let client = AsyncClient::new(client_config(&base, &args));
+                    for &i in session {
+                        let worker = AsyncWorker {
+                            client: client.clone(),
+                            ops: Ops::new(&args),
+                        };
+                        let run = async_worker_loop(
+                            i,
+                            worker,
+                            Arc::clone(&shared),
+                            Arc::clone(&args),
+                            start,
+                        );
+                        tasks.push(glommio::spawn_local(run));
+                    }
+                }
+                for task in tasks {
+                    task.await;
+                }
+            });
+            Ok(())
+        };
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("kv-{t}"))
+                .spawn(run)
+                .context("cannot start a client thread")?,
+        );
+    }
+    drop(ready_tx);
+    for _ in 0..threads {
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shared.stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+            Err(_) => {
+                shared.stop.store(true, Ordering::Relaxed);
+                bail!("a client executor did not start within 10 s");
+            }
+        }
+    }
+    Ok(handles)
 }
 
 /// `base` (the target's configuration: nodes, shards, TLS, token) with this run's settings.
@@ -556,25 +830,10 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
 
     let start = Instant::now() + Duration::from_millis(50);
     let start_wall = SystemTime::now() + Duration::from_millis(50);
-    let mut handles = Vec::new();
-    for i in 0..args.concurrency {
-        let mut value = vec![0u8; args.value_bytes];
-        fastrand::fill(&mut value);
-        let worker = Worker {
-            client: BlockingClient::new(client_config(&base, &args)),
-            rng: fastrand::Rng::new(),
-            value,
-            scan_length: args.scan_length,
-            prefix: args.key_prefix.clone(),
-        };
-        let (shared, args) = (Arc::clone(&shared), Arc::clone(&args));
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("kv-{i}"))
-                .spawn(move || worker_loop(i, worker, shared, args, start))
-                .context("cannot start a worker thread")?,
-        );
-    }
+    let handles = match args.client {
+        ClientKind::Async => start_async(&base, &shared, &args, start)?,
+        ClientKind::Blocking => start_blocking(&base, &shared, &args, start)?,
+    };
 
     let total_secs = args.warmup_secs + args.duration_secs;
     let mut probe = CpuProbe::new(&base);
@@ -668,7 +927,11 @@ pub fn run(args: KvArgs) -> anyhow::Result<()> {
     for h in handles {
         // A worker waits at most one request timeout times the retries; do not hang on it
         // beyond that: the process exits anyway.
-        let _ = h.join();
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("a client thread failed: {e:#}"),
+            Err(_) => eprintln!("a client thread panicked"),
+        }
     }
     drop(log);
     if let Some(mut f) = log_file {

@@ -13,13 +13,15 @@ use std::time::Duration;
 use common::{json_of, quasar, run};
 
 /// One tiny run; returns its JSON and checks the outputs exist.
-fn kv_run(dir: &Path, name: &str, workload: &str) -> serde_json::Value {
+fn kv_run(dir: &Path, name: &str, workload: &str, client: &str) -> serde_json::Value {
     let quasar = quasar();
     let log = dir.join(format!("{name}.hlog"));
     let svg = dir.join(format!("{name}.svg"));
     let out = run(
         &[
             "kv",
+            "--client",
+            client,
             "--spawn",
             "3",
             "--shards",
@@ -60,6 +62,7 @@ fn kv_run(dir: &Path, name: &str, workload: &str) -> serde_json::Value {
     assert_eq!(v["benchmark"], "kv");
     assert_eq!(v["nodes"], 3);
     assert_eq!(v["config"]["workload"], workload);
+    assert_eq!(v["config"]["client"], client);
     assert!(v["env"]["commit"].is_string() && v["env"]["cores"].is_number());
     assert!(
         v["ops"].as_u64().expect("ops") > 0,
@@ -78,8 +81,8 @@ fn kv_run(dir: &Path, name: &str, workload: &str) -> serde_json::Value {
 #[test]
 fn write_run_and_merge_of_two_logs_adds_counts() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let a = kv_run(dir.path(), "a", "write");
-    let b = kv_run(dir.path(), "b", "write");
+    let a = kv_run(dir.path(), "a", "write", "async");
+    let b = kv_run(dir.path(), "b", "write", "blocking");
     let out = run(
         &[
             "merge",
@@ -106,14 +109,19 @@ fn write_run_and_merge_of_two_logs_adds_counts() {
 #[test]
 fn read_run() {
     let dir = tempfile::tempdir().expect("temp dir");
-    kv_run(dir.path(), "read", "read");
+    kv_run(dir.path(), "read", "read", "async");
 }
 
 #[test]
 fn ycsb_f_run() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let v = kv_run(dir.path(), "f", "ycsb-f");
+    // Read-modify-writes: a get, then a compare-and-set at the version read.
+    let v = kv_run(dir.path(), "f", "ycsb-f", "async");
     assert!(v["ops_by_kind"].is_object(), "{v}");
+    assert!(
+        v["ops_by_kind"]["rmw"].as_u64() > Some(0),
+        "no read-modify-write: {v}"
+    );
     assert!(v["latency_by_kind"]["read"]["p99_us"].is_number(), "{v}");
 }
 
@@ -126,6 +134,13 @@ fn bad_flags_name_the_flag() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--read-ratio"), "{err}");
+    let out = run(
+        &["kv", "--spawn", "3", "--workers-per-session", "65"],
+        Duration::from_secs(20),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--workers-per-session 65"), "{err}");
     let out = run(&["kv"], Duration::from_secs(20));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

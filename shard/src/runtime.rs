@@ -4,8 +4,9 @@
 //!
 //! ```text
 //!  frames (transport tasks) --on_frame--> store inputs, wake the loop
-//!  loop: wait (wake | next tick) -> tick? -> process() -> send batches -> fdatasync
-//!        -> finish() -> send batches, answer clients -> publish status now and then
+//!  loop: wait (wake | next tick) -> tick? -> process() -> send batches, answer clients
+//!        -> fdatasync -> finish() -> send batches, answer clients -> publish status now
+//!        and then
 //!  stop: stop accepting, finish the turn in flight (its sync included), close
 //! ```
 //!
@@ -659,7 +660,7 @@ fn publish(
     });
 }
 
-/// One turn: process, send, sync, finish, send, answer.
+/// One turn: process, send, answer, sync, finish, send, answer.
 async fn turn(
     shard: u32,
     store: &Rc<RefCell<ShardStore>>,
@@ -678,6 +679,9 @@ async fn turn(
             .wal_append(shard, started.elapsed().as_secs_f64());
     }
     send_outbox(shard, store, transport);
+    // Writes `process` applied (committed and durable on a majority) are answered now,
+    // while this turn's sync runs.
+    answer_clients(shard, store, handler, shared);
     if appended {
         let job = store
             .borrow_mut()

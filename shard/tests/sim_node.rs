@@ -454,3 +454,18 @@ fn a_restart_replays_the_splits_and_merges_of_ranges_without_files() {
         }
     }
 }
+
+/// Regression (found with the window above): a parent and its split child both installed a
+/// snapshot from their leaders in the same turn, the parent first. Before the parent's file
+/// replaced its log, the child had to write a file of its own, but its range was still the
+/// one before its snapshot (installed only after the sync), so no file could be written and
+/// the node stopped at every start. A child installing in that turn now stages its install
+/// first (its file is the leader's snapshot), and an installed file frees the parent's log.
+#[test]
+fn a_parent_and_its_split_child_install_snapshots_in_one_turn() {
+    let cfg = late_files();
+    let seed = 500_551_399_371_992_569;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}

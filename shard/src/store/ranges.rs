@@ -1412,9 +1412,25 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .map(|c| c.group)
             .collect();
         for c in children {
+            // A child installing a snapshot from its leader in this same turn: its file is
+            // that snapshot (`stage_install` writes it; `process` stages it again later,
+            // which rewrites the same file). Its range is still the old one until `finish`,
+            // and no file of that one could be written.
+            let installing = self
+                .in_flight
+                .iter()
+                .find(|(x, _)| *x == c)
+                .and_then(|(_, rd)| rd.snapshot.clone());
+            if let Some(meta) = installing {
+                self.stage_install(c, &meta)?;
+            }
             // A child's own split children first: its file frees their birth too.
             self.save_children(c)?;
-            if !self.save_now(c)? || self.groups.get(&c).is_some_and(|r| r.pins_log_of(g)) {
+            let pinned = |s: &Self| s.groups.get(&c).is_some_and(|r| r.pins_log_of(g));
+            if !pinned(self) {
+                continue;
+            }
+            if !self.save_now(c)? || pinned(self) {
                 return Err(StoreError::Snapshot {
                     group: c.0,
                     location: self.snaps.location(c),

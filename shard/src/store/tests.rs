@@ -49,6 +49,11 @@ impl One {
     /// One turn as the runtime runs it; `MemDisk` syncs complete at once.
     fn turn(&mut self) {
         let appended = self.store.process().expect("process");
+        self.sync_and_finish(appended);
+    }
+
+    /// The rest of a turn after `process`: the sync (if it appended) and `finish`.
+    fn sync_and_finish(&mut self, appended: bool) {
         self.store.recycle_outbox();
         if appended {
             if let Some(job) = self.store.wal_mut().begin_sync().expect("begin sync") {
@@ -78,12 +83,13 @@ impl One {
         self.request_routed(op, consistency, None)
     }
 
-    fn request_routed(
+    /// Hands the store a request; returns its id.
+    fn submit(
         &mut self,
         op: Operation,
         consistency: ReadConsistency,
         route: Option<quasar_rpc::message::Route>,
-    ) -> ClientResponse {
+    ) -> u64 {
         let id = self.next;
         self.next += 1;
         let req = ClientRequest {
@@ -101,6 +107,23 @@ impl One {
         body.extend_from_slice(&frame[start..start + encoded.body_len as usize]);
         let archived = access_body::<ClientRequest>(&body).expect("valid");
         self.store.on_client_request(5, archived, &body);
+        id
+    }
+
+    fn answered(&self, id: u64) -> bool {
+        self.store
+            .responses
+            .iter()
+            .any(|(_, r)| r.request_id.0 == id)
+    }
+
+    fn request_routed(
+        &mut self,
+        op: Operation,
+        consistency: ReadConsistency,
+        route: Option<quasar_rpc::message::Route>,
+    ) -> ClientResponse {
+        let id = self.submit(op, consistency, route);
         for _ in 0..50 {
             if let Some(pos) = self
                 .store
@@ -182,6 +205,41 @@ fn idle_groups_sleep_and_a_request_wakes_its_group_only() {
     one.settle(30);
     assert_eq!(one.store.metrics().awake_groups, 0, "asleep again");
     assert_eq!(one.get(b"k").as_deref(), Some(&b"v"[..]));
+    one.store.check_invariants();
+}
+
+#[test]
+fn a_committed_write_is_answered_before_the_sync_of_the_turn_that_applies_it() {
+    let mut one = leader();
+    let put = |k: &[u8]| Operation::Put {
+        key: k.to_vec(),
+        value: b"v".to_vec(),
+    };
+    let first = one.submit(put(b"a"), ReadConsistency::Linearizable, None);
+    // The turn that appends the write: nothing is answered before its sync.
+    let appended = one.store.process().expect("process");
+    assert!(appended);
+    assert!(
+        !one.answered(first),
+        "answered before its entry was durable"
+    );
+    one.sync_and_finish(appended);
+    // A second write arrives; the next turn appends it and, before syncing it, applies and
+    // answers the first (durable and, on a single voter, committed).
+    let second = one.submit(put(b"b"), ReadConsistency::Linearizable, None);
+    let appended = one.store.process().expect("process");
+    assert!(appended, "the second write is appended in this turn");
+    assert!(
+        one.answered(first),
+        "the committed write waits for the sync of a later entry"
+    );
+    assert!(!one.answered(second), "the second is not durable yet");
+    one.sync_and_finish(appended);
+    let appended = one.store.process().expect("process");
+    assert!(one.answered(second));
+    one.sync_and_finish(appended);
+    assert_eq!(one.get(b"a").as_deref(), Some(&b"v"[..]));
+    assert_eq!(one.get(b"b").as_deref(), Some(&b"v"[..]));
     one.store.check_invariants();
 }
 

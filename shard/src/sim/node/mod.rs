@@ -861,6 +861,8 @@ impl Sim {
             self.net
                 .send(now, id, to, frame, &self.net_faults, &mut self.net_rng);
         }
+        // Writes applied by `process` are answered before the sync (and a crash).
+        self.answer_clients(i);
         let Some(store) = self.nodes[i].store.as_mut() else {
             return Ok(true);
         };
@@ -880,8 +882,6 @@ impl Sim {
         frames.sort_by_key(|f| f.0);
         store.recycle_outbox();
         let admin: Vec<_> = store.take_admin_responses().collect();
-        let mut responses: Vec<_> = store.take_responses().collect();
-        responses.sort_by_key(|(token, r)| (*token, r.request_id.0));
         for (to, frame) in frames {
             self.net
                 .send(now, id, to, frame, &self.net_faults, &mut self.net_rng);
@@ -895,6 +895,19 @@ impl Sim {
             }
             self.log(format!("operator <- n{id}: {:?}", resp.result));
         }
+        self.answer_clients(i);
+        Ok(true)
+    }
+
+    /// Sends node `i`'s client answers (in a fixed order, for determinism).
+    fn answer_clients(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        let now = self.now;
+        let Some(store) = self.nodes[i].store.as_mut() else {
+            return;
+        };
+        let mut responses: Vec<_> = store.take_responses().collect();
+        responses.sort_by_key(|(token, r)| (*token, r.request_id.0));
         for (token, resp) in responses {
             let delay = self.link_rng.between(1, 2);
             self.seq += 1;
@@ -907,7 +920,6 @@ impl Sim {
                 },
             );
         }
-        Ok(true)
     }
 
     fn pick_crash(&mut self) -> Crash {
