@@ -51,6 +51,7 @@ pub struct Metrics {
     committed: Family<ShardLabel, Counter>,
     leader_changes: Family<ShardLabel, Counter>,
     wal_bytes_written: Family<ShardLabel, Counter>,
+    wal_lazy_appends: Family<ShardLabel, Counter>,
     snapshots_taken: Family<ShardLabel, Counter>,
     snapshots_sent: Family<ShardLabel, Counter>,
     peer_messages_sent: Family<ShardLabel, Counter>,
@@ -83,6 +84,7 @@ impl Metrics {
             committed: Family::default(),
             leader_changes: Family::default(),
             wal_bytes_written: Family::default(),
+            wal_lazy_appends: Family::default(),
             snapshots_taken: Family::default(),
             snapshots_sent: Family::default(),
             peer_messages_sent: Family::default(),
@@ -123,6 +125,11 @@ impl Metrics {
             "wal_written_bytes",
             "Bytes appended to the WAL",
             m.wal_bytes_written.clone(),
+        );
+        registry.register(
+            "wal_lazy_appends",
+            "Turns whose WAL append held only commit indexes, left for a later sync",
+            m.wal_lazy_appends.clone(),
         );
         registry.register(
             "snapshots_taken",
@@ -212,6 +219,12 @@ impl Metrics {
                 m.leader_changes,
             );
             self.bump(&self.wal_bytes_written, shard, "wal_bytes", m.wal_bytes);
+            self.bump(
+                &self.wal_lazy_appends,
+                shard,
+                "wal_lazy_appends",
+                m.lazy_turns,
+            );
             self.bump(
                 &self.snapshots_taken,
                 shard,

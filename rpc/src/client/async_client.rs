@@ -12,6 +12,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use super::{AttemptError, Call, ClientConfig, Next, RangeCache, Session, Target};
 use crate::conn::{Conn, Delivery, PushError, RecvBuffer};
@@ -22,6 +23,9 @@ use crate::message::{
     SessionId, VersionedValue,
 };
 use crate::transport::handshake;
+
+/// The longest a request waits without its executor waking up (see `attempt`).
+const WAKE_BOUND: Duration = Duration::from_millis(20);
 
 /// Where the answer to one request lands.
 #[derive(Default)]
@@ -178,22 +182,36 @@ impl AsyncClient {
             }
         }
         let timeout = self.inner.config.request_timeout;
-        let answer = glommio::timer::timeout(timeout, async {
-            Ok(poll_fn(|cx| {
-                if let Some(r) = slot.result.borrow_mut().take() {
-                    return Poll::Ready(r);
-                }
-                *slot.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
+        let deadline = Instant::now() + timeout;
+        // Waited for in slices of at most `WAKE_BOUND`: an io_uring completion that fails
+        // to wake the parked executor (seen here about once a minute under load: the answer
+        // sat unread until the request's 5 s timeout fired) then costs one slice, since the
+        // slice's timer wakes the executor, which reaps every completion.
+        let answer = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            let waited = glommio::timer::timeout(left.min(WAKE_BOUND), async {
+                Ok(poll_fn(|cx| {
+                    if let Some(r) = slot.result.borrow_mut().take() {
+                        return Poll::Ready(r);
+                    }
+                    *slot.waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                })
+                .await)
             })
-            .await)
-        })
-        .await;
+            .await;
+            if let Ok(answer) = waited {
+                break Some(answer);
+            }
+        };
         cc.waiting.borrow_mut().remove(&id);
         Ok(match answer {
-            Ok(Ok(response)) => Ok(response.result),
-            Ok(Err(reason)) => Err(AttemptError::Lost(reason)),
-            Err(_) => Err(AttemptError::Lost(format!(
+            Some(Ok(response)) => Ok(response.result),
+            Some(Err(reason)) => Err(AttemptError::Lost(reason)),
+            None => Err(AttemptError::Lost(format!(
                 "no answer from {} within {timeout:?}",
                 target.addr
             ))),

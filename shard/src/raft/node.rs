@@ -535,6 +535,8 @@ impl RaftNode {
         let hs = self.hard_state();
         if hs != self.last_hard_state {
             rd.hard_state = Some(hs);
+            rd.hard_state_commit_only =
+                hs.term == self.last_hard_state.term && hs.vote == self.last_hard_state.vote;
             self.last_hard_state = hs;
         }
         if let Some(meta) = self.log.unstable.snapshot.take() {
@@ -628,6 +630,7 @@ impl RaftNode {
         }
         if let Some(mut rd) = done.buffers {
             rd.hard_state = None;
+            rd.hard_state_commit_only = false;
             rd.append.clear();
             rd.send_now.clear();
             rd.send_after_sync.clear();

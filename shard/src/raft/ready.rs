@@ -23,6 +23,11 @@ use super::types::{Entry, HardState, LogId, LogIndex, ReadState, SnapshotMeta};
 pub struct Ready {
     /// Persist with `append`, in the same sync. `None`: unchanged.
     pub hard_state: Option<HardState>,
+    /// `hard_state` differs from the one handed before only in its commit index. That may
+    /// be persisted lazily (by a later sync, or lost in a crash: a restarted node learns the
+    /// commit again from its leader), so a `Ready` with nothing else to persist needs no
+    /// sync of its own (see [`Ready::needs_sync`]).
+    pub hard_state_commit_only: bool,
     /// Entries to persist, contiguous; the first may be at or below the last persisted
     /// index: the log from there on is overwritten (a new leader replaced a suffix).
     pub append: Vec<Entry>,
@@ -52,6 +57,15 @@ impl Ready {
             snapshot_installed: self.snapshot.as_ref().map(|m| m.last),
             buffers: Some(self),
         }
+    }
+
+    /// Whether step 4 needs a sync: entries, a snapshot, or a term or vote to persist. When
+    /// it does not, `send_after_sync` may leave at once: none of it depends on a commit
+    /// index being durable.
+    pub fn needs_sync(&self) -> bool {
+        !self.append.is_empty()
+            || self.snapshot.is_some()
+            || (self.hard_state.is_some() && !self.hard_state_commit_only)
     }
 
     /// True when there is nothing to do.

@@ -143,6 +143,15 @@ impl ConfState {
     pub fn contains(&self, id: NodeId) -> bool {
         self.is_voter(id) || self.is_learner(id)
     }
+    /// Every member (voters of both halves and learners), without allocating: unsorted, and
+    /// a voter of both halves of a joint configuration comes twice.
+    pub fn each_member(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters
+            .iter()
+            .chain(&self.voters_outgoing)
+            .chain(&self.learners)
+            .copied()
+    }
     /// Every member (voters of both halves and learners), sorted, without duplicates.
     pub fn members(&self) -> Vec<NodeId> {
         let mut all: Vec<NodeId> = self

@@ -40,6 +40,9 @@ struct Session {
     outcomes: VecDeque<(Sequence, Outcome)>,
     /// Every sequence at or below this one has been forgotten (0: none).
     forgotten_through: u64,
+    /// The highest sequence recorded: the highest of `outcomes` and `forgotten_through`. A
+    /// client's next write is above it, so the common lookup scans nothing.
+    highest: u64,
 }
 
 /// The sessions of one range.
@@ -93,6 +96,9 @@ impl Sessions {
             }
             return Lookup::New;
         };
+        if sequence.0 > s.highest {
+            return Lookup::New;
+        }
         if let Some((_, outcome)) = s.outcomes.iter().find(|(seq, _)| *seq == sequence) {
             return Lookup::Duplicate(outcome);
         }
@@ -111,11 +117,13 @@ impl Sessions {
             last_index: index,
             outcomes: VecDeque::with_capacity(4),
             forgotten_through: 0,
+            highest: 0,
         });
         self.by_age.remove(&(s.last_index, session));
         s.last_index = index;
         self.by_age.insert((index, session));
         s.outcomes.push_back((sequence, outcome));
+        s.highest = s.highest.max(sequence.0);
         if s.outcomes.len() > OUTCOMES_PER_SESSION {
             if let Some((oldest, _)) = s.outcomes.pop_front() {
                 // Sequences are increasing per session in the common case; a client that
@@ -161,6 +169,7 @@ impl Sessions {
                         }
                     }
                     ours.forgotten_through = ours.forgotten_through.max(theirs.forgotten_through);
+                    ours.highest = ours.highest.max(theirs.highest);
                     if theirs.last_index > ours.last_index {
                         self.by_age.remove(&(ours.last_index, id));
                         ours.last_index = theirs.last_index;
@@ -203,12 +212,17 @@ impl Sessions {
         outcomes: VecDeque<(Sequence, Outcome)>,
     ) {
         self.by_age.insert((last_index, session));
+        let highest = outcomes
+            .iter()
+            .map(|(seq, _)| seq.0)
+            .fold(forgotten_through, u64::max);
         self.by_id.insert(
             session,
             Session {
                 last_index,
                 outcomes,
                 forgotten_through,
+                highest,
             },
         );
     }
@@ -267,6 +281,34 @@ mod tests {
         assert_eq!(
             s.lookup(SessionId(1), Sequence(2)),
             Lookup::Duplicate(&written(3))
+        );
+    }
+
+    #[test]
+    fn writes_applied_out_of_order_are_each_found_and_a_restored_table_is_equal() {
+        let mut s = Sessions::new(10);
+        // A pipelining client's writes 5 and 3 land before 4.
+        s.record(SessionId(1), Sequence(5), 1, written(1));
+        assert_eq!(s.lookup(SessionId(1), Sequence(3)), Lookup::New);
+        s.record(SessionId(1), Sequence(3), 2, written(2));
+        assert_eq!(s.lookup(SessionId(1), Sequence(4)), Lookup::New);
+        assert_eq!(
+            s.lookup(SessionId(1), Sequence(5)),
+            Lookup::Duplicate(&written(1))
+        );
+        assert_eq!(
+            s.lookup(SessionId(1), Sequence(3)),
+            Lookup::Duplicate(&written(2))
+        );
+        assert_eq!(s.lookup(SessionId(1), Sequence(6)), Lookup::New);
+        let mut restored = Sessions::new(10);
+        for (id, last_index, forgotten, outcomes) in s.iter() {
+            restored.restore(id, last_index, forgotten, outcomes.clone());
+        }
+        assert_eq!(restored, s);
+        assert_eq!(
+            restored.lookup(SessionId(1), Sequence(5)),
+            Lookup::Duplicate(&written(1))
         );
     }
 

@@ -11,7 +11,8 @@
 //!                 committed client writes (durable on a majority already) are applied
 //!  [runtime]      flush the outbox (one RaftBatch per destination node), send
 //!                 take_responses() (those writes' answers), await the WAL's SyncJob (one
-//!                 fdatasync), report it with wal_mut().on_sync_done
+//!                 fdatasync; none when the turn wrote only commit indexes), report it
+//!                 with wal_mut().on_sync_done
 //!  finish()       votes and acknowledgements go to the outbox (only now: after the sync);
 //!                 the rest of the committed entries (configuration changes, range
 //!                 commands, an installed snapshot) are applied, reads served; advance
@@ -298,6 +299,8 @@ pub struct StoreMetrics {
     pub reads: u64,
     pub wal_appends: u64,
     pub wal_bytes: u64,
+    /// Turns whose WAL append held only commit indexes, written without a sync of their own.
+    pub lazy_turns: u64,
     pub snapshots_taken: u64,
     pub snapshots_sent: u64,
     pub snapshots_installed: u64,
@@ -555,6 +558,9 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     outbox: Vec<RaftBatch>,
     responses: Vec<(ConnToken, ClientResponse)>,
     in_flight: Vec<(msg::GroupId, Ready)>,
+    /// The end of the last batch written without a sync of its own (only commit indexes):
+    /// unsynced bytes up to here do not make the next turn sync.
+    lazy_lsn: quasar_wal::Lsn,
     reads: BTreeMap<u64, PendingRead>,
     next_read: u64,
     scratch: AlignedVec,
@@ -636,6 +642,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             outbox: Vec::new(),
             responses: Vec::new(),
             in_flight: Vec::new(),
+            lazy_lsn: quasar_wal::Lsn::ZERO,
             reads: BTreeMap::new(),
             next_read: 1,
             scratch: AlignedVec::new(),
@@ -2077,8 +2084,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     /// Phase 1 of a turn: gathers the Ready of every group with work into ONE WAL append
-    /// and queues the messages that may leave before the sync. Returns whether anything was
-    /// appended (the runtime then syncs before calling `finish`).
+    /// and queues the messages that may leave before the sync. Returns whether the runtime
+    /// must sync before calling `finish` (something was appended that must be durable
+    /// first: entries, a term or vote, a snapshot mark, a compaction).
     pub fn process(&mut self) -> Result<bool, StoreError> {
         assert!(
             self.in_flight.is_empty(),
@@ -2112,6 +2120,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             }
         });
         compactions.sort_unstable_by_key(|(g, _)| *g);
+        // Records written outside the turn's batch (a removed replica's log dropped, a log
+        // rewritten forward) are synced with it; records written lazily are not waited for.
+        let unsynced_before = self.wal.appended_lsn() > self.wal.durable_lsn().max(self.lazy_lsn);
         let appended = write_turn(
             &mut self.wal,
             &self.in_flight,
@@ -2128,9 +2139,18 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             self.send(g, &m);
         }
         self.apply_before_sync()?;
-        // Records written outside the turn's batch (a removed replica's log dropped) are
-        // synced with it too.
-        Ok(appended || self.wal.appended_lsn() > self.wal.durable_lsn())
+        // A turn that only moved commit indexes (a leader learning that its followers have
+        // its entries, a follower told the leader's commit) writes them without a sync of
+        // its own: the next sync makes them durable, and nothing waits for them. The leader
+        // that answered the writes of this commit is free at once for the next ones.
+        let needs_sync = unsynced_before
+            || !compactions.is_empty()
+            || self.in_flight.iter().any(|(_, rd)| rd.needs_sync());
+        if appended && !needs_sync {
+            self.lazy_lsn = self.wal.appended_lsn();
+            self.metrics.lazy_turns += 1;
+        }
+        Ok(needs_sync)
     }
 
     /// Applies the client writes (and empty entries) that lead each group's committed
@@ -2210,14 +2230,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         for (g, rd) in in_flight.iter_mut() {
             let g = *g;
             applied_up_to.push(rd.apply.last().map(|e| e.index));
-            for m in std::mem::take(&mut rd.send_after_sync) {
+            for m in rd.send_after_sync.drain(..) {
                 self.send(g, &m);
             }
             if rd.snapshot.is_some() {
                 self.install_staged(g);
             }
-            for e in std::mem::take(&mut rd.apply) {
-                self.apply_entry(g, &e)?;
+            // Entries `process` applied already are skipped.
+            for e in &rd.apply {
+                self.apply_entry(g, e)?;
             }
             if let Some(r) = self.groups.get_mut(&g) {
                 for rs in rd.reads.drain(..) {
@@ -2227,18 +2248,20 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         for ((g, rd), applied) in in_flight.drain(..).zip(applied_up_to) {
             if let Some(r) = self.groups.get_mut(&g) {
-                // The apply list was emptied above; report what was applied ourselves.
+                // The drained `Ready` goes back to the core, which reuses its vectors.
                 r.raft.advance(raft::Advanced {
                     hard_state_persisted: rd.hard_state,
                     persisted: rd.append.last().map(raft::Entry::id),
                     applied,
                     snapshot_installed: rd.snapshot.as_ref().map(|m| m.last),
-                    buffers: None,
+                    buffers: Some(rd),
                 });
             }
             self.serve_reads(g);
             self.after_turn(g)?;
         }
+        // Empty; kept for its capacity.
+        self.in_flight = in_flight;
         if !self.pending_admin.is_empty() {
             self.check_admin();
         }
@@ -2385,8 +2408,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let lagging = is_leader
             && r.raft
                 .conf_state()
-                .members()
-                .into_iter()
+                .each_member()
                 .filter(|p| *p != me)
                 .any(|p| r.raft.progress(p).is_none_or(|pr| pr.matched < applied));
         if due

@@ -244,6 +244,47 @@ fn a_committed_write_is_answered_before_the_sync_of_the_turn_that_applies_it() {
 }
 
 #[test]
+fn a_turn_that_only_moves_commit_indexes_does_not_sync_and_a_crash_after_it_loses_nothing() {
+    let mut one = leader();
+    let put = |k: &[u8]| Operation::Put {
+        key: k.to_vec(),
+        value: b"v".to_vec(),
+    };
+    let id = one.submit(put(b"a"), ReadConsistency::Linearizable, None);
+    assert!(
+        one.store.process().expect("process"),
+        "an entry needs a sync"
+    );
+    one.sync_and_finish(true);
+    // The next turn learns the commit: it applies and answers the write and writes the new
+    // commit index, but asks for no sync.
+    let lazy = one.store.metrics().lazy_turns;
+    assert!(
+        !one.store.process().expect("process"),
+        "a commit alone synced"
+    );
+    assert!(one.answered(id));
+    assert_eq!(one.store.metrics().lazy_turns, lazy + 1);
+    assert!(one.store.wal.appended_lsn() > one.store.wal.durable_lsn());
+    one.sync_and_finish(false);
+    // Unsynced commit records do not make an idle turn sync either.
+    assert!(!one.store.process().expect("process"));
+    one.sync_and_finish(false);
+    // A crash loses the commit record, not the write: the restart commits it again.
+    let snaps = one.store.snaps.clone();
+    let crashed = one.store.wal.disk().crash(Crash::DropUnsynced);
+    let mut again = open(crashed, snaps, config(1));
+    again.settle(40);
+    assert_eq!(again.get(b"a").as_deref(), Some(&b"v"[..]));
+    // The next entry's sync covers what was left lazily.
+    assert!(matches!(
+        again.put(b"b", b"v").result,
+        Ok(Reply::Written { .. })
+    ));
+    again.store.check_invariants();
+}
+
+#[test]
 fn a_single_node_writes_reads_and_refuses_the_meta_range() {
     let mut one = leader();
     assert!(matches!(
