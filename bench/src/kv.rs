@@ -528,6 +528,47 @@ fn wait_for(shared: &Shared, intended: Instant) -> Option<Duration> {
     Some((intended - now).min(Duration::from_millis(50)))
 }
 
+/// When a worker sends its next request: at once in the closed loop, at the worker's next
+/// slot of the schedule in the open loop.
+struct Pacer {
+    index: usize,
+    /// The worker's next slot.
+    k: u64,
+    start: Instant,
+}
+
+enum Pace {
+    /// Send now; latency counts from this instant.
+    Go(Instant),
+    /// Sleep this long, then ask again.
+    Wait(Duration),
+    Stop,
+}
+
+impl Pacer {
+    fn new(index: usize, start: Instant) -> Pacer {
+        Pacer { index, k: 0, start }
+    }
+
+    fn next(&mut self, shared: &Shared, args: &KvArgs) -> Pace {
+        if shared.stop.load(Ordering::Relaxed) {
+            return Pace::Stop;
+        }
+        let Some(rate) = args.rate else {
+            return Pace::Go(Instant::now());
+        };
+        let intended = due(self.start, rate, args.concurrency, self.index, self.k);
+        match wait_for(shared, intended) {
+            Some(wait) => Pace::Wait(wait),
+            None if shared.stop.load(Ordering::Relaxed) => Pace::Stop,
+            None => {
+                self.k += 1;
+                Pace::Go(intended)
+            }
+        }
+    }
+}
+
 fn worker_loop(
     index: usize,
     mut worker: Worker,
@@ -535,26 +576,19 @@ fn worker_loop(
     args: Arc<KvArgs>,
     start: Instant,
 ) {
-    let slot = &shared.slots[index];
-    let mut k: u64 = 0;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let kind = args.workload.next_op(&mut worker.ops.rng, args.read_ratio);
-        let began = match args.rate {
-            None => Instant::now(),
-            Some(rate) => {
-                let intended = due(start, rate, args.concurrency, index, k);
-                k += 1;
-                while let Some(wait) = wait_for(&shared, intended) {
-                    std::thread::sleep(wait);
-                }
-                if shared.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                intended
+    let mut pacer = Pacer::new(index, start);
+    loop {
+        let began = match pacer.next(&shared, &args) {
+            Pace::Go(at) => at,
+            Pace::Wait(wait) => {
+                std::thread::sleep(wait);
+                continue;
             }
+            Pace::Stop => break,
         };
+        let kind = args.workload.next_op(&mut worker.ops.rng, args.read_ratio);
         let result = worker.run_op(kind, &shared.keys);
-        record(slot, kind, began.elapsed(), result);
+        record(&shared.slots[index], kind, began.elapsed(), result);
     }
 }
 
@@ -565,26 +599,19 @@ async fn async_worker_loop(
     args: Arc<KvArgs>,
     start: Instant,
 ) {
-    let slot = &shared.slots[index];
-    let mut k: u64 = 0;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let kind = args.workload.next_op(&mut worker.ops.rng, args.read_ratio);
-        let began = match args.rate {
-            None => Instant::now(),
-            Some(rate) => {
-                let intended = due(start, rate, args.concurrency, index, k);
-                k += 1;
-                while let Some(wait) = wait_for(&shared, intended) {
-                    glommio::timer::sleep(wait).await;
-                }
-                if shared.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                intended
+    let mut pacer = Pacer::new(index, start);
+    loop {
+        let began = match pacer.next(&shared, &args) {
+            Pace::Go(at) => at,
+            Pace::Wait(wait) => {
+                glommio::timer::sleep(wait).await;
+                continue;
             }
+            Pace::Stop => break,
         };
+        let kind = args.workload.next_op(&mut worker.ops.rng, args.read_ratio);
         let result = worker.run_op(kind, &shared.keys).await;
-        record(slot, kind, began.elapsed(), result);
+        record(&shared.slots[index], kind, began.elapsed(), result);
     }
 }
 
