@@ -110,6 +110,15 @@ impl One {
         id
     }
 
+    /// Hands the store a write of `key` (value `v`) without running a turn; returns its id.
+    fn submit_put(&mut self, key: &[u8]) -> u64 {
+        let op = Operation::Put {
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+        };
+        self.submit(op, ReadConsistency::Linearizable, None)
+    }
+
     fn answered(&self, id: u64) -> bool {
         self.store
             .responses
@@ -211,11 +220,7 @@ fn idle_groups_sleep_and_a_request_wakes_its_group_only() {
 #[test]
 fn a_committed_write_is_answered_before_the_sync_of_the_turn_that_applies_it() {
     let mut one = leader();
-    let put = |k: &[u8]| Operation::Put {
-        key: k.to_vec(),
-        value: b"v".to_vec(),
-    };
-    let first = one.submit(put(b"a"), ReadConsistency::Linearizable, None);
+    let first = one.submit_put(b"a");
     // The turn that appends the write: nothing is answered before its sync.
     let appended = one.store.process().expect("process");
     assert!(appended);
@@ -226,7 +231,7 @@ fn a_committed_write_is_answered_before_the_sync_of_the_turn_that_applies_it() {
     one.sync_and_finish(appended);
     // A second write arrives; the next turn appends it and, before syncing it, applies and
     // answers the first (durable and, on a single voter, committed).
-    let second = one.submit(put(b"b"), ReadConsistency::Linearizable, None);
+    let second = one.submit_put(b"b");
     let appended = one.store.process().expect("process");
     assert!(appended, "the second write is appended in this turn");
     assert!(
@@ -246,11 +251,7 @@ fn a_committed_write_is_answered_before_the_sync_of_the_turn_that_applies_it() {
 #[test]
 fn a_turn_that_only_moves_commit_indexes_does_not_sync_and_a_crash_after_it_loses_nothing() {
     let mut one = leader();
-    let put = |k: &[u8]| Operation::Put {
-        key: k.to_vec(),
-        value: b"v".to_vec(),
-    };
-    let id = one.submit(put(b"a"), ReadConsistency::Linearizable, None);
+    let id = one.submit_put(b"a");
     assert!(
         one.store.process().expect("process"),
         "an entry needs a sync"
