@@ -52,6 +52,7 @@ pub struct Metrics {
     leader_changes: Family<ShardLabel, Counter>,
     wal_bytes_written: Family<ShardLabel, Counter>,
     wal_lazy_appends: Family<ShardLabel, Counter>,
+    pipelined_turns: Family<ShardLabel, Counter>,
     snapshots_taken: Family<ShardLabel, Counter>,
     snapshots_sent: Family<ShardLabel, Counter>,
     peer_messages_sent: Family<ShardLabel, Counter>,
@@ -85,6 +86,7 @@ impl Metrics {
             leader_changes: Family::default(),
             wal_bytes_written: Family::default(),
             wal_lazy_appends: Family::default(),
+            pipelined_turns: Family::default(),
             snapshots_taken: Family::default(),
             snapshots_sent: Family::default(),
             peer_messages_sent: Family::default(),
@@ -130,6 +132,11 @@ impl Metrics {
             "wal_lazy_appends",
             "Turns whose WAL append held only commit indexes, left for a later sync",
             m.wal_lazy_appends.clone(),
+        );
+        registry.register(
+            "pipelined_turns",
+            "Turns that appended and replicated while the previous turn's sync was in flight",
+            m.pipelined_turns.clone(),
         );
         registry.register(
             "snapshots_taken",
@@ -224,6 +231,12 @@ impl Metrics {
                 shard,
                 "wal_lazy_appends",
                 m.lazy_turns,
+            );
+            self.bump(
+                &self.pipelined_turns,
+                shard,
+                "pipelined_turns",
+                m.pipelined_turns,
             );
             self.bump(
                 &self.snapshots_taken,

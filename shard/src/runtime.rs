@@ -4,11 +4,20 @@
 //!
 //! ```text
 //!  frames (transport tasks) --on_frame--> store inputs, wake the loop
-//!  loop: wait (wake | next tick) -> tick? -> process() -> send batches, answer clients
-//!        -> fdatasync -> finish() -> send batches, answer clients -> publish status now
-//!        and then
-//!  stop: stop accepting, finish the turn in flight (its sync included), close
+//!  sync task: fdatasync up to a target --done--> wake the loop
+//!  loop: wait (wake | sync done | next tick) -> tick?
+//!        -> sync done? on_sync_done, finish_synced() -> send batches, answer clients
+//!        -> process() (also while a sync runs, if the store allows) -> send, answer
+//!        -> no sync running? begin one for what needs it, or finish() -> send, answer
+//!        -> publish status now and then
+//!  stop: stop accepting, finish the sync in flight, close
 //! ```
+//!
+//! The turn is pipelined: while one fdatasync runs, the loop goes on handling what
+//! arrives. A leader appends and replicates new proposals at once, and commits, applies and
+//! answers the writes its followers acknowledge; what those turns append waits for the next
+//! sync, which begins as soon as the running one completed. Acknowledgements and votes
+//! leave only after the sync covering them (`Store::finish_synced`).
 //!
 //! Everything the node's other threads see (status, metrics, health) goes through
 //! [`NodeShared`], updated by each shard a few times per second; cross-core channels are
@@ -582,13 +591,18 @@ async fn run_shard_inner(
     // This thread's CPU time, for `Status`: found once, read when asked.
     let thread_stat = crate::cpu::this_thread_stat_path();
     let mut last_publish = Instant::now();
+    let mut sync: Option<SyncInFlight> = None;
     let result = loop {
         if shared.stop.load(Ordering::Relaxed) {
             break Ok(());
         }
         let now = Instant::now();
         let next_tick = clock.accounted.get() + spec.tick;
-        if now < next_tick && !store.borrow().has_work() {
+        let busy = sync.as_ref().is_some_and(SyncInFlight::is_done) || {
+            let s = store.borrow();
+            s.may_process() && s.has_work()
+        };
+        if now < next_tick && !busy {
             let wait = next_tick - now;
             let _ = glommio::timer::timeout(wait, async {
                 let _ = wake_rx.recv().await;
@@ -603,7 +617,7 @@ async fn run_shard_inner(
             store.borrow_mut().tick();
             clock.accounted.set(clock.accounted.get() + spec.tick);
         }
-        if let Err(e) = turn(shard, &store, &transport, &handler, &shared).await {
+        if let Err(e) = turn(shard, &store, &transport, &handler, &shared, &mut sync).await {
             break Err(e);
         }
         if last_publish.elapsed() >= Duration::from_millis(100) {
@@ -626,6 +640,14 @@ async fn run_shard_inner(
         }
         // Let the transport's tasks run between turns.
         glommio::executor().yield_if_needed().await;
+    };
+    // The sync in flight completes (its writes are answered) before the shard closes.
+    let result = match (result, sync.take()) {
+        (Ok(()), Some(s)) => complete_sync(shard, &store, &shared, s).await.map(|()| {
+            send_outbox(shard, &store, &transport);
+            answer_clients(shard, &store, &handler, &shared);
+        }),
+        (result, _) => result,
     };
     publish(shard, &store, &transport, &shared, &thread_stat);
     transport.stop();
@@ -660,53 +682,128 @@ fn publish(
     });
 }
 
-/// One turn: process, send, answer, sync, finish, send, answer.
+/// The WAL sync the loop began: a task running the fdatasync, and its result once done.
+struct SyncInFlight {
+    target: quasar_wal::Lsn,
+    started: Instant,
+    done: Rc<Cell<bool>>,
+    task: glommio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl SyncInFlight {
+    fn is_done(&self) -> bool {
+        self.done.get()
+    }
+}
+
+/// Begins a sync of everything appended so far, run by a task of its own that wakes the
+/// loop when it completes; `None` when nothing waits to be synced.
+fn begin_sync(
+    shard: u32,
+    store: &Rc<RefCell<ShardStore>>,
+    handler: &Rc<Handler>,
+) -> Result<Option<SyncInFlight>, RuntimeError> {
+    let job = store
+        .borrow_mut()
+        .wal_mut()
+        .begin_sync()
+        .map_err(|e| RuntimeError::Store {
+            shard,
+            source: e.into(),
+        })?;
+    let Some(job) = job else {
+        return Ok(None);
+    };
+    store.borrow_mut().sync_started();
+    quasar_wal::crash_point!("wal-before-sync");
+    let done = Rc::new(Cell::new(false));
+    let (flag, wake) = (Rc::clone(&done), Rc::clone(handler));
+    let target = job.target();
+    let task = glommio::spawn_local(async move {
+        let result = job.run().await;
+        flag.set(true);
+        wake.wake();
+        result
+    })
+    .detach();
+    Ok(Some(SyncInFlight {
+        target,
+        started: Instant::now(),
+        done,
+        task,
+    }))
+}
+
+/// Completes a sync begun by `begin_sync` (waiting for it if it still runs): the WAL learns
+/// what is durable, and the `Ready`s it covered are finished. A failed fsync poisons the
+/// WAL: the shard stops, it never retries.
+async fn complete_sync(
+    shard: u32,
+    store: &Rc<RefCell<ShardStore>>,
+    shared: &NodeShared,
+    s: SyncInFlight,
+) -> Result<(), RuntimeError> {
+    let result = match s.task.await {
+        Some(r) => r,
+        None => Err(std::io::Error::other("the WAL sync task was cancelled")),
+    };
+    quasar_wal::crash_point!("wal-after-sync");
+    shared
+        .observer
+        .wal_fsync(shard, s.started.elapsed().as_secs_f64());
+    let mut st = store.borrow_mut();
+    st.wal_mut()
+        .on_sync_done(s.target, result)
+        .map_err(|e| RuntimeError::Store {
+            shard,
+            source: e.into(),
+        })?;
+    st.finish_synced()
+        .map_err(|source| RuntimeError::Store { shard, source })
+}
+
+/// One turn: a completed sync finished; new work processed (while a sync runs too, if the
+/// store allows); then, with no sync running, a sync begun for what needs one, or the
+/// turn's work finished at once. Sends and answers follow each step.
 async fn turn(
     shard: u32,
     store: &Rc<RefCell<ShardStore>>,
     transport: &Transport,
-    handler: &Handler,
+    handler: &Rc<Handler>,
     shared: &NodeShared,
+    sync: &mut Option<SyncInFlight>,
 ) -> Result<(), RuntimeError> {
+    if sync.as_ref().is_some_and(SyncInFlight::is_done) {
+        if let Some(s) = sync.take() {
+            complete_sync(shard, store, shared, s).await?;
+            send_outbox(shard, store, transport);
+            answer_clients(shard, store, handler, shared);
+        }
+    }
+    if !store.borrow().may_process() {
+        return Ok(());
+    }
     let started = Instant::now();
-    let appended = store
+    let needs_sync = store
         .borrow_mut()
         .process()
         .map_err(|source| RuntimeError::Store { shard, source })?;
-    if appended {
+    if needs_sync {
         shared
             .observer
             .wal_append(shard, started.elapsed().as_secs_f64());
     }
     send_outbox(shard, store, transport);
     // Writes `process` applied (committed and durable on a majority) are answered now,
-    // while this turn's sync runs.
+    // while the sync runs.
     answer_clients(shard, store, handler, shared);
-    if appended {
-        let job = store
-            .borrow_mut()
-            .wal_mut()
-            .begin_sync()
-            .map_err(|e| RuntimeError::Store {
-                shard,
-                source: e.into(),
-            })?;
-        if let Some(job) = job {
-            let target = job.target();
-            let t = Instant::now();
-            quasar_wal::crash_point!("wal-before-sync");
-            let result = job.run().await;
-            quasar_wal::crash_point!("wal-after-sync");
-            shared.observer.wal_fsync(shard, t.elapsed().as_secs_f64());
-            // A failed fsync poisons the WAL: the shard stops, it never retries.
-            store
-                .borrow_mut()
-                .wal_mut()
-                .on_sync_done(target, result)
-                .map_err(|e| RuntimeError::Store {
-                    shard,
-                    source: e.into(),
-                })?;
+    if sync.is_some() {
+        return Ok(());
+    }
+    if needs_sync {
+        *sync = begin_sync(shard, store, handler)?;
+        if sync.is_some() {
+            return Ok(());
         }
     }
     store

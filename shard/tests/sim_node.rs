@@ -469,3 +469,19 @@ fn a_parent_and_its_split_child_install_snapshots_in_one_turn() {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
+
+/// Found when the simulator first let syncs run on past a turn (seed of `moving`): node 1,
+/// removed from group 2 (its log dropped: compacted below 82), was added back and received
+/// the leader's snapshot at 77; the snapshot file was saved, and the sync of the WAL record
+/// restarting the log after it failed. At every restart the log, compacted past the
+/// snapshot by the removal, was taken to continue it, and the next append (78) was refused
+/// as below the compaction point. A log compacted further than just up to its snapshot now
+/// restarts after the snapshot, as the lost record would have made it.
+#[test]
+fn a_replica_added_back_restarts_its_log_after_a_snapshot_whose_record_was_lost() {
+    let cfg = NodeSimConfig::moving();
+    let seed = 6_699_919_547_759_757_154;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}

@@ -943,6 +943,11 @@ impl<D: Disk> Wal<D> {
         self.durable
     }
 
+    /// The position the sync begun by `begin_sync` makes durable, while it is in flight.
+    pub fn sync_in_flight(&self) -> Option<Lsn> {
+        self.sync_in_flight
+    }
+
     /// Syncs completed since open (one per `on_sync_done` success).
     pub fn syncs_completed(&self) -> u64 {
         self.syncs_completed

@@ -81,7 +81,8 @@ pub struct RaftNode {
     msgs_after_sync: Vec<Message>,
     reads: Vec<ReadState>,
     last_hard_state: HardState,
-    ready_outstanding: bool,
+    /// `Ready`s handed and not yet advanced (advanced in the order they were handed).
+    outstanding: u32,
     spare: Option<Ready>,
     snapshot_requested: LogIndex,
     scratch: Vec<u64>,
@@ -166,7 +167,7 @@ impl RaftNode {
                 commit,
                 ..hard_state
             },
-            ready_outstanding: false,
+            outstanding: 0,
             spare: None,
             snapshot_requested: LogIndex(0),
             scratch: Vec::new(),
@@ -508,7 +509,7 @@ impl RaftNode {
 
     /// Is there something for the runtime to do?
     pub fn has_ready(&self) -> bool {
-        if self.ready_outstanding {
+        if self.snapshot_blocks_ready() {
             return false;
         }
         self.pending_broadcast
@@ -521,10 +522,12 @@ impl RaftNode {
             || self.next_apply_end() > self.log.apply_handed
     }
 
-    /// The work to do now, or `None`. At most one `Ready` is outstanding: call `advance`
-    /// before the next.
+    /// The work to do now, or `None`. Several may be outstanding (a runtime that goes on
+    /// while a sync runs: see the module docs of `ready`); `advance` them in the order they
+    /// were handed. A snapshot travels alone: no `Ready` is handed while one carrying a
+    /// snapshot is outstanding, and a snapshot only in a `Ready` handed when none is.
     pub fn ready(&mut self) -> Option<Ready> {
-        if self.ready_outstanding {
+        if self.snapshot_blocks_ready() {
             return None;
         }
         if self.pending_broadcast && self.role == Role::Leader {
@@ -563,15 +566,32 @@ impl RaftNode {
             self.spare = Some(rd);
             return None;
         }
-        self.ready_outstanding = true;
+        self.outstanding += 1;
         Some(rd)
+    }
+
+    /// Whether a snapshot keeps `ready` from handing anything now: one handed and not yet
+    /// reported installed, or one received while other `Ready`s are outstanding.
+    fn snapshot_blocks_ready(&self) -> bool {
+        self.log.unstable.snapshot_in_flight.is_some()
+            || (self.outstanding > 0 && self.log.unstable.snapshot.is_some())
+    }
+
+    /// Whether a received snapshot waits to be handed in a `Ready`.
+    pub fn has_pending_snapshot(&self) -> bool {
+        self.log.unstable.snapshot.is_some()
+    }
+
+    /// `Ready`s handed and not yet advanced.
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding
     }
 
     /// Gives back the buffers kept for the next `Ready` (the recycled `Ready`, empty message
     /// queues, empty in-flight rings): for a group going idle among thousands, which would
     /// otherwise each keep what their last burst needed. The next turn allocates them again.
     pub fn release_buffers(&mut self) {
-        if self.ready_outstanding {
+        if self.outstanding > 0 {
             return;
         }
         self.spare = None;
@@ -590,8 +610,10 @@ impl RaftNode {
     }
 
     /// Reports what the runtime did with the last `Ready` (see `Advanced`).
+    /// Each call reports the oldest outstanding `Ready`; one made with none outstanding
+    /// only reports persistence learnt later (`persisted`).
     pub fn advance(&mut self, done: Advanced) {
-        self.ready_outstanding = false;
+        self.outstanding = self.outstanding.saturating_sub(1);
         if let Some(id) = done.snapshot_installed {
             if self.log.unstable.snapshot_in_flight == Some(id) {
                 self.log.unstable.snapshot_in_flight = None;

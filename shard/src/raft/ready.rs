@@ -13,7 +13,14 @@
 //!  advance(ready.done()) (or an `Advanced` saying what actually happened)
 //! ```
 //!
-//! At most one `Ready` is outstanding: `ready()` returns `None` until it is advanced.
+//! A runtime may take the next `Ready` while the sync of the previous one still runs
+//! (pipelining: the leader appends and replicates new proposals, and commits what its
+//! followers acknowledge, during its own fdatasync). It then persists the `Ready`s in the
+//! order they were handed, sends each one's `send_after_sync` only once a sync covering it
+//! completed, applies in order, and calls `advance` once per `Ready`, in order. `apply`
+//! never names an entry of a `Ready` not yet advanced: an entry is applied only once it is
+//! durable here. A `Ready` carrying a snapshot is handed only when none is outstanding, and
+//! none is handed until it is advanced.
 
 use super::message::Message;
 use super::types::{Entry, HardState, LogId, LogIndex, ReadState, SnapshotMeta};

@@ -301,6 +301,8 @@ pub struct StoreMetrics {
     pub wal_bytes: u64,
     /// Turns whose WAL append held only commit indexes, written without a sync of their own.
     pub lazy_turns: u64,
+    /// Turns that gathered work while a sync was in flight (pipelined).
+    pub pipelined_turns: u64,
     pub snapshots_taken: u64,
     pub snapshots_sent: u64,
     pub snapshots_installed: u64,
@@ -557,7 +559,18 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     ticks: u64,
     outbox: Vec<RaftBatch>,
     responses: Vec<(ConnToken, ClientResponse)>,
+    /// The `Ready`s `process` gathered since the last sync began (or the last `finish`), in
+    /// the order handed: their records are in the WAL, not yet covered by a sync.
     in_flight: Vec<(msg::GroupId, Ready)>,
+    /// Whether `in_flight` holds records that must be durable before it is finished.
+    in_flight_needs_sync: bool,
+    /// The `Ready`s whose records the sync in flight covers (`sync_started`), finished by
+    /// `finish_synced` once it completed.
+    syncing: Vec<(msg::GroupId, Ready)>,
+    /// Whether all `finish_synced` will do for `syncing` is send acknowledgements, serve
+    /// reads and advance the cores: no snapshot, every committed entry applied before the
+    /// sync. Only then may `process` run while the sync is in flight (`may_process`).
+    syncing_plain: bool,
     /// The end of the last batch written without a sync of its own (only commit indexes):
     /// unsynced bytes up to here do not make the next turn sync.
     lazy_lsn: quasar_wal::Lsn,
@@ -642,6 +655,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             outbox: Vec::new(),
             responses: Vec::new(),
             in_flight: Vec::new(),
+            in_flight_needs_sync: false,
+            syncing: Vec::new(),
+            syncing_plain: false,
             lazy_lsn: quasar_wal::Lsn::ZERO,
             reads: BTreeMap::new(),
             next_read: 1,
@@ -964,9 +980,15 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     .wal
                     .term(wgroup, s)
                     .is_ok_and(|t| t.0 == meta.last.term.0);
-            let compacted_past =
-                self.wal.first_index(wgroup) > s && self.wal.last_index(wgroup) >= s;
-            if !agrees && !compacted_past {
+            // The log compacted up to the snapshot (by the snapshot itself) continues it. One
+            // compacted further comes from an earlier replica of the group on this node,
+            // removed (`remove_replica` drops its log) before the group added this node back
+            // and sent the snapshot: the entries after the snapshot are not in it, and the
+            // log restarts after the snapshot too (found by the simulator: the next append
+            // was refused as below the compaction point, at every restart).
+            let first = self.wal.first_index(wgroup);
+            let compacted_to_it = first.0 == s.0 + 1 && self.wal.last_index(wgroup) >= s;
+            if !agrees && !compacted_to_it {
                 let mut batch = Batch::with_capacity(1);
                 batch.snapshot_mark(
                     wgroup,
@@ -1185,7 +1207,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         self.note_silences(now, election);
         let me = self.cfg.node;
         // Groups go to sleep only between turns (a `Ready` in flight is not idle).
-        let may_sleep = self.in_flight.is_empty();
+        let may_sleep = self.in_flight.is_empty() && self.syncing.is_empty();
         let last_heard = &self.last_heard;
         let heard = |n: NodeId| last_heard.get(&n).copied();
         self.groups.retain_awake(|r| {
@@ -2084,21 +2106,34 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     /// Phase 1 of a turn: gathers the Ready of every group with work into ONE WAL append
-    /// and queues the messages that may leave before the sync. Returns whether the runtime
-    /// must sync before calling `finish` (something was appended that must be durable
-    /// first: entries, a term or vote, a snapshot mark, a compaction).
+    /// and queues the messages that may leave before the sync. Returns whether the
+    /// gathered `Ready`s need a sync before they are finished (something was appended that
+    /// must be durable first: entries, a term or vote, a snapshot mark, a compaction).
+    ///
+    /// Without a sync in flight, the runtime then either finishes them (`finish`) or begins
+    /// a sync (`sync_started`). While a sync runs, `process` may run again if `may_process`
+    /// says so: what it gathers joins `in_flight` and waits for the next sync. A pipelined
+    /// turn leaves to the next unpipelined one what must not overlap a sync: snapshots to
+    /// install, forced snapshot files, removed replicas.
     pub fn process(&mut self) -> Result<bool, StoreError> {
+        let pipelined = !self.syncing.is_empty();
         assert!(
-            self.in_flight.is_empty(),
-            "process() twice without finish()"
+            self.may_process(),
+            "process() while a sync of non-plain Readys is in flight"
         );
         self.collect_saves(false)?;
-        self.write_forced_snapshots()?;
-        self.collect_removed()?;
+        if !pipelined {
+            self.write_forced_snapshots()?;
+            self.collect_removed()?;
+        }
         self.pump_snapshots();
+        let start = self.in_flight.len();
         // Only an awake group can have work (see `groups`).
         let in_flight = &mut self.in_flight;
         self.groups.for_each_awake(|r| {
+            if pipelined && r.raft.has_pending_snapshot() {
+                return;
+            }
             if r.compact_below.is_some() || r.raft.has_ready() {
                 if let Some(rd) = r.raft.ready() {
                     in_flight.push((r.group, rd));
@@ -2107,7 +2142,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         });
         // Install received snapshots first: their files must be durable before the WAL
         // record that restarts the log after them.
-        for i in 0..self.in_flight.len() {
+        for i in start..self.in_flight.len() {
             let (g, ref rd) = self.in_flight[i];
             if let Some(meta) = rd.snapshot.clone() {
                 self.stage_install(g, &meta)?;
@@ -2121,16 +2156,22 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         });
         compactions.sort_unstable_by_key(|(g, _)| *g);
         // Records written outside the turn's batch (a removed replica's log dropped, a log
-        // rewritten forward) are synced with it; records written lazily are not waited for.
-        let unsynced_before = self.wal.appended_lsn() > self.wal.durable_lsn().max(self.lazy_lsn);
+        // rewritten forward) are synced with it; records written lazily, or covered by the
+        // sync in flight, are not waited for.
+        let covered = self
+            .wal
+            .durable_lsn()
+            .max(self.lazy_lsn)
+            .max(self.wal.sync_in_flight().unwrap_or(quasar_wal::Lsn::ZERO));
+        let unsynced_before = self.wal.appended_lsn() > covered;
         let appended = write_turn(
             &mut self.wal,
-            &self.in_flight,
+            &self.in_flight[start..],
             &compactions,
             &mut self.metrics,
         )?;
         let mut now = Vec::new();
-        for (g, rd) in &mut self.in_flight {
+        for (g, rd) in &mut self.in_flight[start..] {
             for m in rd.send_now.drain(..) {
                 now.push((*g, m));
             }
@@ -2138,19 +2179,63 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         for (g, m) in now {
             self.send(g, &m);
         }
-        self.apply_before_sync()?;
+        self.apply_before_sync(start)?;
         // A turn that only moved commit indexes (a leader learning that its followers have
         // its entries, a follower told the leader's commit) writes them without a sync of
         // its own: the next sync makes them durable, and nothing waits for them. The leader
         // that answered the writes of this commit is free at once for the next ones.
         let needs_sync = unsynced_before
             || !compactions.is_empty()
-            || self.in_flight.iter().any(|(_, rd)| rd.needs_sync());
+            || self.in_flight[start..]
+                .iter()
+                .any(|(_, rd)| rd.needs_sync());
         if appended && !needs_sync {
             self.lazy_lsn = self.wal.appended_lsn();
             self.metrics.lazy_turns += 1;
         }
-        Ok(needs_sync)
+        if pipelined && self.in_flight.len() > start {
+            self.metrics.pipelined_turns += 1;
+        }
+        self.in_flight_needs_sync |= needs_sync;
+        Ok(self.in_flight_needs_sync)
+    }
+
+    /// Whether `process` may run now: no sync in flight, or one whose `Ready`s need nothing
+    /// more of `finish_synced` than acknowledgements, reads and the cores' advance (see
+    /// `syncing_plain`). Otherwise the runtime waits for the sync first.
+    pub fn may_process(&self) -> bool {
+        self.syncing.is_empty() || self.syncing_plain
+    }
+
+    /// Whether a sync begun by the runtime is waiting for `finish_synced`.
+    pub fn is_syncing(&self) -> bool {
+        !self.syncing.is_empty()
+    }
+
+    /// The runtime began a sync covering everything `process` appended so far
+    /// (`Wal::begin_sync`): the gathered `Ready`s wait for it, and `finish_synced` finishes
+    /// them once `Wal::on_sync_done` reported it complete.
+    pub fn sync_started(&mut self) {
+        assert!(
+            self.syncing.is_empty(),
+            "a second sync begun before finish_synced"
+        );
+        let groups = &self.groups;
+        self.syncing_plain = self.in_flight.iter().all(|(g, rd)| {
+            let applied = groups.get(g).map(|r| r.range.applied_index());
+            rd.snapshot.is_none()
+                && applied.is_some_and(|a| rd.apply.last().is_none_or(|e| e.index.0 <= a))
+        });
+        std::mem::swap(&mut self.syncing, &mut self.in_flight);
+        self.in_flight_needs_sync = false;
+    }
+
+    /// Phase 2 for the `Ready`s of the sync that just completed (`sync_started`).
+    pub fn finish_synced(&mut self) -> Result<(), StoreError> {
+        let done = std::mem::take(&mut self.syncing);
+        self.syncing_plain = false;
+        self.syncing = self.finish_readys(done)?;
+        Ok(())
     }
 
     /// Applies the client writes (and empty entries) that lead each group's committed
@@ -2159,18 +2244,24 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// sync covers nothing they depend on (it saves a leader one sync of latency per write:
     /// the sync of the turn that learns the commit). A group installing a snapshot, and
     /// everything from a group's first configuration change or range command on, is applied
-    /// by `finish` after the sync as before; `finish` skips what was applied here.
-    fn apply_before_sync(&mut self) -> Result<(), StoreError> {
+    /// by `finish` after the sync as before; `finish` skips what was applied here. So is an
+    /// entry that does not follow the group's applied index (an earlier `Ready` of the same
+    /// sync left its configuration change to `finish`).
+    fn apply_before_sync(&mut self, start: usize) -> Result<(), StoreError> {
         let in_flight = std::mem::take(&mut self.in_flight);
         let mut result = Ok(());
-        'groups: for (g, rd) in &in_flight {
+        'groups: for (g, rd) in &in_flight[start..] {
             if rd.snapshot.is_some() {
                 continue;
             }
             for e in &rd.apply {
                 let plain = e.kind == EntryKind::Normal
                     && matches!(e.data.first(), None | Some(&PAYLOAD_REQUEST));
-                if !plain {
+                let next = self
+                    .groups
+                    .get(g)
+                    .is_some_and(|r| e.index.0 == r.range.applied_index() + 1);
+                if !plain || !next {
                     break;
                 }
                 if let Err(err) = self.apply_entry(*g, e) {
@@ -2222,12 +2313,29 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         self.snapshot_written(g)
     }
 
-    /// Phase 2 of a turn, once the WAL is durable up to everything `process` appended:
-    /// acknowledgements leave, committed entries are applied, clients answered, reads served.
+    /// Phase 2 of a turn, once the WAL is durable up to everything `process` appended (or
+    /// nothing appended needs a sync): acknowledgements leave, committed entries are
+    /// applied, clients answered, reads served. Not while a sync begun with
+    /// `sync_started` is in flight: `finish_synced` comes first.
     pub fn finish(&mut self) -> Result<(), StoreError> {
-        let mut in_flight = std::mem::take(&mut self.in_flight);
-        let mut applied_up_to = Vec::with_capacity(in_flight.len());
-        for (g, rd) in in_flight.iter_mut() {
+        assert!(
+            self.syncing.is_empty(),
+            "finish() while a sync is in flight (finish_synced first)"
+        );
+        let done = std::mem::take(&mut self.in_flight);
+        self.in_flight_needs_sync = false;
+        self.in_flight = self.finish_readys(done)?;
+        Ok(())
+    }
+
+    /// `finish` of the `Ready`s in `done` (in the order handed); gives back the emptied
+    /// vector (kept for its capacity).
+    fn finish_readys(
+        &mut self,
+        mut done: Vec<(msg::GroupId, Ready)>,
+    ) -> Result<Vec<(msg::GroupId, Ready)>, StoreError> {
+        let mut applied_up_to = Vec::with_capacity(done.len());
+        for (g, rd) in done.iter_mut() {
             let g = *g;
             applied_up_to.push(rd.apply.last().map(|e| e.index));
             for m in rd.send_after_sync.drain(..) {
@@ -2246,7 +2354,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 }
             }
         }
-        for ((g, rd), applied) in in_flight.drain(..).zip(applied_up_to) {
+        for ((g, rd), applied) in done.drain(..).zip(applied_up_to) {
             if let Some(r) = self.groups.get_mut(&g) {
                 // The drained `Ready` goes back to the core, which reuses its vectors.
                 r.raft.advance(raft::Advanced {
@@ -2260,12 +2368,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             self.serve_reads(g);
             self.after_turn(g)?;
         }
-        // Empty; kept for its capacity.
-        self.in_flight = in_flight;
         if !self.pending_admin.is_empty() {
             self.check_admin();
         }
-        Ok(())
+        Ok(done)
     }
 
     fn install_staged(&mut self, g: msg::GroupId) {
@@ -2607,7 +2713,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             || self.liveness_due
             || self.outbox.iter().any(|b| b.message_count() > 0)
             || self.groups.awake_values().any(|r| {
-                r.raft.has_ready()
+                // A received snapshot waits for a turn without a sync in flight.
+                (r.raft.has_ready() && !(self.is_syncing() && r.raft.has_pending_snapshot()))
                     || r.compact_below.is_some()
                     || r.outgoing.iter().any(|o| o.offset < o.file.len())
             })

@@ -56,13 +56,7 @@ impl One {
     fn sync_and_finish(&mut self, appended: bool) {
         self.store.recycle_outbox();
         if appended {
-            if let Some(job) = self.store.wal_mut().begin_sync().expect("begin sync") {
-                let target = job.target();
-                let mut fut = std::pin::pin!(job.run());
-                let mut cx = Context::from_waker(Waker::noop());
-                let Poll::Ready(result) = fut.as_mut().poll(&mut cx) else {
-                    panic!("a MemDisk sync completes at once")
-                };
+            if let Some((target, result)) = self.begin_sync() {
                 self.store
                     .wal_mut()
                     .on_sync_done(target, result)
@@ -70,6 +64,19 @@ impl One {
             }
         }
         self.store.finish().expect("finish");
+    }
+
+    /// Begins a WAL sync and runs it (a `MemDisk` sync completes at once); the store is
+    /// not told yet. Returns its target and result.
+    fn begin_sync(&mut self) -> Option<(quasar_wal::Lsn, std::io::Result<()>)> {
+        let job = self.store.wal_mut().begin_sync().expect("begin sync")?;
+        let target = job.target();
+        let mut fut = std::pin::pin!(job.run());
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(result) = fut.as_mut().poll(&mut cx) else {
+            panic!("a MemDisk sync completes at once")
+        };
+        Some((target, result))
     }
 
     fn settle(&mut self, ticks: usize) {
@@ -246,6 +253,54 @@ fn a_committed_write_is_answered_before_the_sync_of_the_turn_that_applies_it() {
     assert_eq!(one.get(b"a").as_deref(), Some(&b"v"[..]));
     assert_eq!(one.get(b"b").as_deref(), Some(&b"v"[..]));
     one.store.check_invariants();
+}
+
+#[test]
+fn a_turn_runs_while_the_previous_sync_is_in_flight_and_its_writes_wait_for_their_own_sync() {
+    let mut one = leader();
+    let first = one.submit_put(b"a");
+    assert!(one.store.process().expect("process"));
+    // The runtime begins the sync; the store is told only once it completes.
+    let (target, result) = one.begin_sync().expect("something to sync");
+    one.store.sync_started();
+    assert!(one.store.is_syncing());
+    assert!(
+        one.store.may_process(),
+        "a plain write's sync holds nothing back"
+    );
+    // A second write arrives during the sync: it is appended at once, beyond the target.
+    let second = one.submit_put(b"b");
+    let pipelined = one.store.metrics().pipelined_turns;
+    assert!(
+        one.store.process().expect("process"),
+        "the second write needs a sync"
+    );
+    assert_eq!(one.store.metrics().pipelined_turns, pipelined + 1);
+    assert!(one.store.wal.appended_lsn() > target);
+    assert!(!one.answered(first), "answered before its sync completed");
+    assert!(!one.answered(second));
+    one.store
+        .wal_mut()
+        .on_sync_done(target, result)
+        .expect("sync done");
+    one.store.finish_synced().expect("finish synced");
+    assert!(!one.store.is_syncing());
+    // The next turn commits and answers the first write (durable now); the second still
+    // waits for the sync that covers it.
+    assert!(
+        one.store.process().expect("process"),
+        "the second write still needs a sync"
+    );
+    assert!(one.answered(first));
+    assert!(!one.answered(second), "answered before its own sync");
+    // A crash now loses the second write (never synced, never answered), not the first.
+    let snaps = one.store.snaps.clone();
+    let crashed = one.store.wal.disk().crash(Crash::DropUnsynced);
+    let mut again = open(crashed, snaps, config(1));
+    again.settle(40);
+    assert_eq!(again.get(b"a").as_deref(), Some(&b"v"[..]));
+    assert_eq!(again.get(b"b"), None);
+    again.store.check_invariants();
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! The whole-node simulator: the real multi-raft [`Store`] of three nodes, unchanged, over
 //! the real WAL on a [`MemDisk`], driven from one seed in one thread. Each step delivers
 //! due frames, ticks every node and runs each node's turn exactly as `crate::runtime`
-//! does (`process`, send the outbox as encoded frames, `begin_sync` + `on_sync_done`,
-//! `finish`, send again, answer clients). Simulated clients go through the real client
+//! does (`process`, send the outbox as encoded frames, `begin_sync` + `sync_started`,
+//! `on_sync_done` + `finish_synced` or `finish`, send again, answer clients). A sync may
+//! stay in flight for a few steps (`slow_sync_rate`), during which the node goes on with
+//! pipelined turns as the runtime does. Simulated clients go through the real client
 //! library's retry logic ([`quasar_rpc::client::Call`]); their history is checked for
 //! linearizability per key ([`clients::CounterModel`]).
 //!
@@ -93,6 +95,9 @@ pub struct NodeSimConfig {
     /// Probability per node turn that the node dies between its WAL append and the end of
     /// the sync (only while every node is up).
     pub mid_turn_crash_rate: f64,
+    /// Probability that a node's WAL sync stays in flight past its turn (completing with
+    /// probability 1/2 at each later turn), while the node goes on processing.
+    pub slow_sync_rate: f64,
     /// Probability per step that a node's disk starts failing (fsync errors).
     pub fsync_failure_rate: f64,
     /// Snapshot bytes per chunk: small, so that transfers take several chunks.
@@ -141,6 +146,7 @@ impl NodeSimConfig {
             max_down: 1,
             fsync_failure_rate: 0.004,
             mid_turn_crash_rate: 0.002,
+            slow_sync_rate: 0.3,
             wal_segment_bytes: 8 << 10,
             snapshot_chunk_bytes: 1024,
             forced_snapshot_delay_ticks: 20,
@@ -296,6 +302,8 @@ struct Node {
     last_leader: HashMap<u64, Option<u64>>,
     /// The node's range directory (a real node rebuilds it at every start).
     dir: SharedDirectory,
+    /// A WAL sync begun and not yet reported complete: its target and result.
+    sync: Option<(quasar_wal::Lsn, std::io::Result<()>)>,
 }
 
 /// The connection token of the simulated operator's admin requests.
@@ -327,6 +335,7 @@ struct Sim {
     net_rng: SimRng,
     fault_rng: SimRng,
     link_rng: SimRng,
+    sync_rng: SimRng,
     clients: Vec<SimClient>,
     client_net: BTreeMap<(u64, u64), ClientMsg>,
     seq: u64,
@@ -427,6 +436,7 @@ impl Sim {
             net_rng: SimRng::derive(seed, 1),
             fault_rng: SimRng::derive(seed, 2),
             link_rng: SimRng::derive(seed, 3),
+            sync_rng: SimRng::derive(seed, 5),
             clients,
             client_net: BTreeMap::new(),
             seq: 0,
@@ -486,6 +496,7 @@ impl Sim {
                 incarnation: 0,
                 last_leader: HashMap::new(),
                 dir,
+                sync: None,
             });
         }
         self.log(format!(
@@ -841,42 +852,73 @@ impl Sim {
         }
     }
 
-    /// One turn of node `i`, as `runtime::turn` does it. With `crash_before_sync` the node
-    /// dies after the append and the first sends, before the sync completes (returns
+    /// One turn of node `i`, as `runtime::turn` does it: a sync in flight may complete
+    /// (finishing its `Ready`s), new work is processed (unless the sync in flight forbids
+    /// it), and with no sync in flight one begins (it may stay in flight, see
+    /// `slow_sync_rate`) or the work is finished at once. With `crash_before_sync` the node
+    /// dies after the append and the first sends, before a sync it would begin (returns
     /// `Ok(false)`; the caller crashes it).
     fn turn(&mut self, i: usize, crash_before_sync: bool) -> Result<bool, StoreError> {
-        let id = self.nodes[i].id;
-        let now = self.now;
-        let Some(store) = self.nodes[i].store.as_mut() else {
-            return Ok(true);
-        };
-        let appended = store.process()?;
-        // Sorted by destination: the store's maps iterate in a per-process order, and the
-        // draws of the network's generator must not depend on it.
-        let mut frames: Vec<(u64, AlignedVec)> =
-            store.outbox().map(|b| (b.to.0, frame_of(b))).collect();
-        frames.sort_by_key(|f| f.0);
-        store.recycle_outbox();
-        for (to, frame) in frames {
-            self.net
-                .send(now, id, to, frame, &self.net_faults, &mut self.net_rng);
+        if self.nodes[i].sync.is_some() && self.sync_rng.chance(0.5) {
+            self.complete_sync(i)?;
         }
-        // Writes applied by `process` are answered before the sync (and a crash).
-        self.answer_clients(i);
         let Some(store) = self.nodes[i].store.as_mut() else {
             return Ok(true);
         };
-        if appended {
+        if !store.may_process() {
+            return Ok(true);
+        }
+        let needs_sync = store.process()?;
+        // Writes applied by `process` are answered before the sync (and a crash).
+        self.send_outputs(i);
+        if self.nodes[i].sync.is_some() {
+            return Ok(true);
+        }
+        let Some(store) = self.nodes[i].store.as_mut() else {
+            return Ok(true);
+        };
+        if needs_sync {
             if crash_before_sync {
                 return Ok(false);
             }
             if let Some(job) = store.wal_mut().begin_sync()? {
+                store.sync_started();
                 let target = job.target();
+                // The in-memory disk syncs when the job is made; the report may come later.
                 let result = ready(job.run());
-                store.wal_mut().on_sync_done(target, result)?;
+                self.nodes[i].sync = Some((target, result));
+                if !self.sync_rng.chance(self.cfg.slow_sync_rate) {
+                    self.complete_sync(i)?;
+                }
+                return Ok(true);
             }
         }
         store.finish()?;
+        self.send_outputs(i);
+        Ok(true)
+    }
+
+    /// Reports node `i`'s sync in flight complete and finishes the `Ready`s it covered.
+    fn complete_sync(&mut self, i: usize) -> Result<(), StoreError> {
+        let node = &mut self.nodes[i];
+        let (Some(store), Some((target, result))) = (node.store.as_mut(), node.sync.take()) else {
+            return Ok(());
+        };
+        store.wal_mut().on_sync_done(target, result)?;
+        store.finish_synced()?;
+        self.send_outputs(i);
+        Ok(())
+    }
+
+    /// Sends node `i`'s outbox as frames (sorted by destination: the store's maps iterate
+    /// in a per-process order, and the draws of the network's generator must not depend on
+    /// it), logs its answers to the operator and sends its client answers.
+    fn send_outputs(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        let now = self.now;
+        let Some(store) = self.nodes[i].store.as_mut() else {
+            return;
+        };
         let mut frames: Vec<(u64, AlignedVec)> =
             store.outbox().map(|b| (b.to.0, frame_of(b))).collect();
         frames.sort_by_key(|f| f.0);
@@ -896,7 +938,6 @@ impl Sim {
             self.log(format!("operator <- n{id}: {:?}", resp.result));
         }
         self.answer_clients(i);
-        Ok(true)
     }
 
     /// Sends node `i`'s client answers (in a fixed order, for determinism).
@@ -975,6 +1016,7 @@ impl Sim {
         let Some(store) = self.nodes[i].store.take() else {
             return;
         };
+        self.nodes[i].sync = None;
         self.summary.crashes += 1;
         let disk = if self.cfg.canary == Canary::Amnesia {
             self.nodes[i].snaps = SharedSnapshots::default();
