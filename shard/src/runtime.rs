@@ -682,12 +682,12 @@ fn publish(
     });
 }
 
-/// The WAL sync the loop began: a task running the fdatasync, and its result once done.
+/// The WAL sync the loop began: a task running the fdatasync, and its result (with how
+/// long it took) once done.
 struct SyncInFlight {
     target: quasar_wal::Lsn,
-    started: Instant,
     done: Rc<Cell<bool>>,
-    task: glommio::task::JoinHandle<std::io::Result<()>>,
+    task: glommio::task::JoinHandle<(std::io::Result<()>, Duration)>,
 }
 
 impl SyncInFlight {
@@ -720,18 +720,14 @@ fn begin_sync(
     let (flag, wake) = (Rc::clone(&done), Rc::clone(handler));
     let target = job.target();
     let task = glommio::spawn_local(async move {
+        let started = Instant::now();
         let result = job.run().await;
         flag.set(true);
         wake.wake();
-        result
+        (result, started.elapsed())
     })
     .detach();
-    Ok(Some(SyncInFlight {
-        target,
-        started: Instant::now(),
-        done,
-        task,
-    }))
+    Ok(Some(SyncInFlight { target, done, task }))
 }
 
 /// Completes a sync begun by `begin_sync` (waiting for it if it still runs): the WAL learns
@@ -744,13 +740,13 @@ async fn complete_sync(
     s: SyncInFlight,
 ) -> Result<(), RuntimeError> {
     let result = match s.task.await {
-        Some(r) => r,
+        Some((result, took)) => {
+            shared.observer.wal_fsync(shard, took.as_secs_f64());
+            result
+        }
         None => Err(std::io::Error::other("the WAL sync task was cancelled")),
     };
     quasar_wal::crash_point!("wal-after-sync");
-    shared
-        .observer
-        .wal_fsync(shard, s.started.elapsed().as_secs_f64());
     let mut st = store.borrow_mut();
     st.wal_mut()
         .on_sync_done(s.target, result)
