@@ -7,17 +7,19 @@
 //!  sync task: fdatasync up to a target --done--> wake the loop
 //!  loop: wait (wake | sync done | next tick) -> tick?
 //!        -> sync done? on_sync_done, finish_synced() -> send batches, answer clients
-//!        -> process() (also while a sync runs, if the store allows) -> send, answer
+//!        -> process() (while a sync runs only if the store allows) -> send, answer
 //!        -> no sync running? begin one for what needs it, or finish() -> send, answer
 //!        -> publish status now and then
 //!  stop: stop accepting, finish the sync in flight, close
 //! ```
 //!
-//! The turn is pipelined: while one fdatasync runs, the loop goes on handling what
-//! arrives. A leader appends and replicates new proposals at once, and commits, applies and
-//! answers the writes its followers acknowledge; what those turns append waits for the next
-//! sync, which begins as soon as the running one completed. Acknowledgements and votes
-//! leave only after the sync covering them (`Store::finish_synced`).
+//! The fdatasync runs in a task of its own. With `StoreConfig::pipelined_turns` (off: see
+//! there) the loop goes on handling what arrives meanwhile: a leader appends and replicates
+//! new proposals at once, and commits, applies and answers the writes its followers
+//! acknowledge; what those turns append waits for the next sync, which begins as soon as
+//! the running one completed. Without it the loop waits for the sync before the next
+//! `process()`, as a turn always did. Acknowledgements and votes leave only after the sync
+//! covering them (`Store::finish_synced`).
 //!
 //! Everything the node's other threads see (status, metrics, health) goes through
 //! [`NodeShared`], updated by each shard a few times per second; cross-core channels are

@@ -479,9 +479,50 @@ fn a_parent_and_its_split_child_install_snapshots_in_one_turn() {
 /// restarts after the snapshot, as the lost record would have made it.
 #[test]
 fn a_replica_added_back_restarts_its_log_after_a_snapshot_whose_record_was_lost() {
-    let cfg = NodeSimConfig::moving();
+    // Found with pipelined turns on: replayed with them.
+    let cfg = NodeSimConfig {
+        pipelined_turns: true,
+        ..NodeSimConfig::moving()
+    };
     let seed = 6_699_919_547_759_757_154;
     if let Err(f) = run(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
+}
+
+/// A move of range 1025's replica off node 3 had added its learner when a merge checked
+/// the two ranges (the left one had the same learner) and froze 1025; the move then went on
+/// and changed the frozen range's replicas. The merge entry was refused where 1025 was held
+/// (its epoch had moved on), and node 3, no longer holding 1025, stopped at every start when
+/// it replayed that entry. A move now stops at a frozen range (the learner stays; the merge
+/// goes first), and its voter change waits for a freeze still in the log.
+#[test]
+fn a_replica_move_stops_when_a_merge_freezes_its_range() {
+    // Found with pipelined turns on: replayed with them.
+    let cfg = NodeSimConfig {
+        pipelined_turns: true,
+        ..NodeSimConfig::moving()
+    };
+    let seed = 3_953_514_666_896_021_045;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}
+
+/// Not run by default: pipelined turns (`StoreConfig::pipelined_turns`, off in the node)
+/// while replicas move. Seed 7662624349664934056 of it ends with two nodes that applied
+/// different entries at index 72 of group 2 (terms 4 and 6), not yet explained; kept to
+/// replay it (`QUASAR_SIM_SEED=7662624349664934056 ... --include-ignored --exact
+/// pipelined_turns_while_replicas_move`).
+#[test]
+#[ignore = "a known failure: pipelined turns are off until it is explained"]
+fn pipelined_turns_while_replicas_move() {
+    let cfg = NodeSimConfig {
+        pipelined_turns: true,
+        ..NodeSimConfig::moving()
+    };
+    let total = run_seeds(FILE, "pipelined_turns_while_replicas_move", 40, |seed| {
+        run(seed, &cfg)
+    });
+    assert!(total.replica_moves > 0, "no replica moved: {total:?}");
 }

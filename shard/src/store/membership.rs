@@ -288,10 +288,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             }))
         };
         if !matches!(stage, ReplicaStage::Voters { .. })
-            && self.moves_away_from_merge(&d, add, remove)
+            && (self.moves_away_from_merge(&d, add, remove) || r.range.frozen_at().is_some())
         {
             // The right neighbour was frozen for a merge into this range after the change
-            // started (its freeze reached this node late): the merge goes first.
+            // started (its freeze reached this node late), or this range itself was: a
+            // frozen range's replicas must not change before its merge (every replica of
+            // the left range absorbs it from its own copy). The merge goes first; a learner
+            // already added stays (both ranges had it when the merge was checked).
             return Some(Err(RequestError::ChangeInProgress { range: d.id }));
         }
         match stage {
@@ -325,6 +328,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             ReplicaStage::CatchUp => {
                 if r.raft.role() != Role::Leader {
                     return not_leader();
+                }
+                // A freeze (or another change) in the log and not yet applied: the voter
+                // change waits to see it, so that it never lands after a freeze.
+                if Self::change_in_flight(r) {
+                    return None;
                 }
                 let t = add?;
                 let caught_up = r.raft.progress(t).is_some_and(|p| {

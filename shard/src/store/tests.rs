@@ -256,8 +256,30 @@ fn a_committed_write_is_answered_before_the_sync_of_the_turn_that_applies_it() {
 }
 
 #[test]
-fn a_turn_runs_while_the_previous_sync_is_in_flight_and_its_writes_wait_for_their_own_sync() {
+fn without_pipelined_turns_nothing_is_processed_while_a_sync_is_in_flight() {
     let mut one = leader();
+    one.submit_put(b"a");
+    assert!(one.store.process().expect("process"));
+    let (target, result) = one.begin_sync().expect("something to sync");
+    one.store.sync_started();
+    assert!(
+        !one.store.may_process(),
+        "the default turn waits for its sync"
+    );
+    one.store
+        .wal_mut()
+        .on_sync_done(target, result)
+        .expect("sync done");
+    one.store.finish_synced().expect("finish synced");
+    assert!(one.store.may_process());
+}
+
+#[test]
+fn a_turn_runs_while_the_previous_sync_is_in_flight_and_its_writes_wait_for_their_own_sync() {
+    let mut cfg = config(1);
+    cfg.pipelined_turns = true;
+    let mut one = open(MemDisk::new(), MemSnapshots::default(), cfg);
+    one.settle(40);
     let first = one.submit_put(b"a");
     assert!(one.store.process().expect("process"));
     // The runtime begins the sync; the store is told only once it completes.

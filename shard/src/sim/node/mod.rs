@@ -3,8 +3,8 @@
 //! due frames, ticks every node and runs each node's turn exactly as `crate::runtime`
 //! does (`process`, send the outbox as encoded frames, `begin_sync` + `sync_started`,
 //! `on_sync_done` + `finish_synced` or `finish`, send again, answer clients). A sync may
-//! stay in flight for a few steps (`slow_sync_rate`), during which the node goes on with
-//! pipelined turns as the runtime does. Simulated clients go through the real client
+//! stay in flight for a few steps (`slow_sync_rate`), during which the node waits, or goes
+//! on with pipelined turns when `pipelined_turns` is on. Simulated clients go through the real client
 //! library's retry logic ([`quasar_rpc::client::Call`]); their history is checked for
 //! linearizability per key ([`clients::CounterModel`]).
 //!
@@ -96,8 +96,11 @@ pub struct NodeSimConfig {
     /// the sync (only while every node is up).
     pub mid_turn_crash_rate: f64,
     /// Probability that a node's WAL sync stays in flight past its turn (completing with
-    /// probability 1/2 at each later turn), while the node goes on processing.
+    /// probability 1/2 at each later turn). Meanwhile the node processes nothing new, unless
+    /// `pipelined_turns` is on.
     pub slow_sync_rate: f64,
+    /// The stores' `pipelined_turns` (off by default, as in the node).
+    pub pipelined_turns: bool,
     /// Probability per step that a node's disk starts failing (fsync errors).
     pub fsync_failure_rate: f64,
     /// Snapshot bytes per chunk: small, so that transfers take several chunks.
@@ -147,6 +150,7 @@ impl NodeSimConfig {
             fsync_failure_rate: 0.004,
             mid_turn_crash_rate: 0.002,
             slow_sync_rate: 0.3,
+            pipelined_turns: false,
             wal_segment_bytes: 8 << 10,
             snapshot_chunk_bytes: 1024,
             forced_snapshot_delay_ticks: 20,
@@ -369,6 +373,7 @@ fn store_config(node: u64, sim: &NodeSimConfig) -> StoreConfig {
     c.snapshot_after_entries = 50;
     c.snapshot_chunk_bytes = sim.snapshot_chunk_bytes;
     c.request_timeout_ticks = 60;
+    c.pipelined_turns = sim.pipelined_turns;
     c
 }
 
