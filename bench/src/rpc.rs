@@ -518,6 +518,20 @@ fn ours_round(args: &RpcArgs, duration: Duration) -> anyhow::Result<Round> {
         .map_err(|e| anyhow::anyhow!("client: {e}"))
 }
 
+/// A timer that fires every 50 ms on this executor for as long as it runs, as a shard has:
+/// a completion that failed to wake the parked executor (once an fdatasync's left the WAL
+/// bench asleep in `io_uring_enter` for 15 minutes; once the bare ping-pong waited out its
+/// socket's 10 s timeout and failed CI with `bare client: Operation timed out`) then costs
+/// at most one tick.
+pub(crate) fn watchdog_tick() {
+    glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .detach();
+}
+
 fn bare_round(
     args: &RpcArgs,
     duration: Duration,
@@ -527,6 +541,7 @@ fn bare_round(
     let (addr_tx, addr_rx) = mpsc::channel();
     let server = executor(args, 0, "bare-pong")
         .spawn(move || async move {
+            watchdog_tick();
             let listener = TcpListener::bind(loopback()).map_err(|e| e.to_string())?;
             // NOTE: a failed send shows up as a closed channel on the client side.
             let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string()));
@@ -549,6 +564,7 @@ fn bare_round(
         .map_err(|e| anyhow::anyhow!("bare server: {e}"))?;
     let client = executor(args, 1, "bare-ping")
         .spawn(move || async move {
+            watchdog_tick();
             let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
             s.set_nodelay(true).map_err(|e| e.to_string())?;
             s.set_read_timeout(Some(Duration::from_secs(10)))

@@ -174,15 +174,7 @@ async fn wal_loop(args: WalArgs, dir: PathBuf) -> anyhow::Result<WalRun> {
     };
     let mut wal = Wal::open_dir(dir.join("wal"), config)?;
     wal.prepare_segments()?;
-    // A watchdog tick, as a shard has: once here an fdatasync's completion did not wake the
-    // parked executor (it slept 15 minutes in io_uring_enter until a debugger attached), and
-    // with no timer armed nothing else would. A tick bounds such a stall to 50 ms.
-    glommio::spawn_local(async {
-        loop {
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .detach();
+    crate::rpc::watchdog_tick();
     let start_lsn = wal.appended_lsn();
     let p = Rc::new(Producers {
         wal: SharedWal::new(wal),
