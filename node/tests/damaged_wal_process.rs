@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{assert_readable, key, spawn_writer, stop_writer, value, Cluster, Node, USER_RANGE};
+use common::{
+    assert_readable, key, spawn_writer, stop_writer, value, wait_until, Cluster, Node, USER_RANGE,
+};
 use quasar_rpc::client::BlockingClient;
 use quasar_rpc::message::ReadConsistency;
 use quasar_wal::record::{self, Decoded, RecordKind, SEAL_RECORD_LEN, SEGMENT_HEADER_RECORD_LEN};
@@ -33,6 +35,9 @@ use quasar_wal::SegmentId;
 /// Keys of the load that runs while the victim is down and restarting start here, apart
 /// from the keys of the load before the kill.
 const LATER_KEYS: usize = 200_000;
+
+/// The applied index of the user range the load reaches before a follower is killed.
+const LOAD_BEFORE_KILL: u64 = 150;
 
 /// How long a damaged node has to either answer `/health` or exit.
 const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -103,6 +108,23 @@ fn describe(segments: &[Segment]) -> String {
         .join(", ")
 }
 
+/// Flips bit `bit` of byte `at` of the file at `path` in place (rewriting a whole 64 MiB
+/// segment would stall the fsyncs of the other tests' nodes).
+fn flip_bit(path: &std::path::Path, at: usize, bit: u8) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open the segment");
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, at as u64)
+        .expect("read the byte to flip");
+    byte[0] ^= 1 << bit;
+    file.write_all_at(&byte, at as u64)
+        .expect("write the flipped byte");
+}
+
 /// The newest segment that holds records.
 fn newest_data_segment(segments: &[Segment]) -> &Segment {
     segments
@@ -169,6 +191,26 @@ fn kill_a_follower_under_load() -> Scenario {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_writer(cluster.client(), "a", 100_000, Arc::clone(&stop));
     std::thread::sleep(Duration::from_millis(1500));
+    // A busy machine (CI runs these tests side by side) can stall the first writes behind
+    // an election: wait, bounded, until the load has gone well past the fixed pause.
+    let progressed = wait_until(Duration::from_secs(30), || {
+        let applied = |id: u64| {
+            cluster
+                .node(id)
+                .range_status(USER_RANGE)
+                .ok()
+                .and_then(|r| r["applied"].as_u64())
+        };
+        cluster
+            .leader_of(USER_RANGE)
+            .and_then(applied)
+            .is_some_and(|a| a >= LOAD_BEFORE_KILL)
+    });
+    assert!(
+        progressed,
+        "the load did not reach applied index {LOAD_BEFORE_KILL} of range {USER_RANGE} in 30 s\n{}",
+        cluster.statuses()
+    );
     let leader = cluster.leader_of(USER_RANGE).unwrap_or(leader);
     let victim = cluster
         .nodes
@@ -432,9 +474,7 @@ fn a_flipped_bit_recovers_correctly_or_is_refused() {
             seg.name(),
             describe(&segs)
         );
-        let mut bytes = std::fs::read(&seg.path).expect("read the segment");
-        bytes[at] ^= 1 << bit;
-        std::fs::write(&seg.path, &bytes).expect("write the segment");
+        flip_bit(&seg.path, at, bit);
         match restart_verdict(node) {
             Verdict::Started => {
                 eprintln!("case {case}: started");
