@@ -69,6 +69,13 @@ pub struct StartArgs {
     #[arg(long, env = "QUASAR_LEASE_READS", value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true")]
     pub lease_reads: Option<bool>,
+    /// Pipeline turns: let a shard's loop go on processing (a leader appends and
+    /// replicates new proposals, commits and answers writes already synced) while the WAL
+    /// fdatasync of the previous turn runs. `false`: each turn waits for its sync
+    /// (default: false).
+    #[arg(long, env = "QUASAR_PIPELINED_TURNS", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub pipelined_turns: Option<bool>,
     /// Snapshot a range (and truncate its log) every N applied entries; 0: never by count.
     #[arg(long, env = "QUASAR_SNAPSHOT_ENTRIES", value_name = "N")]
     pub snapshot_entries: Option<u64>,
@@ -124,6 +131,7 @@ struct FileConfig {
     election_ticks: Option<u32>,
     heartbeat_ticks: Option<u32>,
     lease_reads: Option<bool>,
+    pipelined_turns: Option<bool>,
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
     wal_segment_bytes: Option<u64>,
@@ -174,6 +182,7 @@ pub struct NodeConfig {
     pub election_ticks: u32,
     pub heartbeat_ticks: u32,
     pub lease_reads: bool,
+    pub pipelined_turns: bool,
     pub snapshot_entries: u64,
     pub snapshot_bytes: u64,
     pub wal_segment_bytes: u64,
@@ -447,6 +456,10 @@ impl NodeConfig {
             election_ticks,
             heartbeat_ticks,
             lease_reads: args.lease_reads.or(file.lease_reads).unwrap_or(true),
+            pipelined_turns: args
+                .pipelined_turns
+                .or(file.pipelined_turns)
+                .unwrap_or(false),
             snapshot_entries: args
                 .snapshot_entries
                 .or(file.snapshot_entries)

@@ -115,6 +115,7 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         store.election_ticks = cfg.election_ticks;
         store.heartbeat_ticks = cfg.heartbeat_ticks;
         store.lease_reads = cfg.lease_reads;
+        store.pipelined_turns = cfg.pipelined_turns;
         store.tick_ms = cfg.tick_ms;
         store.snapshot_after_entries = cfg.snapshot_entries;
         store.snapshot_after_bytes = cfg.snapshot_bytes;

@@ -380,6 +380,59 @@ fn s4_2_2_removed_leader_steps_down_after_commit() {
     assert!(leader == 2 || leader == 3);
 }
 
+/// A member whose replica was removed with its log and later re-created empty (the group
+/// added it back) still counts in the quorums of configurations older than its removal, as
+/// seen by a member that missed the change. Its vote floor (the last entry it held) stands
+/// for the log it dropped: a lagging candidate does not win its vote, and it does not
+/// campaign itself until its log is back past the floor. Without the floor, node 2 below
+/// became leader with the empty replica's vote, without the committed entries.
+#[test]
+fn s4_a_replica_re_created_empty_keeps_the_vote_floor_of_the_log_it_dropped() {
+    let mut c = Cluster::new(3, 13, |cfg| {
+        cfg.pre_vote = false;
+        cfg.check_quorum = false;
+        cfg.lease_ticks = 0;
+    });
+    elect(&mut c, 1);
+    c.isolate(2);
+    let x = propose(&mut c, 1, "x");
+    c.stabilize_quiet();
+    assert!(c.node(3).commit() >= x, "{}", c.state());
+    // Node 3's replica goes and comes back empty, with its term, vote and floor.
+    let floor = c.node(3).last_id();
+    let mut restored = Restored::new_group(ConfState::with_voters(ids(&[1, 2, 3])));
+    restored.hard_state = c.node(3).hard_state();
+    restored.hard_state.commit = LogIndex(0);
+    restored.vote_floor = floor;
+    c.add_peer(3, config(3), restored);
+    // The leader is gone; node 2 (which lacks `x`) asks node 3.
+    c.heal();
+    c.isolate(1);
+    for _ in 0..60 {
+        c.tick_all(1);
+        c.stabilize_quiet();
+        assert_ne!(c.node(2).role(), Role::Leader, "{}", c.state());
+        assert!(
+            !matches!(c.node(3).role(), Role::Candidate | Role::PreCandidate),
+            "node 3 campaigned below its floor {floor}: {}",
+            c.state()
+        );
+    }
+    // The leader comes back: the group goes on, and node 3 gets `x` again.
+    c.heal();
+    for _ in 0..60 {
+        c.tick_all(1);
+        c.stabilize_quiet();
+        if c.leader() == Some(1) && c.node(3).commit() >= x {
+            break;
+        }
+    }
+    let leader = c.leader().expect("a leader once node 1 is back");
+    assert_ne!(leader, 2, "{}", c.state());
+    assert!(c.node(3).last_id() >= floor, "{}", c.state());
+    c.check_leader_completeness();
+}
+
 #[test]
 fn s4_2_1_learner_catches_up_without_voting() {
     let mut c = three();

@@ -44,6 +44,8 @@ pub struct RaftNode {
     term: Term,
     /// Invariant: once `Some` in a term, it never changes within that term.
     vote: Option<NodeId>,
+    /// See [`Restored::vote_floor`].
+    vote_floor: LogId,
     role: Role,
     leader: Option<NodeId>,
     log: RaftLog,
@@ -103,6 +105,7 @@ impl RaftNode {
             snapshot,
             entries,
             applied,
+            vote_floor,
         } = restored;
         let mut expect = snapshot.last;
         for e in &entries {
@@ -140,6 +143,7 @@ impl RaftNode {
             rng: fastrand::Rng::with_seed(rng_seed),
             term: hard_state.term,
             vote: hard_state.vote,
+            vote_floor,
             role: Role::Follower,
             leader: None,
             log,
@@ -667,8 +671,9 @@ impl RaftNode {
 
     // ----- internals: elections -----
 
+    /// A voter whose log is not behind its vote floor (see [`Restored::vote_floor`]).
     fn promotable(&self) -> bool {
-        self.conf.is_voter(self.id)
+        self.conf.is_voter(self.id) && self.log.last_id() >= self.vote_floor
     }
 
     fn reset_randomized_timeout(&mut self) {
@@ -1507,7 +1512,7 @@ impl RaftNode {
         let can_vote = self.vote == Some(from)
             || (self.vote.is_none() && self.leader.is_none())
             || (kind == VoteKind::PreVote && term > self.term);
-        let granted = can_vote && self.log.is_up_to_date(last);
+        let granted = can_vote && self.log.is_up_to_date(last) && last >= self.vote_floor;
         debug!(
             node = self.id.0,
             term = self.term.0,

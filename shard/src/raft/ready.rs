@@ -117,6 +117,13 @@ pub struct Restored {
     /// The state machine's applied index (at least `snapshot.last.index`); entries from
     /// there up to the commit index are handed to `apply` again.
     pub applied: LogIndex,
+    /// The last entry of an earlier replica of this group on this node, removed with its
+    /// log (zero: none). The node neither votes for a candidate whose log is behind it nor
+    /// campaigns while its own log is: it voted and acknowledged entries as a member that
+    /// held that log, and a majority of an older configuration may still count on it (a
+    /// lagging member that missed the change which removed this node must not win this
+    /// node's vote with an empty log's consent; found by the whole-node simulator).
+    pub vote_floor: LogId,
 }
 
 impl Restored {

@@ -15,9 +15,12 @@
 //!           timeouts as an empty replica (`adopt_orphans`) -> installs the snapshot
 //!  F:       applies a configuration without itself (the leader that commits the change
 //!           tells the removed members, see the Raft core's `commit_to`) -> the replica,
-//!           its snapshot file and its log go; the group is marked removed (`*.gone`), so
-//!           a restart does not re-create it, and it is adopted again only by a leader that
-//!           keeps writing to it (it was added back). A replica never deletes itself on a
+//!           its snapshot file and its log go; first its vote floor (the last entry it
+//!           held, `*.floor`) is made durable, which every later replica of the group here
+//!           starts with (`Restored::vote_floor`: no vote for a log behind it). The group
+//!           is marked removed (`*.gone`), so a restart does not re-create it, and it is
+//!           adopted again only by a leader that keeps writing to it (it was added back),
+//!           with the old replica's term and vote. A replica never deletes itself on a
 //!           guess (silence): a voter that lost its state could break a quorum.
 //! ```
 //!
@@ -607,6 +610,20 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(r) = self.drop_replica(g) else {
             return Ok(());
         };
+        // The floor is durable before the log goes: a replica added back later never votes
+        // (or campaigns) behind the log this one held.
+        let floor = r
+            .raft
+            .last_id()
+            .max(self.floors.get(&g).copied().unwrap_or_default());
+        self.snaps
+            .save_floor(g, floor)
+            .map_err(|e| StoreError::Snapshot {
+                group: g.0,
+                location: self.snaps.location(g),
+                reason: format!("cannot record the vote floor: {e}"),
+            })?;
+        self.floors.insert(g, floor);
         answer_lost(&mut self.responses, r.proposals.into_iter());
         let mut d = r.range.descriptor().clone();
         let me = self.cfg.node;
@@ -633,6 +650,22 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             "replica removed from its group: its files are deleted"
         );
         Ok(())
+    }
+
+    /// What a replica adopted for `g` starts from: no log, but the term and vote of an
+    /// earlier replica of `g` here (its votes still bind this node: the WAL keeps the hard
+    /// state when the log is dropped) and its vote floor.
+    pub(super) fn joining(&self, g: msg::GroupId) -> raft::Restored {
+        let mut restored = raft::Restored::joining();
+        if let Some(hs) = self.wal.hard_state(quasar_wal::GroupId(g.0)) {
+            restored.hard_state = raft::HardState {
+                term: Term(hs.term.0),
+                vote: (hs.vote != 0).then_some(NodeId(hs.vote)),
+                commit: LogIndex(0),
+            };
+        }
+        restored.vote_floor = self.floors.get(&g).copied().unwrap_or_default();
+        restored
     }
 
     /// Whether an orphan message `m` for `g`, which arrived at tick `at`, may adopt it:

@@ -192,8 +192,7 @@ pub struct StoreConfig {
     /// `false`: always ReadIndex.
     pub lease_reads: bool,
     /// Let `process` run while a sync is in flight (pipelined turns, see `may_process`).
-    /// Off by default: the whole-node simulator found a replica-moving run in which two
-    /// nodes applied different entries at one index with it on, not yet explained.
+    /// Off by default.
     pub pipelined_turns: bool,
     pub limits: RangeLimits,
     /// Take a snapshot (and compact the log below it) once this many entries were applied
@@ -624,6 +623,10 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     /// start; adopted again only if added back, and only once that record is durable (the
     /// old log must not come back after a crash under the new replica).
     removed: BTreeMap<msg::GroupId, (u64, quasar_wal::Lsn)>,
+    /// The vote floors of groups whose replica here was once removed with its log (see
+    /// [`Restored::vote_floor`]; `*.floor` files, kept when the group adds this node back):
+    /// every replica of the group created here later starts with it.
+    floors: BTreeMap<msg::GroupId, LogId>,
     /// After a snapshot file could not be written (a full disk ...), no snapshot is taken
     /// before this tick: the policy retries now and then, not every turn (encoding a large
     /// range is not free).
@@ -685,6 +688,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             kept_superseded: Vec::new(),
             leaving: Vec::new(),
             removed: BTreeMap::new(),
+            floors: BTreeMap::new(),
             snapshot_retry_at: 0,
             snapshot_failures: 0,
         };
@@ -706,6 +710,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             reason: e.to_string(),
         })?;
         store.destroyed.extend(buried);
+        let floors = store.snaps.floors().map_err(|e| StoreError::Snapshot {
+            group: 0,
+            location: "snapshot directory".into(),
+            reason: e.to_string(),
+        })?;
+        store.floors.extend(floors);
         let removed = store.snaps.removed().map_err(|e| StoreError::Snapshot {
             group: 0,
             location: "snapshot directory".into(),
@@ -1024,6 +1034,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         let hard_state = self.wal.hard_state(wgroup);
         let has_log = hard_state.is_some() || self.wal.last_index(wgroup).0 > 0;
+        let vote_floor = self.floors.get(&group).copied().unwrap_or_default();
         let initial_conf = ConfState::with_voters(d.voters().map(|n| NodeId(n.0)));
         let (mut restored, range) = match snapshot {
             Some((meta, range)) => (
@@ -1039,6 +1050,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 RangeState::new(d.clone(), self.cfg.limits),
             ),
         };
+        restored.vote_floor = vote_floor;
         if let Some(hs) = hard_state {
             restored.hard_state = raft::HardState {
                 term: Term(hs.term.0),

@@ -1550,7 +1550,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 };
                 let raft = match RaftNode::new(
                     &self.cfg.raft(),
-                    raft::Restored::joining(),
+                    self.joining(g),
                     self.seed ^ quasar_rpc::transport::splitmix64(g.0),
                 ) {
                     Ok(raft) => raft,

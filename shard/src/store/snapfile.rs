@@ -213,6 +213,49 @@ pub trait SnapshotStore {
     fn unmark_removed(&mut self, group: GroupId) -> io::Result<()>;
     /// Every group marked removed here.
     fn removed(&self) -> io::Result<Vec<GroupId>>;
+    /// Records, durably, the vote floor of this node's replicas of `group` (see
+    /// [`crate::raft::Restored::vote_floor`]): the last entry of a replica removed with
+    /// its log. It outlives the removal mark: a replica added back keeps it.
+    fn save_floor(&mut self, group: GroupId, floor: LogId) -> io::Result<()>;
+    /// Every vote floor recorded here, in group order; a damaged record is an error that
+    /// names its file.
+    fn floors(&self) -> io::Result<Vec<(GroupId, LogId)>>;
+}
+
+/// A vote floor's file: term and index (little-endian `u64`s), then the CRC32C of both.
+const FLOOR_FILE_LEN: usize = 20;
+
+fn encode_floor(floor: LogId) -> [u8; FLOOR_FILE_LEN] {
+    let mut out = [0u8; FLOOR_FILE_LEN];
+    out[..8].copy_from_slice(&floor.term.0.to_le_bytes());
+    out[8..16].copy_from_slice(&floor.index.0.to_le_bytes());
+    let crc = crc32c::crc32c(&out[..16]);
+    out[16..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode_floor(bytes: &[u8]) -> Result<LogId, String> {
+    if bytes.len() != FLOOR_FILE_LEN {
+        return Err(format!(
+            "{} bytes, a vote floor takes {FLOOR_FILE_LEN}",
+            bytes.len()
+        ));
+    }
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let mut stored = [0u8; 4];
+    stored.copy_from_slice(&bytes[16..]);
+    let stored = u32::from_le_bytes(stored);
+    let computed = crc32c::crc32c(&bytes[..16]);
+    if stored != computed {
+        return Err(format!(
+            "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+        ));
+    }
+    Ok(LogId::new(Term(word(0)), LogIndex(word(8))))
 }
 
 /// Snapshot files in a directory: `{group:016x}.snap`.
@@ -256,7 +299,8 @@ fn snap_path(dir: &Path, group: GroupId) -> PathBuf {
 /// Writes `file` as `path` atomically and durably: a temporary file written and synced,
 /// renamed over `path`, the directory synced.
 fn write_atomically(dir: &Path, path: &Path, file: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("snap.tmp");
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let tmp = path.with_extension(format!("{ext}.tmp"));
     let written = fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(file)?;
         f.sync_data()
@@ -462,6 +506,27 @@ impl SnapshotStore for DirSnapshots {
         self.list(".gone")
     }
 
+    fn save_floor(&mut self, group: GroupId, floor: LogId) -> io::Result<()> {
+        self.settle();
+        let path = self.dir.join(format!("{:016x}.floor", group.0));
+        write_atomically(&self.dir, &path, &encode_floor(floor))
+    }
+
+    fn floors(&self) -> io::Result<Vec<(GroupId, LogId)>> {
+        let mut out = Vec::new();
+        for g in self.list(".floor")? {
+            let path = self.dir.join(format!("{:016x}.floor", g.0));
+            let floor = decode_floor(&fs::read(&path)?).map_err(|reason| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("vote floor {} is damaged: {reason}", path.display()),
+                )
+            })?;
+            out.push((g, floor));
+        }
+        Ok(out)
+    }
+
     fn remove(&mut self, group: GroupId) -> io::Result<()> {
         self.settle();
         match fs::remove_file(self.path(group)) {
@@ -479,6 +544,7 @@ pub struct MemSnapshots {
     files: HashMap<u64, Vec<u8>>,
     buried: std::collections::BTreeSet<u64>,
     removed: std::collections::BTreeSet<u64>,
+    floors: std::collections::BTreeMap<u64, LogId>,
     /// Background saves not landed yet: (ticket, group, file, polls left).
     pending: std::collections::VecDeque<(u64, GroupId, Vec<u8>, u32)>,
     /// Landed background saves not reported yet: (ticket, group).
@@ -590,6 +656,16 @@ impl SnapshotStore for MemSnapshots {
     fn removed(&self) -> io::Result<Vec<GroupId>> {
         Ok(self.removed.iter().map(|g| GroupId(*g)).collect())
     }
+
+    fn save_floor(&mut self, group: GroupId, floor: LogId) -> io::Result<()> {
+        self.settle();
+        self.floors.insert(group.0, floor);
+        Ok(())
+    }
+
+    fn floors(&self) -> io::Result<Vec<(GroupId, LogId)>> {
+        Ok(self.floors.iter().map(|(g, f)| (GroupId(*g), *f)).collect())
+    }
 }
 
 #[cfg(test)]
@@ -680,6 +756,48 @@ mod tests {
             store.load(GroupId(9)).expect("load"),
             Some(b"nine".to_vec())
         );
+    }
+
+    #[test]
+    fn vote_floors_outlive_a_reopen_and_a_damaged_one_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("snap");
+        let mut store = DirSnapshots::open(&path).expect("open");
+        store
+            .save_floor(GroupId(3), LogId::new(Term(4), LogIndex(75)))
+            .expect("save");
+        store
+            .save_floor(GroupId(3), LogId::new(Term(5), LogIndex(80)))
+            .expect("save again");
+        store
+            .save(GroupId(3), b"three")
+            .expect("a snapshot beside it");
+        drop(store);
+        let mut store = DirSnapshots::open(&path).expect("reopen");
+        assert_eq!(
+            store.floors().expect("floors"),
+            vec![(GroupId(3), LogId::new(Term(5), LogIndex(80)))]
+        );
+        // Neither the snapshot nor a removal mark touches it.
+        store.mark_removed(GroupId(3)).expect("mark");
+        store.unmark_removed(GroupId(3)).expect("unmark");
+        assert_eq!(store.floors().expect("floors").len(), 1);
+        assert_eq!(
+            store.load(GroupId(3)).expect("load"),
+            Some(b"three".to_vec())
+        );
+        let file = path.join(format!("{:016x}.floor", 3));
+        let mut bytes = fs::read(&file).expect("read");
+        bytes[9] ^= 0x01;
+        fs::write(&file, &bytes).expect("damage");
+        let err = store.floors().expect_err("a damaged floor is refused");
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "the error does not name {}: {err}",
+            file.display()
+        );
+        fs::write(&file, &bytes[..12]).expect("cut");
+        assert!(store.floors().is_err(), "a cut floor file was accepted");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Storage {
     /// The state machine at `snapshot.last.index` (applied entries' payloads).
     pub snapshot_data: Vec<(LogIndex, Bytes)>,
     pub entries: Vec<Entry>,
+    /// The node's vote floor (see `Restored::vote_floor`).
+    pub vote_floor: LogId,
 }
 
 impl Storage {
@@ -36,6 +38,7 @@ impl Storage {
             snapshot: self.snapshot.clone(),
             entries: self.entries.clone(),
             applied: self.snapshot.last.index,
+            vote_floor: self.vote_floor,
         }
     }
 }
@@ -108,6 +111,7 @@ impl Cluster {
         let storage = Storage {
             hard_state: restored.hard_state,
             snapshot: restored.snapshot.clone(),
+            vote_floor: restored.vote_floor,
             ..Storage::default()
         };
         let node = RaftNode::new(&cfg, restored, self.seed ^ (id * 7919)).expect("valid config");

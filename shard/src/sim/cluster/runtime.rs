@@ -259,6 +259,7 @@ impl Cluster {
                     snapshot: meta.clone(),
                     entries: durable.entries.clone(),
                     applied: LogIndex(*index),
+                    vote_floor: LogId::default(),
                 };
                 (restored, sm)
             }

@@ -291,6 +291,14 @@ impl SnapshotStore for SharedSnapshots {
     fn removed(&self) -> io::Result<Vec<msg::GroupId>> {
         self.0.borrow().removed()
     }
+
+    fn save_floor(&mut self, group: msg::GroupId, floor: crate::raft::LogId) -> io::Result<()> {
+        self.0.borrow_mut().save_floor(group, floor)
+    }
+
+    fn floors(&self) -> io::Result<Vec<(msg::GroupId, crate::raft::LogId)>> {
+        self.0.borrow().floors()
+    }
 }
 
 type SimStore = Store<MemDisk, SharedSnapshots>;
