@@ -291,58 +291,82 @@ pub fn run(args: NemesisArgs) -> anyhow::Result<()> {
     }
 
     let interrupted = crate::target::interrupt_flag()?;
-    let base = local_cluster::free_base_port()?;
-    let proxy_base = local_cluster::free_base_port()?;
-    let proxies = Proxies::start(args.nodes, args.shards, proxy_base, |i| {
-        LocalCluster::listen_addr(base, i)
-    })?;
-    if faketime.is_some() {
-        for id in 1..=args.nodes {
-            let node_dir = dir.path().join("cluster").join(format!("node-{id}"));
-            std::fs::create_dir_all(&node_dir)?;
-            std::fs::write(node_dir.join(CLOCK_FILE), "+0\n")?;
+    let start = |base: u16, root: PathBuf, routes| -> anyhow::Result<LocalCluster> {
+        if faketime.is_some() {
+            for id in 1..=args.nodes {
+                let node_dir = root.join(format!("node-{id}"));
+                std::fs::create_dir_all(&node_dir)?;
+                std::fs::write(node_dir.join(CLOCK_FILE), "+0\n")?;
+            }
+        }
+        LocalCluster::start(
+            LocalClusterConfig {
+                exe: exe.clone(),
+                nodes: args.nodes,
+                shards: usize::from(args.shards),
+                base_port: Some(base),
+                root,
+                extra_args: [
+                    "--cluster-id".to_string(),
+                    CLUSTER.into(),
+                    "--election-ticks".into(),
+                    args.election_ticks.to_string(),
+                    "--heartbeat-ticks".into(),
+                    args.heartbeat_ticks.to_string(),
+                    "--tick-ms".into(),
+                    TICK_MS.to_string(),
+                    "--replicas".into(),
+                    replicas.to_string(),
+                ]
+                .into_iter()
+                .chain(args.node_args.iter().cloned())
+                .collect(),
+                tls: None,
+                peer_routes: routes,
+                env: match &faketime {
+                    Some(lib) => vec![
+                        ("LD_PRELOAD".into(), lib.display().to_string()),
+                        (
+                            "FAKETIME_TIMESTAMP_FILE".into(),
+                            format!("{{dir}}/{CLOCK_FILE}"),
+                        ),
+                        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+                        ("FAKETIME_CACHE_DURATION".into(), "1".into()),
+                    ],
+                    None => Vec::new(),
+                },
+            },
+            READY_TIMEOUT,
+        )
+    };
+    // The ports were free when picked; another process may take one before the nodes bind
+    // it (CI runs other clusters beside this one): try other ports, three times at most.
+    let mut failures = Vec::new();
+    let mut started = None;
+    for attempt in 0..3 {
+        let base = local_cluster::free_base_port()?;
+        let proxy_base = local_cluster::free_base_port()?;
+        let proxies = Proxies::start(args.nodes, args.shards, proxy_base, |i| {
+            LocalCluster::listen_addr(base, i)
+        })?;
+        let root = match attempt {
+            0 => dir.path().join("cluster"),
+            n => dir.path().join(format!("cluster-retry-{n}")),
+        };
+        match start(base, root, proxies.routes.clone()) {
+            Ok(cluster) => {
+                started = Some((cluster, proxies));
+                break;
+            }
+            Err(e) => failures.push(format!("{e:#}")),
         }
     }
-    let mut cluster = LocalCluster::start(
-        LocalClusterConfig {
-            exe,
-            nodes: args.nodes,
-            shards: usize::from(args.shards),
-            base_port: Some(base),
-            root: dir.path().join("cluster"),
-            extra_args: [
-                "--cluster-id".to_string(),
-                CLUSTER.into(),
-                "--election-ticks".into(),
-                args.election_ticks.to_string(),
-                "--heartbeat-ticks".into(),
-                args.heartbeat_ticks.to_string(),
-                "--tick-ms".into(),
-                TICK_MS.to_string(),
-                "--replicas".into(),
-                replicas.to_string(),
-            ]
-            .into_iter()
-            .chain(args.node_args.iter().cloned())
-            .collect(),
-            tls: None,
-            peer_routes: proxies.routes.clone(),
-            env: match &faketime {
-                Some(lib) => vec![
-                    ("LD_PRELOAD".into(), lib.display().to_string()),
-                    (
-                        "FAKETIME_TIMESTAMP_FILE".into(),
-                        format!("{{dir}}/{CLOCK_FILE}"),
-                    ),
-                    ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-                    ("FAKETIME_CACHE_DURATION".into(), "1".into()),
-                ],
-                None => Vec::new(),
-            },
-        },
-        READY_TIMEOUT,
-    )
-    .context("cannot start the cluster")?;
+    let Some((mut cluster, proxies)) = started else {
+        bail!(
+            "cannot start the cluster (3 tries on other ports):\n{}",
+            failures.join("\n")
+        );
+    };
 
     let mut config = ClientConfig::new(
         ClusterId::from_name(CLUSTER),
