@@ -380,19 +380,22 @@ fn s4_2_2_removed_leader_steps_down_after_commit() {
     assert!(leader == 2 || leader == 3);
 }
 
+/// Elections without pre-vote, check-quorum or leases: each vote request is plain.
+fn plain_elections(cfg: &mut quasar_shard::raft::Config) {
+    cfg.pre_vote = false;
+    cfg.check_quorum = false;
+    cfg.lease_ticks = 0;
+}
+
 /// A member whose replica was removed with its log and later re-created empty (the group
 /// added it back) still counts in the quorums of configurations older than its removal, as
 /// seen by a member that missed the change. Its vote floor (the last entry it held) stands
-/// for the log it dropped: a lagging candidate does not win its vote, and it does not
-/// campaign itself until its log is back past the floor. Without the floor, node 2 below
-/// became leader with the empty replica's vote, without the committed entries.
+/// for the log it dropped: a lagging candidate does not win its vote, and its own vote does
+/// not count for itself until its log is back past the floor. Without the floor, node 2
+/// below became leader with the empty replica's vote, without the committed entries.
 #[test]
 fn s4_a_replica_re_created_empty_keeps_the_vote_floor_of_the_log_it_dropped() {
-    let mut c = Cluster::new(3, 13, |cfg| {
-        cfg.pre_vote = false;
-        cfg.check_quorum = false;
-        cfg.lease_ticks = 0;
-    });
+    let mut c = Cluster::new(3, 13, plain_elections);
     elect(&mut c, 1);
     c.isolate(2);
     let x = propose(&mut c, 1, "x");
@@ -404,7 +407,9 @@ fn s4_a_replica_re_created_empty_keeps_the_vote_floor_of_the_log_it_dropped() {
     restored.hard_state = c.node(3).hard_state();
     restored.hard_state.commit = LogIndex(0);
     restored.vote_floor = floor;
-    c.add_peer(3, config(3), restored);
+    let mut cfg = config(3);
+    plain_elections(&mut cfg);
+    c.add_peer(3, cfg, restored);
     // The leader is gone; node 2 (which lacks `x`) asks node 3.
     c.heal();
     c.isolate(1);
@@ -412,9 +417,10 @@ fn s4_a_replica_re_created_empty_keeps_the_vote_floor_of_the_log_it_dropped() {
         c.tick_all(1);
         c.stabilize_quiet();
         assert_ne!(c.node(2).role(), Role::Leader, "{}", c.state());
-        assert!(
-            !matches!(c.node(3).role(), Role::Candidate | Role::PreCandidate),
-            "node 3 campaigned below its floor {floor}: {}",
+        assert_ne!(
+            c.node(3).role(),
+            Role::Leader,
+            "node 3 won below its floor {floor}: {}",
             c.state()
         );
     }
@@ -431,6 +437,33 @@ fn s4_a_replica_re_created_empty_keeps_the_vote_floor_of_the_log_it_dropped() {
     assert_ne!(leader, 2, "{}", c.state());
     assert!(c.node(3).last_id() >= floor, "{}", c.state());
     c.check_leader_completeness();
+}
+
+/// The floor also binds the node's vote for itself: below it, a replica still campaigns
+/// (members answer a leftover replica that it was removed) but wins only with a majority of
+/// other voters. Here node 2 would grant it (both logs empty), which without the rule makes
+/// two votes of three.
+#[test]
+fn s4_a_replica_below_its_vote_floor_does_not_count_its_own_vote() {
+    let mut c = Cluster::new(3, 17, plain_elections);
+    let mut restored = Restored::new_group(ConfState::with_voters(ids(&[1, 2, 3])));
+    restored.vote_floor = raft_support::lid(3, 40);
+    let mut cfg = config(3);
+    plain_elections(&mut cfg);
+    c.add_peer(3, cfg, restored);
+    c.isolate(1);
+    c.node_mut(3).campaign();
+    c.stabilize_quiet();
+    assert_eq!(c.node(3).role(), Role::Candidate, "{}", c.state());
+    c.node_mut(2).campaign();
+    c.stabilize_quiet();
+    for _ in 0..60 {
+        c.tick_all(1);
+        c.stabilize_quiet();
+        for n in [2, 3] {
+            assert_ne!(c.node(n).role(), Role::Leader, "{}", c.state());
+        }
+    }
 }
 
 #[test]

@@ -529,6 +529,72 @@ fn a_replica_removed_and_added_back_empty_does_not_vote_behind_its_old_log() {
     }
 }
 
+/// A replica removed from range 2 re-applied its removal after a restart while its log
+/// already held the committed entry that added it back as a learner (and had acknowledged
+/// it): it deleted its copy, and the leader, whose match index never goes back, probed the
+/// new empty copy past its end forever. A leaving replica now waits until it applied its
+/// committed entries.
+#[test]
+fn a_replica_added_back_before_it_applied_its_removal_keeps_its_copy() {
+    // Found with pipelined turns on: replayed with them.
+    let cfg = NodeSimConfig {
+        pipelined_turns: true,
+        ..NodeSimConfig::moving()
+    };
+    let seed = 1_027_273_030_855_360_258;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}
+
+/// An empty adopted replica told it was removed had no log to drop, so its removal waited
+/// for the WAL's end: a lazy commit record that no turn of the idle node ever synced. Added
+/// back as a learner later, the group was never adopted again. Such a removal now asks the
+/// next turn for a sync.
+#[test]
+fn a_removal_with_nothing_to_drop_still_lets_the_group_be_adopted_again() {
+    let cfg = NodeSimConfig {
+        pipelined_turns: true,
+        ..NodeSimConfig::moving()
+    };
+    let seed = 8_800_302_370_645_302_676;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}
+
+/// After a removal, a replica re-created by replaying the split that made its range (its
+/// log below the vote floor the removal left) campaigns without counting its own vote: the
+/// members answer that it was removed, and it goes (it stayed forever when it did not
+/// campaign at all below its floor).
+#[test]
+fn a_leftover_replica_below_its_vote_floor_still_learns_it_was_removed() {
+    let cfg = NodeSimConfig {
+        pipelined_turns: true,
+        ..NodeSimConfig::moving()
+    };
+    let seed = 750_369_730_211_346_274;
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}
+
+/// Pipelined turns (`StoreConfig::pipelined_turns`, off in the node by default) through
+/// crashes, partitions and failed fsyncs.
+#[test]
+fn pipelined_turns_through_crashes_partitions_and_failed_fsyncs() {
+    let cfg = NodeSimConfig {
+        pipelined_turns: true,
+        ..NodeSimConfig::stormy()
+    };
+    let name = "pipelined_turns_through_crashes_partitions_and_failed_fsyncs";
+    let total = run_seeds(FILE, name, 60, |seed| run(seed, &cfg));
+    assert!(
+        total.writes_acked > 0 && total.reads_served > 0 && total.crashes > 0,
+        "no progress or no faults: {total:?}"
+    );
+}
+
 /// Pipelined turns (`StoreConfig::pipelined_turns`) while replicas move.
 #[test]
 fn pipelined_turns_while_replicas_move() {

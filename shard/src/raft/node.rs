@@ -643,7 +643,7 @@ impl RaftNode {
         if let Some(hs) = done.hard_state_persisted {
             if self.role == Role::Candidate && hs.term == self.term && hs.vote == Some(self.id) {
                 // Our own vote counts only once it is durable: a restart cannot undo it.
-                self.record_vote(self.id, true);
+                self.record_vote(self.id, self.self_vote());
             }
         }
         if self.role == Role::Leader {
@@ -671,9 +671,16 @@ impl RaftNode {
 
     // ----- internals: elections -----
 
-    /// A voter whose log is not behind its vote floor (see [`Restored::vote_floor`]).
     fn promotable(&self) -> bool {
-        self.conf.is_voter(self.id) && self.log.last_id() >= self.vote_floor
+        self.conf.is_voter(self.id)
+    }
+
+    /// Whether this node's own vote counts for itself: not while its log is behind its vote
+    /// floor (see [`Restored::vote_floor`]). It still campaigns (a replica left over from a
+    /// removal learns so from the members' answers), but wins only with a majority of
+    /// other voters.
+    fn self_vote(&self) -> bool {
+        self.log.last_id() >= self.vote_floor
     }
 
     fn reset_randomized_timeout(&mut self) {
@@ -788,7 +795,7 @@ impl RaftNode {
                 });
             }
         }
-        self.record_vote(self.id, true);
+        self.record_vote(self.id, self.self_vote());
     }
 
     fn become_candidate(&mut self, campaign: Campaign) {

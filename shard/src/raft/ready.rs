@@ -119,7 +119,7 @@ pub struct Restored {
     pub applied: LogIndex,
     /// The last entry of an earlier replica of this group on this node, removed with its
     /// log (zero: none). The node neither votes for a candidate whose log is behind it nor
-    /// campaigns while its own log is: it voted and acknowledged entries as a member that
+    /// counts its own vote while its own log is: it voted and acknowledged entries as a member that
     /// held that log, and a majority of an older configuration may still count on it (a
     /// lagging member that missed the change which removed this node must not win this
     /// node's vote with an empty log's consent; found by the whole-node simulator).

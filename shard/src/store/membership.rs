@@ -463,6 +463,14 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             let Some(r) = self.groups.get(g) else {
                 return false;
             };
+            // Committed entries wait to be applied: one may add this node back (a leader
+            // replicates to a member it re-added only once that entry committed, so the
+            // replica holds it with its commit). Deleting the copy then would drop entries
+            // it acknowledged, and the leader (whose match index never goes back) would
+            // probe the new copy past its end forever (found by the simulator).
+            if r.raft.commit().0 > r.range.applied_index() {
+                return true;
+            }
             match r.range.descriptor().replica(me).map(|x| x.role) {
                 None => {
                     gone.push(*g);
@@ -643,6 +651,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .map_err(|e| snap_err(&self.snaps, e))?;
         self.snaps.remove(g).map_err(|e| snap_err(&self.snaps, e))?;
         let lsn = self.compact_all(g)?;
+        // With nothing to drop (an adopted replica still empty), `lsn` is the WAL's end,
+        // perhaps a lazy record that no turn would sync on an idle node: adopting the group
+        // again waits for it (found by the simulator: a learner added back never adopted).
+        self.sync_wanted |= lsn > self.wal.durable_lsn();
         self.removed.insert(g, (self.ticks, lsn));
         info!(
             range = d.id.0,

@@ -568,6 +568,10 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     in_flight: Vec<(msg::GroupId, Ready)>,
     /// Whether `in_flight` holds records that must be durable before it is finished.
     in_flight_needs_sync: bool,
+    /// A record this store must see durable was written lazily or by an earlier turn (a
+    /// removed replica whose log was already empty: its removal waits for the WAL's end,
+    /// see `removed`): the next turn syncs even if it appends nothing that needs it.
+    sync_wanted: bool,
     /// The `Ready`s whose records the sync in flight covers (`sync_started`), finished by
     /// `finish_synced` once it completed.
     syncing: Vec<(msg::GroupId, Ready)>,
@@ -664,6 +668,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             responses: Vec::new(),
             in_flight: Vec::new(),
             in_flight_needs_sync: false,
+            sync_wanted: false,
             syncing: Vec::new(),
             syncing_plain: false,
             lazy_lsn: quasar_wal::Lsn::ZERO,
@@ -724,6 +729,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         for g in removed {
             // A crash may have lost the record that dropped its log: drop it again.
             let lsn = store.compact_all(g)?;
+            store.sync_wanted |= lsn > store.wal.durable_lsn();
             store.removed.insert(g, (0, lsn));
         }
         for d in &mine {
@@ -2202,6 +2208,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         // its own: the next sync makes them durable, and nothing waits for them. The leader
         // that answered the writes of this commit is free at once for the next ones.
         let needs_sync = unsynced_before
+            || std::mem::take(&mut self.sync_wanted)
             || !compactions.is_empty()
             || self.in_flight[start..]
                 .iter()
@@ -2729,6 +2736,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         !self.responses.is_empty()
             || !self.admin_responses.is_empty()
             || self.liveness_due
+            || self.sync_wanted
             || self.outbox.iter().any(|b| b.message_count() > 0)
             || self.groups.awake_values().any(|r| {
                 // A received snapshot waits for a turn without a sync in flight.
