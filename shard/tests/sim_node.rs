@@ -17,6 +17,18 @@ use quasar_shard::sim::node::{run, Canary, NodeSimConfig};
 
 const FILE: &str = "sim_node";
 
+/// Replays one seed of replicas moving with pipelined turns on (where the regressions below
+/// were found) and panics with its event log if it fails.
+fn replay_moving_with_pipelined_turns(seed: u64) {
+    let cfg = NodeSimConfig {
+        pipelined_turns: true,
+        ..NodeSimConfig::moving()
+    };
+    if let Err(f) = run(seed, &cfg) {
+        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
+    }
+}
+
 /// Reshaping with split children's and merge survivors' files 300 ticks late: the window in
 /// which restarts replay long chains of splits and merges.
 fn late_files() -> NodeSimConfig {
@@ -479,15 +491,7 @@ fn a_parent_and_its_split_child_install_snapshots_in_one_turn() {
 /// restarts after the snapshot, as the lost record would have made it.
 #[test]
 fn a_replica_added_back_restarts_its_log_after_a_snapshot_whose_record_was_lost() {
-    // Found with pipelined turns on: replayed with them.
-    let cfg = NodeSimConfig {
-        pipelined_turns: true,
-        ..NodeSimConfig::moving()
-    };
-    let seed = 6_699_919_547_759_757_154;
-    if let Err(f) = run(seed, &cfg) {
-        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
-    }
+    replay_moving_with_pipelined_turns(6_699_919_547_759_757_154);
 }
 
 /// A move of range 1025's replica off node 3 had added its learner when a merge checked
@@ -498,15 +502,7 @@ fn a_replica_added_back_restarts_its_log_after_a_snapshot_whose_record_was_lost(
 /// goes first), and its voter change waits for a freeze still in the log.
 #[test]
 fn a_replica_move_stops_when_a_merge_freezes_its_range() {
-    // Found with pipelined turns on: replayed with them.
-    let cfg = NodeSimConfig {
-        pipelined_turns: true,
-        ..NodeSimConfig::moving()
-    };
-    let seed = 3_953_514_666_896_021_045;
-    if let Err(f) = run(seed, &cfg) {
-        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
-    }
+    replay_moving_with_pipelined_turns(3_953_514_666_896_021_045);
 }
 
 /// Node 1's replica of range 2 was moved off (its log dropped) while node 2 was cut off;
@@ -518,15 +514,7 @@ fn a_replica_move_stops_when_a_merge_freezes_its_range() {
 /// before the log goes) that every later replica of the group here starts with.
 #[test]
 fn a_replica_removed_and_added_back_empty_does_not_vote_behind_its_old_log() {
-    // Found with pipelined turns on: replayed with them.
-    let cfg = NodeSimConfig {
-        pipelined_turns: true,
-        ..NodeSimConfig::moving()
-    };
-    let seed = 7_662_624_349_664_934_056;
-    if let Err(f) = run(seed, &cfg) {
-        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
-    }
+    replay_moving_with_pipelined_turns(7_662_624_349_664_934_056);
 }
 
 /// A replica removed from range 2 re-applied its removal after a restart while its log
@@ -536,15 +524,7 @@ fn a_replica_removed_and_added_back_empty_does_not_vote_behind_its_old_log() {
 /// committed entries.
 #[test]
 fn a_replica_added_back_before_it_applied_its_removal_keeps_its_copy() {
-    // Found with pipelined turns on: replayed with them.
-    let cfg = NodeSimConfig {
-        pipelined_turns: true,
-        ..NodeSimConfig::moving()
-    };
-    let seed = 1_027_273_030_855_360_258;
-    if let Err(f) = run(seed, &cfg) {
-        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
-    }
+    replay_moving_with_pipelined_turns(1_027_273_030_855_360_258);
 }
 
 /// An empty adopted replica told it was removed had no log to drop, so its removal waited
@@ -553,14 +533,7 @@ fn a_replica_added_back_before_it_applied_its_removal_keeps_its_copy() {
 /// next turn for a sync.
 #[test]
 fn a_removal_with_nothing_to_drop_still_lets_the_group_be_adopted_again() {
-    let cfg = NodeSimConfig {
-        pipelined_turns: true,
-        ..NodeSimConfig::moving()
-    };
-    let seed = 8_800_302_370_645_302_676;
-    if let Err(f) = run(seed, &cfg) {
-        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
-    }
+    replay_moving_with_pipelined_turns(8_800_302_370_645_302_676);
 }
 
 /// After a removal, a replica re-created by replaying the split that made its range (its
@@ -569,14 +542,7 @@ fn a_removal_with_nothing_to_drop_still_lets_the_group_be_adopted_again() {
 /// campaign at all below its floor).
 #[test]
 fn a_leftover_replica_below_its_vote_floor_still_learns_it_was_removed() {
-    let cfg = NodeSimConfig {
-        pipelined_turns: true,
-        ..NodeSimConfig::moving()
-    };
-    let seed = 750_369_730_211_346_274;
-    if let Err(f) = run(seed, &cfg) {
-        panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
-    }
+    replay_moving_with_pipelined_turns(750_369_730_211_346_274);
 }
 
 /// Pipelined turns (`StoreConfig::pipelined_turns`, off in the node by default) through

@@ -709,23 +709,16 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             )
         };
         store.last_allocated = max_id;
-        let buried = store.snaps.buried().map_err(|e| StoreError::Snapshot {
+        let dir_err = |e: std::io::Error| StoreError::Snapshot {
             group: 0,
             location: "snapshot directory".into(),
             reason: e.to_string(),
-        })?;
+        };
+        let buried = store.snaps.buried().map_err(dir_err)?;
         store.destroyed.extend(buried);
-        let floors = store.snaps.floors().map_err(|e| StoreError::Snapshot {
-            group: 0,
-            location: "snapshot directory".into(),
-            reason: e.to_string(),
-        })?;
+        let floors = store.snaps.floors().map_err(dir_err)?;
         store.floors.extend(floors);
-        let removed = store.snaps.removed().map_err(|e| StoreError::Snapshot {
-            group: 0,
-            location: "snapshot directory".into(),
-            reason: e.to_string(),
-        })?;
+        let removed = store.snaps.removed().map_err(dir_err)?;
         for g in removed {
             // A crash may have lost the record that dropped its log: drop it again.
             let lsn = store.compact_all(g)?;
@@ -739,11 +732,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         // Ranges born of splits (and every range with a snapshot) are found by their files;
         // a split child without a file yet is re-created when its parent's log replays.
-        let files = store.snaps.groups().map_err(|e| StoreError::Snapshot {
-            group: 0,
-            location: "snapshot directory".into(),
-            reason: e.to_string(),
-        })?;
+        let files = store.snaps.groups().map_err(dir_err)?;
         for g in files {
             if store.destroyed.contains(&g) {
                 // Buried before its file went (a crash in between): finish the job.
