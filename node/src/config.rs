@@ -72,7 +72,7 @@ pub struct StartArgs {
     /// Pipeline turns: let a shard's loop go on processing (a leader appends and
     /// replicates new proposals, commits and answers writes already synced) while the WAL
     /// fdatasync of the previous turn runs. `false`: each turn waits for its sync
-    /// (default: false).
+    /// (default: true).
     #[arg(long, env = "QUASAR_PIPELINED_TURNS", value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true")]
     pub pipelined_turns: Option<bool>,
@@ -459,7 +459,7 @@ impl NodeConfig {
             pipelined_turns: args
                 .pipelined_turns
                 .or(file.pipelined_turns)
-                .unwrap_or(false),
+                .unwrap_or(true),
             snapshot_entries: args
                 .snapshot_entries
                 .or(file.snapshot_entries)

@@ -18,7 +18,7 @@ use quasar_shard::sim::node::{run, Canary, NodeSimConfig};
 const FILE: &str = "sim_node";
 
 /// Replays one seed of replicas moving with pipelined turns on (where the regressions below
-/// were found) and panics with its event log if it fails.
+/// were found; the default) and panics with its event log if it fails.
 fn replay_moving_with_pipelined_turns(seed: u64) {
     let cfg = NodeSimConfig {
         pipelined_turns: true,
@@ -545,15 +545,15 @@ fn a_leftover_replica_below_its_vote_floor_still_learns_it_was_removed() {
     replay_moving_with_pipelined_turns(750_369_730_211_346_274);
 }
 
-/// Pipelined turns (`StoreConfig::pipelined_turns`, off in the node by default) through
-/// crashes, partitions and failed fsyncs.
+/// Turns that wait for their sync (`StoreConfig::pipelined_turns` off; on by default)
+/// through crashes, partitions and failed fsyncs.
 #[test]
-fn pipelined_turns_through_crashes_partitions_and_failed_fsyncs() {
+fn serial_turns_through_crashes_partitions_and_failed_fsyncs() {
     let cfg = NodeSimConfig {
-        pipelined_turns: true,
+        pipelined_turns: false,
         ..NodeSimConfig::stormy()
     };
-    let name = "pipelined_turns_through_crashes_partitions_and_failed_fsyncs";
+    let name = "serial_turns_through_crashes_partitions_and_failed_fsyncs";
     let total = run_seeds(FILE, name, 60, |seed| run(seed, &cfg));
     assert!(
         total.writes_acked > 0 && total.reads_served > 0 && total.crashes > 0,
@@ -561,14 +561,14 @@ fn pipelined_turns_through_crashes_partitions_and_failed_fsyncs() {
     );
 }
 
-/// Pipelined turns (`StoreConfig::pipelined_turns`) while replicas move.
+/// Turns that wait for their sync while replicas move.
 #[test]
-fn pipelined_turns_while_replicas_move() {
+fn serial_turns_while_replicas_move() {
     let cfg = NodeSimConfig {
-        pipelined_turns: true,
+        pipelined_turns: false,
         ..NodeSimConfig::moving()
     };
-    let total = run_seeds(FILE, "pipelined_turns_while_replicas_move", 40, |seed| {
+    let total = run_seeds(FILE, "serial_turns_while_replicas_move", 40, |seed| {
         run(seed, &cfg)
     });
     assert!(total.replica_moves > 0, "no replica moved: {total:?}");

@@ -192,7 +192,7 @@ pub struct StoreConfig {
     /// `false`: always ReadIndex.
     pub lease_reads: bool,
     /// Let `process` run while a sync is in flight (pipelined turns, see `may_process`).
-    /// Off by default.
+    /// On by default; `false`: each turn waits for its sync.
     pub pipelined_turns: bool,
     pub limits: RangeLimits,
     /// Take a snapshot (and compact the log below it) once this many entries were applied
@@ -240,7 +240,7 @@ impl StoreConfig {
             shards,
             election_ticks: 10,
             lease_reads: true,
-            pipelined_turns: false,
+            pipelined_turns: true,
             heartbeat_ticks: 2,
             limits: RangeLimits::default(),
             snapshot_after_entries: 10_000,

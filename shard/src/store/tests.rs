@@ -257,7 +257,10 @@ fn a_committed_write_is_answered_before_the_sync_of_the_turn_that_applies_it() {
 
 #[test]
 fn without_pipelined_turns_nothing_is_processed_while_a_sync_is_in_flight() {
-    let mut one = leader();
+    let mut cfg = config(1);
+    cfg.pipelined_turns = false;
+    let mut one = open(MemDisk::new(), MemSnapshots::default(), cfg);
+    one.settle(40);
     one.submit_put(b"a");
     assert!(one.store.process().expect("process"));
     let (target, result) = one.begin_sync().expect("something to sync");

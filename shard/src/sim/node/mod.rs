@@ -99,7 +99,7 @@ pub struct NodeSimConfig {
     /// probability 1/2 at each later turn). Meanwhile the node processes nothing new, unless
     /// `pipelined_turns` is on.
     pub slow_sync_rate: f64,
-    /// The stores' `pipelined_turns` (off by default, as in the node).
+    /// The stores' `pipelined_turns` (on by default, as in the node).
     pub pipelined_turns: bool,
     /// Probability per step that a node's disk starts failing (fsync errors).
     pub fsync_failure_rate: f64,
@@ -150,7 +150,7 @@ impl NodeSimConfig {
             fsync_failure_rate: 0.004,
             mid_turn_crash_rate: 0.002,
             slow_sync_rate: 0.3,
-            pipelined_turns: false,
+            pipelined_turns: true,
             wal_segment_bytes: 8 << 10,
             snapshot_chunk_bytes: 1024,
             forced_snapshot_delay_ticks: 20,
