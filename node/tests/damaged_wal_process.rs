@@ -185,6 +185,15 @@ struct Scenario {
     writer: JoinHandle<(BTreeMap<usize, Vec<u8>>, usize)>,
 }
 
+/// The applied index of the user range on node `id`, if it answers.
+fn applied_of(cluster: &Cluster, id: u64) -> Option<u64> {
+    cluster
+        .node(id)
+        .range_status(USER_RANGE)
+        .ok()
+        .and_then(|r| r["applied"].as_u64())
+}
+
 fn kill_a_follower_under_load() -> Scenario {
     let mut cluster = Cluster::start(3, 1);
     let leader = cluster.wait_leader(USER_RANGE, Duration::from_secs(10));
@@ -194,16 +203,9 @@ fn kill_a_follower_under_load() -> Scenario {
     // A busy machine (CI runs these tests side by side) can stall the first writes behind
     // an election: wait, bounded, until the load has gone well past the fixed pause.
     let progressed = wait_until(Duration::from_secs(30), || {
-        let applied = |id: u64| {
-            cluster
-                .node(id)
-                .range_status(USER_RANGE)
-                .ok()
-                .and_then(|r| r["applied"].as_u64())
-        };
         cluster
             .leader_of(USER_RANGE)
-            .and_then(applied)
+            .and_then(|id| applied_of(&cluster, id))
             .is_some_and(|a| a >= LOAD_BEFORE_KILL)
     });
     assert!(
@@ -323,20 +325,13 @@ fn assert_recovers(s: Scenario) -> Cluster {
     } = s;
     // Catch up (to what the leader had applied when the node came back) under the load,
     // serving follower reads meanwhile; then converge at rest.
-    let applied_of = |id: u64| {
-        cluster
-            .node(id)
-            .range_status(USER_RANGE)
-            .ok()
-            .and_then(|r| r["applied"].as_u64())
-    };
     let leader = cluster.wait_leader(USER_RANGE, Duration::from_secs(10));
-    let target = applied_of(leader).unwrap_or(0);
+    let target = applied_of(&cluster, leader).unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut answered = 0;
     loop {
         answered += check_reads_served_by(&cluster, victim, &acked);
-        if applied_of(victim) >= Some(target) {
+        if applied_of(&cluster, victim) >= Some(target) {
             break;
         }
         assert!(
