@@ -180,7 +180,12 @@ impl One {
 }
 
 fn leader() -> One {
-    let mut one = open(MemDisk::new(), MemSnapshots::default(), config(1));
+    leader_with(config(1))
+}
+
+/// A single voter with `cfg` that leads both ranges.
+fn leader_with(cfg: StoreConfig) -> One {
+    let mut one = open(MemDisk::new(), MemSnapshots::default(), cfg);
     one.settle(40);
     assert_eq!(
         one.store.leader_count(),
@@ -259,8 +264,7 @@ fn a_committed_write_is_answered_before_the_sync_of_the_turn_that_applies_it() {
 fn without_pipelined_turns_nothing_is_processed_while_a_sync_is_in_flight() {
     let mut cfg = config(1);
     cfg.pipelined_turns = false;
-    let mut one = open(MemDisk::new(), MemSnapshots::default(), cfg);
-    one.settle(40);
+    let mut one = leader_with(cfg);
     one.submit_put(b"a");
     assert!(one.store.process().expect("process"));
     let (target, result) = one.begin_sync().expect("something to sync");
@@ -281,8 +285,7 @@ fn without_pipelined_turns_nothing_is_processed_while_a_sync_is_in_flight() {
 fn a_turn_runs_while_the_previous_sync_is_in_flight_and_its_writes_wait_for_their_own_sync() {
     let mut cfg = config(1);
     cfg.pipelined_turns = true;
-    let mut one = open(MemDisk::new(), MemSnapshots::default(), cfg);
-    one.settle(40);
+    let mut one = leader_with(cfg);
     let first = one.submit_put(b"a");
     assert!(one.store.process().expect("process"));
     // The runtime begins the sync; the store is told only once it completes.
