@@ -235,27 +235,23 @@ fn encode_floor(floor: LogId) -> [u8; FLOOR_FILE_LEN] {
 }
 
 fn decode_floor(bytes: &[u8]) -> Result<LogId, String> {
-    if bytes.len() != FLOOR_FILE_LEN {
+    let Ok(bytes) = <&[u8; FLOOR_FILE_LEN]>::try_from(bytes) else {
         return Err(format!(
             "{} bytes, a vote floor takes {FLOOR_FILE_LEN}",
             bytes.len()
         ));
-    }
-    let word = |at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&bytes[at..at + 8]);
-        u64::from_le_bytes(w)
     };
-    let mut stored = [0u8; 4];
-    stored.copy_from_slice(&bytes[16..]);
-    let stored = u32::from_le_bytes(stored);
-    let computed = crc32c::crc32c(&bytes[..16]);
+    let (words, crc) = bytes.split_at(16);
+    let (term, index) = words.split_at(8);
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    let stored = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+    let computed = crc32c::crc32c(words);
     if stored != computed {
         return Err(format!(
             "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
         ));
     }
-    Ok(LogId::new(Term(word(0)), LogIndex(word(8))))
+    Ok(LogId::new(Term(word(term)), LogIndex(word(index))))
 }
 
 /// Snapshot files in a directory: `{group:016x}.snap`.
