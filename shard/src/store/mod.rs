@@ -1604,15 +1604,6 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(r) = self.groups.get_mut(&group) else {
             return;
         };
-        if r.awaiting_snapshot && matches!(m.body, MessageBody::RequestVote { .. }) {
-            // An adopted replica awaiting its first snapshot holds no log and no vote of
-            // its own: granting one would let a candidate with a stale configuration that
-            // still lists this node win (this node may have left the group and be back as
-            // a learner, its old vote deleted with its old copy), two leaders then commit
-            // different entries at the same index. It votes once the snapshot is in: a
-            // move adds it as a learner first, so no quorum waits on it before.
-            return;
-        }
         if r.raft.leader() == Some(m.from) {
             r.last_leader_contact = now;
         }
