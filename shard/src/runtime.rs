@@ -128,16 +128,17 @@ impl NodeShared {
     }
 
     /// The leader and commit index of `group` as the local replica knows them.
-    fn range_info(&self, d: &msg::RangeDescriptor) -> RangeInfo {
+    fn range_info(&self, d: msg::RangeDescriptor) -> RangeInfo {
         let shard = quasar_rpc::transport::shard_for_group(d.group, self.shards);
         let report = self.report(shard.0);
         let local = report.replicas.get(&d.group);
         // The directory changes when a split or merge applies; reports are published a few
         // times per second: the newer descriptor wins.
         RangeInfo {
-            descriptor: local
-                .filter(|r| r.descriptor.epoch > d.epoch)
-                .map_or_else(|| d.clone(), |r| r.descriptor.clone()),
+            descriptor: match local {
+                Some(r) if r.descriptor.epoch > d.epoch => r.descriptor.clone(),
+                _ => d,
+            },
             leader: local.and_then(|r| r.leader).map(msg::NodeId),
             commit: local.map(|r| msg::LogIndex(r.commit)),
         }
@@ -145,11 +146,9 @@ impl NodeShared {
 
     /// Answers an admin request that needs no Raft round (status, members, ranges).
     pub fn admin(&self, op: &ArchivedAdminOp) -> Result<AdminReply, RequestError> {
-        let dir = self
-            .directory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        // The directory is read under its lock, never copied whole: an admin request at
+        // 100,000 ranges must not cost 100,000 descriptors (a pre-split asks one per split).
+        let dir = || self.directory.read().unwrap_or_else(|e| e.into_inner());
         match op {
             ArchivedAdminOp::Status => {
                 let cpu = crate::cpu::process().unwrap_or_default();
@@ -191,10 +190,13 @@ impl NodeShared {
                     })
                     .collect(),
             )),
-            ArchivedAdminOp::ListRanges { .. } => Ok(AdminReply::Ranges {
-                ranges: dir.ranges().iter().map(|d| self.range_info(d)).collect(),
-                resume_key: None,
-            }),
+            ArchivedAdminOp::ListRanges { .. } => {
+                let ranges: Vec<msg::RangeDescriptor> = dir().ranges().cloned().collect();
+                Ok(AdminReply::Ranges {
+                    ranges: ranges.into_iter().map(|d| self.range_info(d)).collect(),
+                    resume_key: None,
+                })
+            }
             ArchivedAdminOp::DescribeRange(sel) => {
                 let selector: RangeSelector =
                     rkyv::deserialize::<RangeSelector, rkyv::rancor::Error>(sel).map_err(|_| {
@@ -203,8 +205,8 @@ impl NodeShared {
                         }
                     })?;
                 let d = match &selector {
-                    RangeSelector::Id(id) => dir.by_id(*id),
-                    RangeSelector::Key(k) => dir.lookup(k),
+                    RangeSelector::Id(id) => dir().by_id(*id).cloned(),
+                    RangeSelector::Key(k) => dir().lookup(k).cloned(),
                 };
                 match d {
                     Some(d) => Ok(AdminReply::Range(self.range_info(d))),

@@ -30,6 +30,7 @@
 //! when a message arrives for a group the directory says this node should hold.
 
 pub mod command;
+mod directory;
 mod groups;
 mod membership;
 mod ranges;
@@ -57,6 +58,7 @@ use crate::raft::{
 };
 use crate::range::{RangeLimits, RangeState, SnapshotProgress};
 use command::{RangeCommand, PAYLOAD_RANGE_COMMAND};
+pub use directory::Directory;
 use groups::Groups;
 use snapfile::{SnapshotFile, SnapshotStore};
 
@@ -72,101 +74,6 @@ pub(crate) const INTERNAL_TOKEN: ConnToken = u64::MAX;
 
 /// The system key space: keys below `META_END` belong to the meta range.
 pub const META_END: &[u8] = b"\x01";
-
-/// The descriptors of every range, shared by the shards of one node (read on routing
-/// misses only; changed by range operations).
-#[derive(Debug, Default, Clone)]
-pub struct Directory {
-    ranges: Vec<RangeDescriptor>,
-}
-
-impl Directory {
-    pub fn new(mut ranges: Vec<RangeDescriptor>) -> Directory {
-        ranges.sort_by(|a, b| a.start.cmp(&b.start));
-        Directory { ranges }
-    }
-
-    /// The range that holds `key`.
-    pub fn lookup(&self, key: &[u8]) -> Option<&RangeDescriptor> {
-        self.ranges.iter().find(|d| d.contains(key))
-    }
-
-    pub fn by_id(&self, id: RangeId) -> Option<&RangeDescriptor> {
-        self.ranges.iter().find(|d| d.id == id)
-    }
-
-    pub fn by_group(&self, group: msg::GroupId) -> Option<&RangeDescriptor> {
-        self.ranges.iter().find(|d| d.group == group)
-    }
-
-    pub fn ranges(&self) -> &[RangeDescriptor] {
-        &self.ranges
-    }
-
-    /// Records `d` as the truth about its range: it replaces the range's older descriptor
-    /// and every older range it overlaps (a split's parent, a merge's absorbed neighbour);
-    /// an older descriptor of `d`'s range changes nothing.
-    pub fn upsert(&mut self, d: &RangeDescriptor) {
-        if self
-            .ranges
-            .iter()
-            .any(|o| o.id == d.id && o.epoch > d.epoch)
-        {
-            return;
-        }
-        let overlaps = |o: &RangeDescriptor| {
-            (d.end.is_empty() || o.start < d.end) && (o.end.is_empty() || d.start < o.end)
-        };
-        self.ranges
-            .retain(|o| o.id != d.id && !(overlaps(o) && o.epoch < d.epoch));
-        let at = self.ranges.partition_point(|o| o.start < d.start);
-        self.ranges.insert(at, d.clone());
-    }
-
-    /// Forgets range `id` (merged away).
-    pub fn remove(&mut self, id: RangeId) {
-        self.ranges.retain(|o| o.id != id);
-    }
-
-    /// The largest range or group id known.
-    pub fn max_id(&self) -> u64 {
-        self.ranges
-            .iter()
-            .map(|d| d.id.0.max(d.group.0))
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// The ranges of a brand-new cluster of `members`: the meta range `[b"", META_END)` and
-    /// the user key space `[META_END, unbounded)`, each replicated on every member.
-    pub fn bootstrap(members: &[NodeId]) -> Directory {
-        let replicas: Vec<msg::ReplicaDescriptor> = members
-            .iter()
-            .map(|n| msg::ReplicaDescriptor {
-                node: msg::NodeId(n.0),
-                role: msg::ReplicaRole::Voter,
-            })
-            .collect();
-        Directory::new(vec![
-            RangeDescriptor {
-                id: RangeId(1),
-                group: msg::GroupId(1),
-                start: Vec::new(),
-                end: META_END.to_vec(),
-                replicas: replicas.clone(),
-                epoch: msg::RangeEpoch(1),
-            },
-            RangeDescriptor {
-                id: RangeId(2),
-                group: msg::GroupId(2),
-                start: META_END.to_vec(),
-                end: Vec::new(),
-                replicas,
-                epoch: msg::RangeEpoch(1),
-            },
-        ])
-    }
-}
 
 pub type SharedDirectory = Arc<RwLock<Directory>>;
 
@@ -700,11 +607,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let (mine, max_id): (Vec<RangeDescriptor>, u64) = {
             let dir = store.dir.read().unwrap_or_else(|e| e.into_inner());
             (
-                dir.ranges()
-                    .iter()
-                    .filter(|d| store.owns(d))
-                    .cloned()
-                    .collect(),
+                dir.ranges().filter(|d| store.owns(d)).cloned().collect(),
                 dir.max_id(),
             )
         };
@@ -1893,44 +1796,41 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         body: &[u8],
     ) -> Result<(), RequestError> {
         let key = req.op.routing_key();
-        let descriptor = {
+        let unrouted = req.route.is_none();
+        // Under the directory's lock, only the range's identity is read: its descriptor is
+        // copied for the answers that carry it, and for unrouted requests (a client's
+        // first contact with a range; it caches the descriptor it gets back).
+        let (range_id, group, descriptor) = {
             let dir = self.dir.read().unwrap_or_else(|e| e.into_inner());
-            match req.route.as_ref() {
-                Some(route) => match dir.by_id(route.range.get()) {
-                    Some(d) => d.clone(),
-                    None => {
-                        return Err(RequestError::UnknownRange {
-                            range: route.range.get(),
-                        })
-                    }
-                },
-                None => match dir.lookup(key) {
-                    Some(d) => d.clone(),
-                    None => {
-                        return Err(RequestError::Unavailable {
-                            reason: UnavailableReason::CatchingUp,
-                        })
-                    }
-                },
+            let d = match req.route.as_ref() {
+                Some(route) => dir
+                    .by_id(route.range.get())
+                    .ok_or(RequestError::UnknownRange {
+                        range: route.range.get(),
+                    })?,
+                // The range found holds the key.
+                None => dir.lookup(key).ok_or(RequestError::Unavailable {
+                    reason: UnavailableReason::CatchingUp,
+                })?,
+            };
+            if !self.owns(d) || !self.groups.contains_key(&d.group) {
+                return Err(RequestError::KeyNotInRange {
+                    descriptor: d.clone(),
+                });
             }
+            (d.id, d.group, unrouted.then(|| d.clone()))
         };
-        if !self.owns(&descriptor) {
-            return Err(RequestError::KeyNotInRange { descriptor });
-        }
-        let Some(r) = self.groups.get_mut(&descriptor.group) else {
-            return Err(RequestError::KeyNotInRange { descriptor });
+        let Some(r) = self.groups.get_mut(&group) else {
+            return Err(RequestError::Unavailable {
+                reason: UnavailableReason::CatchingUp,
+            });
         };
-        if req.route.is_none() && !descriptor.contains(key) {
-            return Err(RequestError::KeyNotInRange { descriptor });
-        }
         r.last_activity = self.ticks;
         if r.raft.is_quiesced() {
             r.raft.wake();
         }
-        let range_id = descriptor.id;
-        let unrouted = req.route.is_none();
         let not_leader = |r: &Replica| {
-            if unrouted {
+            if let Some(descriptor) = &descriptor {
                 // The client has no descriptor of this range (it asked a seed node by key):
                 // a leader hint alone would not fill its range cache, and every later
                 // request would come here first again. Give it the descriptor; the leader
@@ -1962,7 +1862,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         r.range.check_proposal(body.len(), req)?;
         let is_write = req.op.is_write();
         if is_write {
-            if descriptor.id == RangeId(1) {
+            if range_id == RangeId(1) {
                 return Err(RequestError::InvalidRequest {
                     reason: InvalidReason::ReservedKey,
                 });
