@@ -9,6 +9,13 @@
 //! condition that no access covers, a quiesced follower's leader falling silent, by waking
 //! the followers of a peer node when that node's silence starts.
 //!
+//! Among the awake groups, a turn (`Store::process`) visits only the *pending* ones: those
+//! accessed mutably since the turn before (`get_mut`), and those that `tick` or a pass over
+//! the awake groups left with work (`Replica::has_turn_work`). With thousands of groups
+//! awake under a spread load, a turn costs what its groups did, not what the shard holds.
+//! The list is a superset of the groups with work, never less (`check`); `settle_pending`
+//! drops the rest.
+//!
 //! A replica's status can change only while it is awake, so the statuses a shard publishes
 //! are brought up to date from the groups awake since the last time (`take_touched`), not
 //! rebuilt from every group.
@@ -31,6 +38,9 @@ pub(super) struct Groups {
     /// `all_touched` instead once that list would outgrow the map (nobody takes it).
     touched: Vec<msg::GroupId>,
     all_touched: bool,
+    /// The groups whose `Replica::pending` is set, each once; sorted when `pending_sorted`.
+    pending: Vec<msg::GroupId>,
+    pending_sorted: bool,
 }
 
 impl Groups {
@@ -42,6 +52,8 @@ impl Groups {
             sorted: true,
             touched: Vec::new(),
             all_touched: false,
+            pending: Vec::new(),
+            pending_sorted: true,
         }
     }
 
@@ -57,7 +69,8 @@ impl Groups {
         self.map.get(g)
     }
 
-    /// The replica of `g`, woken: whatever the caller changes, the store's loops see it.
+    /// The replica of `g`, woken and pending: whatever the caller changes, the store's
+    /// loops and its next turn see it.
     pub(super) fn get_mut(&mut self, g: &msg::GroupId) -> Option<&mut Replica> {
         let r = self.map.get_mut(g)?;
         if !r.awake {
@@ -67,6 +80,7 @@ impl Groups {
             }
             self.awake.push(*g);
         }
+        mark_pending(&mut self.pending, &mut self.pending_sorted, r);
         Some(r)
     }
 
@@ -85,6 +99,7 @@ impl Groups {
         let g = r.group;
         self.remove(&g);
         r.awake = false;
+        r.pending = false;
         self.map.insert(g, r);
         self.order.insert(g);
         self.get_mut(&g);
@@ -96,6 +111,9 @@ impl Groups {
         note_touched(&mut self.touched, &mut self.all_touched, self.map.len(), *g);
         if r.awake {
             self.awake.retain(|x| x != g);
+        }
+        if r.pending {
+            self.pending.retain(|x| x != g);
         }
         Some(r)
     }
@@ -128,9 +146,11 @@ impl Groups {
 
     /// Calls `f` on every awake replica, in group order; those for which it returns false
     /// go to sleep. `f` cannot wake other groups.
+    /// Those left with work for a turn become pending.
     pub(super) fn retain_awake(&mut self, mut f: impl FnMut(&mut Replica) -> bool) {
         self.awake();
         let (map, touched, all) = (&mut self.map, &mut self.touched, &mut self.all_touched);
+        let (pending, pending_sorted) = (&mut self.pending, &mut self.pending_sorted);
         let len = map.len();
         self.awake.retain(|g| {
             let Some(r) = map.get_mut(g) else {
@@ -140,18 +160,56 @@ impl Groups {
             if !r.awake {
                 note_touched(touched, all, len, *g);
             }
+            if r.has_turn_work() {
+                mark_pending(pending, pending_sorted, r);
+            }
             r.awake
         });
     }
 
-    /// Calls `f` on every awake replica, in group order (none goes to sleep).
+    /// Calls `f` on every awake replica, in group order (none goes to sleep); those left
+    /// with work for a turn become pending.
     pub(super) fn for_each_awake(&mut self, mut f: impl FnMut(&mut Replica)) {
         self.awake();
         for g in &self.awake {
             if let Some(r) = self.map.get_mut(g) {
                 f(r);
+                if r.has_turn_work() {
+                    mark_pending(&mut self.pending, &mut self.pending_sorted, r);
+                }
             }
         }
+    }
+
+    /// Calls `f` on every pending replica, in group order (a turn's pass: the list stays
+    /// as it is until `settle_pending`).
+    pub(super) fn for_each_pending(&mut self, mut f: impl FnMut(&mut Replica)) {
+        if !self.pending_sorted {
+            self.pending.sort_unstable();
+            self.pending_sorted = true;
+        }
+        for g in &self.pending {
+            if let Some(r) = self.map.get_mut(g) {
+                f(r);
+            }
+        }
+    }
+
+    /// The pending replicas, in no particular order.
+    pub(super) fn pending_values(&self) -> impl Iterator<Item = &Replica> {
+        self.pending.iter().filter_map(|g| self.map.get(g))
+    }
+
+    /// Keeps on the pending list only the groups that have work for a turn.
+    pub(super) fn settle_pending(&mut self) {
+        let map = &mut self.map;
+        self.pending.retain(|g| {
+            let Some(r) = map.get_mut(g) else {
+                return false;
+            };
+            r.pending = r.has_turn_work();
+            r.pending
+        });
     }
 
     /// The groups whose status may have changed since the last call, in order: those awake
@@ -168,8 +226,41 @@ impl Groups {
         out
     }
 
-    /// Checks the bookkeeping: the order and the awake list match the map and the flags.
+    /// Checks the bookkeeping: the order and the awake and pending lists match the map and
+    /// the flags, and every group with work for a turn is pending.
     pub(super) fn check(&self) {
+        let mut on_list = BTreeSet::new();
+        for g in &self.pending {
+            assert!(
+                on_list.insert(*g),
+                "group {} twice on the pending list",
+                g.0
+            );
+            assert!(
+                self.map.get(g).is_some_and(|r| r.pending),
+                "group {} on the pending list but not pending",
+                g.0
+            );
+        }
+        for (g, r) in &self.map {
+            assert_eq!(
+                r.pending,
+                on_list.contains(g),
+                "group {}: pending flag and list disagree",
+                g.0
+            );
+            assert!(
+                r.pending || !r.has_turn_work(),
+                "group {} has work for a turn but is not pending",
+                g.0
+            );
+        }
+        if self.pending_sorted {
+            assert!(
+                self.pending.windows(2).all(|w| w[0] < w[1]),
+                "pending list not sorted"
+            );
+        }
         assert_eq!(self.order.len(), self.map.len(), "group order out of step");
         let mut seen = BTreeSet::new();
         for g in &self.awake {
@@ -216,5 +307,15 @@ impl Index<&msg::GroupId> for Groups {
 
     fn index(&self, g: &msg::GroupId) -> &Replica {
         &self.map[g]
+    }
+}
+
+fn mark_pending(pending: &mut Vec<msg::GroupId>, sorted: &mut bool, r: &mut Replica) {
+    if !r.pending {
+        r.pending = true;
+        if pending.last().is_some_and(|last| *last > r.group) {
+            *sorted = false;
+        }
+        pending.push(r.group);
     }
 }

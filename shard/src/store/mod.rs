@@ -326,6 +326,8 @@ struct Replica {
     awaiting_snapshot: bool,
     /// On the store's awake list (see `groups`): set by every mutable access.
     awake: bool,
+    /// On the store's pending list (see `groups`): may have work for the next turn.
+    pending: bool,
 }
 
 impl Replica {
@@ -333,6 +335,14 @@ impl Replica {
     /// `g` without a file, or absorbed one before its own file covers the merge.
     fn pins_log_of(&self, g: msg::GroupId) -> bool {
         self.parent == Some(g) || (self.group != g && self.absorbed_parents.contains(&g))
+    }
+
+    /// Whether a turn (`Store::process`) may have something to do for this replica: a
+    /// `Ready` to gather, a compaction to write, a snapshot transfer to send a chunk of.
+    fn has_turn_work(&self) -> bool {
+        self.raft.has_ready()
+            || self.compact_below.is_some()
+            || self.outgoing.iter().any(|o| o.offset < o.file.len())
     }
 
     /// Every group whose log this range pins (`pins_log_of` is true exactly for these).
@@ -379,6 +389,7 @@ impl Replica {
             split_checked: 0,
             awaiting_snapshot: false,
             awake: false,
+            pending: false,
         }
     }
 }
@@ -1721,8 +1732,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     fn pump_snapshots(&mut self) {
         let chunk = self.cfg.snapshot_chunk_bytes.max(1);
         let mut out: Vec<(NodeId, msg::RaftMessage)> = Vec::new();
-        // A group sending a snapshot is awake (it cannot sleep with one).
-        self.groups.for_each_awake(|r| {
+        // A group with a chunk to send is pending (`Replica::has_turn_work`).
+        self.groups.for_each_pending(|r| {
             if r.outgoing.is_empty() {
                 return;
             }
@@ -2031,9 +2042,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         self.pump_snapshots();
         let start = self.in_flight.len();
-        // Only an awake group can have work (see `groups`).
+        // Only a pending group can have work (see `groups`).
         let in_flight = &mut self.in_flight;
-        self.groups.for_each_awake(|r| {
+        self.groups.for_each_pending(|r| {
             if pipelined && r.raft.has_pending_snapshot() {
                 return;
             }
@@ -2052,11 +2063,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             }
         }
         let mut compactions = Vec::new();
-        self.groups.for_each_awake(|r| {
+        self.groups.for_each_pending(|r| {
             if let Some(below) = r.compact_below.take() {
                 compactions.push((r.group, below));
             }
         });
+        self.groups.settle_pending();
         compactions.sort_unstable_by_key(|(g, _)| *g);
         // Records written outside the turn's batch (a removed replica's log dropped, a log
         // rewritten forward) are synced with it; records written lazily, or covered by the
@@ -2618,7 +2630,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             || self.liveness_due
             || self.sync_wanted
             || self.outbox.iter().any(|b| b.message_count() > 0)
-            || self.groups.awake_values().any(|r| {
+            || self.groups.pending_values().any(|r| {
                 // A received snapshot waits for a turn without a sync in flight.
                 (r.raft.has_ready() && !(self.is_syncing() && r.raft.has_pending_snapshot()))
                     || r.compact_below.is_some()
