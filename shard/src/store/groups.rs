@@ -89,6 +89,16 @@ impl Groups {
         self.map.values()
     }
 
+    /// The group after `g` in group order, wrapping round to the first.
+    pub(super) fn next_after(&self, g: msg::GroupId) -> Option<msg::GroupId> {
+        use std::ops::Bound;
+        self.order
+            .range((Bound::Excluded(g), Bound::Unbounded))
+            .next()
+            .or_else(|| self.order.iter().next())
+            .copied()
+    }
+
     /// Every replica, in group order.
     pub(super) fn in_order(&self) -> impl Iterator<Item = &Replica> {
         self.order.iter().filter_map(|g| self.map.get(g))
