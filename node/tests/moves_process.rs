@@ -76,6 +76,26 @@ fn wait_moved(cluster: &Cluster, nodes: &[u64], absent: u64) -> Result<(), Strin
     }
 }
 
+/// Runs an admin operation up to three times while the cluster refuses it for a reason a
+/// retry can clear (a transfer or catch-up that timed out on a busy machine, a plan made
+/// from a descriptor that was already stale), as an operator would on that message.
+fn with_retries<T>(
+    what: &str,
+    mut op: impl FnMut() -> Result<T, quasar_rpc::client::admin::AdminError>,
+) -> Result<T, quasar_rpc::client::admin::AdminError> {
+    let mut attempt = 1;
+    loop {
+        match op() {
+            Err(e) if attempt < 3 && e.is_refusal() => {
+                eprintln!("{what}: attempt {attempt} refused ({e}); retrying");
+                attempt += 1;
+                thread::sleep(Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn voters(d: &RangeDescriptor) -> Vec<u64> {
     assert!(
         d.replicas.iter().all(|r| r.role == ReplicaRole::Voter),
@@ -101,9 +121,10 @@ fn a_replica_moves_away_and_back_under_load_losing_no_acknowledged_write() {
         .with_total_timeout(Duration::from_secs(60));
     let range = RangeId(USER_RANGE);
     // The leaving replica leads: it hands over once the new configuration is in force.
-    admin
-        .transfer_leader(range, NodeId(3))
-        .expect("node 3 takes the lead");
+    with_retries("transfer to node 3", || {
+        admin.transfer_leader(range, NodeId(3))
+    })
+    .expect("node 3 takes the lead");
     let group = admin
         .describe(range)
         .expect("describe")
@@ -112,9 +133,10 @@ fn a_replica_moves_away_and_back_under_load_losing_no_acknowledged_write() {
         .get();
 
     let t = Instant::now();
-    let moved = admin
-        .move_replica(range, NodeId(3), NodeId(4))
-        .unwrap_or_else(|e| panic!("move 3 -> 4: {e}\n{}", cluster.statuses()));
+    let moved = with_retries("move 3 -> 4", || {
+        admin.move_replica(range, NodeId(3), NodeId(4))
+    })
+    .unwrap_or_else(|e| panic!("move 3 -> 4: {e}\n{}", cluster.statuses()));
     eprintln!("move 3 -> 4 took {:?}: {moved:?}", t.elapsed());
     assert_eq!(voters(&moved), vec![1, 2, 4]);
     wait_moved(&cluster, &[1, 2, 4], 3).unwrap_or_else(|e| panic!("{e}\n{}", cluster.statuses()));
@@ -146,9 +168,10 @@ fn a_replica_moves_away_and_back_under_load_losing_no_acknowledged_write() {
     );
 
     let t = Instant::now();
-    let back = admin
-        .move_replica(range, NodeId(4), NodeId(3))
-        .unwrap_or_else(|e| panic!("move 4 -> 3: {e}\n{}", cluster.statuses()));
+    let back = with_retries("move 4 -> 3", || {
+        admin.move_replica(range, NodeId(4), NodeId(3))
+    })
+    .unwrap_or_else(|e| panic!("move 4 -> 3: {e}\n{}", cluster.statuses()));
     eprintln!("move 4 -> 3 took {:?}: {back:?}", t.elapsed());
     assert_eq!(voters(&back), vec![1, 2, 3]);
     wait_moved(&cluster, &[1, 2, 3], 4).unwrap_or_else(|e| panic!("{e}\n{}", cluster.statuses()));
