@@ -29,7 +29,7 @@ use quasar_rpc::message::{
 use rkyv::with::Inline;
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::{RangeLimits, RangeState, Sessions, Versioned, DEFAULT_MAX_SESSIONS};
+use super::{Key, RangeLimits, RangeState, Sessions, Versioned, DEFAULT_MAX_SESSIONS};
 
 const MAGIC: [u8; 4] = *b"QSNP";
 /// The format written (sections).
@@ -73,7 +73,7 @@ struct RangeHead {
 #[derive(Archive, Serialize)]
 struct KeyValueRef<'a> {
     #[rkyv(with = Inline)]
-    key: &'a Vec<u8>,
+    key: &'a Key,
     #[rkyv(with = Inline)]
     value: &'a Vec<u8>,
     version: KeyVersion,
@@ -114,9 +114,9 @@ pub(super) struct Capture {
     /// The caller's name for this snapshot.
     job: u64,
     /// The last key considered; the keys after it are still to come.
-    after: Option<Vec<u8>>,
+    after: Option<Key>,
     /// Keys after `after` written since the start, as they were then (`None`: absent).
-    saved: BTreeMap<Vec<u8>, Option<Versioned>>,
+    saved: BTreeMap<Key, Option<Versioned>>,
     /// Where the snapshot's header is in the caller's buffer.
     start: usize,
     /// CRC32C of the body written so far.
@@ -300,7 +300,7 @@ impl RangeState {
                 .peekable();
             let limit = SECTION_ENTRIES.min(left);
             let mut looked = 0;
-            let mut last: Option<&Vec<u8>> = None;
+            let mut last: Option<&Key> = None;
             let mut finished = false;
             let mut chunk: Vec<KeyValueRef<'_>> = Vec::with_capacity(limit);
             while looked < limit {
@@ -369,7 +369,8 @@ impl RangeState {
         if cap.after.as_deref().is_some_and(|a| key <= a) || cap.saved.contains_key(key) {
             return;
         }
-        cap.saved.insert(key.to_vec(), self.data.get(key).cloned());
+        cap.saved
+            .insert(Key::from_slice(key), self.data.get(key).cloned());
     }
 
     /// Decodes a snapshot made by [`RangeState::encode_snapshot`] (or the incremental
@@ -498,7 +499,7 @@ impl RangeState {
         self.bytes += (kv.key.len() + kv.value.len()) as u64;
         let v = Versioned::new(&kv.key, kv.value, kv.version);
         self.content_hash = self.content_hash.wrapping_add(v.hash);
-        if self.data.insert(kv.key, v).is_some() {
+        if self.data.insert(Key::from_vec(kv.key), v).is_some() {
             return Err(SnapshotError::Invalid {
                 reason: "a key appears twice".into(),
             });
@@ -570,7 +571,7 @@ mod tests {
                 .data
                 .iter()
                 .map(|(k, v)| KeyValue {
-                    key: k.clone(),
+                    key: k.to_vec(),
                     value: v.value.clone(),
                     version: v.version,
                 })
@@ -610,22 +611,27 @@ mod tests {
             std::mem::size_of::<ArchivedKeyValueRef<'static>>(),
             std::mem::size_of::<ArchivedKeyValue>()
         );
-        let (key, value) = (b"key".to_vec(), b"value".to_vec());
-        let version = KeyVersion(9);
-        let borrowed = vec![KeyValueRef {
-            key: &key,
-            value: &value,
-            version,
-        }];
-        let owned = vec![KeyValue {
-            key: key.clone(),
-            value: value.clone(),
-            version,
-        }];
-        let mut a = Vec::new();
-        write_section(&mut a, &borrowed, "entries");
-        let b = rkyv::to_bytes::<rkyv::rancor::Error>(&owned).unwrap();
-        assert_eq!(&a[4..], b.as_slice());
+        // A key stored inline and one longer than the inline bytes (kept on the heap).
+        let long = vec![b'k'; super::super::KEY_INLINE_BYTES + 9];
+        for key in [b"key".to_vec(), long] {
+            let stored = Key::from_slice(&key);
+            let value = b"value".to_vec();
+            let version = KeyVersion(9);
+            let borrowed = vec![KeyValueRef {
+                key: &stored,
+                value: &value,
+                version,
+            }];
+            let owned = vec![KeyValue {
+                key: key.clone(),
+                value: value.clone(),
+                version,
+            }];
+            let mut a = Vec::new();
+            write_section(&mut a, &borrowed, "entries");
+            let b = rkyv::to_bytes::<rkyv::rancor::Error>(&owned).unwrap();
+            assert_eq!(&a[4..], b.as_slice());
+        }
     }
 
     #[test]
