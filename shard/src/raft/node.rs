@@ -85,7 +85,9 @@ pub struct RaftNode {
     last_hard_state: HardState,
     /// `Ready`s handed and not yet advanced (advanced in the order they were handed).
     outstanding: u32,
-    spare: Option<Ready>,
+    /// The last drained `Ready`, kept for its vectors; boxed, so that an idle replica
+    /// (which releases it) does not carry its room.
+    spare: Option<Box<Ready>>,
     snapshot_requested: LogIndex,
     scratch: Vec<u64>,
     released: Vec<PendingRead>,
@@ -530,7 +532,7 @@ impl RaftNode {
     /// while a sync runs: see the module docs of `ready`); `advance` them in the order they
     /// were handed. A snapshot travels alone: no `Ready` is handed while one carrying a
     /// snapshot is outstanding, and a snapshot only in a `Ready` handed when none is.
-    pub fn ready(&mut self) -> Option<Ready> {
+    pub fn ready(&mut self) -> Option<Box<Ready>> {
         if self.snapshot_blocks_ready() {
             return None;
         }
@@ -607,6 +609,11 @@ impl RaftNode {
         }
         if self.reads.is_empty() {
             self.reads = Vec::new();
+        }
+        // Counted only while campaigning; a follower or leader cleared them when it
+        // became one.
+        if matches!(self.role, Role::Follower | Role::Leader) {
+            self.votes = Vec::new();
         }
         for (_, p) in &mut self.progress {
             p.inflights.shrink();

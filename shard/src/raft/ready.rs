@@ -56,7 +56,7 @@ pub struct Ready {
 
 impl Ready {
     /// The report for a runtime that did everything this `Ready` asked.
-    pub fn done(self) -> Advanced {
+    pub fn done(self: Box<Self>) -> Advanced {
         Advanced {
             hard_state_persisted: self.hard_state,
             persisted: self.append.last().map(Entry::id),
@@ -102,7 +102,7 @@ pub struct Advanced {
     pub snapshot_installed: Option<LogId>,
     /// The drained `Ready`, handed back so the core reuses its vectors (no allocation per
     /// turn in the steady state). `None` is fine.
-    pub buffers: Option<Ready>,
+    pub buffers: Option<Box<Ready>>,
 }
 
 /// What a node is rebuilt from: exactly what the runtime persisted (nothing unsynced).

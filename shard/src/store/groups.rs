@@ -28,7 +28,10 @@ use quasar_rpc::message as msg;
 use super::Replica;
 
 pub(super) struct Groups {
-    map: HashMap<msg::GroupId, Replica, quasar_wal::GroupHasher>,
+    /// Boxed: a replica is about 2 KiB, and a table of them inline would hold a quarter to
+    /// a half of its slots empty (and twice that while it grows), which at 100,000 groups
+    /// is hundreds of MiB.
+    map: HashMap<msg::GroupId, Box<Replica>, quasar_wal::GroupHasher>,
     /// Every group, sorted (a deterministic order for whole-store scans).
     order: BTreeSet<msg::GroupId>,
     /// The groups whose `Replica::awake` is set, each once; sorted when `sorted`.
@@ -66,7 +69,7 @@ impl Groups {
     }
 
     pub(super) fn get(&self, g: &msg::GroupId) -> Option<&Replica> {
-        self.map.get(g)
+        self.map.get(g).map(|r| &**r)
     }
 
     /// The replica of `g`, woken and pending: whatever the caller changes, the store's
@@ -86,7 +89,7 @@ impl Groups {
 
     /// Every replica, in no particular order.
     pub(super) fn values(&self) -> impl Iterator<Item = &Replica> {
-        self.map.values()
+        self.map.values().map(|r| &**r)
     }
 
     /// The group after `g` in group order, wrapping round to the first.
@@ -101,7 +104,9 @@ impl Groups {
 
     /// Every replica, in group order.
     pub(super) fn in_order(&self) -> impl Iterator<Item = &Replica> {
-        self.order.iter().filter_map(|g| self.map.get(g))
+        self.order
+            .iter()
+            .filter_map(|g| self.map.get(g).map(|r| &**r))
     }
 
     /// Adds a replica (awake). An existing replica of the same group is replaced.
@@ -110,13 +115,13 @@ impl Groups {
         self.remove(&g);
         r.awake = false;
         r.pending = false;
-        self.map.insert(g, r);
+        self.map.insert(g, Box::new(r));
         self.order.insert(g);
         self.get_mut(&g);
     }
 
     pub(super) fn remove(&mut self, g: &msg::GroupId) -> Option<Replica> {
-        let r = self.map.remove(g)?;
+        let r = *self.map.remove(g)?;
         self.order.remove(g);
         note_touched(&mut self.touched, &mut self.all_touched, self.map.len(), *g);
         if r.awake {
@@ -151,7 +156,9 @@ impl Groups {
 
     /// The awake replicas, in no particular order.
     pub(super) fn awake_values(&self) -> impl Iterator<Item = &Replica> {
-        self.awake.iter().filter_map(|g| self.map.get(g))
+        self.awake
+            .iter()
+            .filter_map(|g| self.map.get(g).map(|r| &**r))
     }
 
     /// Calls `f` on every awake replica, in group order; those for which it returns false
@@ -207,7 +214,9 @@ impl Groups {
 
     /// The pending replicas, in no particular order.
     pub(super) fn pending_values(&self) -> impl Iterator<Item = &Replica> {
-        self.pending.iter().filter_map(|g| self.map.get(g))
+        self.pending
+            .iter()
+            .filter_map(|g| self.map.get(g).map(|r| &**r))
     }
 
     /// Keeps on the pending list only the groups that have work for a turn.

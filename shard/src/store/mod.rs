@@ -267,6 +267,15 @@ struct Incoming {
     bytes: Vec<u8>,
 }
 
+/// A received snapshot, decoded, waiting to be installed.
+struct Staged {
+    last: LogId,
+    from: NodeId,
+    state: RangeState,
+    /// The file as received (kept as this replica's snapshot file once installed).
+    file: Vec<u8>,
+}
+
 /// A snapshot being sent in chunks.
 struct Outgoing {
     to: NodeId,
@@ -290,8 +299,9 @@ struct Replica {
     was_leader: bool,
     last_leader: Option<NodeId>,
     incoming: Option<Incoming>,
-    /// A received snapshot, decoded, waiting for the core's `Ready::snapshot`.
-    staged: Option<(LogId, NodeId, RangeState, Vec<u8>)>,
+    /// A received snapshot, decoded, waiting for the core's `Ready::snapshot`. Boxed: rare,
+    /// and as large as a range's state (every replica would carry the room).
+    staged: Option<Box<Staged>>,
     outgoing: Vec<Outgoing>,
     last_snapshot: LogIndex,
     /// Payload bytes applied since the last snapshot.
@@ -486,7 +496,7 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     responses: Vec<(ConnToken, ClientResponse)>,
     /// The `Ready`s `process` gathered since the last sync began (or the last `finish`), in
     /// the order handed: their records are in the WAL, not yet covered by a sync.
-    in_flight: Vec<(msg::GroupId, Ready)>,
+    in_flight: Vec<(msg::GroupId, Box<Ready>)>,
     /// Whether `in_flight` holds records that must be durable before it is finished.
     in_flight_needs_sync: bool,
     /// A record this store must see durable was written lazily or by an earlier turn (a
@@ -495,7 +505,7 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     sync_wanted: bool,
     /// The `Ready`s whose records the sync in flight covers (`sync_started`), finished by
     /// `finish_synced` once it completed.
-    syncing: Vec<(msg::GroupId, Ready)>,
+    syncing: Vec<(msg::GroupId, Box<Ready>)>,
     /// Whether all `finish_synced` will do for `syncing` is send acknowledgements, serve
     /// reads and advance the cores: no snapshot, every committed entry applied before the
     /// sync. Only then may `process` run while the sync is in flight (`may_process`).
@@ -1647,7 +1657,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 });
             match decoded {
                 Ok(state) => {
-                    r.staged = Some((meta.last, from, state, bytes));
+                    r.staged = Some(Box::new(Staged {
+                        last: meta.last,
+                        from,
+                        state,
+                        file: bytes,
+                    }));
                     false
                 }
                 Err(e) => {
@@ -2260,7 +2275,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         // A file of this replica's own still being written lands before the installed one
         // (the snapshot store keeps the order); its completion is stale.
         r.saving = None;
-        let Some((last, _, _, ref file)) = r.staged else {
+        let Some(&Staged { last, ref file, .. }) = r.staged.as_deref() else {
             return Err(StoreError::Raft {
                 group: g.0,
                 reason: format!(
@@ -2306,8 +2321,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// vector (kept for its capacity).
     fn finish_readys(
         &mut self,
-        mut done: Vec<(msg::GroupId, Ready)>,
-    ) -> Result<Vec<(msg::GroupId, Ready)>, StoreError> {
+        mut done: Vec<(msg::GroupId, Box<Ready>)>,
+    ) -> Result<Vec<(msg::GroupId, Box<Ready>)>, StoreError> {
         let mut applied_up_to = Vec::with_capacity(done.len());
         for (g, rd) in done.iter_mut() {
             let g = *g;
@@ -2352,7 +2367,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(r) = self.groups.get_mut(&g) else {
             return;
         };
-        let Some((last, from, state, _)) = r.staged.take() else {
+        let Some(Staged {
+            last, from, state, ..
+        }) = r.staged.take().map(|s| *s)
+        else {
             return;
         };
         info!(group = g.0, last = %last, keys = state.len(), "snapshot installed");
@@ -2774,7 +2792,7 @@ fn is_asleep_able(r: &Replica, me: NodeId) -> bool {
 /// anything was appended.
 fn write_turn<D: Disk>(
     wal: &mut Wal<D>,
-    in_flight: &[(msg::GroupId, Ready)],
+    in_flight: &[(msg::GroupId, Box<Ready>)],
     compactions: &[(msg::GroupId, LogIndex)],
     metrics: &mut StoreMetrics,
 ) -> Result<bool, WalError> {

@@ -787,3 +787,14 @@ fn the_superseded_sweep_agrees_with_checking_every_pair() {
         assert_eq!(got, expected, "round {round}: {descriptors:?}");
     }
 }
+
+/// Thousands of replicas sit idle in a shard: what each holds inline is paid for every one
+/// of them (rare parts, a received snapshot or the core's recycled `Ready`, are boxed).
+#[test]
+fn a_replica_holds_its_rare_parts_out_of_line() {
+    let size = std::mem::size_of::<super::Replica>();
+    assert!(
+        size <= 1600,
+        "a Replica is {size} bytes inline; box what most replicas never use"
+    );
+}
