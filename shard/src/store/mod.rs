@@ -298,7 +298,8 @@ struct Replica {
     waiting_reads: Vec<(LogIndex, u64)>,
     was_leader: bool,
     last_leader: Option<NodeId>,
-    incoming: Option<Incoming>,
+    /// A snapshot being received (boxed: rare).
+    incoming: Option<Box<Incoming>>,
     /// A received snapshot, decoded, waiting for the core's `Ready::snapshot`. Boxed: rare,
     /// and as large as a range's state (every replica would carry the room).
     staged: Option<Box<Staged>>,
@@ -324,8 +325,8 @@ struct Replica {
     /// file of their own: until this range's next file covers the merge, the child's state
     /// lives in that parent's log, which must keep the split (see `has_unsaved_child`).
     absorbed_parents: Vec<msg::GroupId>,
-    /// The snapshot file being written in the background, if any (one at a time).
-    saving: Option<Saving>,
+    /// The snapshot file being written in the background, if any (one at a time; boxed).
+    saving: Option<Box<Saving>>,
     /// Writes applied in the current load window, and the tick the window started.
     window_writes: u64,
     window_start: u64,
@@ -1618,12 +1619,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             return;
         };
         if offset == 0 {
-            r.incoming = Some(Incoming {
+            r.incoming = Some(Box::new(Incoming {
                 last: meta.last,
                 from,
                 total,
                 bytes: Vec::with_capacity(total.min(64 << 20) as usize),
-            });
+            }));
         }
         let in_order = matches!(&r.incoming, Some(inc) if inc.last == meta.last
             && inc.from == from
@@ -2558,7 +2559,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let ticket = self.next_save;
         self.next_save += 1;
         r.range.begin_snapshot(&mut file, ticket);
-        r.saving = Some(Saving {
+        r.saving = Some(Box::new(Saving {
             ticket,
             index: meta.last.index,
             bytes: r.bytes_since_snapshot,
@@ -2568,7 +2569,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 prefix_crc,
                 range_at,
             })),
-        });
+        }));
         if !self.encoding.contains(&g) {
             self.encoding.push(g);
         }
@@ -2641,7 +2642,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 self.snapshot_write_failed(g, &e);
                 continue;
             }
-            self.snapshot_saved(g, saving)?;
+            self.snapshot_saved(g, *saving)?;
         }
         Ok(())
     }
