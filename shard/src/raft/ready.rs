@@ -4,7 +4,7 @@
 //! One turn of the runtime, for one node:
 //!
 //! ```text
-//!  ready() -> Ready
+//!  ready() -> Box<Ready>
 //!   1. install `snapshot` (if any) and persist it with its data
 //!   2. persist `hard_state` and `append` (overwriting from append[0].index on)
 //!   3. send `send_now` at once (in parallel with 2: the leader replicates while it syncs)
@@ -21,6 +21,10 @@
 //! never names an entry of a `Ready` not yet advanced: an entry is applied only once it is
 //! durable here. A `Ready` carrying a snapshot is handed only when none is outstanding, and
 //! none is handed until it is advanced.
+//!
+//! A `Ready` is boxed and handed back in `Advanced::buffers` for the next turn, vectors and
+//! all: an idle node (thousands per shard) then holds a pointer, or nothing once it
+//! releases its buffers, instead of the `Ready`'s room.
 
 use super::message::Message;
 use super::types::{Entry, HardState, LogId, LogIndex, ReadState, SnapshotMeta};
