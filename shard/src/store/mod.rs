@@ -536,6 +536,8 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     /// Groups that must write a snapshot file soon (split children, merge survivors), and
     /// the tick from which it is due.
     forced_snapshots: Vec<(msg::GroupId, u64)>,
+    /// The tick before which `write_forced_snapshots` does not look again (see there).
+    forced_scan_at: u64,
     /// The ticket of the next background snapshot save.
     next_save: u64,
     /// Groups whose snapshot file is being encoded, a slice per tick.
@@ -619,6 +621,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             pending_admin: Vec::new(),
             orphans: Vec::new(),
             forced_snapshots: Vec::new(),
+            forced_scan_at: 0,
             next_save: 1,
             encoding: Vec::new(),
             last_allocated: 0,
