@@ -111,6 +111,8 @@ struct WalRun {
     bytes: u64,
     elapsed: Duration,
     latency: Histogram<u64>,
+    /// Time in `append` alone (building the batch, encoding, the index, the write).
+    append_latency: Histogram<u64>,
     /// The plain pwrite loop and the same loop writing through a mapping.
     baseline: Option<(BaselineRun, BaselineRun)>,
 }
@@ -133,6 +135,7 @@ struct Producers {
     next_group: Cell<u64>,
     next_index: RefCell<Vec<u64>>,
     latency: RefCell<Histogram<u64>>,
+    append_latency: RefCell<Histogram<u64>>,
     entries: Cell<u64>,
     groups: u64,
     entries_per_batch: usize,
@@ -153,6 +156,10 @@ async fn producer(p: Rc<Producers>, deadline: Instant) -> anyhow::Result<()> {
             }
             p.wal.append(&batch)?
         };
+        let appended_us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        p.append_latency
+            .borrow_mut()
+            .saturating_record(appended_us.max(1));
         p.wal.sync_to(lsn).await?;
         let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
         p.latency.borrow_mut().saturating_record(us.max(1));
@@ -182,6 +189,7 @@ async fn wal_loop(args: WalArgs, dir: PathBuf) -> anyhow::Result<WalRun> {
         next_group: Cell::new(0),
         next_index: RefCell::new(vec![1u64; args.groups as usize]),
         latency: RefCell::new(latency_histogram()),
+        append_latency: RefCell::new(latency_histogram()),
         entries: Cell::new(0),
         groups: args.groups,
         entries_per_batch: args.entries_per_batch,
@@ -227,12 +235,14 @@ async fn wal_loop(args: WalArgs, dir: PathBuf) -> anyhow::Result<WalRun> {
         (wal.syncs_completed(), wal.appended_lsn())
     };
     let latency = p.latency.borrow().clone();
+    let append_latency = p.append_latency.borrow().clone();
     Ok(WalRun {
         entries: p.entries.get(),
         syncs,
         bytes: lsn_bytes(start_lsn, end_lsn, args.segment_mib),
         elapsed,
         latency,
+        append_latency,
         baseline: baseline.map(|(_, run, _, mmap_run)| (run, mmap_run)),
     })
 }
@@ -426,6 +436,10 @@ pub fn run(args: WalArgs) -> anyhow::Result<()> {
             .figure("syncs_per_sec", syncs_per_sec)
             .figure("bytes_per_sync", w.bytes / w.syncs.max(1))
             .percentiles("", &latency);
+        let append = Percentiles::from_histogram(&w.append_latency);
+        report
+            .figure("append_p50_us", append.p50_us)
+            .figure("append_p99_us", append.p99_us);
         if let Some((b, m)) = &w.baseline {
             let base = b.syncs as f64 / b.elapsed.as_secs_f64();
             let p = Percentiles::from_histogram(&b.latency);

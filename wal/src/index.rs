@@ -1,10 +1,12 @@
 //! The in-memory index of one group's log: first/last index, the entry before the first
 //! (snapshot or compaction point), hard state, and the runs of entries (one per `Entries`
-//! record: segment, offset, first index, count). The same code applies live operations and
-//! replays records during recovery, so both agree by construction.
+//! record: segment, offset, first index, count), and the cache of where its most recent
+//! entries lie (`cache::GroupCache`). The same code applies live operations and replays
+//! records during recovery, so both agree by construction.
 
 use std::collections::VecDeque;
 
+use crate::cache::GroupCache;
 use crate::segment::SegmentId;
 use crate::{HardState, LogId, LogIndex, Term};
 
@@ -51,6 +53,9 @@ pub struct GroupLog {
     pub hard_state_segment: Option<SegmentId>,
     /// Segment of the latest record that moved `base` (compact or snapshot mark).
     pub base_segment: Option<SegmentId>,
+    /// Where the group's most recent entries lie (filled by `Wal::append`, never by
+    /// recovery); every operation below applies to it too, so it stays part of the log.
+    pub cache: GroupCache,
 }
 
 impl GroupLog {
@@ -95,6 +100,7 @@ impl GroupLog {
         if from.0 > self.last.0 {
             return Ok(());
         }
+        self.cache.truncate(from);
         while let Some(back) = self.runs.back_mut() {
             if back.first.0 >= from.0 {
                 self.runs.pop_back();
@@ -123,6 +129,7 @@ impl GroupLog {
             term,
         };
         self.base_segment = Some(segment);
+        self.cache.compact(below);
         while let Some(front) = self.runs.front() {
             if front.last().0 < below.0 {
                 self.runs.pop_front();
@@ -140,6 +147,7 @@ impl GroupLog {
         self.base = at;
         self.last = at.index;
         self.runs.clear();
+        self.cache.clear();
         self.base_segment = Some(segment);
     }
 

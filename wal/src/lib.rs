@@ -50,8 +50,9 @@
 //! # Write path (every fsync)
 //!
 //! 1. `prepare`: a background thread writes a zero-filled segment `N.wal.tmp`, fsyncs it,
-//!    renames it to `N.wal`, fsyncs the directory, maps it (`MAP_POPULATE`). Done ahead of
-//!    need (`WalConfig::prepared_segments`).
+//!    renames it to `N.wal`, fsyncs the directory, maps it read-only (not populated: the
+//!    node rarely reads its log back, see `MmapDisk`). Done ahead of need
+//!    (`WalConfig::prepared_segments`).
 //! 2. `append`: a `SyncMark` record (the position durable now), then the batch's records,
 //!    are encoded into a reused staging buffer and written with one `pwrite`
 //!    (`Disk::write`); the read-only mapping sees them at once (one page cache). If the
@@ -116,7 +117,7 @@ pub use gc::GcReport;
 pub use index::LogOpError;
 pub use segment::{Lsn, SegmentId};
 
-use cache::EntryCache;
+use cache::CacheBudget;
 use index::{GroupLog, Run};
 use record::{RecordKind, HEADER_LEN, SEGMENT_HEADER_RECORD_LEN, SYNC_MARK_RECORD_LEN};
 
@@ -446,7 +447,8 @@ pub struct Wal<D: Disk = MmapDisk> {
     /// retries.
     space_shortage: Option<String>,
     groups: HashMap<GroupId, GroupLog, GroupHasher>,
-    cache: EntryCache,
+    /// The budget of the groups' caches of recent entries (`GroupLog::cache`).
+    cache: CacheBudget,
     /// A batch is encoded here, then written to its segment with one `Disk::write`
     /// (reused: no allocation per batch once it has grown).
     stage: Vec<u8>,
@@ -798,10 +800,20 @@ impl<D: Disk> Wal<D> {
         if segments.back() != Some(&cursor.segment) {
             segments.push_back(cursor.segment);
         }
+        // The scan is over: the pages it mapped need not stay in this process (a segment
+        // prepared after the end of the log, kept for the next roll, included).
+        for id in listed
+            .iter()
+            .map(|&(id, _)| id)
+            .filter(|id| !to_remove.contains(id))
+        {
+            disk.release_pages(id)
+                .map_err(io_err("map", disk.location(id)))?;
+        }
         let position = cursor.lsn();
         let mut wal = Wal {
             disk,
-            cache: EntryCache::new(config.cache_bytes),
+            cache: CacheBudget::new(config.cache_bytes),
             config,
             seed: record::segment_seed(cursor.segment.0),
             cursor,
@@ -1122,9 +1134,20 @@ impl<D: Disk> Wal<D> {
                 count,
             } => {
                 let entries = &batch.entries[start..start + count];
+                let run = Run {
+                    first,
+                    count: count as u32,
+                    offset: at as u32,
+                    segment: seg,
+                };
+                // One lookup for the index and the cache. `append` drops entries (cached
+                // ones too) at `first` and after.
+                let g = self.groups.entry(group).or_default();
+                if let Err(e) = g.append(run) {
+                    panic!("validated entries refused by the index of group {group}: {e}");
+                }
                 record::put_entries_prefix(stage, rel, first, count as u32);
                 let mut p = rel + HEADER_LEN + record::ENTRIES_PREFIX_LEN;
-                // `insert` drops cached entries at `first` and after.
                 for (i, (term, payload)) in entries.iter().enumerate() {
                     let location = cache::Location {
                         segment: seg,
@@ -1132,29 +1155,21 @@ impl<D: Disk> Wal<D> {
                         len: payload.len() as u32,
                     };
                     p = record::put_entry(stage, p, *term, payload);
-                    self.cache
-                        .insert(group, LogIndex(first.0 + i as u64), *term, location);
-                }
-                let next = base
-                    + record::seal_record(
-                        stage,
-                        rel,
-                        RecordKind::Entries,
-                        group,
-                        p - rel - HEADER_LEN,
-                        seed,
+                    g.cache.insert(
+                        &mut self.cache,
+                        LogIndex(first.0 + i as u64),
+                        *term,
+                        location,
                     );
-                let run = Run {
-                    first,
-                    count: count as u32,
-                    offset: at as u32,
-                    segment: seg,
-                };
-                let g = self.groups.entry(group).or_default();
-                if let Err(e) = g.append(run) {
-                    panic!("validated entries refused by the index of group {group}: {e}");
                 }
-                next
+                base + record::seal_record(
+                    stage,
+                    rel,
+                    RecordKind::Entries,
+                    group,
+                    p - rel - HEADER_LEN,
+                    seed,
+                )
             }
             Op::HardState { group, hs } => {
                 let next = base
@@ -1185,7 +1200,6 @@ impl<D: Disk> Wal<D> {
                 if let Err(e) = self.groups.entry(group).or_default().truncate_from(from) {
                     panic!("validated truncation refused by the index of group {group}: {e}");
                 }
-                self.cache.truncate(group, from);
                 next
             }
             Op::Compact { group, below } => {
@@ -1214,7 +1228,6 @@ impl<D: Disk> Wal<D> {
                     .entry(group)
                     .or_default()
                     .compact(below, term, seg);
-                self.cache.compact(group, below);
                 next
             }
             Op::Snapshot { group, at: id } => {
@@ -1228,7 +1241,6 @@ impl<D: Disk> Wal<D> {
                         seed,
                     );
                 self.groups.entry(group).or_default().snapshot(id, seg);
-                self.cache.clear(group);
                 next
             }
         }
@@ -1266,6 +1278,10 @@ impl<D: Disk> Wal<D> {
         self.seed = record::segment_seed(next.0);
         self.segments.push_back(next);
         self.request_prepared();
+        // Once per segment, groups that stopped appending let go of evicted cache entries.
+        for g in self.groups.values_mut() {
+            g.cache.trim(&self.cache);
+        }
         Ok(())
     }
 
@@ -1432,7 +1448,8 @@ impl<D: Disk> Wal<D> {
         } else if index.0 == 0 {
             return Ok(Term(0));
         }
-        if let Some((term, _)) = self.cache.get(group, index) {
+        let cached = self.groups.get(&group);
+        if let Some((term, _)) = cached.and_then(|g| g.cache.get(&self.cache, index)) {
             self.check_range(group, index)?;
             return Ok(term);
         }
@@ -1459,10 +1476,10 @@ impl<D: Disk> Wal<D> {
             return Ok(());
         }
         self.check_range(group, range.start)?;
-        self.check_range(group, LogIndex(range.end.0 - 1))?;
+        let cache = &self.check_range(group, LogIndex(range.end.0 - 1))?.cache;
         let mut index = range.start;
         while index.0 < range.end.0 {
-            if let Some((term, at)) = self.cache.get(group, index) {
+            if let Some((term, at)) = cache.get(&self.cache, index) {
                 let (start, len) = (at.offset as usize, at.len as usize);
                 let payload = &self.disk.bytes(at.segment)[start..start + len];
                 out.push(Entry {
@@ -1617,13 +1634,13 @@ impl<D: Disk> Wal<D> {
                     "run {r:?} in a deleted segment"
                 );
             }
-        }
-        self.cache.check_invariants();
-        for segment in self.cache.segments() {
-            assert!(
-                self.segments.contains(&segment),
-                "cached entry in deleted segment {segment}"
-            );
+            g.cache.check_invariants(&self.cache, g.base.index, g.last);
+            for segment in g.cache.segments() {
+                assert!(
+                    self.segments.contains(&segment),
+                    "cached entry in deleted segment {segment}"
+                );
+            }
         }
     }
 }

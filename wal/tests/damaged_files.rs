@@ -372,3 +372,38 @@ fn zero_length_newest_segment_is_replaced() {
         config().segment_size_bytes as u64
     );
 }
+
+/// Kilobytes of this process's resident pages in mappings of files under `dir`
+/// (`/proc/self/smaps`).
+fn resident_kib_mapped_from(dir: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let dir = dir.display().to_string();
+    let mut ours = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: `start-end perms offset dev inode [path]`.
+            ours = line.split_whitespace().nth(5).is_some_and(|p| p.starts_with(&dir));
+        } else if ours && first == "Rss:" {
+            kib += line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap();
+        }
+    }
+    kib
+}
+
+#[test]
+fn a_reopened_log_keeps_no_segment_pages_mapped_until_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path().to_path_buf());
+    let wal = Wal::open_dir(dir.path(), config()).unwrap();
+    // Recovery scanned every segment through populated mappings, then let them go.
+    assert_eq!(resident_kib_mapped_from(dir.path()), 0);
+    assert_eq!(check_contents(&wal), BATCHES);
+    // Reading the log back faults its pages in again: the measure sees the mappings.
+    assert!(resident_kib_mapped_from(dir.path()) > 0);
+}
