@@ -1152,8 +1152,19 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let heartbeat = u64::from(self.cfg.heartbeat_ticks.max(1));
         self.note_silences(now, election);
         let me = self.cfg.node;
-        // Groups go to sleep only between turns (a `Ready` in flight is not idle).
-        let may_sleep = self.in_flight.is_empty() && self.syncing.is_empty();
+        // A group whose `Ready` is in flight (handed to the WAL, or under the sync) is not
+        // idle. The others may sleep even while a turn is in flight: waiting for a moment
+        // with no turn in flight at all never came once 100,000 groups were awake at once
+        // (after loading a key into each), whose visits kept the shard busy enough that
+        // some turn was always in flight, so none slept again.
+        let mut busy: Vec<msg::GroupId> = self
+            .in_flight
+            .iter()
+            .chain(&self.syncing)
+            .map(|(g, _)| *g)
+            .collect();
+        busy.sort_unstable();
+        busy.dedup();
         let last_heard = &self.last_heard;
         let heard = |n: NodeId| last_heard.get(&n).copied();
         self.groups.retain_awake(|r| {
@@ -1168,7 +1179,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     r.raft.wake();
                     return true;
                 }
-                if may_sleep && is_asleep_able(r, me) {
+                if is_asleep_able(r, me) && busy.binary_search(&r.group).is_err() {
                     r.raft.release_buffers();
                     return false;
                 }
