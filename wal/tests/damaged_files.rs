@@ -384,7 +384,10 @@ fn resident_kib_mapped_from(dir: &Path) -> u64 {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
             // A mapping's header: `start-end perms offset dev inode [path]`.
-            ours = line.split_whitespace().nth(5).is_some_and(|p| p.starts_with(&dir));
+            ours = line
+                .split_whitespace()
+                .nth(5)
+                .is_some_and(|p| p.starts_with(&dir));
         } else if ours && first == "Rss:" {
             kib += line
                 .split_whitespace()
