@@ -33,6 +33,9 @@ use crate::transport::{shard_for_group, Backoff};
 const RANGES_PAGE: u32 = 256;
 /// Bound on pages (a server that never ends the listing is a bug, not a reason to hang).
 const MAX_PAGES: usize = 10_000;
+/// How many times `move_replica` plans again after the node it asked showed it an old
+/// descriptor.
+const STALE_DESCRIBE_RETRIES: usize = 3;
 
 /// Why an admin operation did not succeed. Every message is one line for an operator.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -701,7 +704,29 @@ impl AdminClient {
         to: NodeId,
     ) -> Result<RangeDescriptor, AdminError> {
         let info = self.describe(range)?;
-        let info = self.fresh(info);
+        let mut info = self.fresh(info);
+        // The node asked may lag behind the range (one whose replica was just moved away
+        // keeps the descriptor it last saw, and names no other leader): a refusal carrying a
+        // newer epoch sends the plan to that descriptor's voters, a few times.
+        for _ in 0..STALE_DESCRIBE_RETRIES {
+            match self.move_seen(info.clone(), from, to) {
+                Err(AdminError::Changed { descriptor })
+                    if descriptor.epoch > info.descriptor.epoch =>
+                {
+                    let voters: Vec<NodeId> = descriptor.voters().collect();
+                    let newer = voters.into_iter().find_map(|v| {
+                        self.describe_at(v, range)
+                            .ok()
+                            .filter(|i| i.descriptor.epoch >= descriptor.epoch)
+                    });
+                    match newer {
+                        Some(i) => info = self.fresh(i),
+                        None => return Err(AdminError::Changed { descriptor }),
+                    }
+                }
+                other => return other,
+            }
+        }
         self.move_seen(info, from, to)
     }
 
