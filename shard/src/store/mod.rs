@@ -1155,8 +1155,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         // A group whose `Ready` is in flight (handed to the WAL, or under the sync) is not
         // idle. The others may sleep even while a turn is in flight: waiting for a moment
         // with no turn in flight at all never came once 100,000 groups were awake at once
-        // (after loading a key into each), whose visits kept the shard busy enough that
-        // some turn was always in flight, so none slept again.
+        // (woken by a pre-split's 66,000 leadership moves, each pass over the groups keeping
+        // the shard busy), so some turn was always in flight and none slept again.
         let mut busy: Vec<msg::GroupId> = self
             .in_flight
             .iter()
