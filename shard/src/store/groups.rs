@@ -19,6 +19,13 @@
 //! A replica's status can change only while it is awake, so the statuses a shard publishes
 //! are brought up to date from the groups awake since the last time (`take_touched`), not
 //! rebuilt from every group.
+//!
+//! The table also counts, for each group, the replicas that pin its log
+//! (`Replica::pinned_logs`: split children without a file of their own, ranges that absorbed
+//! one): whether a group may write a snapshot file is a lookup, not a pass over every group,
+//! and a group whose last pin goes is reported (`take_unpinned`), so a split child waiting
+//! for its own children's files starts the moment the last of them lands. The pins change
+//! only through `insert`, `remove` and `update_pins`; `check` recounts them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Index;
@@ -44,6 +51,10 @@ pub(super) struct Groups {
     /// The groups whose `Replica::pending` is set, each once; sorted when `pending_sorted`.
     pending: Vec<msg::GroupId>,
     pending_sorted: bool,
+    /// For each group whose log some replica pins, how many do (none: no entry).
+    pins: HashMap<msg::GroupId, u32, quasar_wal::GroupHasher>,
+    /// Groups whose last pin went since the last `take_unpinned` (with repeats).
+    unpinned: Vec<msg::GroupId>,
 }
 
 impl Groups {
@@ -57,6 +68,8 @@ impl Groups {
             all_touched: false,
             pending: Vec::new(),
             pending_sorted: true,
+            pins: HashMap::default(),
+            unpinned: Vec::new(),
         }
     }
 
@@ -115,6 +128,7 @@ impl Groups {
         self.remove(&g);
         r.awake = false;
         r.pending = false;
+        add_pins(&mut self.pins, &r);
         self.map.insert(g, Box::new(r));
         self.order.insert(g);
         self.get_mut(&g);
@@ -123,6 +137,7 @@ impl Groups {
     pub(super) fn remove(&mut self, g: &msg::GroupId) -> Option<Replica> {
         let r = *self.map.remove(g)?;
         self.order.remove(g);
+        remove_pins(&mut self.pins, &mut self.unpinned, &r);
         note_touched(&mut self.touched, &mut self.all_touched, self.map.len(), *g);
         if r.awake {
             self.awake.retain(|x| x != g);
@@ -131,6 +146,37 @@ impl Groups {
             self.pending.retain(|x| x != g);
         }
         Some(r)
+    }
+
+    /// Whether some replica pins `g`'s log (`Replica::pins_log_of`): `g` must keep it.
+    pub(super) fn pinned(&self, g: msg::GroupId) -> bool {
+        self.pins.contains_key(&g)
+    }
+
+    /// Changes what `g`'s replica pins (its `parent` and `absorbed_parents`: nothing else
+    /// may change them) and wakes it; `false` when there is no such replica.
+    pub(super) fn update_pins(&mut self, g: msg::GroupId, f: impl FnOnce(&mut Replica)) -> bool {
+        if self.get_mut(&g).is_none() {
+            return false;
+        }
+        let Some(r) = self.map.get_mut(&g) else {
+            return false;
+        };
+        remove_pins(&mut self.pins, &mut self.unpinned, r);
+        f(r);
+        add_pins(&mut self.pins, r);
+        true
+    }
+
+    /// The groups whose log no replica pins any more since the last call (some may be
+    /// pinned again, or gone, by now).
+    pub(super) fn take_unpinned(&mut self) -> Vec<msg::GroupId> {
+        std::mem::take(&mut self.unpinned)
+    }
+
+    /// Whether `g` lost its last pin since the last `take_unpinned`.
+    pub(super) fn was_unpinned(&self, g: msg::GroupId) -> bool {
+        self.unpinned.contains(&g)
     }
 
     /// Real time passed without ticks: every lease clock moves on. No timer fires, so no
@@ -305,6 +351,49 @@ impl Groups {
                 self.awake.windows(2).all(|w| w[0] < w[1]),
                 "awake list not sorted"
             );
+        }
+        let mut pins: HashMap<msg::GroupId, u32> = HashMap::new();
+        for r in self.map.values() {
+            for p in r.pinned_logs() {
+                *pins.entry(p).or_default() += 1;
+            }
+        }
+        assert_eq!(
+            pins.len(),
+            self.pins.len(),
+            "pinned logs counted for other groups than pinned"
+        );
+        for (g, n) in &pins {
+            assert_eq!(
+                self.pins.get(g),
+                Some(n),
+                "group {}: pins of its log miscounted",
+                g.0
+            );
+        }
+    }
+}
+
+fn add_pins(pins: &mut HashMap<msg::GroupId, u32, quasar_wal::GroupHasher>, r: &Replica) {
+    for p in r.pinned_logs() {
+        *pins.entry(p).or_default() += 1;
+    }
+}
+
+fn remove_pins(
+    pins: &mut HashMap<msg::GroupId, u32, quasar_wal::GroupHasher>,
+    unpinned: &mut Vec<msg::GroupId>,
+    r: &Replica,
+) {
+    for p in r.pinned_logs() {
+        let Some(n) = pins.get_mut(&p) else {
+            debug_assert!(false, "group {} pinned but not counted", p.0);
+            continue;
+        };
+        *n -= 1;
+        if *n == 0 {
+            pins.remove(&p);
+            unpinned.push(p);
         }
     }
 }

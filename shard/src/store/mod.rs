@@ -536,8 +536,9 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     /// Groups that must write a snapshot file soon (split children, merge survivors), and
     /// the tick from which it is due.
     forced_snapshots: Vec<(msg::GroupId, u64)>,
-    /// The tick before which `write_forced_snapshots` does not look again (see there).
-    forced_scan_at: u64,
+    /// Due groups of `forced_snapshots` whose log another range pins: they wait for the
+    /// table to report them unpinned (see `write_forced_snapshots`).
+    forced_waiting: std::collections::HashSet<msg::GroupId, quasar_wal::GroupHasher>,
     /// The ticket of the next background snapshot save.
     next_save: u64,
     /// Groups whose snapshot file is being encoded, a slice per tick.
@@ -621,7 +622,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             pending_admin: Vec::new(),
             orphans: Vec::new(),
             forced_snapshots: Vec::new(),
-            forced_scan_at: 0,
+            forced_waiting: Default::default(),
             next_save: 1,
             encoding: Vec::new(),
             last_allocated: 0,
@@ -803,6 +804,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     fn drop_replica(&mut self, g: msg::GroupId) -> Option<Replica> {
         let r = self.groups.remove(&g)?;
         self.forced_snapshots.retain(|(x, _)| *x != g);
+        self.forced_waiting.remove(&g);
         let range = r.range.descriptor().id;
         fail_reads(
             &mut self.reads,
@@ -2731,6 +2733,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// Checks the invariants of every group (simulator and tests).
     pub fn check_invariants(&self) {
         self.groups.check();
+        for g in &self.forced_waiting {
+            assert!(
+                self.groups.pinned(*g) || self.groups.was_unpinned(*g),
+                "group {} waits for its children's files but none pins its log",
+                g.0
+            );
+        }
         for r in self.groups.values() {
             if !r.awake {
                 assert!(

@@ -36,10 +36,6 @@ pub(super) const LAG_TOLERANCE: u64 = 1000;
 /// Ticks between two looks for frozen ranges whose merge must be finished.
 const FROZEN_CHECK_TICKS: u64 = 32;
 
-/// Groups per tick of wait between two passes of `write_forced_snapshots` over the groups
-/// (under a thousand groups it looks every tick).
-const FORCED_SCAN_GROUPS_PER_TICK: u64 = 1000;
-
 /// What applying a range command did.
 pub(super) enum Applied {
     Split {
@@ -821,10 +817,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         };
         quasar_wal::crash_point!("split-apply");
         self.create_replica(right.group, None, Some((meta, child)))?;
-        if let Some(c) = self.groups.get_mut(&right.group) {
+        let now = self.ticks;
+        self.groups.update_pins(right.group, |c| {
             c.parent = Some(g);
-            c.last_activity = self.ticks;
-        }
+            c.last_activity = now;
+        });
         if superseded {
             info!(
                 range = d.id.0,
@@ -975,25 +972,27 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         // (Found by the simulator: a child of the absorbed range lost its birth when the
         // survivor's file freed the absorbed range's log, and the merge that later took the
         // child could not replay after a crash.)
-        let pinning: Vec<msg::GroupId> = self
-            .groups
-            .in_order()
-            .filter(|c| c.pins_log_of(rg))
-            .map(|c| c.group)
-            .collect();
+        let pinning: Vec<msg::GroupId> = if self.groups.pinned(rg) {
+            self.groups
+                .in_order()
+                .filter(|c| c.pins_log_of(rg))
+                .map(|c| c.group)
+                .collect()
+        } else {
+            Vec::new()
+        };
         for g in pinning {
-            let Some(c) = self.groups.get_mut(&g) else {
-                continue;
-            };
-            if c.parent == Some(rg) {
-                c.parent = Some(lg);
-            }
-            if c.absorbed_parents.contains(&rg) {
-                c.absorbed_parents.retain(|p| *p != rg);
-                if c.group != lg && !c.absorbed_parents.contains(&lg) {
-                    c.absorbed_parents.push(lg);
+            self.groups.update_pins(g, |c| {
+                if c.parent == Some(rg) {
+                    c.parent = Some(lg);
                 }
-            }
+                if c.absorbed_parents.contains(&rg) {
+                    c.absorbed_parents.retain(|p| *p != rg);
+                    if c.group != lg && !c.absorbed_parents.contains(&lg) {
+                        c.absorbed_parents.push(lg);
+                    }
+                }
+            });
         }
         self.destroyed.insert(rg);
         self.merged_into.insert(rg, (lg, e.index));
@@ -1016,6 +1015,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         let keys = right.range.len();
         quasar_wal::crash_point!("merge-apply");
+        let right_parents: Vec<msg::GroupId> = right
+            .parent
+            .into_iter()
+            .chain(right.absorbed_parents)
+            .collect();
         if let Some(l) = self.groups.get_mut(&lg) {
             l.range.absorb(e.index.0, right.range, merged.clone());
             l.absorbed.push(rg);
@@ -1025,15 +1029,17 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             // birth once the child was absorbed by another range whose file did not cover
             // the merge yet; after a crash that merge could not replay.)
             l.absorbed.extend(right.absorbed);
-            for p in right.parent.into_iter().chain(right.absorbed_parents) {
-                if p != lg && !l.absorbed_parents.contains(&p) {
-                    l.absorbed_parents.push(p);
-                }
-            }
             // A file under way holds the state before the merge: it must not free the
             // absorbed range's files when it lands.
             l.saving = None;
         }
+        self.groups.update_pins(lg, |l| {
+            for p in right_parents {
+                if p != lg && !l.absorbed_parents.contains(&p) {
+                    l.absorbed_parents.push(p);
+                }
+            }
+        });
         self.forced_snapshots
             .push((lg, self.ticks + self.cfg.forced_snapshot_delay_ticks));
         {
@@ -1314,16 +1320,24 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// Starts the snapshots that splits and merges made due (a split child's first file,
     /// which frees its parent's log; a survivor's, which frees the absorbed range's files),
     /// and keeps each due until its file is durable.
+    ///
+    /// A due group whose log another range pins (a child of its own without a file) waits
+    /// off the list, in `forced_waiting`, until the table reports its last pin gone
+    /// (`Groups::take_unpinned`): then it starts in the same turn. A chain of splits (each
+    /// child split again) so writes its files one per turn from the last child back,
+    /// without a pass over the waiting ones. (Before, every call looked at every due group
+    /// and every group, and with many groups it ran only once per thousand of them in
+    /// ticks: 10,000 chained children wrote 10 files a second.)
     pub(super) fn write_forced_snapshots(&mut self) -> Result<(), StoreError> {
         let now = self.ticks;
-        if !self.forced_snapshots.iter().any(|(_, due)| *due <= now) || now < self.forced_scan_at {
+        for g in self.groups.take_unpinned() {
+            if self.forced_waiting.remove(&g) {
+                self.forced_snapshots.push((g, now));
+            }
+        }
+        if !self.forced_snapshots.iter().any(|(_, due)| *due <= now) {
             return Ok(());
         }
-        // Each call passes over every group (the pinned set below): with many groups it
-        // runs once per thousand of them in ticks, or a burst of splits (a pre-split of tens
-        // of thousands of ranges) spends the shard's thread on it: 80 % of a node's CPU at
-        // 23,000 ranges, each tick. A due file only starts later; nothing waits on it.
-        self.forced_scan_at = now + self.groups.len() as u64 / FORCED_SCAN_GROUPS_PER_TICK;
         let mut due: Vec<msg::GroupId> = self
             .forced_snapshots
             .iter()
@@ -1331,17 +1345,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .map(|(g, _)| *g)
             .collect();
         self.forced_snapshots.retain(|(_, t)| *t > now);
-        // Split children first: a parent (or merge survivor) waits for its children's files.
-        due.sort_by_key(|g| self.groups.get(g).is_none_or(|r| r.parent.is_none()));
-        // The logs some range still needs (`has_unsaved_child` for every due group at once:
-        // one pass over the groups, not one per due group, which made a burst of thousands
-        // of splits quadratic). Starting saves below frees no log before the next turn, so
-        // the set stays exact for this call.
-        let pinned: std::collections::HashSet<msg::GroupId> = self
-            .groups
-            .values()
-            .flat_map(Replica::pinned_logs)
-            .collect();
+        due.sort_unstable();
+        due.dedup();
         for g in due {
             let needed = self
                 .groups
@@ -1350,11 +1355,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             if !needed {
                 continue;
             }
-            if !pinned.contains(&g) {
-                self.start_unpinned(g)?;
+            if self.groups.pinned(g) {
+                self.forced_waiting.insert(g);
+                continue;
             }
-            // Looked at again until the file is durable (or started, once it can be: a
-            // pinned group after its children's files).
+            self.start_unpinned(g)?;
+            // Looked at again until the file is durable.
             self.forced_snapshots.push((g, now + 1));
         }
         Ok(())
@@ -1413,6 +1419,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// replica applied), its split children without a file write one: the parent's log will
     /// no longer hold their birth.
     pub(super) fn save_children(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
+        if !self.groups.pinned(g) {
+            return Ok(());
+        }
         // Children alive, and ranges that absorbed a child before it had a file.
         let children: Vec<msg::GroupId> = self
             .groups
@@ -1455,11 +1464,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// A snapshot file of `g` is durable: a split child no longer needs its parent's log,
     /// and ranges `g` absorbed lose their files.
     pub(super) fn snapshot_written(&mut self, g: msg::GroupId) -> Result<(), StoreError> {
+        self.groups.update_pins(g, |r| {
+            r.parent = None;
+            r.absorbed_parents.clear();
+        });
         let Some(r) = self.groups.get_mut(&g) else {
             return Ok(());
         };
-        r.parent = None;
-        r.absorbed_parents.clear();
         let absorbed = std::mem::take(&mut r.absorbed);
         for a in absorbed {
             self.destroy_files(a)?;
@@ -1470,7 +1481,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     /// Whether `g` must keep its log: a split child of it has no snapshot file yet (alive,
     /// or absorbed by a range whose file does not cover the merge yet).
     pub(super) fn has_unsaved_child(&self, g: msg::GroupId) -> bool {
-        self.groups.values().any(|c| c.pins_log_of(g))
+        self.groups.pinned(g)
     }
 
     /// The split policy, for a leader after its turn: split in the middle once the range

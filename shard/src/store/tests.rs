@@ -798,3 +798,92 @@ fn a_replica_holds_its_rare_parts_out_of_line() {
         "a Replica is {size} bytes inline; box what most replicas never use"
     );
 }
+
+#[test]
+fn a_chain_of_split_children_writes_its_files_last_child_first_and_survives_a_crash() {
+    use quasar_rpc::message::{AdminOp, AdminReply};
+    // Each child is split again before its first file is due: child i pins the log of
+    // child i-1, so only the last child may write at first, and each file landing frees
+    // the one before it (without a pass over the waiting ones).
+    const CHAIN: usize = 40;
+    let mut cfg = config(1);
+    // Not due while the chain grows (each split takes a few ticks)...
+    cfg.forced_snapshot_delay_ticks = 100_000;
+    cfg.snapshot_after_entries = 1_000;
+    let mut one = leader_with(cfg.clone());
+    let mut range = one.user_ranges()[0].clone();
+    let mut children = Vec::new();
+    for i in 0..CHAIN {
+        let key = format!("key-{i:03}");
+        put_ok(&mut one, &key);
+        let split = one.admin(AdminOp::SplitRange {
+            range: range.id,
+            split_key: format!("key-{i:03}x").into_bytes(),
+            expected_epoch: range.epoch,
+        });
+        range = match split.result {
+            Ok(AdminReply::Split { right, .. }) => right,
+            other => panic!("split {i} answered {other:?}"),
+        };
+        children.push(range.group);
+    }
+    let files = |one: &One| {
+        let on_disk = one.store.snaps.groups().expect("list");
+        children.iter().filter(|g| on_disk.contains(g)).count()
+    };
+    assert_eq!(files(&one), 0);
+    // ... then all at once.
+    let now = one.store.ticks;
+    for (_, due) in &mut one.store.forced_snapshots {
+        *due = now;
+    }
+    // Half the chain's files, then a crash: the children without a file replay from
+    // their parents' logs.
+    let mut ticks = 0;
+    while files(&one) < CHAIN / 2 {
+        assert!(
+            ticks < 4 * CHAIN + 100,
+            "{} files after {ticks} ticks",
+            files(&one)
+        );
+        one.store.tick();
+        one.turn();
+        one.store.check_invariants();
+        ticks += 1;
+    }
+    let snaps = one.store.snaps.clone();
+    let crashed = one.store.wal.disk().crash(Crash::DropUnsynced);
+    let next = one.next;
+    cfg.forced_snapshot_delay_ticks = 5;
+    let mut one = open(crashed, snaps, cfg);
+    one.next = next;
+    one.settle(40);
+    for i in 0..CHAIN {
+        let key = format!("key-{i:03}");
+        assert_eq!(
+            one.get(key.as_bytes()),
+            Some(key.clone().into_bytes()),
+            "{key}"
+        );
+    }
+    let mut ticks = 0;
+    while files(&one) < CHAIN {
+        assert!(
+            ticks < 4 * CHAIN + 100,
+            "{} files after {ticks} ticks",
+            files(&one)
+        );
+        one.store.tick();
+        one.turn();
+        one.store.check_invariants();
+        ticks += 1;
+    }
+    for g in &children {
+        assert!(
+            !one.store.has_unsaved_child(*g),
+            "group {} still pinned",
+            g.0
+        );
+    }
+    assert_eq!(one.user_ranges().len(), CHAIN + 1);
+}
