@@ -26,9 +26,15 @@
 //! and a group whose last pin goes is reported (`take_unpinned`), so a split child waiting
 //! for its own children's files starts the moment the last of them lands. The pins change
 //! only through `insert`, `remove` and `update_pins`; `check` recounts them.
+//!
+//! Two more indexes spare the store passes over every group on each split and admin
+//! request: the group of each range id (`group_of_range`), and the groups by their range's
+//! first key (`starting_in`). A range keeps its id and first key for life, except a replica
+//! adopted before it knew its range (id 0, no key) when its first snapshot installs
+//! (`replace_range`); `check` verifies both.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ops::Index;
+use std::ops::{Bound, Index};
 
 use quasar_rpc::message as msg;
 
@@ -55,6 +61,10 @@ pub(super) struct Groups {
     pins: HashMap<msg::GroupId, u32, quasar_wal::GroupHasher>,
     /// Groups whose last pin went since the last `take_unpinned` (with repeats).
     unpinned: Vec<msg::GroupId>,
+    /// The group of each range id (not id 0: replicas that do not know their range yet).
+    by_range: HashMap<msg::RangeId, msg::GroupId>,
+    /// Every group by its range's first key.
+    by_start: BTreeSet<(Vec<u8>, msg::GroupId)>,
 }
 
 impl Groups {
@@ -70,6 +80,8 @@ impl Groups {
             pending_sorted: true,
             pins: HashMap::default(),
             unpinned: Vec::new(),
+            by_range: HashMap::new(),
+            by_start: BTreeSet::new(),
         }
     }
 
@@ -129,6 +141,7 @@ impl Groups {
         r.awake = false;
         r.pending = false;
         add_pins(&mut self.pins, &r);
+        self.index_range(&r);
         self.map.insert(g, Box::new(r));
         self.order.insert(g);
         self.get_mut(&g);
@@ -138,6 +151,7 @@ impl Groups {
         let r = *self.map.remove(g)?;
         self.order.remove(g);
         remove_pins(&mut self.pins, &mut self.unpinned, &r);
+        self.unindex_range(&r);
         note_touched(&mut self.touched, &mut self.all_touched, self.map.len(), *g);
         if r.awake {
             self.awake.retain(|x| x != g);
@@ -172,6 +186,62 @@ impl Groups {
     /// pinned again, or gone, by now).
     pub(super) fn take_unpinned(&mut self) -> Vec<msg::GroupId> {
         std::mem::take(&mut self.unpinned)
+    }
+
+    /// The local group of range `id`.
+    pub(super) fn group_of_range(&self, id: msg::RangeId) -> Option<msg::GroupId> {
+        if id.0 == 0 {
+            return None;
+        }
+        self.by_range.get(&id).copied()
+    }
+
+    /// The replicas whose range starts in `[from, to)` (`to` empty: no end), by first key.
+    pub(super) fn starting_in<'a>(
+        &'a self,
+        from: &[u8],
+        to: &'a [u8],
+    ) -> impl Iterator<Item = &'a Replica> + 'a {
+        self.by_start
+            .range((
+                Bound::Included((from.to_vec(), msg::GroupId(0))),
+                Bound::Unbounded,
+            ))
+            .take_while(move |(start, _)| to.is_empty() || start.as_slice() < to)
+            .filter_map(|(_, g)| self.map.get(g).map(|r| &**r))
+    }
+
+    /// Puts `state` in place of `g`'s range (a snapshot installed; it may name the range of
+    /// a replica adopted without one), keeping the indexes; the old one comes back.
+    pub(super) fn replace_range(
+        &mut self,
+        g: msg::GroupId,
+        state: crate::range::RangeState,
+    ) -> Option<crate::range::RangeState> {
+        self.get_mut(&g)?;
+        let r = self.map.remove(&g)?;
+        self.unindex_range(&r);
+        let mut r = r;
+        let old = std::mem::replace(&mut r.range, state);
+        self.index_range(&r);
+        self.map.insert(g, r);
+        Some(old)
+    }
+
+    fn index_range(&mut self, r: &Replica) {
+        let d = r.range.descriptor();
+        if d.id.0 != 0 {
+            self.by_range.insert(d.id, r.group);
+        }
+        self.by_start.insert((d.start.clone(), r.group));
+    }
+
+    fn unindex_range(&mut self, r: &Replica) {
+        let d = r.range.descriptor();
+        if d.id.0 != 0 && self.by_range.get(&d.id) == Some(&r.group) {
+            self.by_range.remove(&d.id);
+        }
+        self.by_start.remove(&(d.start.clone(), r.group));
     }
 
     /// Whether `g` lost its last pin since the last `take_unpinned`.
@@ -352,6 +422,31 @@ impl Groups {
                 "awake list not sorted"
             );
         }
+        let mut ids = 0;
+        for (g, r) in &self.map {
+            let d = r.range.descriptor();
+            if d.id.0 != 0 {
+                ids += 1;
+                assert_eq!(
+                    self.by_range.get(&d.id),
+                    Some(g),
+                    "range {} not indexed to its group {}",
+                    d.id.0,
+                    g.0
+                );
+            }
+            assert!(
+                self.by_start.contains(&(d.start.clone(), *g)),
+                "group {} not indexed by its first key",
+                g.0
+            );
+        }
+        assert_eq!(ids, self.by_range.len(), "range ids indexed twice or stale");
+        assert_eq!(
+            self.by_start.len(),
+            self.map.len(),
+            "first keys indexed twice or stale"
+        );
         let mut pins: HashMap<msg::GroupId, u32> = HashMap::new();
         for r in self.map.values() {
             for p in r.pinned_logs() {

@@ -746,8 +746,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
 
     /// The local ranges that the range `n` supersedes (see `superseded`).
     fn superseded_by(&self, n: &RangeDescriptor) -> Vec<msg::GroupId> {
+        // Only a range that starts inside `n` can be (`supersedes`).
         self.groups
-            .values()
+            .starting_in(&n.start, &n.end)
             .filter(|b| b.group != n.group && !b.awaiting_snapshot)
             .filter(|b| supersedes(n, b.range.descriptor()))
             .map(|b| b.group)
@@ -2393,7 +2394,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         info!(group = g.0, last = %last, keys = state.len(), "snapshot installed");
         let installed = state.descriptor().clone();
         let was_awaiting = std::mem::take(&mut r.awaiting_snapshot);
-        r.range = state;
+        self.groups.replace_range(g, state);
+        let Some(r) = self.groups.get_mut(&g) else {
+            return;
+        };
         r.last_snapshot = last.index;
         r.bytes_since_snapshot = 0;
         // Proposals below the snapshot can no longer be matched to their entries.

@@ -89,10 +89,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     fn group_of(&self, id: RangeId) -> Option<msg::GroupId> {
-        self.groups
-            .values()
-            .find(|r| r.range.descriptor().id == id)
-            .map(|r| r.group)
+        self.groups.group_of_range(id)
     }
 
     /// The local replica of range `id`, which must lead it.
