@@ -29,14 +29,17 @@
 //!
 //! Two more indexes spare the store passes over every group on each split and admin
 //! request: the group of each range id (`group_of_range`), and the groups by their range's
-//! first key (`starting_in`). A range keeps its id and first key for life, except a replica
-//! adopted before it knew its range (id 0, no key) when its first snapshot installs
-//! (`replace_range`); `check` verifies both.
+//! first key (`starting_in`, `holds_newer`). A range keeps its id and first key for life,
+//! except a replica adopted before it knew its range (id 0, not indexed) when its first
+//! snapshot installs (`replace_range`); its end changes by splits and merges
+//! (`update_range`). The table counts the neighbours by first key that overlap
+//! (`crossings`): while none do, the ranges are disjoint and the one range that may hold a
+//! key is the last to start at or before it. `check` verifies all of it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::{Bound, Index};
 
-use quasar_rpc::message as msg;
+use quasar_rpc::message::{self as msg, RangeDescriptor};
 
 use super::Replica;
 
@@ -63,8 +66,11 @@ pub(super) struct Groups {
     unpinned: Vec<msg::GroupId>,
     /// The group of each range id (not id 0: replicas that do not know their range yet).
     by_range: HashMap<msg::RangeId, msg::GroupId>,
-    /// Every group by its range's first key.
+    /// Every group that knows its range (id not 0), by its range's first key.
     by_start: BTreeSet<(Vec<u8>, msg::GroupId)>,
+    /// Neighbours in `by_start` whose ranges overlap (the first ends after the second
+    /// starts): none while the local ranges are disjoint.
+    crossings: usize,
 }
 
 impl Groups {
@@ -82,6 +88,7 @@ impl Groups {
             unpinned: Vec::new(),
             by_range: HashMap::new(),
             by_start: BTreeSet::new(),
+            crossings: 0,
         }
     }
 
@@ -211,6 +218,51 @@ impl Groups {
             .filter_map(|(_, g)| self.map.get(g).map(|r| &**r))
     }
 
+    /// Whether a range other than `except`'s with an epoch newer than `epoch` holds `key`
+    /// (awaiting replicas hold nothing).
+    pub(super) fn holds_newer(
+        &self,
+        key: &[u8],
+        epoch: msg::RangeEpoch,
+        except: msg::GroupId,
+    ) -> bool {
+        let newer = |r: &Replica| {
+            let d = r.range.descriptor();
+            r.group != except
+                && d.id.0 != 0
+                && d.epoch > epoch
+                && d.start.as_slice() <= key
+                && (d.end.is_empty() || key < d.end.as_slice())
+        };
+        if self.crossings > 0 {
+            return self.map.values().any(|r| newer(r));
+        }
+        self.by_start
+            .range((
+                Bound::Unbounded,
+                Bound::Included((key.to_vec(), msg::GroupId(u64::MAX))),
+            ))
+            .next_back()
+            .and_then(|(_, g)| self.map.get(g))
+            .is_some_and(|r| newer(r))
+    }
+
+    /// Changes `g`'s range through `f` (a split or a merge moves its end), keeping the
+    /// indexes; `None` when there is no such replica.
+    pub(super) fn update_range<T>(
+        &mut self,
+        g: msg::GroupId,
+        f: impl FnOnce(&mut Replica) -> T,
+    ) -> Option<T> {
+        self.get_mut(&g)?;
+        let mut r = self.map.remove(&g)?;
+        self.unindex_range(&r);
+        let out = f(&mut r);
+        self.index_range(&r);
+        self.map.insert(g, r);
+        Some(out)
+    }
+
     /// Puts `state` in place of `g`'s range (a snapshot installed; it may name the range of
     /// a replica adopted without one), keeping the indexes; the old one comes back.
     pub(super) fn replace_range(
@@ -228,20 +280,69 @@ impl Groups {
         Some(old)
     }
 
+    /// Indexes `r` (not in `map` while this runs).
     fn index_range(&mut self, r: &Replica) {
         let d = r.range.descriptor();
-        if d.id.0 != 0 {
-            self.by_range.insert(d.id, r.group);
+        if d.id.0 == 0 {
+            return;
         }
-        self.by_start.insert((d.start.clone(), r.group));
+        self.by_range.insert(d.id, r.group);
+        let key = (d.start.clone(), r.group);
+        let (apart, around) = self.crossings_around(&key, d);
+        self.crossings = self.crossings + around - apart;
+        self.by_start.insert(key);
     }
 
+    /// Takes `r` (not in `map` while this runs) out of the indexes.
     fn unindex_range(&mut self, r: &Replica) {
         let d = r.range.descriptor();
-        if d.id.0 != 0 && self.by_range.get(&d.id) == Some(&r.group) {
+        if d.id.0 == 0 {
+            return;
+        }
+        if self.by_range.get(&d.id) == Some(&r.group) {
             self.by_range.remove(&d.id);
         }
-        self.by_start.remove(&(d.start.clone(), r.group));
+        let key = (d.start.clone(), r.group);
+        if !self.by_start.remove(&key) {
+            return;
+        }
+        let (apart, around) = self.crossings_around(&key, d);
+        self.crossings = self.crossings + apart - around;
+    }
+
+    /// The overlapping neighbours among the ranges just before and just after `key` (of
+    /// range `d`, not in `by_start`): without `d` (0 or 1), and with it between them (0 to 2).
+    fn crossings_around(
+        &self,
+        key: &(Vec<u8>, msg::GroupId),
+        d: &RangeDescriptor,
+    ) -> (usize, usize) {
+        let (pred, succ) = self.neighbours(key);
+        (
+            usize::from(crosses(pred, succ)),
+            usize::from(crosses(pred, Some(d))) + usize::from(crosses(Some(d), succ)),
+        )
+    }
+
+    /// The ranges just before and just after `key` in first-key order (`key` itself not
+    /// counted).
+    fn neighbours(
+        &self,
+        key: &(Vec<u8>, msg::GroupId),
+    ) -> (Option<&RangeDescriptor>, Option<&RangeDescriptor>) {
+        let desc = |e: Option<&(Vec<u8>, msg::GroupId)>| {
+            e.and_then(|(_, g)| self.map.get(g))
+                .map(|r| r.range.descriptor())
+        };
+        let pred = self
+            .by_start
+            .range((Bound::Unbounded, Bound::Excluded(key)))
+            .next_back();
+        let succ = self
+            .by_start
+            .range((Bound::Excluded(key), Bound::Unbounded))
+            .next();
+        (desc(pred), desc(succ))
     }
 
     /// Whether `g` lost its last pin since the last `take_unpinned`.
@@ -434,18 +535,32 @@ impl Groups {
                     d.id.0,
                     g.0
                 );
+                assert!(
+                    self.by_start.contains(&(d.start.clone(), *g)),
+                    "group {} not indexed by its first key",
+                    g.0
+                );
             }
-            assert!(
-                self.by_start.contains(&(d.start.clone(), *g)),
-                "group {} not indexed by its first key",
-                g.0
-            );
         }
         assert_eq!(ids, self.by_range.len(), "range ids indexed twice or stale");
         assert_eq!(
+            ids,
             self.by_start.len(),
-            self.map.len(),
             "first keys indexed twice or stale"
+        );
+        let ordered: Vec<&RangeDescriptor> = self
+            .by_start
+            .iter()
+            .filter_map(|(_, g)| self.map.get(g))
+            .map(|r| r.range.descriptor())
+            .collect();
+        let crossings = ordered
+            .windows(2)
+            .filter(|w| crosses(Some(w[0]), Some(w[1])))
+            .count();
+        assert_eq!(
+            crossings, self.crossings,
+            "overlapping neighbours miscounted"
         );
         let mut pins: HashMap<msg::GroupId, u32> = HashMap::new();
         for r in self.map.values() {
@@ -467,6 +582,14 @@ impl Groups {
             );
         }
     }
+}
+
+/// Whether `a`, which starts before `b` (or at its start), overlaps it.
+fn crosses(a: Option<&RangeDescriptor>, b: Option<&RangeDescriptor>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return false;
+    };
+    a.end.is_empty() || a.end > b.start
 }
 
 fn add_pins(pins: &mut HashMap<msg::GroupId, u32, quasar_wal::GroupHasher>, r: &Replica) {
@@ -520,5 +643,108 @@ fn mark_pending(pending: &mut Vec<msg::GroupId>, sorted: &mut bool, r: &mut Repl
             *sorted = false;
         }
         pending.push(r.group);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quasar_rpc::message::{GroupId, RangeEpoch, RangeId};
+
+    use super::*;
+    use crate::raft::{NodeId, Restored};
+    use crate::range::{RangeLimits, RangeState};
+
+    fn replica(d: RangeDescriptor) -> Replica {
+        let cfg = super::super::StoreConfig::new(NodeId(1), msg::ShardId(0), 1).raft();
+        let raft = crate::raft::RaftNode::new(
+            &cfg,
+            Restored::new_group(crate::raft::ConfState::with_voters([NodeId(1)])),
+            d.group.0,
+        )
+        .expect("raft");
+        Replica::new(
+            d.group,
+            raft,
+            RangeState::new(d, RangeLimits::default()),
+            crate::raft::LogIndex(0),
+            0,
+        )
+    }
+
+    /// The indexes agree with a pass over every replica through inserts, removals and
+    /// ranges that move their ends, disjoint and overlapping alike.
+    #[test]
+    fn the_range_indexes_agree_with_looking_at_every_replica() {
+        let mut seed = 0x5eed_u64;
+        let mut next = |n: u64| {
+            seed = quasar_rpc::transport::splitmix64(seed);
+            seed % n
+        };
+        let key = |k: u64| if k == 0 { Vec::new() } else { vec![k as u8] };
+        let mut groups = Groups::new();
+        let mut disjoint = 0;
+        for step in 0..3000 {
+            let g = GroupId(1 + next(16));
+            match next(4) {
+                0 => {
+                    groups.remove(&g);
+                }
+                op => {
+                    // Mostly a tiling (group g holds [3g, 3g + 3)), whose ranges are
+                    // disjoint, and now and then a range anywhere.
+                    let (start, end) = if next(8) != 0 {
+                        (3 * g.0, key(3 * g.0 + 3))
+                    } else {
+                        let start = next(48);
+                        let end = if next(5) == 0 {
+                            Vec::new()
+                        } else {
+                            key(start + 1 + next(6))
+                        };
+                        (start, end)
+                    };
+                    let d = RangeDescriptor {
+                        // Now and then a replica that does not know its range yet.
+                        id: RangeId(if next(10) == 0 { 0 } else { g.0 }),
+                        group: g,
+                        start: key(start),
+                        end,
+                        replicas: Vec::new(),
+                        epoch: RangeEpoch(next(6)),
+                    };
+                    if op == 1 && groups.contains_key(&g) {
+                        groups.update_range(g, |r| r.range.set_descriptor(d));
+                    } else {
+                        groups.insert(replica(d));
+                    }
+                }
+            }
+            groups.check();
+            if groups.crossings == 0 {
+                disjoint += 1;
+            }
+            for k in 0..52u64 {
+                for epoch in 0..6 {
+                    let except = GroupId(next(18));
+                    let expected = groups.values().any(|r| {
+                        let d = r.range.descriptor();
+                        r.group != except && d.id.0 != 0 && d.epoch.0 > epoch && d.contains(&key(k))
+                    });
+                    assert_eq!(
+                        groups.holds_newer(&key(k), RangeEpoch(epoch), except),
+                        expected,
+                        "step {step}, key {k}, epoch {epoch}"
+                    );
+                }
+            }
+            for r in groups.values() {
+                let d = r.range.descriptor();
+                if d.id.0 != 0 {
+                    assert_eq!(groups.group_of_range(d.id), Some(r.group));
+                }
+            }
+        }
+        // Both ways of answering were taken.
+        assert!((300..2700).contains(&disjoint), "{disjoint} steps disjoint");
     }
 }

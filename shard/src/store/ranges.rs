@@ -735,8 +735,12 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             replicas: d.replicas.clone(),
             epoch,
         };
-        let child = r.range.split_off(e.index.0, left.clone(), right.clone());
         let leads = r.raft.role() == Role::Leader;
+        let Some(child) = self.groups.update_range(g, |r| {
+            r.range.split_off(e.index.0, left.clone(), right.clone())
+        }) else {
+            return Ok(Err(RequestError::UnknownRange { range: d.id }));
+        };
         self.metrics.splits += 1;
         // Replaying an old split whose right range is long gone here (buried once a
         // survivor's file covered its merge, or this node's replica of it removed since):
@@ -750,11 +754,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         // the merge back and a second split at the same key whose range had its own file; on
         // restart the first split's range was taken for merged away and the merge then had
         // nothing to absorb, so the node stopped at every start.)
-        let superseded = !gone
-            && self
-                .groups
-                .values()
-                .any(|n| n.group != g && super::supersedes(n.range.descriptor(), &right));
+        let superseded = !gone && self.groups.holds_newer(&right.start, right.epoch, g);
         {
             let mut dir = self.dir.write().unwrap_or_else(|e| e.into_inner());
             dir.upsert(&left);
@@ -1017,8 +1017,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .into_iter()
             .chain(right.absorbed_parents)
             .collect();
+        let absorbed_range = right.range;
+        self.groups.update_range(lg, |l| {
+            l.range.absorb(e.index.0, absorbed_range, merged.clone())
+        });
         if let Some(l) = self.groups.get_mut(&lg) {
-            l.range.absorb(e.index.0, right.range, merged.clone());
             l.absorbed.push(rg);
             // What the absorbed range still depended on, this range depends on now: the
             // files of ranges it absorbed, and its parent's log (or theirs) when it had no
