@@ -110,6 +110,14 @@ impl NodeShared {
             .unwrap_or_default()
     }
 
+    /// The replicas' statuses `shard` last published (a pointer, not a copy).
+    fn report_replicas(&self, shard: u32) -> Arc<BTreeMap<msg::GroupId, ReplicaStatus>> {
+        self.reports
+            .get(shard as usize)
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).replicas.clone())
+            .unwrap_or_default()
+    }
+
     /// Why `shard` stopped, if it did (without copying its whole report).
     pub fn failure(&self, shard: u32) -> Option<String> {
         self.reports
@@ -666,16 +674,22 @@ fn publish(
     shared: &NodeShared,
     thread_stat: &Option<PathBuf>,
 ) {
-    let changes = store.borrow_mut().status_changes();
+    let changes = {
+        let published = shared.report_replicas(shard);
+        store.borrow_mut().status_changes(&published)
+        // `published` goes here: held on, it would make the update below copy the map.
+    };
     let s = store.borrow();
     shared.update(shard, |report| {
-        // Copied only if a reader still holds the previous map.
-        let replicas = Arc::make_mut(&mut report.replicas);
-        for (g, status) in changes {
-            match status {
-                Some(st) => replicas.insert(g, st),
-                None => replicas.remove(&g),
-            };
+        if !changes.is_empty() {
+            // Copied only if a reader still holds the previous map.
+            let replicas = Arc::make_mut(&mut report.replicas);
+            for (g, status) in changes {
+                match status {
+                    Some(st) => replicas.insert(g, st),
+                    None => replicas.remove(&g),
+                };
+            }
         }
         report.metrics = s.metrics();
         report.transport = transport.stats();

@@ -519,7 +519,14 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     scratch: AlignedVec,
     metrics: StoreMetrics,
     seed: u64,
-    /// The tick at which each peer node was last heard from (any batch, even empty).
+    /// Ticks that ran (`tick` calls: `clock_skipped` adds none). A peer's silence is
+    /// counted in these, not in `ticks`: a shard whose own loop fell behind (100,000 groups
+    /// awake after a restart) reads its peers' batches late, and counting the ticks it
+    /// skipped meanwhile made every peer look silent, which woke every quiesced follower,
+    /// which slowed the loop further: after a restart at 100,000 ranges the groups never
+    /// went back to sleep.
+    beats: u64,
+    /// The beat at which each peer node was last heard from (any batch, even empty).
     last_heard: HashMap<NodeId, u64>,
     /// Peer nodes: every other replica of every range this shard holds.
     peers: Vec<NodeId>,
@@ -614,6 +621,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             scratch: AlignedVec::new(),
             metrics: StoreMetrics::default(),
             seed,
+            beats: 0,
             last_heard: HashMap::new(),
             peers: Vec::new(),
             silent: Vec::new(),
@@ -1127,15 +1135,27 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         self.groups.in_order().filter_map(status_of).collect()
     }
 
-    /// The statuses that may have changed since the last call, in group order (`None`: the
-    /// replica is gone, or not serving yet); every replica's at the first call. A quiesced
-    /// shard has none: publishing its statuses costs nothing.
-    pub fn status_changes(&mut self) -> Vec<(msg::GroupId, Option<ReplicaStatus>)> {
-        self.groups
-            .take_touched()
-            .into_iter()
-            .map(|g| (g, self.groups.get(&g).and_then(status_of)))
-            .collect()
+    /// The statuses that changed against `published` (what the last calls returned, applied)
+    /// since the last call, in group order (`None`: the replica is gone, or not serving
+    /// yet). Only groups awake since the last call are looked at, and one whose status is
+    /// as published costs a comparison, not a copy: a quiesced shard has none, and 100,000
+    /// groups awake after a restart are not copied ten times a second (`perf`: a quarter of
+    /// a node's samples went to publishing them).
+    pub fn status_changes(
+        &mut self,
+        published: &BTreeMap<msg::GroupId, ReplicaStatus>,
+    ) -> Vec<(msg::GroupId, Option<ReplicaStatus>)> {
+        let mut out = Vec::new();
+        for g in self.groups.take_touched() {
+            let live = self.groups.get(&g).filter(|r| !r.awaiting_snapshot);
+            match (live, published.get(&g)) {
+                (Some(r), Some(p)) if status_is(r, p) => {}
+                (Some(r), _) => out.push((g, status_of(r))),
+                (None, Some(_)) => out.push((g, None)),
+                (None, None) => {}
+            }
+        }
+        out
     }
 
     /// One unit of logical time for every group; expires requests that waited too long.
@@ -1148,12 +1168,14 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
 
     pub fn tick(&mut self) {
         self.ticks += 1;
+        self.beats += 1;
+        let beat = self.beats;
         self.advance_encodings();
         let now = self.ticks;
         let quiesce_after = self.cfg.quiesce_after_ticks;
         let election = u64::from(self.cfg.election_ticks);
         let heartbeat = u64::from(self.cfg.heartbeat_ticks.max(1));
-        self.note_silences(now, election);
+        self.note_silences(beat, election);
         let me = self.cfg.node;
         // A group whose `Ready` is in flight (handed to the WAL, or under the sync) is not
         // idle. The others may sleep even while a turn is in flight: waiting for a moment
@@ -1177,7 +1199,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 let leader_silent = r
                     .raft
                     .leader()
-                    .is_none_or(|l| heard(l).is_none_or(|t| now.saturating_sub(t) > election));
+                    .is_none_or(|l| heard(l).is_none_or(|t| beat.saturating_sub(t) > election));
                 if r.raft.role() != Role::Leader && leader_silent {
                     r.raft.wake();
                     return true;
@@ -1205,7 +1227,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 // A follower whose live leader stopped heartbeating: the leader quiesced.
                 Role::Follower => {
                     let leader_alive = r.raft.leader().is_some_and(|l| {
-                        heard(l).is_some_and(|t| now.saturating_sub(t) <= 2 * heartbeat)
+                        heard(l).is_some_and(|t| beat.saturating_sub(t) <= 2 * heartbeat)
                     });
                     if leader_alive {
                         r.raft.quiesce();
@@ -1357,9 +1379,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     pub fn on_raft_batch(&mut self, batch: &ArchivedRaftBatch) {
         let from = NodeId(batch.from.get().0);
         let to = self.cfg.node;
-        let before = self.last_heard.insert(from, self.ticks);
+        let before = self.last_heard.insert(from, self.beats);
         self.silent.retain(|n| *n != from);
-        if before.is_some_and(|t| self.ticks.saturating_sub(t) > u64::from(self.cfg.election_ticks))
+        if before.is_some_and(|t| self.beats.saturating_sub(t) > u64::from(self.cfg.election_ticks))
         {
             self.wake_leaders_of(from);
         }
@@ -2790,6 +2812,19 @@ fn status_of(r: &Replica) -> Option<ReplicaStatus> {
         keys: r.range.len(),
         quiesced: r.raft.is_quiesced(),
     })
+}
+
+/// Whether `p` is `r`'s status now (`status_of(r) == Some(p)`, without building it).
+fn status_is(r: &Replica, p: &ReplicaStatus) -> bool {
+    p.role == r.raft.role()
+        && p.term == r.raft.term().0
+        && p.leader == r.raft.leader().map(|n| n.0)
+        && p.commit == r.raft.commit().0
+        && p.applied == r.range.applied_index()
+        && p.state_hash == r.range.state_hash()
+        && p.keys == r.range.len()
+        && p.quiesced == r.raft.is_quiesced()
+        && p.descriptor == *r.range.descriptor()
 }
 
 /// Whether `r` may sleep (leave the awake list until something accesses it): quiesced, with

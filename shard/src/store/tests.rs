@@ -202,10 +202,21 @@ fn idle_groups_sleep_and_a_request_wakes_its_group_only() {
     one.settle(30);
     assert_eq!(one.store.metrics().awake_groups, 0, "both ranges asleep");
     assert!(!one.store.has_work());
-    assert_eq!(one.store.status_changes().len(), 2, "every status at first");
+    let mut published = std::collections::BTreeMap::new();
+    let mut publish = |one: &mut One| {
+        let changes = one.store.status_changes(&published);
+        for (g, st) in &changes {
+            match st {
+                Some(st) => published.insert(*g, st.clone()),
+                None => published.remove(g),
+            };
+        }
+        changes
+    };
+    assert_eq!(publish(&mut one).len(), 2, "every status at first");
     one.settle(10);
     assert!(
-        one.store.status_changes().is_empty(),
+        publish(&mut one).is_empty(),
         "ticks leave sleeping groups alone"
     );
     one.store.check_invariants();
@@ -219,11 +230,28 @@ fn idle_groups_sleep_and_a_request_wakes_its_group_only() {
         1,
         "only the user range woke"
     );
-    let changed = one.store.status_changes();
+    let changed = publish(&mut one);
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert_eq!(changed[0].1.as_ref().map(|s| s.keys), Some(1));
     one.store.check_invariants();
+    // Awake but unchanged: nothing to publish.
+    one.store.tick();
+    assert_eq!(one.store.metrics().awake_groups, 1);
+    assert!(publish(&mut one).is_empty(), "an unchanged status again");
     one.settle(30);
+    assert_eq!(
+        publish(&mut one).len(),
+        1,
+        "quiesced: the user range's status changed"
+    );
+    for (g, st) in &published {
+        let live = one
+            .store
+            .statuses()
+            .into_iter()
+            .find(|s| s.descriptor.group == *g);
+        assert_eq!(live.as_ref(), Some(st), "group {} published as it is", g.0);
+    }
     assert_eq!(one.store.metrics().awake_groups, 0, "asleep again");
     assert_eq!(one.get(b"k").as_deref(), Some(&b"v"[..]));
     one.store.check_invariants();
