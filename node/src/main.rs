@@ -46,6 +46,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: in a log file they are noise (and cost: a restart at
+        // 100,000 ranges logs a line per election).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let stop = Arc::new(AtomicBool::new(false));
     let result = stop_on_signals(&stop).and_then(|()| match &cli.command {

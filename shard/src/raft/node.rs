@@ -184,7 +184,7 @@ impl RaftNode {
             node.vote_guard_until_tick = node.ticks + u64::from(node.cfg.election_timeout_ticks);
         }
         node.reset_randomized_timeout();
-        info!(node = node.id.0, term = node.term.0, commit = commit.0, last = %node.log.last_id(), "raft node started");
+        debug!(node = node.id.0, term = node.term.0, commit = commit.0, last = %node.log.last_id(), "raft node started");
         node.check_invariants();
         Ok(node)
     }
@@ -784,7 +784,7 @@ impl RaftNode {
         self.transfer = None;
         self.progress.clear();
         self.read_only.clear();
-        info!(node = self.id.0, term = self.term.0, "became pre-candidate");
+        debug!(node = self.id.0, term = self.term.0, "became pre-candidate");
         let last = self.log.last_id();
         let term = Term(self.term.0 + 1);
         for to in self.conf.members() {
@@ -816,7 +816,7 @@ impl RaftNode {
         self.read_only.clear();
         self.election_elapsed = 0;
         self.reset_randomized_timeout();
-        info!(
+        debug!(
             node = self.id.0,
             term = self.term.0,
             ?campaign,
@@ -849,7 +849,7 @@ impl RaftNode {
             (VoteResult::Won, Role::PreCandidate) => self.become_candidate(Campaign::Election),
             (VoteResult::Won, Role::Candidate) => self.become_leader(),
             (VoteResult::Lost, Role::PreCandidate | Role::Candidate) => {
-                info!(node = self.id.0, term = self.term.0, "election lost");
+                debug!(node = self.id.0, term = self.term.0, "election lost");
                 self.become_follower(self.term, None);
             }
             _ => {}
@@ -879,7 +879,7 @@ impl RaftNode {
         self.heartbeat_elapsed = 0;
         self.reset_randomized_timeout();
         if changed {
-            info!(node = self.id.0, term = self.term.0, leader = ?leader.map(|l| l.0), "became follower");
+            debug!(node = self.id.0, term = self.term.0, leader = ?leader.map(|l| l.0), "became follower");
         }
     }
 
@@ -902,7 +902,7 @@ impl RaftNode {
         for (_, pr) in &mut self.progress {
             pr.recent_active = true;
         }
-        info!(node = self.id.0, term = self.term.0, last = %self.log.last_id(), "became leader");
+        debug!(node = self.id.0, term = self.term.0, last = %self.log.last_id(), "became leader");
         // §3.6.2 / §6.4: an entry of the new term lets the leader commit (and serve reads).
         self.append_local(EntryKind::Normal, Bytes::new());
         // Conservatively treat every uncommitted entry as a possible conf change.
