@@ -865,20 +865,24 @@ fn a_chain_of_split_children_writes_its_files_last_child_first_and_survives_a_cr
     for (_, due) in &mut one.store.forced_snapshots {
         *due = now;
     }
+    // Ticks, checking the invariants, until `want` children have their file: one a turn.
+    let tick_until = |one: &mut One, want: usize| {
+        let mut ticks = 0;
+        while files(one) < want {
+            assert!(
+                ticks < 4 * CHAIN + 100,
+                "{} files after {ticks} ticks",
+                files(one)
+            );
+            one.store.tick();
+            one.turn();
+            one.store.check_invariants();
+            ticks += 1;
+        }
+    };
     // Half the chain's files, then a crash: the children without a file replay from
     // their parents' logs.
-    let mut ticks = 0;
-    while files(&one) < CHAIN / 2 {
-        assert!(
-            ticks < 4 * CHAIN + 100,
-            "{} files after {ticks} ticks",
-            files(&one)
-        );
-        one.store.tick();
-        one.turn();
-        one.store.check_invariants();
-        ticks += 1;
-    }
+    tick_until(&mut one, CHAIN / 2);
     let snaps = one.store.snaps.clone();
     let crashed = one.store.wal.disk().crash(Crash::DropUnsynced);
     let next = one.next;
@@ -894,18 +898,7 @@ fn a_chain_of_split_children_writes_its_files_last_child_first_and_survives_a_cr
             "{key}"
         );
     }
-    let mut ticks = 0;
-    while files(&one) < CHAIN {
-        assert!(
-            ticks < 4 * CHAIN + 100,
-            "{} files after {ticks} ticks",
-            files(&one)
-        );
-        one.store.tick();
-        one.turn();
-        one.store.check_invariants();
-        ticks += 1;
-    }
+    tick_until(&mut one, CHAIN);
     for g in &children {
         assert!(
             !one.store.has_unsaved_child(*g),
