@@ -31,8 +31,8 @@
 //! request: the group of each range id (`group_of_range`), and the groups by their range's
 //! first key (`starting_in`, `holds_newer`). A range keeps its id and first key for life,
 //! except a replica adopted before it knew its range (id 0, not indexed) when its first
-//! snapshot installs (`replace_range`); its end changes by splits and merges
-//! (`update_range`). The table counts the neighbours by first key that overlap
+//! snapshot installs; that, and a split or merge moving its end, go through
+//! `update_range`. The table counts the neighbours by first key that overlap
 //! (`crossings`): while none do, the ranges are disjoint and the one range that may hold a
 //! key is the last to start at or before it. `check` verifies all of it.
 
@@ -228,11 +228,7 @@ impl Groups {
     ) -> bool {
         let newer = |r: &Replica| {
             let d = r.range.descriptor();
-            r.group != except
-                && d.id.0 != 0
-                && d.epoch > epoch
-                && d.start.as_slice() <= key
-                && (d.end.is_empty() || key < d.end.as_slice())
+            r.group != except && d.id.0 != 0 && d.epoch > epoch && d.contains(key)
         };
         if self.crossings > 0 {
             return self.map.values().any(|r| newer(r));
@@ -247,8 +243,8 @@ impl Groups {
             .is_some_and(|r| newer(r))
     }
 
-    /// Changes `g`'s range through `f` (a split or a merge moves its end), keeping the
-    /// indexes; `None` when there is no such replica.
+    /// Changes `g`'s range through `f` (a split or a merge moves its end, an installed
+    /// snapshot replaces it), keeping the indexes; `None` when there is no such replica.
     pub(super) fn update_range<T>(
         &mut self,
         g: msg::GroupId,
@@ -261,23 +257,6 @@ impl Groups {
         self.index_range(&r);
         self.map.insert(g, r);
         Some(out)
-    }
-
-    /// Puts `state` in place of `g`'s range (a snapshot installed; it may name the range of
-    /// a replica adopted without one), keeping the indexes; the old one comes back.
-    pub(super) fn replace_range(
-        &mut self,
-        g: msg::GroupId,
-        state: crate::range::RangeState,
-    ) -> Option<crate::range::RangeState> {
-        self.get_mut(&g)?;
-        let r = self.map.remove(&g)?;
-        self.unindex_range(&r);
-        let mut r = r;
-        let old = std::mem::replace(&mut r.range, state);
-        self.index_range(&r);
-        self.map.insert(g, r);
-        Some(old)
     }
 
     /// Indexes `r` (not in `map` while this runs).

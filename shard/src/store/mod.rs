@@ -2424,7 +2424,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         info!(group = g.0, last = %last, keys = state.len(), "snapshot installed");
         let installed = state.descriptor().clone();
         let was_awaiting = std::mem::take(&mut r.awaiting_snapshot);
-        self.groups.replace_range(g, state);
+        self.groups
+            .update_range(g, |r| std::mem::replace(&mut r.range, state));
         let Some(r) = self.groups.get_mut(&g) else {
             return;
         };
@@ -2823,16 +2824,28 @@ fn status_of(r: &Replica) -> Option<ReplicaStatus> {
 }
 
 /// Whether `p` is `r`'s status now (`status_of(r) == Some(p)`, without building it).
+/// Every field is named, so one added to `ReplicaStatus` must be compared here too.
 fn status_is(r: &Replica, p: &ReplicaStatus) -> bool {
-    p.role == r.raft.role()
-        && p.term == r.raft.term().0
-        && p.leader == r.raft.leader().map(|n| n.0)
-        && p.commit == r.raft.commit().0
-        && p.applied == r.range.applied_index()
-        && p.state_hash == r.range.state_hash()
-        && p.keys == r.range.len()
-        && p.quiesced == r.raft.is_quiesced()
-        && p.descriptor == *r.range.descriptor()
+    let ReplicaStatus {
+        descriptor,
+        role,
+        term,
+        leader,
+        commit,
+        applied,
+        state_hash,
+        keys,
+        quiesced,
+    } = p;
+    *role == r.raft.role()
+        && *term == r.raft.term().0
+        && *leader == r.raft.leader().map(|n| n.0)
+        && *commit == r.raft.commit().0
+        && *applied == r.range.applied_index()
+        && *state_hash == r.range.state_hash()
+        && *keys == r.range.len()
+        && *quiesced == r.raft.is_quiesced()
+        && descriptor == r.range.descriptor()
 }
 
 /// Whether `r` may sleep (leave the awake list until something accesses it): quiesced, with
