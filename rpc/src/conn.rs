@@ -17,7 +17,10 @@
 //! Memory is bounded: above `queue_limit_bytes` a `Lossy` (Raft) frame is dropped and counted
 //! (Raft retransmits); a `Reliable` frame (a client response) is never dropped silently: above
 //! `hard_limit_bytes` the connection is closed with `TransportError::SlowPeer`, so the client
-//! sees a closed connection and reports its in-flight writes as ambiguous.
+//! sees a closed connection and reports its in-flight writes as ambiguous. Buffers follow
+//! use: send buffers start empty, and a send or receive buffer grown by a burst is halved
+//! back (to 64 KiB, or the configured receive size) once quiet writes or frames use under a
+//! quarter of it.
 //!
 //! Every socket wait is bounded: reads by `idle_timeout`, writes and connects by `io_timeout`
 //! (glommio's own socket timeouts, armed only when a call would wait). A link on which the
@@ -232,12 +235,27 @@ pub struct RecvBuffer {
     needed: usize,
     decoder: FrameDecoder,
     max_buf_bytes: usize,
+    /// The size the buffer starts at and shrinks back to.
+    base_len: usize,
+    /// The most bytes held at once since the buffer last emptied.
+    peak: usize,
+    /// Drains in a row (a frame taken leaving no byte behind) whose `peak` was under a
+    /// quarter of the buffer: at `RECV_SHRINK_AFTER`, `spare_mut` halves it.
+    quiet: u32,
 }
+
+/// A grown receive buffer is halved after this many frames in a row used under a quarter of
+/// it: the frames of a burst (a restart's elections) no longer hold its peak for good.
+pub const RECV_SHRINK_AFTER: u32 = 64;
+/// What a send buffer grown by a burst shrinks back to (buffers start empty and grow with
+/// what is queued).
+const SEND_BUF_BYTES: usize = 64 << 10;
 
 impl RecvBuffer {
     pub fn new(config: &ConnConfig) -> RecvBuffer {
+        let base_len = config.recv_buf_bytes.max(4096);
         let mut buf = AlignedVec::new();
-        buf.resize(config.recv_buf_bytes.max(4096), 0);
+        buf.resize(base_len, 0);
         RecvBuffer {
             buf,
             scratch: AlignedVec::new(),
@@ -247,6 +265,9 @@ impl RecvBuffer {
             decoder: FrameDecoder::new(config.max_frame_len_bytes as u64),
             // One maximal frame plus its header always fits.
             max_buf_bytes: config.max_frame_len_bytes + 4096,
+            base_len,
+            peak: 0,
+            quiet: 0,
         }
     }
 
@@ -257,6 +278,7 @@ impl RecvBuffer {
         self.decoder = FrameDecoder::new(config.max_frame_len_bytes as u64);
         self.max_buf_bytes = config.max_frame_len_bytes + 4096;
         let len = config.recv_buf_bytes.max(4096);
+        self.base_len = len;
         if self.buf.len() < len {
             self.buf.resize(len, 0);
         }
@@ -267,11 +289,14 @@ impl RecvBuffer {
     ///
     /// The buffer grows with the bytes that arrive, not to the length a header announces: it
     /// doubles (up to what the frame needs) only once it is full, so a peer that announces a
-    /// maximal frame and sends little of it holds at most twice what it sent.
+    /// maximal frame and sends little of it holds at most twice what it sent. It shrinks
+    /// back by halves, down to its starting size, once `RECV_SHRINK_AFTER` drains in a row
+    /// each held under a quarter of it.
     pub fn spare_mut(&mut self) -> &mut [u8] {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            self.maybe_shrink();
         }
         // `needed`: bytes still missing from the frame at `start` (0: not known yet).
         let want = self.needed.max(1);
@@ -302,6 +327,28 @@ impl RecvBuffer {
             "filled past the receive buffer"
         );
         self.end += n;
+        self.peak = self.peak.max(self.end);
+    }
+
+    /// Counts a drain (the buffer just emptied) as small or not.
+    fn drained(&mut self) {
+        let len = self.buf.len();
+        self.quiet = if len > self.base_len && self.peak < len / 4 {
+            self.quiet + 1
+        } else {
+            0
+        };
+        self.peak = 0;
+    }
+
+    /// Called with the buffer empty: halves a grown buffer after a run of small drains.
+    fn maybe_shrink(&mut self) {
+        if self.quiet >= RECV_SHRINK_AFTER {
+            self.quiet = 0;
+            let mut smaller = AlignedVec::with_capacity((self.buf.len() / 2).max(self.base_len));
+            smaller.resize(smaller.capacity(), 0);
+            self.buf = smaller;
+        }
     }
 
     /// Whether undecoded bytes are held (a frame cut by a close is a protocol error).
@@ -327,6 +374,9 @@ impl RecvBuffer {
                 self.needed = 0;
                 let at = self.start;
                 self.start += consumed;
+                if self.start == self.end {
+                    self.drained();
+                }
                 let body = &self.buf[at + body.start..at + body.end];
                 if body.as_ptr().align_offset(BODY_ALIGN) == 0 {
                     Ok(Some(InFrame { kind, body }))
@@ -437,8 +487,8 @@ impl Conn {
             tls: matches!(stream, Stream::Tls(_)),
             peer_certificate,
             stream: RefCell::new(stream),
-            pending: RefCell::new(AlignedVec::with_capacity(64 << 10)),
-            spare: RefCell::new(AlignedVec::with_capacity(64 << 10)),
+            pending: RefCell::new(AlignedVec::new()),
+            spare: RefCell::new(AlignedVec::new()),
             writing: Cell::new(false),
             writer_waker: RefCell::new(None),
             closed: Cell::new(false),
@@ -635,7 +685,13 @@ impl Conn {
                     .map_err(|e| self.io_error(e, "writing"))?;
             }
             self.update_stats(|s| s.bytes_sent += out.len() as u64);
-            out.clear();
+            // A buffer grown by a burst and now used under a quarter is halved, down to
+            // its starting capacity: a few quiet writes give the burst's memory back.
+            if out.capacity() > SEND_BUF_BYTES && out.len() < out.capacity() / 4 {
+                out = AlignedVec::with_capacity((out.capacity() / 2).max(SEND_BUF_BYTES));
+            } else {
+                out.clear();
+            }
             *self.spare.borrow_mut() = out;
         }
     }

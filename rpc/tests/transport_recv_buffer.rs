@@ -1,7 +1,8 @@
 //! The connection's receive buffer: frames arriving in arbitrary pieces come out whole,
 //! aligned and in order, the buffer grows for a frame larger than itself (never past the
-//! limit, and only as its bytes arrive), an oversized frame is refused before any growth, and
-//! a listener's small handshake limit is lifted without losing received bytes.
+//! limit, and only as its bytes arrive), an oversized frame is refused before any growth,
+//! a listener's small handshake limit is lifted without losing received bytes, and a buffer
+//! grown by a burst shrinks back once frames are small again.
 
 use quasar_rpc::conn::{AlignedVec, ConnConfig, RecvBuffer};
 use quasar_rpc::frame::{access_body, decode_body, encode_frame, FrameError, BODY_ALIGN};
@@ -143,4 +144,48 @@ fn set_limits_lifts_the_handshake_limit_and_keeps_received_bytes() {
     let mut aligned: AlignedVec = AlignedVec::new();
     aligned.extend_from_slice(&bodies[0]);
     assert_eq!(decode_body::<RaftBatch>(&aligned).unwrap(), big);
+}
+
+#[test]
+fn a_buffer_grown_by_a_burst_shrinks_back_by_halves_once_frames_are_small() {
+    let base = 4096;
+    let mut buf = RecvBuffer::new(&config(base, 1 << 20));
+    let mut big: AlignedVec = AlignedVec::new();
+    encode_frame(&big_batch(500 << 10), &mut big).unwrap();
+    assert_eq!(feed(&mut buf, &big, 1 << 20).unwrap().len(), 1);
+    let grown = buf.spare_mut().len();
+    assert!(grown >= 500 << 10, "grown to {grown}");
+
+    let hello = Handshake::from_node(ClusterId(1), NodeId(2), ShardId(0), ShardId(0));
+    let mut small: AlignedVec = AlignedVec::new();
+    encode_frame(&hello, &mut small).unwrap();
+    // Small frames, each received alone: the size holds for a run of them, then halves.
+    let mut sizes = vec![grown];
+    for _ in 0..64 * quasar_rpc::conn::RECV_SHRINK_AFTER {
+        assert_eq!(feed(&mut buf, &small, 1 << 20).unwrap().len(), 1);
+        let len = buf.spare_mut().len();
+        if len != *sizes.last().unwrap() {
+            sizes.push(len);
+        }
+    }
+    assert_eq!(
+        *sizes.last().unwrap(),
+        base,
+        "back to its first size: {sizes:?}"
+    );
+    for w in sizes.windows(2) {
+        assert_eq!(w[1], (w[0] / 2).max(base), "halved each time: {sizes:?}");
+    }
+    // A big frame still comes out whole after the shrinking, and one in the middle of a
+    // run of small ones resets the run.
+    assert_eq!(feed(&mut buf, &big, 4096).unwrap().len(), 1);
+    let regrown = buf.spare_mut().len();
+    for _ in 0..quasar_rpc::conn::RECV_SHRINK_AFTER - 1 {
+        assert_eq!(feed(&mut buf, &small, 1 << 20).unwrap().len(), 1);
+    }
+    assert_eq!(
+        buf.spare_mut().len(),
+        regrown,
+        "held until the run is complete"
+    );
 }

@@ -1382,6 +1382,16 @@ impl<D: Disk> Wal<D> {
         self.groups.get(&group).map_or(LogIndex(0), |g| g.last)
     }
 
+    /// Gives back what `group`'s index holds beyond its needs, for a group going idle among
+    /// thousands: the spare capacity of its runs, and its cache (its entries are read from
+    /// the mapping instead until its next append caches them again).
+    pub fn release_group_buffers(&mut self, group: GroupId) {
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.runs.shrink_to_fit();
+            g.cache.clear();
+        }
+    }
+
     /// The latest hard state of `group`.
     pub fn hard_state(&self, group: GroupId) -> Option<HardState> {
         self.groups.get(&group).and_then(|g| g.hard_state)

@@ -65,6 +65,10 @@ enum Step {
     },
     Sync,
     Gc,
+    /// `release_group_buffers`: the group's cache is dropped, its entries still read back.
+    Release {
+        group: u64,
+    },
     Crash {
         how: u8,
         seed: u64,
@@ -80,9 +84,10 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (g.clone(), any::<u8>()).prop_map(|(group, frac)| Step::Compact { group, frac }),
         1 => (g.clone(), 0u64..5).prop_map(|(group, ahead)| Step::Snapshot { group, ahead }),
         2 => g.clone().prop_map(|group| Step::HardState { group }),
-        2 => (proptest::collection::vec(g, 1..6), 0usize..100).prop_map(|(groups, len)| Step::Multi { groups, len }),
+        2 => (proptest::collection::vec(g.clone(), 1..6), 0usize..100).prop_map(|(groups, len)| Step::Multi { groups, len }),
         4 => Just(Step::Sync),
         2 => Just(Step::Gc),
+        1 => g.prop_map(|group| Step::Release { group }),
         1 => (0u8..3, any::<u64>()).prop_map(|(how, seed)| Step::Crash { how, seed }),
     ]
 }
@@ -172,7 +177,7 @@ fn plan(model: &mut Model, step: &Step) -> Option<Vec<Op>> {
             g.hard_state = Some(hs);
             ops.push(Op::HardState(group, hs));
         }
-        Step::Sync | Step::Gc | Step::Crash { .. } => return None,
+        Step::Sync | Step::Gc | Step::Release { .. } | Step::Crash { .. } => return None,
     }
     Some(ops)
 }
@@ -274,6 +279,11 @@ proptest! {
                 }
                 Step::Gc => {
                     wal.collect_garbage().unwrap();
+                    wal.check_invariants();
+                    prop_assert_eq!(observe(&wal), normalize(&model));
+                }
+                Step::Release { group } => {
+                    wal.release_group_buffers(GroupId(*group));
                     wal.check_invariants();
                     prop_assert_eq!(observe(&wal), normalize(&model));
                 }

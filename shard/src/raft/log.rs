@@ -229,6 +229,12 @@ impl RaftLog {
         self.snapshot = meta;
     }
 
+    /// Gives back the log's spare capacity: an idle group's log keeps what its last append
+    /// grew it to (twice its length at worst) for as long as it sleeps.
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
     /// Replaces the whole log by a snapshot received from the leader.
     pub fn restore(&mut self, meta: SnapshotMeta) {
         let index = meta.last.index;
@@ -383,6 +389,30 @@ mod tests {
         let mut out = Vec::new();
         l.entries_from(LogIndex(4), 10, 1 << 20, &mut out);
         assert_eq!(out.len(), 1);
+        l.check_invariants();
+    }
+
+    #[test]
+    fn shrink_to_fit_gives_back_what_an_append_grew_and_keeps_the_entries() {
+        let mut l = log(&[1, 1, 2, 2]);
+        l.entries.shrink_to_fit();
+        let exact = l.entries.capacity();
+        let last = l.last_id();
+        l.append(Entry {
+            term: last.term,
+            index: last.index.next(),
+            kind: EntryKind::Normal,
+            data: Bytes::new(),
+        });
+        assert!(
+            l.entries.capacity() > l.entries.len(),
+            "grown past its length"
+        );
+        l.shrink_to_fit();
+        assert!(l.entries.capacity() < 2 * l.entries.len());
+        assert!(l.entries.capacity() >= exact);
+        assert_eq!(l.last_index(), LogIndex(5));
+        assert_eq!(l.term(LogIndex(3)), Some(Term(2)));
         l.check_invariants();
     }
 }

@@ -594,8 +594,9 @@ impl RaftNode {
     }
 
     /// Gives back the buffers kept for the next `Ready` (the recycled `Ready`, empty message
-    /// queues, empty in-flight rings): for a group going idle among thousands, which would
-    /// otherwise each keep what their last burst needed. The next turn allocates them again.
+    /// queues, empty in-flight rings, the log's spare capacity): for a group going idle
+    /// among thousands, which would otherwise each keep what their last burst needed. The
+    /// next turn allocates them again.
     pub fn release_buffers(&mut self) {
         if self.outstanding > 0 {
             return;
@@ -618,6 +619,7 @@ impl RaftNode {
         for (_, p) in &mut self.progress {
             p.inflights.shrink();
         }
+        self.log.shrink_to_fit();
     }
 
     /// Reports what the runtime did with the last `Ready` (see `Advanced`).

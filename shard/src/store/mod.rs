@@ -1021,6 +1021,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     &mut entries,
                 )?;
             }
+            // Sized once, with room for the entry of the election that follows a restart:
+            // grown by pushes, 100,000 restored logs would each hold up to twice their
+            // length while they all campaign at once (a sleeping group's log is shrunk to
+            // fit, `RaftNode::release_buffers`).
+            restored
+                .entries
+                .reserve_exact(entries.len() + RESTORED_LOG_SLACK);
             for e in entries {
                 let kind = match e.payload.first() {
                     None | Some(&PAYLOAD_REQUEST) | Some(&PAYLOAD_RANGE_COMMAND) => {
@@ -1200,6 +1207,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         busy.dedup();
         let last_heard = &self.last_heard;
         let heard = |n: NodeId| last_heard.get(&n).copied();
+        let wal = &mut self.wal;
         self.groups.retain_awake(|r| {
             if r.raft.is_quiesced() {
                 // A quiesced follower wakes when its leader's node falls silent: the node-level
@@ -1214,6 +1222,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 }
                 if is_asleep_able(r, me) && busy.binary_search(&r.group).is_err() {
                     r.raft.release_buffers();
+                    wal.release_group_buffers(quasar_wal::GroupId(r.group.0));
                     return false;
                 }
                 return true;
@@ -1338,13 +1347,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .filter(move |b| all || b.message_count() > 0)
     }
 
-    /// Empties the outbox, keeping its buffers.
+    /// Empties the outbox, keeping its buffers (see `clear_and_trim`).
     pub fn recycle_outbox(&mut self) {
         self.liveness_due = false;
         for b in &mut self.outbox {
-            b.messages.clear();
-            b.heartbeats.clear();
-            b.heartbeat_responses.clear();
+            clear_and_trim(&mut b.messages);
+            clear_and_trim(&mut b.heartbeats);
+            clear_and_trim(&mut b.heartbeat_responses);
         }
     }
 
@@ -2846,6 +2855,22 @@ fn status_is(r: &Replica, p: &ReplicaStatus) -> bool {
         && *keys == r.range.len()
         && *quiesced == r.raft.is_quiesced()
         && descriptor == r.range.descriptor()
+}
+
+/// Room left in a restored log for the entries of the first turns after a restart.
+const RESTORED_LOG_SLACK: usize = 4;
+
+/// Empties `v` and keeps its buffer for the next turn, unless that buffer is far larger than
+/// this turn needed: then it is halved. A burst (a restart's elections of 100,000 groups, one
+/// message each per peer) would otherwise keep its peak for good; halving gives it back
+/// within a few quiet turns and never reallocates while the load holds.
+fn clear_and_trim<T>(v: &mut Vec<T>) {
+    const KEEP: usize = 1024;
+    let used = v.len();
+    v.clear();
+    if v.capacity() > KEEP && used < v.capacity() / 4 {
+        v.shrink_to((v.capacity() / 2).max(KEEP));
+    }
 }
 
 /// Whether `r` may sleep (leave the awake list until something accesses it): quiesced, with

@@ -908,3 +908,26 @@ fn a_chain_of_split_children_writes_its_files_last_child_first_and_survives_a_cr
     }
     assert_eq!(one.user_ranges().len(), CHAIN + 1);
 }
+
+#[test]
+fn an_outbox_buffer_grown_by_a_burst_is_halved_by_quiet_turns_and_kept_under_load() {
+    let mut v: Vec<u64> = Vec::with_capacity(100_000);
+    v.extend(0..100_000);
+    let grown = v.capacity();
+    // A turn that used most of it keeps it.
+    super::clear_and_trim(&mut v);
+    assert_eq!(v.capacity(), grown);
+    v.extend(0..30_000);
+    super::clear_and_trim(&mut v);
+    assert_eq!(v.capacity(), grown, "a quarter or more used: kept");
+    // Quiet turns halve it, down to the floor, never below.
+    let mut caps = vec![grown];
+    for _ in 0..64 {
+        v.push(1);
+        super::clear_and_trim(&mut v);
+        assert!(v.is_empty());
+        caps.push(v.capacity());
+    }
+    assert!(caps[1] <= grown / 2 + 1 && caps[1] >= grown / 2, "{caps:?}");
+    assert_eq!(*caps.last().unwrap(), 1024, "{caps:?}");
+}
