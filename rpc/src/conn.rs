@@ -19,8 +19,8 @@
 //! `hard_limit_bytes` the connection is closed with `TransportError::SlowPeer`, so the client
 //! sees a closed connection and reports its in-flight writes as ambiguous. Buffers follow
 //! use: send buffers start empty, and a send or receive buffer grown by a burst is halved
-//! back (to 64 KiB, or the configured receive size) once quiet writes or frames use under a
-//! quarter of it.
+//! back (to 64 KiB, or the configured receive size) after `SHRINK_AFTER` writes or frames in
+//! a row that each used under a quarter of it.
 //!
 //! Every socket wait is bounded: reads by `idle_timeout`, writes and connects by `io_timeout`
 //! (glommio's own socket timeouts, armed only when a call would wait). A link on which the
@@ -239,17 +239,44 @@ pub struct RecvBuffer {
     base_len: usize,
     /// The most bytes held at once since the buffer last emptied.
     peak: usize,
-    /// Drains in a row (a frame taken leaving no byte behind) whose `peak` was under a
-    /// quarter of the buffer: at `RECV_SHRINK_AFTER`, `spare_mut` halves it.
-    quiet: u32,
+    /// Counts drains (a frame taken leaving no byte behind) by their `peak`.
+    trim: Trim,
+    /// Set by `trim` at a drain; `spare_mut` shrinks the buffer to it.
+    shrink_to: Option<usize>,
 }
 
-/// A grown receive buffer is halved after this many frames in a row used under a quarter of
-/// it: the frames of a burst (a restart's elections) no longer hold its peak for good.
-pub const RECV_SHRINK_AFTER: u32 = 64;
+/// A grown buffer is halved after this many uses in a row (a receive buffer's drains, a send
+/// buffer's writes) that each needed under a quarter of it: the frames of a burst (a
+/// restart's elections) no longer hold its peak for good, and a load whose writes are big
+/// and small in turn keeps its buffers.
+pub const SHRINK_AFTER: u32 = 64;
 /// What a send buffer grown by a burst shrinks back to (buffers start empty and grow with
 /// what is queued).
 const SEND_BUF_BYTES: usize = 64 << 10;
+
+/// When a buffer grown by a burst goes back toward its base size (see `SHRINK_AFTER`).
+#[derive(Debug, Default)]
+struct Trim {
+    /// Small uses in a row.
+    quiet: u32,
+}
+
+impl Trim {
+    /// Notes a use of `used` bytes of a buffer of `len`; returns the size to shrink it to
+    /// once `SHRINK_AFTER` small uses in a row have been seen.
+    fn note(&mut self, used: usize, len: usize, base: usize) -> Option<usize> {
+        if len <= base || used >= len / 4 {
+            self.quiet = 0;
+            return None;
+        }
+        self.quiet += 1;
+        if self.quiet < SHRINK_AFTER {
+            return None;
+        }
+        self.quiet = 0;
+        Some((len / 2).max(base))
+    }
+}
 
 impl RecvBuffer {
     pub fn new(config: &ConnConfig) -> RecvBuffer {
@@ -267,7 +294,8 @@ impl RecvBuffer {
             max_buf_bytes: config.max_frame_len_bytes + 4096,
             base_len,
             peak: 0,
-            quiet: 0,
+            trim: Trim::default(),
+            shrink_to: None,
         }
     }
 
@@ -290,13 +318,17 @@ impl RecvBuffer {
     /// The buffer grows with the bytes that arrive, not to the length a header announces: it
     /// doubles (up to what the frame needs) only once it is full, so a peer that announces a
     /// maximal frame and sends little of it holds at most twice what it sent. It shrinks
-    /// back by halves, down to its starting size, once `RECV_SHRINK_AFTER` drains in a row
-    /// each held under a quarter of it.
+    /// back by halves, down to its starting size, once `SHRINK_AFTER` drains in a row each
+    /// held under a quarter of it.
     pub fn spare_mut(&mut self) -> &mut [u8] {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            self.maybe_shrink();
+            if let Some(len) = self.shrink_to.take() {
+                let mut smaller = AlignedVec::with_capacity(len);
+                smaller.resize(len, 0);
+                self.buf = smaller;
+            }
         }
         // `needed`: bytes still missing from the frame at `start` (0: not known yet).
         let want = self.needed.max(1);
@@ -332,23 +364,8 @@ impl RecvBuffer {
 
     /// Counts a drain (the buffer just emptied) as small or not.
     fn drained(&mut self) {
-        let len = self.buf.len();
-        self.quiet = if len > self.base_len && self.peak < len / 4 {
-            self.quiet + 1
-        } else {
-            0
-        };
+        self.shrink_to = self.trim.note(self.peak, self.buf.len(), self.base_len);
         self.peak = 0;
-    }
-
-    /// Called with the buffer empty: halves a grown buffer after a run of small drains.
-    fn maybe_shrink(&mut self) {
-        if self.quiet >= RECV_SHRINK_AFTER {
-            self.quiet = 0;
-            let mut smaller = AlignedVec::with_capacity((self.buf.len() / 2).max(self.base_len));
-            smaller.resize(smaller.capacity(), 0);
-            self.buf = smaller;
-        }
     }
 
     /// Whether undecoded bytes are held (a frame cut by a close is a protocol error).
@@ -410,6 +427,8 @@ pub struct Conn {
     pending: RefCell<AlignedVec>,
     /// The buffer being written, kept between writes to reuse its memory.
     spare: RefCell<AlignedVec>,
+    /// Counts writes by their size, to shrink the two buffers after a burst.
+    send_trim: RefCell<Trim>,
     /// Invariant: while true, exactly one task is inside `write_pending`; nobody else writes.
     writing: Cell<bool>,
     writer_waker: RefCell<Option<Waker>>,
@@ -489,6 +508,7 @@ impl Conn {
             stream: RefCell::new(stream),
             pending: RefCell::new(AlignedVec::new()),
             spare: RefCell::new(AlignedVec::new()),
+            send_trim: RefCell::new(Trim::default()),
             writing: Cell::new(false),
             writer_waker: RefCell::new(None),
             closed: Cell::new(false),
@@ -685,12 +705,15 @@ impl Conn {
                     .map_err(|e| self.io_error(e, "writing"))?;
             }
             self.update_stats(|s| s.bytes_sent += out.len() as u64);
-            // A buffer grown by a burst and now used under a quarter is halved, down to
-            // its starting capacity: a few quiet writes give the burst's memory back.
-            if out.capacity() > SEND_BUF_BYTES && out.len() < out.capacity() / 4 {
-                out = AlignedVec::with_capacity((out.capacity() / 2).max(SEND_BUF_BYTES));
-            } else {
-                out.clear();
+            // A buffer grown by a burst is halved once a run of writes used under a quarter
+            // of it; the other buffer (the writes alternate) after the next run.
+            let shrink =
+                self.send_trim
+                    .borrow_mut()
+                    .note(out.len(), out.capacity(), SEND_BUF_BYTES);
+            match shrink {
+                Some(cap) => out = AlignedVec::with_capacity(cap),
+                None => out.clear(),
             }
             *self.spare.borrow_mut() = out;
         }
@@ -928,4 +951,34 @@ pub enum PushError<E> {
     Encode(E),
     #[error(transparent)]
     Transport(TransportError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Trim, SHRINK_AFTER};
+
+    #[test]
+    fn a_run_of_small_uses_halves_a_grown_buffer_and_one_big_use_restarts_the_run() {
+        let (base, len) = (64 << 10, 1 << 20);
+        let mut t = Trim::default();
+        for _ in 0..SHRINK_AFTER - 1 {
+            assert_eq!(t.note(100, len, base), None);
+        }
+        // A big use (a quarter or more) starts the count over.
+        assert_eq!(t.note(len / 4, len, base), None);
+        for _ in 0..SHRINK_AFTER - 1 {
+            assert_eq!(t.note(100, len, base), None);
+        }
+        assert_eq!(t.note(100, len, base), Some(len / 2));
+        // Big and small uses in turn never shrink.
+        for i in 0..4 * SHRINK_AFTER {
+            let used = if i % 2 == 0 { len } else { 0 };
+            assert_eq!(t.note(used, len, base), None);
+        }
+        // Never below the base, and nothing at the base.
+        let mut t = Trim::default();
+        let last = (0..SHRINK_AFTER).map(|_| t.note(0, base + 1, base)).last();
+        assert_eq!(last, Some(Some(base)));
+        assert!((0..2 * SHRINK_AFTER).all(|_| t.note(0, base, base).is_none()));
+    }
 }

@@ -161,7 +161,7 @@ fn a_buffer_grown_by_a_burst_shrinks_back_by_halves_once_frames_are_small() {
     encode_frame(&hello, &mut small).unwrap();
     // Small frames, each received alone: the size holds for a run of them, then halves.
     let mut sizes = vec![grown];
-    for _ in 0..64 * quasar_rpc::conn::RECV_SHRINK_AFTER {
+    for _ in 0..64 * quasar_rpc::conn::SHRINK_AFTER {
         assert_eq!(feed(&mut buf, &small, 1 << 20).unwrap().len(), 1);
         let len = buf.spare_mut().len();
         if len != *sizes.last().unwrap() {
@@ -180,7 +180,7 @@ fn a_buffer_grown_by_a_burst_shrinks_back_by_halves_once_frames_are_small() {
     // run of small ones resets the run.
     assert_eq!(feed(&mut buf, &big, 4096).unwrap().len(), 1);
     let regrown = buf.spare_mut().len();
-    for _ in 0..quasar_rpc::conn::RECV_SHRINK_AFTER - 1 {
+    for _ in 0..quasar_rpc::conn::SHRINK_AFTER - 1 {
         assert_eq!(feed(&mut buf, &small, 1 << 20).unwrap().len(), 1);
     }
     assert_eq!(

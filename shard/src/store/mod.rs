@@ -535,6 +535,8 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     silent: Vec<NodeId>,
     /// Send a batch to every peer in this turn, even an empty one.
     liveness_due: bool,
+    /// Turns in a row whose outbox used under a quarter of its grown vectors (`recycle_outbox`).
+    outbox_quiet: u32,
     admin_responses: Vec<(ConnToken, AdminResponse)>,
     pending_admin: Vec<PendingAdmin>,
     /// Messages for groups this shard does not hold (yet): a split's new range may hear
@@ -626,6 +628,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             peers: Vec::new(),
             silent: Vec::new(),
             liveness_due: false,
+            outbox_quiet: 0,
             admin_responses: Vec::new(),
             pending_admin: Vec::new(),
             orphans: Vec::new(),
@@ -1347,13 +1350,27 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .filter(move |b| all || b.message_count() > 0)
     }
 
-    /// Empties the outbox, keeping its buffers (see `clear_and_trim`).
+    /// Empties the outbox, keeping its buffers: a burst (a restart's elections of 100,000
+    /// groups, one message each per peer) would otherwise keep its peak for good, so after
+    /// `OUTBOX_SHRINK_AFTER` turns in a row that used under a quarter of every grown vector,
+    /// each is halved (see `clear_and_trim`); a load whose turns are big and small in turn
+    /// keeps them.
     pub fn recycle_outbox(&mut self) {
         self.liveness_due = false;
+        let quiet = self.outbox.iter().all(|b| {
+            is_small_use(&b.messages)
+                && is_small_use(&b.heartbeats)
+                && is_small_use(&b.heartbeat_responses)
+        });
+        self.outbox_quiet = if quiet { self.outbox_quiet + 1 } else { 0 };
+        let shrink = self.outbox_quiet >= OUTBOX_SHRINK_AFTER;
+        if shrink {
+            self.outbox_quiet = 0;
+        }
         for b in &mut self.outbox {
-            clear_and_trim(&mut b.messages);
-            clear_and_trim(&mut b.heartbeats);
-            clear_and_trim(&mut b.heartbeat_responses);
+            clear_and_trim(&mut b.messages, shrink);
+            clear_and_trim(&mut b.heartbeats, shrink);
+            clear_and_trim(&mut b.heartbeat_responses, shrink);
         }
     }
 
@@ -2860,16 +2877,22 @@ fn status_is(r: &Replica, p: &ReplicaStatus) -> bool {
 /// Room left in a restored log for the entries of the first turns after a restart.
 const RESTORED_LOG_SLACK: usize = 4;
 
-/// Empties `v` and keeps its buffer for the next turn, unless that buffer is far larger than
-/// this turn needed: then it is halved. A burst (a restart's elections of 100,000 groups, one
-/// message each per peer) would otherwise keep its peak for good; halving gives it back
-/// within a few quiet turns and never reallocates while the load holds.
-fn clear_and_trim<T>(v: &mut Vec<T>) {
-    const KEEP: usize = 1024;
-    let used = v.len();
+/// Elements an outbox vector keeps whatever its use.
+const OUTBOX_KEEP: usize = 1024;
+/// Quiet turns in a row after which the outbox's grown vectors are halved.
+const OUTBOX_SHRINK_AFTER: u32 = 64;
+
+/// Whether this turn used under a quarter of `v`, or `v` is no larger than it always keeps.
+fn is_small_use<T>(v: &Vec<T>) -> bool {
+    v.capacity() <= OUTBOX_KEEP || v.len() < v.capacity() / 4
+}
+
+/// Empties `v`, keeping its buffer for the next turn; with `shrink`, a buffer grown past
+/// `OUTBOX_KEEP` is halved (never below it).
+fn clear_and_trim<T>(v: &mut Vec<T>, shrink: bool) {
     v.clear();
-    if v.capacity() > KEEP && used < v.capacity() / 4 {
-        v.shrink_to((v.capacity() / 2).max(KEEP));
+    if shrink && v.capacity() > OUTBOX_KEEP {
+        v.shrink_to((v.capacity() / 2).max(OUTBOX_KEEP));
     }
 }
 

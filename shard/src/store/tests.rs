@@ -910,24 +910,45 @@ fn a_chain_of_split_children_writes_its_files_last_child_first_and_survives_a_cr
 }
 
 #[test]
-fn an_outbox_buffer_grown_by_a_burst_is_halved_by_quiet_turns_and_kept_under_load() {
-    let mut v: Vec<u64> = Vec::with_capacity(100_000);
-    v.extend(0..100_000);
-    let grown = v.capacity();
-    // A turn that used most of it keeps it.
-    super::clear_and_trim(&mut v);
-    assert_eq!(v.capacity(), grown);
-    v.extend(0..30_000);
-    super::clear_and_trim(&mut v);
-    assert_eq!(v.capacity(), grown, "a quarter or more used: kept");
-    // Quiet turns halve it, down to the floor, never below.
-    let mut caps = vec![grown];
-    for _ in 0..64 {
-        v.push(1);
-        super::clear_and_trim(&mut v);
-        assert!(v.is_empty());
-        caps.push(v.capacity());
+fn an_outbox_grown_by_a_burst_is_halved_after_a_run_of_quiet_turns_and_kept_under_load() {
+    use super::{OUTBOX_KEEP, OUTBOX_SHRINK_AFTER};
+    use quasar_rpc::message::{GroupId, Heartbeat, LogIndex, Term};
+    let mut one = open(MemDisk::new(), MemSnapshots::default(), config(1));
+    let beat = Heartbeat {
+        group: GroupId(9),
+        term: Term(1),
+        commit: LogIndex(0),
+        seq: 0,
+        tick: 0,
+    };
+    let store = &mut one.store;
+    let batch = store.batch_for(NodeId(2));
+    batch.heartbeats.extend(std::iter::repeat_n(beat, 100_000));
+    let grown = batch.heartbeats.capacity();
+    let cap = |store: &Store<MemDisk, MemSnapshots>| store.outbox[0].heartbeats.capacity();
+    let turn = |store: &mut Store<MemDisk, MemSnapshots>, n: usize| {
+        let b = store.batch_for(NodeId(2));
+        b.heartbeats.extend(std::iter::repeat_n(beat, n));
+        store.recycle_outbox();
+    };
+    store.recycle_outbox();
+    assert_eq!(cap(store), grown, "a full turn keeps it");
+    // Quiet turns and busy ones in turn: never shrunk.
+    for i in 0..4 * OUTBOX_SHRINK_AFTER {
+        turn(store, if i % 2 == 0 { 1 } else { grown / 2 });
+        assert_eq!(cap(store), grown, "turn {i}");
     }
-    assert!(caps[1] <= grown / 2 + 1 && caps[1] >= grown / 2, "{caps:?}");
-    assert_eq!(*caps.last().unwrap(), 1024, "{caps:?}");
+    // A run of quiet turns halves it, and each further run halves it again, down to the
+    // floor.
+    for _ in 0..OUTBOX_SHRINK_AFTER - 1 {
+        turn(store, 1);
+    }
+    assert_eq!(cap(store), grown, "one turn short of the run");
+    turn(store, 1);
+    assert!(cap(store) >= grown / 2 && cap(store) <= grown / 2 + 1);
+    for _ in 0..64 * OUTBOX_SHRINK_AFTER {
+        turn(store, 1);
+    }
+    assert_eq!(cap(store), OUTBOX_KEEP);
+    assert!(store.outbox[0].heartbeats.is_empty());
 }
