@@ -355,7 +355,10 @@ impl AdminSource for NodeAdmin {
         }
         for shard in 0..self.shared.shards {
             for r in self.shared.report(shard).replicas.values() {
-                if r.leader.is_none() {
+                // A replica restored without a leader (dormant, or in its first election
+                // since the restart) is not waited for: its first request or message
+                // elects a leader, and the store's restart pacer gets to it meanwhile.
+                if r.leader.is_none() && !r.restarting {
                     return Probe::Failing(format!(
                         "range {} has no known leader yet",
                         r.descriptor.id
@@ -395,6 +398,7 @@ impl AdminSource for NodeAdmin {
                     "state_hash": format!("{:08x}", r.state_hash),
                     "keys": r.keys,
                     "quiesced": r.quiesced,
+                    "restarting": r.restarting,
                 }));
             }
         }

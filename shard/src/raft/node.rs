@@ -237,6 +237,14 @@ impl RaftNode {
             commit: self.log.committed,
         }
     }
+    /// This node's logical clock: the ticks it counted, and those `clock_skipped` added.
+    pub fn clock(&self) -> u64 {
+        self.ticks
+    }
+    /// The node this one voted for in the current term, if any.
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
     pub fn is_quiesced(&self) -> bool {
         self.quiesced
     }

@@ -106,7 +106,12 @@ impl Directory {
     /// and every older range it overlaps (a split's parent, a merge's absorbed neighbour);
     /// an older descriptor of `d`'s range changes nothing.
     pub fn upsert(&mut self, d: &RangeDescriptor) {
-        if self.by_id(d.id).is_some_and(|o| o.epoch > d.epoch) {
+        // Newer, or the same among disjoint ranges (a store's open records every local
+        // range, most of them as the directory already holds them): nothing to change.
+        if self
+            .by_id(d.id)
+            .is_some_and(|o| o.epoch > d.epoch || (self.disjoint && o == d))
+        {
             return;
         }
         self.remove(d.id);

@@ -37,7 +37,7 @@ mod ranges;
 pub mod snapfile;
 pub mod wire;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -241,6 +241,10 @@ pub struct ReplicaStatus {
     pub state_hash: u32,
     pub keys: usize,
     pub quiesced: bool,
+    /// Restored at the store's open and has heard of no leader since: dormant, or in its
+    /// first election after the restart (see `Dormant`). `/ready` does not wait for it: its
+    /// first request or message elects a leader.
+    pub restarting: bool,
 }
 
 struct Proposal {
@@ -342,6 +346,30 @@ struct Replica {
     awake: bool,
     /// On the store's pending list (see `groups`): may have work for the next turn.
     pending: bool,
+    /// Restored asleep at the store's open, and not yet roused (see `Dormant`).
+    dormant: Dormant,
+    /// Made dormant at the open and has heard of no leader since (`ReplicaStatus`).
+    restarting: bool,
+}
+
+/// A replica restored at a restart sleeps until something needs it, so that a node with
+/// 100,000 ranges serves as soon as its store is open instead of holding 100,000 elections
+/// first, all at once. Its core is quiesced without a leader: no tick reaches it, and it
+/// costs nothing. It is roused (`Store::rouse`: its clock told of the time it slept, which
+/// ends the restart's vote guard on time, and its core woken) by a message for its group,
+/// a client request, or the store's restart pacer, which campaigns the `Leads` replicas
+/// a few hundred per tick once the vote guard is over, and then wakes the `Waits` ones
+/// that no campaign reached, so every group has a leader again in the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dormant {
+    /// Not dormant.
+    No,
+    /// Voted for another node (or none) in its last term: waits for that node's campaign.
+    Waits,
+    /// Voted for itself in its last term (it was the group's candidate, most likely its
+    /// leader): it campaigns first, so a group's replicas do not campaign against each
+    /// other.
+    Leads,
 }
 
 impl Replica {
@@ -404,6 +432,8 @@ impl Replica {
             awaiting_snapshot: false,
             awake: false,
             pending: false,
+            dormant: Dormant::No,
+            restarting: false,
         }
     }
 }
@@ -583,6 +613,13 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     membership_cursor: msg::GroupId,
     /// Snapshot files not written in a row (the retry interval doubles with each).
     snapshot_failures: u32,
+    /// The restart pacer's queues (see `Dormant`), popped from the end: the dormant
+    /// replicas that campaign first, and then the others.
+    restart_leads: Vec<msg::GroupId>,
+    restart_waits: Vec<msg::GroupId>,
+    /// The tick from which the pacer wakes the `Waits` replicas: a few election timeouts
+    /// after the last `Leads` campaign started, time for those campaigns to reach them.
+    restart_waits_from: Option<u64>,
 }
 
 /// Ticks before the first retry after a snapshot file could not be written; doubled after
@@ -646,6 +683,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             snapshot_retry_at: 0,
             membership_cursor: msg::GroupId(0),
             snapshot_failures: 0,
+            restart_leads: Vec::new(),
+            restart_waits: Vec::new(),
+            restart_waits_from: None,
         };
         let (mine, max_id): (Vec<RangeDescriptor>, u64) = {
             let dir = store.dir.read().unwrap_or_else(|e| e.into_inner());
@@ -736,15 +776,102 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             store.last_allocated = store.last_allocated.max(g.0);
         }
         store.last_allocated = store.last_allocated.max(store.ids_in_unapplied_splits());
+        store.make_dormant();
         // One line for the store, not one per replica: at 100,000 ranges the per-replica
         // lines (now at debug) were 400,000 lines and a tenth of a restart's CPU.
         info!(
             node = store.cfg.node.0,
             shard = store.cfg.shard.0,
             replicas = store.groups.len(),
+            dormant = store.restart_leads.len() + store.restart_waits.len(),
+            campaign_first = store.restart_leads.len(),
             "store opened"
         );
         Ok(store)
+    }
+
+    /// Marks dormant every replica just restored that follows no leader: a voter of a
+    /// group that had a term before, not awaiting a snapshot (see `Dormant`). The first ticks put each to sleep once it has
+    /// applied the committed entries of its restored log (a range replays its splits).
+    fn make_dormant(&mut self) {
+        let me = self.cfg.node;
+        let (leads, waits) = (&mut self.restart_leads, &mut self.restart_waits);
+        self.groups.for_each_awake(|r| {
+            let voter = r
+                .range
+                .descriptor()
+                .replica(msg::NodeId(me.0))
+                .is_some_and(|x| x.role == msg::ReplicaRole::Voter);
+            // A group that never had a term is new (a cluster's first start), not restored.
+            if r.raft.role() != Role::Follower
+                || r.raft.leader().is_some()
+                || r.raft.term() == Term(0)
+                || r.awaiting_snapshot
+                || !voter
+            {
+                return;
+            }
+            r.restarting = true;
+            r.dormant = if r.raft.vote() == Some(me) {
+                leads.push(r.group);
+                Dormant::Leads
+            } else {
+                waits.push(r.group);
+                Dormant::Waits
+            };
+        });
+        // Popped from the end: in group order.
+        leads.reverse();
+        waits.reverse();
+    }
+
+    /// The restart pacer (see `Dormant`): once the vote guard is over, rouses up to
+    /// `RESTART_ROUSE_PER_TICK` dormant replicas a tick while fewer than
+    /// `RESTART_AWAKE_CAP` groups are awake, the `Leads` ones first (each campaigns), then,
+    /// a few election timeouts later, the `Waits` ones that no campaign reached (they
+    /// campaign when their election timer fires, unless a leader speaks first). The cap
+    /// keeps the elections of a restart from waking every group at once: the loops' cost
+    /// follows the awake groups, and a turn stays short for the requests served meanwhile.
+    fn pace_restart(&mut self, now: u64, election: u64) {
+        if now < election || (self.restart_leads.is_empty() && self.restart_waits.is_empty()) {
+            return;
+        }
+        let mut room = RESTART_AWAKE_CAP
+            .saturating_sub(self.groups.awake_len())
+            .min(RESTART_ROUSE_PER_TICK);
+        while room > 0 {
+            let (g, leads) = match self.restart_leads.pop() {
+                Some(g) => (g, true),
+                None => {
+                    let from = *self.restart_waits_from.get_or_insert(now + 2 * election);
+                    if now < from {
+                        break;
+                    }
+                    match self.restart_waits.pop() {
+                        Some(g) => (g, false),
+                        None => break,
+                    }
+                }
+            };
+            if !self
+                .groups
+                .get(&g)
+                .is_some_and(|r| r.dormant != Dormant::No)
+            {
+                continue; // roused meanwhile, or gone
+            }
+            if let Some(r) = self.groups.get_mut(&g) {
+                rouse(r, now);
+                if leads {
+                    r.raft.campaign();
+                }
+                room -= 1;
+            }
+        }
+        if self.restart_leads.is_empty() && self.restart_waits.is_empty() {
+            self.restart_leads = Vec::new();
+            self.restart_waits = Vec::new();
+        }
     }
 
     /// Local ranges that no longer exist: another local range with a newer epoch holds
@@ -1212,6 +1339,25 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let heard = |n: NodeId| last_heard.get(&n).copied();
         let wal = &mut self.wal;
         self.groups.retain_awake(|r| {
+            if r.restarting && r.raft.leader().is_some() {
+                r.restarting = false;
+            }
+            if r.dormant != Dormant::No {
+                if r.raft.role() == Role::Follower && r.raft.leader().is_none() {
+                    if LogIndex(r.range.applied_index()) < r.raft.commit() {
+                        // Still applying its restored log: awake, its clock still.
+                        return true;
+                    }
+                    r.raft.quiesce();
+                    // Asleep, dormant; or back to sleep after an access that asked
+                    // nothing of it (a pass over the groups).
+                    if is_asleep_able(r, me) && busy.binary_search(&r.group).is_err() {
+                        return false;
+                    }
+                }
+                // It has work: roused.
+                rouse(r, now);
+            }
             if r.raft.is_quiesced() {
                 // A quiesced follower wakes when its leader's node falls silent: the node-level
                 // liveness batches stopped, so the leader may be gone.
@@ -1271,6 +1417,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if !self.kept_superseded.is_empty() && now % election == 0 {
             self.sweep_kept_superseded();
         }
+        self.pace_restart(now, election);
         if now % MEMBERSHIP_CHECK_TICKS == 0 {
             self.check_membership();
         }
@@ -1650,6 +1797,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let Some(r) = self.groups.get_mut(&group) else {
             return;
         };
+        rouse(r, now);
         if r.awaiting_snapshot && matches!(m.body, MessageBody::RequestVote { .. }) {
             // An adopted replica awaiting its first snapshot does not vote. A voter that
             // missed its range's split is such a replica, so a move's joint configuration
@@ -1982,6 +2130,16 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 reason: UnavailableReason::CatchingUp,
             });
         };
+        if is_restarting(r) {
+            // A request for a group without a leader since the restart: this replica
+            // campaigns now (once the vote guard is over), not when the pacer or its
+            // election timer comes to it. Clients ask the leader they last knew first,
+            // which is usually the `Leads` replica.
+            rouse(r, self.ticks);
+            if r.raft.role() == Role::Follower && self.ticks >= u64::from(self.cfg.election_ticks) {
+                r.raft.campaign();
+            }
+        }
         r.last_activity = self.ticks;
         if r.raft.is_quiesced() {
             r.raft.wake();
@@ -2801,14 +2959,33 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 g.0
             );
         }
+        let queued: HashSet<msg::GroupId> = self
+            .restart_leads
+            .iter()
+            .chain(&self.restart_waits)
+            .copied()
+            .collect();
         for r in self.groups.values() {
+            if r.dormant != Dormant::No {
+                // The pacer rouses it in the end, if nothing else does first.
+                assert!(
+                    queued.contains(&r.group),
+                    "group {} dormant but not queued for the restart pacer",
+                    r.group.0
+                );
+                assert!(
+                    r.raft.leader().is_none() && r.restarting,
+                    "group {} dormant with a leader",
+                    r.group.0
+                );
+            }
             if !r.awake {
                 assert!(
                     is_asleep_able(r, self.cfg.node),
                     "group {} asleep with work or not quiesced",
                     r.group.0
                 );
-                if r.raft.role() != Role::Leader {
+                if r.raft.role() != Role::Leader && r.dormant == Dormant::No {
                     let l = r.raft.leader();
                     assert!(
                         l.is_some_and(
@@ -2846,6 +3023,7 @@ fn status_of(r: &Replica) -> Option<ReplicaStatus> {
         state_hash: r.range.state_hash(),
         keys: r.range.len(),
         quiesced: r.raft.is_quiesced(),
+        restarting: is_restarting(r),
     })
 }
 
@@ -2862,6 +3040,7 @@ fn status_is(r: &Replica, p: &ReplicaStatus) -> bool {
         state_hash,
         keys,
         quiesced,
+        restarting,
     } = p;
     *role == r.raft.role()
         && *term == r.raft.term().0
@@ -2871,6 +3050,7 @@ fn status_is(r: &Replica, p: &ReplicaStatus) -> bool {
         && *state_hash == r.range.state_hash()
         && *keys == r.range.len()
         && *quiesced == r.raft.is_quiesced()
+        && *restarting == is_restarting(r)
         && descriptor == r.range.descriptor()
 }
 
@@ -2899,6 +3079,30 @@ fn clear_and_trim<T>(v: &mut Vec<T>, shrink: bool) {
 /// Whether `r` may sleep (leave the awake list until something accesses it): quiesced, with
 /// nothing in flight or waiting, and nothing only a tick would notice (a learner's silent
 /// leader: `want_leaders`; a frozen range: `finish_frozen`).
+/// Whether `r` was made dormant at the open and has heard of no leader since.
+fn is_restarting(r: &Replica) -> bool {
+    r.restarting && r.raft.leader().is_none()
+}
+
+/// Rouses a dormant replica (see `Dormant`); nothing for one that is not. Its core was
+/// created at the store's open (tick 0) and its clock stood still while it slept: the time
+/// it missed passes now, so the restart's vote guard ends when it would have had the core
+/// ticked all along (no earlier: that would break the leases the guard protects).
+fn rouse(r: &mut Replica, now: u64) {
+    if r.dormant == Dormant::No {
+        return;
+    }
+    r.dormant = Dormant::No;
+    r.raft.clock_skipped(now.saturating_sub(r.raft.clock()));
+    r.raft.wake();
+    r.last_activity = now;
+}
+
+/// The restart pacer's bounds (see `Store::pace_restart`): replicas roused per tick, and
+/// awake groups above which it rouses none.
+const RESTART_ROUSE_PER_TICK: usize = 64;
+const RESTART_AWAKE_CAP: usize = 2048;
+
 fn is_asleep_able(r: &Replica, me: NodeId) -> bool {
     r.raft.is_quiesced()
         && !r.raft.has_ready()

@@ -952,3 +952,80 @@ fn an_outbox_grown_by_a_burst_is_halved_after_a_run_of_quiet_turns_and_kept_unde
     assert_eq!(cap(store), OUTBOX_KEEP);
     assert!(store.outbox[0].heartbeats.is_empty());
 }
+
+/// A restart leaves every restored group asleep, dormant and leaderless (`restarting`, so
+/// `/ready` does not wait for it), and nothing wakes it before the vote guard is over. A
+/// request wakes its own group only, which campaigns and answers; the restart pacer elects
+/// the others. The time a group slept counts once on its clock (the vote guard ends on
+/// time, not early).
+#[test]
+fn a_restart_leaves_groups_dormant_until_a_request_or_the_pacer_elects_them() {
+    let mut one = leader();
+    assert!(matches!(
+        one.put(b"k", b"v").result,
+        Ok(Reply::Written { .. })
+    ));
+    let snaps = one.store.snaps.clone();
+    let crashed = one.store.wal.disk().crash(Crash::DropUnsynced);
+    let mut again = open(crashed, snaps, config(1));
+    let election = u64::from(again.store.cfg.election_ticks);
+    for t in 1..election {
+        again.store.tick();
+        again.turn();
+        again.store.check_invariants();
+        // Asleep from the second tick: the first found the restored log still to apply.
+        if t > 1 {
+            assert_eq!(again.store.groups.awake_len(), 0, "a dormant group woke");
+        }
+    }
+    let statuses = again.store.statuses();
+    assert_eq!(statuses.len(), 2);
+    for s in &statuses {
+        assert!(
+            s.restarting && s.quiesced && s.leader.is_none(),
+            "range {} is not dormant: {s:?}",
+            s.descriptor.id.0
+        );
+    }
+    // A request for the user range wakes its group alone (before the vote guard is over
+    // it does not campaign yet: its election timer does); the meta range sleeps on.
+    let status = |one: &One, id: u64| {
+        one.store
+            .statuses()
+            .into_iter()
+            .find(|s| s.descriptor.id.0 == id)
+            .expect("range")
+    };
+    let first = again.request(
+        Operation::Get { key: b"k".to_vec() },
+        ReadConsistency::Linearizable,
+    );
+    assert!(
+        matches!(first.result, Err(RequestError::RangeMoved { .. })),
+        "{first:?}"
+    );
+    let user = status(&again, 2);
+    assert!(!user.quiesced && user.leader.is_none(), "{user:?}");
+    let g = user.descriptor.group;
+    let r = again.store.groups.get(&g).expect("user replica");
+    assert_eq!(
+        r.raft.clock(),
+        again.store.ticks,
+        "slept ticks counted once"
+    );
+    let meta = status(&again, 1);
+    assert!(
+        meta.restarting && meta.quiesced && meta.leader.is_none(),
+        "{meta:?}"
+    );
+    again.settle(2 * election as usize);
+    assert_eq!(again.get(b"k"), Some(b"v".to_vec()));
+    let user = status(&again, 2);
+    assert!(user.leader == Some(1) && !user.restarting, "{user:?}");
+    // The pacer elects the meta range.
+    again.settle(3 * election as usize);
+    again.store.check_invariants();
+    let meta = status(&again, 1);
+    assert!(meta.leader == Some(1) && !meta.restarting, "{meta:?}");
+    assert!(again.store.restart_leads.is_empty() && again.store.restart_waits.is_empty());
+}
