@@ -791,8 +791,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     /// Marks dormant every replica just restored that follows no leader: a voter of a
-    /// group that had a term before, not awaiting a snapshot (see `Dormant`). The first ticks put each to sleep once it has
-    /// applied the committed entries of its restored log (a range replays its splits).
+    /// group that had a term before, not awaiting a snapshot (see `Dormant`). The first
+    /// ticks put each to sleep once it has applied the committed entries of its restored
+    /// log (a range replays its splits).
     fn make_dormant(&mut self) {
         let me = self.cfg.node;
         let (leads, waits) = (&mut self.restart_leads, &mut self.restart_waits);
@@ -3076,9 +3077,6 @@ fn clear_and_trim<T>(v: &mut Vec<T>, shrink: bool) {
     }
 }
 
-/// Whether `r` may sleep (leave the awake list until something accesses it): quiesced, with
-/// nothing in flight or waiting, and nothing only a tick would notice (a learner's silent
-/// leader: `want_leaders`; a frozen range: `finish_frozen`).
 /// Whether `r` was made dormant at the open and has heard of no leader since.
 fn is_restarting(r: &Replica) -> bool {
     r.restarting && r.raft.leader().is_none()
@@ -3103,6 +3101,9 @@ fn rouse(r: &mut Replica, now: u64) {
 const RESTART_ROUSE_PER_TICK: usize = 64;
 const RESTART_AWAKE_CAP: usize = 2048;
 
+/// Whether `r` may sleep (leave the awake list until something accesses it): quiesced, with
+/// nothing in flight or waiting, and nothing only a tick would notice (a learner's silent
+/// leader: `want_leaders`; a frozen range: `finish_frozen`).
 fn is_asleep_able(r: &Replica, me: NodeId) -> bool {
     r.raft.is_quiesced()
         && !r.raft.has_ready()
