@@ -61,6 +61,7 @@ pub struct Metrics {
     ranges: Family<ShardLabel, Gauge>,
     leaders: Family<ShardLabel, Gauge>,
     ranges_awake: Family<ShardLabel, Gauge>,
+    ranges_woken: Family<ShardLabel, Counter>,
     wal_disk_bytes: Family<ShardLabel, Gauge>,
     wal_fsync: HistogramFamily<ShardLabel>,
     wal_append: HistogramFamily<ShardLabel>,
@@ -95,6 +96,7 @@ impl Metrics {
             ranges: Family::default(),
             leaders: Family::default(),
             ranges_awake: Family::default(),
+            ranges_woken: Family::default(),
             wal_disk_bytes: Family::default(),
             wal_fsync: Family::new_with_constructor(latency_histogram),
             wal_append: Family::new_with_constructor(latency_histogram),
@@ -169,6 +171,11 @@ impl Metrics {
             "ranges_awake",
             "Range replicas this shard visits every tick (the others are quiesced and asleep)",
             m.ranges_awake.clone(),
+        );
+        registry.register(
+            "ranges_woken",
+            "Times a sleeping range replica was woken (a request, a message, its leader's node falling silent)",
+            m.ranges_woken.clone(),
         );
         registry.register(
             "wal_disk_bytes",
@@ -257,6 +264,7 @@ impl Metrics {
                 "received",
                 m.raft_messages_in,
             );
+            self.bump(&self.ranges_woken, shard, "ranges_woken", m.groups_woken);
             self.bump(
                 &self.peer_errors,
                 shard,

@@ -3,9 +3,11 @@
 //! on base port + shard index, one connection per peer node) and a tick timer.
 //!
 //! ```text
-//!  frames (transport tasks) --on_frame--> store inputs, wake the loop
+//!  frames (transport tasks) --on_frame--> store inputs, wake the loop (not for an
+//!        empty liveness batch)
 //!  sync task: fdatasync up to a target --done--> wake the loop
-//!  loop: wait (wake | sync done | next tick) -> tick?
+//!  loop: wait (wake | sync done | next tick; every group asleep: the tick of the next
+//!        liveness beat, then the ticks slept through in a row) -> tick?
 //!        -> sync done? on_sync_done, finish_synced() -> send batches, answer clients
 //!        -> process() (while a sync runs only if the store allows) -> send, answer
 //!        -> no sync running? begin one for what needs it, or finish() -> send, answer
@@ -300,13 +302,30 @@ struct Handler {
 /// client request and Raft batch is handled (a frame may be handled right after the
 /// process resumes, before the loop's next tick): a leader stopped past its lease must not
 /// serve a read from it.
+///
+/// While the store is idle (every group asleep, `Store::idle_ticks`) the loop sleeps up to
+/// `stride` ticks, until the next liveness beat; the ticks it slept through are then run
+/// in a row, as ticks, not reported as skipped (a beat is due among them).
 struct TickClock {
     tick: Duration,
     accounted: Cell<Instant>,
+    /// The ticks the loop's current sleep may cover (1 unless the store is idle).
+    stride: Cell<u64>,
 }
 
 impl TickClock {
     fn catch_up(&self, store: &mut ShardStore, now: Instant) {
+        let stride = self.stride.get();
+        let mut ran = 0;
+        while stride > 1
+            && ran < stride
+            && store.is_idle()
+            && now >= self.accounted.get() + self.tick
+        {
+            store.tick();
+            self.accounted.set(self.accounted.get() + self.tick);
+            ran += 1;
+        }
         let behind = now.saturating_duration_since(self.accounted.get());
         if behind > self.tick * 2 {
             let missed = behind.as_nanos() / self.tick.as_nanos().max(1) - 1;
@@ -365,8 +384,12 @@ impl FrameHandler for Handler {
                     });
                 }
                 let batch = access_body::<RaftBatch>(frame.body)?;
-                self.caught_up(&store).on_raft_batch(batch);
-                self.wake();
+                let mut s = self.caught_up(&store);
+                // A peer's empty liveness beat needs no turn (unless the catch-up ticked).
+                if s.on_raft_batch(batch) || s.has_work() {
+                    drop(s);
+                    self.wake();
+                }
             }
             FrameKind::ClientRequest => {
                 let req = access_body::<ClientRequest>(frame.body)?;
@@ -568,6 +591,7 @@ async fn run_shard_inner(
         clock: Rc::new(TickClock {
             tick: spec.tick,
             accounted: Cell::new(Instant::now()),
+            stride: Cell::new(1),
         }),
     });
     let mut tcfg = TransportConfig::new(
@@ -609,7 +633,10 @@ async fn run_shard_inner(
             break Ok(());
         }
         let now = Instant::now();
-        let next_tick = clock.accounted.get() + spec.tick;
+        let stride = store.borrow().idle_ticks();
+        clock.stride.set(stride);
+        let next_tick =
+            clock.accounted.get() + spec.tick.saturating_mul(u32::try_from(stride).unwrap_or(1));
         let busy = sync.as_ref().is_some_and(SyncInFlight::is_done) || {
             let s = store.borrow();
             s.may_process() && s.has_work()
@@ -624,7 +651,9 @@ async fn run_shard_inner(
         }
         handler.pending_wake.set(false);
         let now = Instant::now();
+        // The ticks an idle sleep covered run in a row here (see `TickClock`).
         clock.catch_up(&mut store.borrow_mut(), now);
+        clock.stride.set(1);
         if now >= clock.accounted.get() + spec.tick {
             store.borrow_mut().tick();
             clock.accounted.set(clock.accounted.get() + spec.tick);

@@ -111,7 +111,10 @@ pub enum RaftBody {
     /// A replica that cannot campaign (a learner) and has heard no leader for an election
     /// timeout → the voters of its configuration: a quiesced leader wakes up, and its
     /// heartbeats then tell the replica who leads (a restarted learner of a quiet group
-    /// would otherwise never learn it).
+    /// would otherwise never learn it). Also a replica's periodic membership check (a
+    /// member that no longer counts it answers `Removed`): sent to the leader it follows,
+    /// it carries that leader's term in the message's `term` (0 otherwise), and a
+    /// quiesced leader of that term stays asleep.
     LeaderWanted,
 }
 

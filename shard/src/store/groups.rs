@@ -71,6 +71,8 @@ pub(super) struct Groups {
     /// Neighbours in `by_start` whose ranges overlap (the first ends after the second
     /// starts): none while the local ranges are disjoint.
     crossings: usize,
+    /// Times a sleeping group was woken (put back on the awake list by an access).
+    woken: u64,
 }
 
 impl Groups {
@@ -89,6 +91,7 @@ impl Groups {
             by_range: HashMap::new(),
             by_start: BTreeSet::new(),
             crossings: 0,
+            woken: 0,
         }
     }
 
@@ -110,6 +113,7 @@ impl Groups {
         let r = self.map.get_mut(g)?;
         if !r.awake {
             r.awake = true;
+            self.woken += 1;
             if self.awake.last().is_some_and(|last| last > g) {
                 self.sorted = false;
             }
@@ -355,6 +359,11 @@ impl Groups {
 
     pub(super) fn awake_len(&self) -> usize {
         self.awake.len()
+    }
+
+    /// Times a sleeping group was woken since the table was made.
+    pub(super) fn woken(&self) -> u64 {
+        self.woken
     }
 
     /// The awake replicas, in no particular order.

@@ -227,6 +227,8 @@ pub struct StoreMetrics {
     pub merges: u64,
     /// Groups on the awake list now (a gauge: the others are quiesced and cost nothing).
     pub awake_groups: u64,
+    /// Times a sleeping group was woken (by a request, a message, a silent leader node ...).
+    pub groups_woken: u64,
 }
 
 /// A point-in-time view of one replica.
@@ -1230,6 +1232,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     pub fn metrics(&self) -> StoreMetrics {
         StoreMetrics {
             awake_groups: self.groups.awake_len() as u64,
+            groups_woken: self.groups.woken(),
             ..self.metrics
         }
     }
@@ -1320,7 +1323,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let now = self.ticks;
         let quiesce_after = self.cfg.quiesce_after_ticks;
         let election = u64::from(self.cfg.election_ticks);
-        let heartbeat = u64::from(self.cfg.heartbeat_ticks.max(1));
+        let idle_beat = self.idle_beat_ticks();
         self.note_silences(beat, election);
         let me = self.cfg.node;
         // A group whose `Ready` is in flight (handed to the WAL, or under the sync) is not
@@ -1393,8 +1396,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 Role::Leader if r.raft.can_quiesce() => r.raft.quiesce(),
                 // A follower whose live leader stopped heartbeating: the leader quiesced.
                 Role::Follower => {
+                    // (Two beats of an idle node: its beats are the rarer ones.)
                     let leader_alive = r.raft.leader().is_some_and(|l| {
-                        heard(l).is_some_and(|t| beat.saturating_sub(t) <= 2 * heartbeat)
+                        heard(l).is_some_and(|t| beat.saturating_sub(t) <= 2 * idle_beat)
                     });
                     if leader_alive {
                         r.raft.quiesce();
@@ -1407,8 +1411,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         });
         // Node-level liveness: one (possibly empty) batch per peer every heartbeat interval,
         // whatever the number of groups, so quiesced followers can tell a quiet leader from
-        // a dead one.
-        if now % heartbeat == 0 {
+        // a dead one; half as often while every group here sleeps (`idle_beat_ticks`).
+        if now % self.beat_ticks() == 0 {
             for i in 0..self.peers.len() {
                 let p = self.peers[i];
                 self.batch_for(p);
@@ -1557,15 +1561,20 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         self.groups.get_mut(&group)
     }
 
-    /// Steps every message of a received batch into its group.
-    pub fn on_raft_batch(&mut self, batch: &ArchivedRaftBatch) {
+    /// Steps every message of a received batch into its group. Returns whether the batch
+    /// may have given the store work for a turn: false for an empty batch (a peer's
+    /// liveness beat while its groups sleep) that woke nothing, which only notes the peer
+    /// as heard.
+    pub fn on_raft_batch(&mut self, batch: &ArchivedRaftBatch) -> bool {
         let from = NodeId(batch.from.get().0);
         let to = self.cfg.node;
         let before = self.last_heard.insert(from, self.beats);
         self.silent.retain(|n| *n != from);
+        let mut woke = false;
         if before.is_some_and(|t| self.beats.saturating_sub(t) > u64::from(self.cfg.election_ticks))
         {
             self.wake_leaders_of(from);
+            woke = true;
         }
         if batch.to.get().0 != to.0 || batch.to_shard.get() != self.cfg.shard {
             self.metrics.raft_messages_bad += 1;
@@ -1574,7 +1583,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 shard = batch.to_shard.get().0,
                 "raft batch for another node or shard dropped"
             );
-            return;
+            return woke;
+        }
+        if batch.message_count() == 0 {
+            return woke;
         }
         for hb in batch.heartbeats.iter() {
             let m = wire::heartbeat_from_wire(from, to, hb);
@@ -1601,7 +1613,9 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     from,
                     Some((survivor.get(), LogIndex(index.get().0))).filter(|(s, _)| s.0 != 0),
                 ),
-                ArchivedRaftBody::LeaderWanted => self.on_leader_wanted(group, from),
+                ArchivedRaftBody::LeaderWanted => {
+                    self.on_leader_wanted(group, from, Term(m.term.get().0))
+                }
                 _ => match wire::message_from_wire(from, to, m) {
                     Ok(Some(m)) => self.step(group, m),
                     Ok(None) => {}
@@ -1612,6 +1626,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 },
             }
         }
+        true
     }
 
     /// One replica in turn (round-robin over every group, asleep or not) that does not
@@ -1632,8 +1647,14 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if r.raft.role() == Role::Leader || r.awaiting_snapshot {
             return;
         }
+        // Asked of a known leader, the check carries the term this replica follows it in:
+        // a quiesced leader of that term is not woken by it (see `on_leader_wanted`).
+        let mut term = msg::Term(0);
         let ask: SmallVec<[NodeId; 4]> = match r.raft.leader() {
-            Some(leader) if leader != me => smallvec::smallvec![leader],
+            Some(leader) if leader != me => {
+                term = msg::Term(r.raft.term().0);
+                smallvec::smallvec![leader]
+            }
             _ => {
                 let conf = membership::conf_of(r.range.descriptor());
                 conf.voters
@@ -1647,7 +1668,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         for n in ask {
             self.batch_for(n).messages.push(msg::RaftMessage {
                 group: g,
-                term: msg::Term(0),
+                term,
                 body: msg::RaftBody::LeaderWanted,
             });
         }
@@ -1695,8 +1716,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
     }
 
-    /// A replica of `g` on `from` that cannot campaign has heard no leader for a while.
-    fn on_leader_wanted(&mut self, g: msg::GroupId, from: NodeId) {
+    /// A replica of `g` on `from` that cannot campaign has heard no leader for a while
+    /// (`term` 0), or checks that it is still a member (`check_membership`; `term` is the
+    /// term it follows this node's replica in, or 0 when it knows no leader).
+    fn on_leader_wanted(&mut self, g: msg::GroupId, from: NodeId, term: Term) {
         if !self.groups.contains_key(&g) {
             // A learner of a group merged away (it never campaigns, so no vote request
             // reaches a member to answer it).
@@ -1709,8 +1732,16 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         if self.tell_removed(g, from) {
             return;
         }
-        if let Some(r) = self.groups.get_mut(&g) {
-            if r.raft.is_quiesced() && r.raft.role() == Role::Leader {
+        // A member that follows this leader in its term asked only whether it still is one:
+        // a quiesced leader sleeps on. (Woken by every such check, a node's leaders woke
+        // ten times a second at 100,000 idle ranges, for two election timeouts each.)
+        let wanted = self.groups.get(&g).is_some_and(|r| {
+            r.raft.is_quiesced()
+                && r.raft.role() == Role::Leader
+                && (term == Term(0) || term != r.raft.term())
+        });
+        if wanted {
+            if let Some(r) = self.groups.get_mut(&g) {
                 debug!(
                     group = g.0,
                     from = from.0,
@@ -2936,6 +2967,54 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     }
 
     /// Whether any group has work for `process` (the runtime may skip a turn otherwise).
+    /// Whether every group sleeps and no turn of the store is in flight: then a tick only
+    /// counts time, sends the liveness beats and runs the store's periodic checks, and the
+    /// runtime may sleep through ticks (`idle_ticks`).
+    pub fn is_idle(&self) -> bool {
+        self.groups.awake_len() == 0
+            && self.in_flight.is_empty()
+            && self.syncing.is_empty()
+            && self.restart_leads.is_empty()
+            && self.restart_waits.is_empty()
+            && self.reads.is_empty()
+            && self.pending_admin.is_empty()
+    }
+
+    /// How many ticks the runtime may let pass before it next ticks the store: one unless
+    /// the store is idle (`is_idle`), and then up to the tick of the next liveness beat
+    /// (`beat_ticks`), so beats leave on time. The runtime runs the ticks it
+    /// slept through in a row, as soon as it wakes, before anything else; anything that
+    /// gives the store work wakes it earlier.
+    pub fn idle_ticks(&self) -> u64 {
+        if !self.is_idle() {
+            return 1;
+        }
+        let beat = self.beat_ticks();
+        beat - self.ticks % beat
+    }
+
+    /// Ticks between two liveness beats of this shard to each peer: the heartbeat interval,
+    /// or `idle_beat_ticks` while the store is idle.
+    fn beat_ticks(&self) -> u64 {
+        if self.is_idle() {
+            self.idle_beat_ticks()
+        } else {
+            u64::from(self.cfg.heartbeat_ticks.max(1))
+        }
+    }
+
+    /// The beat interval of an idle store: two heartbeat intervals, but never fewer than
+    /// five beats in an election timeout (a peer's silence for one wakes the followers of
+    /// its leaders, who then campaign), and never below the heartbeat interval. A beat is
+    /// a send here and a receive and a wake-up at each peer: at 100,000 sleeping ranges
+    /// the beats were most of an idle node's CPU.
+    fn idle_beat_ticks(&self) -> u64 {
+        let heartbeat = u64::from(self.cfg.heartbeat_ticks.max(1));
+        (2 * heartbeat)
+            .min(u64::from(self.cfg.election_ticks) / 5)
+            .max(heartbeat)
+    }
+
     pub fn has_work(&self) -> bool {
         !self.responses.is_empty()
             || !self.admin_responses.is_empty()

@@ -1029,3 +1029,58 @@ fn a_restart_leaves_groups_dormant_until_a_request_or_the_pacer_elects_them() {
     assert!(meta.leader == Some(1) && !meta.restarting, "{meta:?}");
     assert!(again.store.restart_leads.is_empty() && again.store.restart_waits.is_empty());
 }
+
+#[test]
+fn an_idle_store_lets_the_loop_sleep_until_its_next_liveness_beat() {
+    // The beat interval of an idle store: two heartbeats, but at least five beats an
+    // election timeout, and never under a heartbeat.
+    for (election, heartbeat, idle_beat) in [(30, 3, 6), (10, 2, 2), (15, 3, 3), (100, 10, 20)] {
+        let mut cfg = config(1);
+        cfg.election_ticks = election;
+        cfg.heartbeat_ticks = heartbeat;
+        let one = open(MemDisk::new(), MemSnapshots::default(), cfg);
+        assert_eq!(
+            one.store.idle_beat_ticks(),
+            idle_beat,
+            "election {election}, heartbeat {heartbeat}"
+        );
+    }
+    let mut cfg = config(1);
+    cfg.election_ticks = 30;
+    cfg.heartbeat_ticks = 3;
+    cfg.quiesce_after_ticks = 60;
+    let mut one = open(MemDisk::new(), MemSnapshots::default(), cfg);
+    assert!(!one.store.is_idle(), "leaderless groups: awake");
+    assert_eq!(
+        one.store.idle_ticks(),
+        1,
+        "awake groups are ticked every tick"
+    );
+    one.settle(200);
+    assert_eq!(one.store.leader_count(), 2);
+    assert!(one.store.is_idle(), "every group asleep");
+    assert!(!one.store.has_work());
+    // The loop may sleep until the tick of the next beat, never past it.
+    for _ in 0..20 {
+        let n = one.store.idle_ticks();
+        assert!((1..=6).contains(&n), "{n}");
+        assert_eq!(
+            (one.store.ticks() + n) % 6,
+            0,
+            "{n} ticks from {}",
+            one.store.ticks()
+        );
+        for _ in 0..n {
+            one.store.tick();
+        }
+        one.turn();
+        assert!(one.store.is_idle());
+    }
+    // A write wakes its group: the loop ticks every tick again.
+    let id = one.submit_put(b"k");
+    assert!(!one.store.is_idle());
+    assert_eq!(one.store.idle_ticks(), 1);
+    one.settle(5);
+    assert!(one.answered(id));
+    assert_eq!(one.get(b"k").as_deref(), Some(&b"v"[..]));
+}
