@@ -206,12 +206,6 @@ fn sigterm_stops_cleanly_and_restart_recovers() {
     // The leader's metrics count what it just did, labelled per shard (never per range).
     // Shards publish their counters a few times a second: poll briefly.
     let admin = cluster.node(victim).admin_addr();
-    let counter = |text: &str, name: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     let mut text = String::new();
     let complete = wait_until(Duration::from_secs(5), || {
         text = match common::http_get(admin, "/metrics") {
@@ -229,7 +223,7 @@ fn sigterm_stops_cleanly_and_restart_recovers() {
             "quasar_peer_messages_sent_total",
         ]
         .iter()
-        .all(|name| counter(&text, name) > 0.0)
+        .all(|name| metric_in(&text, name) > 0.0)
     });
     assert!(complete, "metrics incomplete:\n{text}");
     assert!(
@@ -270,16 +264,23 @@ fn sigterm_stops_cleanly_and_restart_recovers() {
     assert!(wrong.is_empty(), "{:?}", &wrong[..wrong.len().min(10)]);
 }
 
+/// Three nodes of one shard each, and keys 0..20 written (tagged `tag`) by the client
+/// returned.
+fn started_with_keys(tag: &str) -> (Cluster, BlockingClient, Acked) {
+    let cluster = Cluster::start(3, 1);
+    cluster.wait_leader(USER_RANGE, Duration::from_secs(10));
+    let mut client = cluster.client();
+    let (acked, failed) = write_keys(&mut client, tag, 0..20, Duration::from_secs(10));
+    assert_no_failures("before the test", &failed);
+    (cluster, client, acked)
+}
+
 /// A client whose range cache names a leader that was then killed must move on to the
 /// survivors (connection refused is a reason to try another replica), within a few election
 /// timeouts; it must not spend every attempt on the dead node.
 #[test]
 fn a_client_whose_cached_leader_died_fails_over() {
-    let mut cluster = Cluster::start(3, 1);
-    cluster.wait_leader(USER_RANGE, Duration::from_secs(10));
-    let mut client = cluster.client();
-    let (acked, failed) = write_keys(&mut client, "f", 0..20, Duration::from_secs(10));
-    assert_no_failures("before the kill", &failed);
+    let (mut cluster, mut client, acked) = started_with_keys("f");
     // Make sure the client's cache holds the range and names its leader (a client learns
     // them from `KeyNotInRange` and `NotLeader` answers, which a node that serves or forwards
     // the request never sends), then kill exactly that node.
@@ -311,18 +312,20 @@ fn a_client_whose_cached_leader_died_fails_over() {
     assert!(wrong.is_empty(), "{:?}", &wrong[..wrong.len().min(10)]);
 }
 
+/// The sum of `name`'s samples (every label) in a Prometheus text exposition.
+fn metric_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// The sum of `name`'s samples in a node's `/metrics` (None if it cannot be read).
 fn metric_sum(cluster: &Cluster, id: u64, name: &str) -> Option<f64> {
-    let (code, text) = common::http_get(cluster.node(id).admin_addr(), "/metrics").ok()?;
-    if code != 200 {
-        return None;
+    match common::http_get(cluster.node(id).admin_addr(), "/metrics") {
+        Ok((200, text)) => Some(metric_in(&text, name)),
+        _ => None,
     }
-    Some(
-        text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
 }
 
 /// An idle cluster sleeps: once every group is asleep, no group wakes while nothing asks
@@ -332,11 +335,7 @@ fn metric_sum(cluster: &Cluster, id: u64, name: &str) -> Option<f64> {
 /// elect a new leader and take writes.
 #[test]
 fn an_idle_cluster_sleeps_keeps_its_leaders_and_still_fails_over() {
-    let mut cluster = Cluster::start(3, 1);
-    cluster.wait_leader(USER_RANGE, Duration::from_secs(10));
-    let mut client = cluster.client();
-    let (acked, failed) = write_keys(&mut client, "i", 0..20, Duration::from_secs(10));
-    assert_no_failures("before idling", &failed);
+    let (mut cluster, client, acked) = started_with_keys("i");
     drop(client);
     let awake = |cluster: &Cluster| -> Option<f64> {
         [1, 2, 3]
