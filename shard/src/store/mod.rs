@@ -1733,8 +1733,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             return;
         }
         // A member that follows this leader in its term asked only whether it still is one:
-        // a quiesced leader sleeps on. (Woken by every such check, a node's leaders woke
-        // ten times a second at 100,000 idle ranges, for two election timeouts each.)
+        // a quiesced leader sleeps on. (Every check used to wake the group it named, ten a
+        // second per shard, each leader heartbeating its followers until it quiesced again.)
         let wanted = self.groups.get(&g).is_some_and(|r| {
             r.raft.is_quiesced()
                 && r.raft.role() == Role::Leader
@@ -2966,7 +2966,6 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
     }
 
-    /// Whether any group has work for `process` (the runtime may skip a turn otherwise).
     /// Whether every group sleeps and no turn of the store is in flight: then a tick only
     /// counts time, sends the liveness beats and runs the store's periodic checks, and the
     /// runtime may sleep through ticks (`idle_ticks`).
@@ -3015,6 +3014,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             .max(heartbeat)
     }
 
+    /// Whether any group has work for `process` (the runtime may skip a turn otherwise).
     pub fn has_work(&self) -> bool {
         !self.responses.is_empty()
             || !self.admin_responses.is_empty()
