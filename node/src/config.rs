@@ -76,6 +76,13 @@ pub struct StartArgs {
     #[arg(long, env = "QUASAR_PIPELINED_TURNS", value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true")]
     pub pipelined_turns: Option<bool>,
+    /// Let the kernel back this node's heap with transparent huge pages where the system
+    /// allows them (`/sys/kernel/mm/transparent_hugepage/enabled`). Off by default, as
+    /// most databases advise: a fault on a fresh huge page zeroes 2 MiB, and a node that
+    /// opens 100,000 ranges spent most of its start doing that (default: false).
+    #[arg(long, env = "QUASAR_HUGE_PAGES", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub huge_pages: Option<bool>,
     /// Snapshot a range (and truncate its log) every N applied entries; 0: never by count.
     #[arg(long, env = "QUASAR_SNAPSHOT_ENTRIES", value_name = "N")]
     pub snapshot_entries: Option<u64>,
@@ -132,6 +139,7 @@ struct FileConfig {
     heartbeat_ticks: Option<u32>,
     lease_reads: Option<bool>,
     pipelined_turns: Option<bool>,
+    huge_pages: Option<bool>,
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
     wal_segment_bytes: Option<u64>,
@@ -183,6 +191,7 @@ pub struct NodeConfig {
     pub heartbeat_ticks: u32,
     pub lease_reads: bool,
     pub pipelined_turns: bool,
+    pub huge_pages: bool,
     pub snapshot_entries: u64,
     pub snapshot_bytes: u64,
     pub wal_segment_bytes: u64,
@@ -460,6 +469,7 @@ impl NodeConfig {
                 .pipelined_turns
                 .or(file.pipelined_turns)
                 .unwrap_or(true),
+            huge_pages: args.huge_pages.or(file.huge_pages).unwrap_or(false),
             snapshot_entries: args
                 .snapshot_entries
                 .or(file.snapshot_entries)
@@ -605,6 +615,7 @@ mod tests {
         assert_eq!(config.shards, 4);
         assert!(config.pin);
         assert!(config.lease_reads);
+        assert!(!config.huge_pages);
         let read_index_only = StartArgs {
             lease_reads: Some(false),
             ..args(1)

@@ -55,6 +55,13 @@ pub fn stop_on_signals(flag: &Arc<AtomicBool>) -> anyhow::Result<()> {
 /// Runs a node until `stop` is set (or a shard fails). Returns an error when a shard failed.
 pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     memlock::ensure(cfg.shards)?;
+    if !cfg.huge_pages {
+        // NOTE: the flag is the process's and checked at each page fault, so it covers
+        // the heap the allocator reserved before `main` too.
+        if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+            tracing::warn!(error = %e, "cannot turn transparent huge pages off (--huge-pages)");
+        }
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", cfg.data_dir.display()))?;
     let manifest = Manifest::load_or_create(

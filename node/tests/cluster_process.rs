@@ -195,6 +195,19 @@ fn kill_leader_keeps_every_acknowledged_write() {
 fn sigterm_stops_cleanly_and_restart_recovers() {
     let mut cluster = Cluster::start(3, 2);
     cluster.wait_leader(USER_RANGE, Duration::from_secs(10));
+    // Each node turned transparent huge pages off for itself (`--huge-pages` is false by
+    // default); the kernel shows it per process.
+    for id in 1..=3 {
+        let pid = cluster.node(id).pid().expect("node running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/status of node {id}: {e}"));
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().eq(["THP_enabled:", "0"])),
+            "node {id} (pid {pid}) left transparent huge pages on:\n{status}"
+        );
+    }
     let mut client = cluster.client();
     let (mut acked, failed) = write_keys(&mut client, "t", 0..200, Duration::from_secs(10));
     assert_no_failures("before SIGTERM", &failed);
