@@ -119,16 +119,12 @@ fn kill_leader_keeps_every_acknowledged_write() {
         "the concurrent writer made no progress"
     );
     cluster.node_mut(leader).kill9();
-    let survivors: Vec<u64> = cluster.running();
-    assert_eq!(survivors.len(), 2, "only the leader was killed");
+    assert_eq!(cluster.running().len(), 2, "only the leader was killed");
 
-    // A new leader among the survivors within a few election timeouts (300-600 ms each).
-    let new_leader = cluster.wait_leader(USER_RANGE, Duration::from_secs(10));
-    assert_ne!(new_leader, leader, "the killed node cannot lead");
-
-    // New writes succeed through the survivors. (A client that knows only the survivors: see
+    // A new leader among the survivors within a few election timeouts (300-600 ms each), and
+    // new writes through them. (A client that knows only the survivors: see
     // `a_client_whose_cached_leader_died_fails_over` for one that still knows the dead node.)
-    let mut client = cluster.client_of(&survivors);
+    let mut client = client_of_survivors(&mut cluster, leader);
     let mut first_write = None;
     assert!(
         wait_until(Duration::from_secs(10), || {
@@ -253,10 +249,7 @@ fn sigterm_stops_cleanly_and_restart_recovers() {
         "node {victim} exited with {status} after SIGTERM, not 0"
     );
 
-    let survivors = cluster.running();
-    let new_leader = cluster.wait_leader(USER_RANGE, Duration::from_secs(10));
-    assert_ne!(new_leader, victim);
-    let mut client = cluster.client_of(&survivors);
+    let mut client = client_of_survivors(&mut cluster, victim);
     let (more, failed) = write_keys(&mut client, "t", 200..300, Duration::from_secs(15));
     assert_no_failures("after SIGTERM", &failed);
     acked.extend(more);
@@ -325,6 +318,16 @@ fn a_client_whose_cached_leader_died_fails_over() {
 }
 
 /// The sum of `name`'s samples (every label) in a Prometheus text exposition.
+/// After node `lost` stopped: waits (bounded) for a new leader of the user range among the
+/// nodes still running, and returns a client that knows only those.
+fn client_of_survivors(cluster: &mut Cluster, lost: u64) -> BlockingClient {
+    let survivors = cluster.running();
+    assert!(!survivors.contains(&lost), "node {lost} still runs");
+    let new_leader = cluster.wait_leader(USER_RANGE, Duration::from_secs(10));
+    assert_ne!(new_leader, lost, "the stopped node cannot lead");
+    cluster.client_of(&survivors)
+}
+
 fn metric_in(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -390,10 +393,7 @@ fn an_idle_cluster_sleeps_keeps_its_leaders_and_still_fails_over() {
     assert_eq!(cluster.leader_of(USER_RANGE), Some(leader));
 
     cluster.node_mut(leader).kill9();
-    let survivors = cluster.running();
-    let new_leader = cluster.wait_leader(USER_RANGE, Duration::from_secs(10));
-    assert_ne!(new_leader, leader);
-    let mut client = cluster.client_of(&survivors);
+    let mut client = client_of_survivors(&mut cluster, leader);
     let (_, failed) = write_keys(&mut client, "i", 20..30, Duration::from_secs(15));
     assert_no_failures("after the idle leader's node died", &failed);
     let wrong = check_acked(&mut client, &acked);
