@@ -109,8 +109,19 @@ fn pick(first: bool, a: OpKind, b: OpKind) -> OpKind {
 
 /// The name of key `index` under `prefix` (`--key-prefix`, `user` by default).
 pub fn key_name(prefix: &str, index: u64) -> Vec<u8> {
-    format!("{prefix}{index:012}").into_bytes()
+    // On every request of `kv`: `itoa` and a zero fill, not the formatting machinery (4 % of
+    // the bench's CPU at 300,000 reads/s).
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(index).as_bytes();
+    let mut key = Vec::with_capacity(prefix.len() + digits.len().max(KEY_DIGITS));
+    key.extend_from_slice(prefix.as_bytes());
+    key.resize(key.len() + KEY_DIGITS.saturating_sub(digits.len()), b'0');
+    key.extend_from_slice(digits);
+    key
 }
+
+/// The digits of a key's index, zero-filled (`key_name`).
+const KEY_DIGITS: usize = 12;
 
 /// YCSB's zipfian generator (Gray et al., "Quickly generating billion-record synthetic
 /// databases"): items `0..n`, item 0 the most popular. `zeta(n)` is computed once.
@@ -220,6 +231,14 @@ impl KeySpace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_names_are_the_prefix_and_twelve_digits() {
+        for i in [0, 7, 42, 999_999_999_999, 1_000_000_000_000, u64::MAX] {
+            assert_eq!(key_name("k/", i), format!("k/{i:012}").into_bytes());
+        }
+        assert_eq!(key_name("", 5), b"000000000005");
+    }
 
     #[test]
     fn zipfian_favours_low_ranks_and_stays_in_bounds() {

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use quasar_rpc::client::{AsyncClient, BlockingClient, ClientConfig};
@@ -328,6 +328,52 @@ fn a_write_without_answer_is_ambiguous_and_a_read_is_not() {
         Err(ClientError::Unavailable { attempts: 2, .. }) => {}
         other => panic!("a read without answer is not ambiguous: {other:?}"),
     }
+}
+
+#[test]
+fn async_client_times_out_a_request_without_answer_and_keeps_the_connection() {
+    // Answers every request but the first: the first times out (the connection's watch
+    // task ends it), the next ones on the same connection are answered.
+    let server = FakeServer::start(|conn| {
+        let _ = conn.recv();
+        while let Some(req) = conn.recv() {
+            conn.reply(req.request_id, Ok(Reply::Get(None)));
+        }
+    });
+    let mut cfg = config(&[(1, &server)]);
+    cfg.request_timeout = Duration::from_millis(200);
+    cfg.max_attempts = 1;
+    let (first, took, second) = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(256 << 10)
+        .preempt_timer(Duration::from_millis(2))
+        .make()
+        .expect("executor")
+        .run(async move {
+            let client = AsyncClient::new(cfg);
+            let began = Instant::now();
+            let first = glommio::timer::timeout(Duration::from_secs(10), async {
+                Ok(client.get(b"k").await)
+            })
+            .await
+            .expect("the timeout ends the request, not the test's bound");
+            let took = began.elapsed();
+            let second = glommio::timer::timeout(Duration::from_secs(10), async {
+                Ok(client.get(b"k").await)
+            })
+            .await
+            .expect("answer in time");
+            (first, took, second)
+        });
+    match first {
+        Err(ClientError::Unavailable { attempts: 1, .. }) => {}
+        other => panic!("expected Unavailable after one timed-out attempt, got {other:?}"),
+    }
+    assert!(
+        took >= Duration::from_millis(200),
+        "ended before its timeout: {took:?}"
+    );
+    assert_eq!(second.expect("second get"), None);
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
 }
 
 #[test]

@@ -410,16 +410,37 @@ impl FrameHandler for Handler {
                     return Ok(());
                 }
                 let token = Rc::as_ptr(conn) as usize as ConnToken;
-                self.conns
-                    .borrow_mut()
-                    .entry(token)
-                    .or_insert_with(|| Rc::downgrade(conn));
-                self.started.borrow_mut().insert(
-                    (token, req.request_id.get().0),
-                    (Instant::now(), op_name(&req.op)),
-                );
-                self.caught_up(&store)
-                    .on_client_request(token, req, frame.body);
+                let at = Instant::now();
+                let answer = self
+                    .caught_up(&store)
+                    .answer_client_request(token, req, frame.body);
+                match answer {
+                    // Answered at once (a lease read, a refusal): it leaves with this
+                    // connection's flush after the frames of this receive, before the turn,
+                    // so a client's next requests overlap the other connections' reads.
+                    Some(resp) => {
+                        self.shared.observer.request(
+                            self.shard,
+                            op_name(&req.op),
+                            at.elapsed().as_secs_f64(),
+                            resp.result.is_ok(),
+                        );
+                        if conn.push(Delivery::Reliable, &resp).is_err() {
+                            warn!(shard = self.shard, peer = %peer.addr, "cannot queue an answer");
+                        }
+                    }
+                    None => {
+                        self.conns
+                            .borrow_mut()
+                            .entry(token)
+                            .or_insert_with(|| Rc::downgrade(conn));
+                        self.started
+                            .borrow_mut()
+                            .insert((token, req.request_id.get().0), (at, op_name(&req.op)));
+                    }
+                }
+                // The request may have woken its group, or ticked the clock: the turn
+                // decides (a wake-up already pending costs nothing).
                 self.wake();
             }
             FrameKind::AdminRequest => {

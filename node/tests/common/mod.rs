@@ -61,6 +61,13 @@ pub const TIMING_FLAGS: [&str; 10] = [
     "false",
 ];
 
+/// The WAL segments of every harness node: 8 MiB (the smallest allowed) instead of 64. A
+/// shard writes its active segment and two prepared ones in zeros at its first start, and
+/// a test binary starts its clusters at once: with 64 MiB segments the eight clusters of
+/// `bad_input` wrote 9 GiB of zeros (and synced them) before their first request, and a
+/// shard now and then could not open its WAL within the 20 s start timeout.
+pub const SMALL_WAL_FLAGS: [&str; 2] = ["--wal-segment-bytes", "8388608"];
+
 /// Polls `f` every 20 ms until it returns true or `timeout` passes; returns whether it did.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -197,6 +204,7 @@ impl Node {
             shards.to_string(),
         ];
         args.extend(TIMING_FLAGS.iter().map(|s| s.to_string()));
+        args.extend(SMALL_WAL_FLAGS.iter().map(|s| s.to_string()));
         args.extend(extra.iter().map(|s| s.to_string()));
         Node {
             id,

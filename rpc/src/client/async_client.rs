@@ -3,8 +3,10 @@
 //! request id. Lives on one executor (`Rc`); clone it freely within that executor.
 //!
 //! Each connection has a receive task that completes waiting requests as answers arrive (in
-//! any order) and a writer task: a request is queued and the writer is kicked, so requests
-//! issued by many tasks in one turn of the event loop leave in one `send`.
+//! any order), a writer task (a request is queued and the writer is kicked, so requests
+//! issued by many tasks in one turn of the event loop leave in one `send`) and, while
+//! requests wait, a watch task that wakes every `WAKE_BOUND` and ends the requests whose
+//! timeout passed: a request sets no timer of its own.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -24,7 +26,7 @@ use crate::message::{
 };
 use crate::transport::handshake;
 
-/// The longest a request waits without its executor waking up (see `attempt`).
+/// The longest a request waits without its executor waking up (see `ClientConn::watch`).
 const WAKE_BOUND: Duration = Duration::from_millis(20);
 
 /// Where the answer to one request lands.
@@ -43,9 +45,18 @@ impl Slot {
     }
 }
 
+/// A request waiting for its answer.
+struct Waiting {
+    slot: Rc<Slot>,
+    /// When the watch task gives up on it.
+    deadline: Instant,
+}
+
 struct ClientConn {
     conn: Rc<Conn>,
-    waiting: RefCell<HashMap<RequestId, Rc<Slot>>>,
+    waiting: RefCell<HashMap<RequestId, Waiting>>,
+    /// The watch task, parked while no request waits.
+    watch_waker: RefCell<Option<Waker>>,
 }
 
 /// A dial in progress; tasks that need the same address wait for it.
@@ -166,7 +177,14 @@ impl AsyncClient {
         let id = RequestId(self.inner.next_request.get());
         self.inner.next_request.set(id.0 + 1);
         let slot = Rc::new(Slot::default());
-        cc.waiting.borrow_mut().insert(id, Rc::clone(&slot));
+        let timeout = self.inner.config.request_timeout;
+        cc.wait_for(
+            id,
+            Waiting {
+                slot: Rc::clone(&slot),
+                deadline: Instant::now() + timeout,
+            },
+        );
         match cc
             .conn
             .push(Delivery::Reliable, call.request_for(target, id))
@@ -181,40 +199,19 @@ impl AsyncClient {
                 return Ok(Err(AttemptError::NotSent(e.to_string())));
             }
         }
-        let timeout = self.inner.config.request_timeout;
-        let deadline = Instant::now() + timeout;
-        // Waited for in slices of at most `WAKE_BOUND`: an io_uring completion that fails
-        // to wake the parked executor (seen here about once a minute under load: the answer
-        // sat unread until the request's 5 s timeout fired) then costs one slice, since the
-        // slice's timer wakes the executor, which reaps every completion.
-        let answer = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break None;
+        // Completed by the receive task (the answer, or the connection's loss) or by the
+        // watch task (the timeout), each of which also takes the request out of `waiting`.
+        let answer = poll_fn(|cx| {
+            if let Some(r) = slot.result.borrow_mut().take() {
+                return Poll::Ready(r);
             }
-            let waited = glommio::timer::timeout(left.min(WAKE_BOUND), async {
-                Ok(poll_fn(|cx| {
-                    if let Some(r) = slot.result.borrow_mut().take() {
-                        return Poll::Ready(r);
-                    }
-                    *slot.waker.borrow_mut() = Some(cx.waker().clone());
-                    Poll::Pending
-                })
-                .await)
-            })
-            .await;
-            if let Ok(answer) = waited {
-                break Some(answer);
-            }
-        };
-        cc.waiting.borrow_mut().remove(&id);
+            *slot.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
         Ok(match answer {
-            Some(Ok(response)) => Ok(response.result),
-            Some(Err(reason)) => Err(AttemptError::Lost(reason)),
-            None => Err(AttemptError::Lost(format!(
-                "no answer from {} within {timeout:?}",
-                target.addr
-            ))),
+            Ok(response) => Ok(response.result),
+            Err(reason) => Err(AttemptError::Lost(reason)),
         })
     }
 
@@ -287,15 +284,74 @@ impl AsyncClient {
         let cc = Rc::new(ClientConn {
             conn: Rc::clone(&conn),
             waiting: RefCell::new(HashMap::new()),
+            watch_waker: RefCell::new(None),
         });
         glommio::spawn_local(Rc::clone(&conn).writer_loop()).detach();
         let reader = Rc::clone(&cc);
         glommio::spawn_local(async move { reader.receive(buf).await }).detach();
+        let watch = Rc::clone(&cc);
+        let timeout = config.request_timeout;
+        glommio::spawn_local(async move { watch.watch(timeout).await }).detach();
         Ok(cc)
     }
 }
 
 impl ClientConn {
+    /// Registers a request sent (or about to be) on this connection.
+    fn wait_for(&self, id: RequestId, w: Waiting) {
+        let mut waiting = self.waiting.borrow_mut();
+        let was_empty = waiting.is_empty();
+        waiting.insert(id, w);
+        drop(waiting);
+        if was_empty {
+            self.wake_watch();
+        }
+    }
+
+    fn wake_watch(&self) {
+        if let Some(w) = self.watch_waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// The watch task: while requests wait, wakes every `WAKE_BOUND` and ends those whose
+    /// deadline passed; parked while none waits; ends with the connection. Its timer also
+    /// bounds a lost wake-up: an io_uring completion that fails to wake the parked executor
+    /// (seen here about once a minute under load: an answer sat unread until its request's
+    /// 5 s timeout) costs at most one `WAKE_BOUND`, since the timer wakes the executor,
+    /// which then reaps every completion.
+    async fn watch(self: Rc<Self>, timeout: Duration) {
+        loop {
+            poll_fn(|cx| {
+                if self.conn.is_closed() || !self.waiting.borrow().is_empty() {
+                    Poll::Ready(())
+                } else {
+                    *self.watch_waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+            if self.conn.is_closed() {
+                // The receive task ends every request still waiting.
+                return;
+            }
+            glommio::timer::sleep(WAKE_BOUND).await;
+            let now = Instant::now();
+            let peer = self.conn.peer();
+            let mut expired = Vec::new();
+            self.waiting.borrow_mut().retain(|_, w| {
+                let live = w.deadline > now;
+                if !live {
+                    expired.push(Rc::clone(&w.slot));
+                }
+                live
+            });
+            for slot in expired {
+                slot.complete(Err(format!("no answer from {peer} within {timeout:?}")));
+            }
+        }
+    }
+
     /// Completes waiting requests as answers arrive; when the connection ends, every request
     /// still waiting learns that its answer was lost.
     async fn receive(self: Rc<Self>, mut buf: RecvBuffer) {
@@ -313,9 +369,9 @@ impl ClientConn {
                 };
                 let response = answer.map_err(|source| TransportError::Frame { peer, source })?;
                 // NOTE: an answer nobody waits for (its attempt timed out) is dropped.
-                let slot = self.waiting.borrow_mut().remove(&response.request_id);
-                if let Some(slot) = slot {
-                    slot.complete(Ok(response));
+                let waiting = self.waiting.borrow_mut().remove(&response.request_id);
+                if let Some(w) = waiting {
+                    w.slot.complete(Ok(response));
                 }
                 Ok(())
             })
@@ -325,8 +381,10 @@ impl ClientConn {
             Ok(()) => format!("connection to {peer} closed"),
         };
         self.conn.close();
-        for (_, slot) in self.waiting.borrow_mut().drain() {
-            slot.complete(Err(reason.clone()));
+        let lost: Vec<Waiting> = self.waiting.borrow_mut().drain().map(|(_, w)| w).collect();
+        for w in lost {
+            w.slot.complete(Err(reason.clone()));
         }
+        self.wake_watch();
     }
 }

@@ -2105,33 +2105,49 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
     }
 
-    /// Handles one client request (validated frame body `body`, archived `req`).
+    /// Handles one client request (validated frame body `body`, archived `req`); its answer,
+    /// when there is one at once, joins the turn's (`take_responses`).
     pub fn on_client_request(
         &mut self,
         token: ConnToken,
         req: &ArchivedClientRequest,
         body: &[u8],
     ) {
-        let request_id = req.request_id.get();
-        let result = self.route_request(token, req, body);
-        if let Err(e) = result {
-            self.responses.push((
-                token,
-                ClientResponse {
-                    request_id,
-                    result: Err(e),
-                },
-            ));
+        if let Some(resp) = self.answer_client_request(token, req, body) {
+            self.responses.push((token, resp));
         }
     }
 
-    /// Returns `Err` to answer at once; `Ok` when the request was proposed, queued or served.
+    /// Handles one client request like `on_client_request`, but returns the answer given at
+    /// once (a refusal, a read served from the leader's lease or a stale read) for the
+    /// caller to send without waiting for a turn. `None`: the request was proposed or
+    /// queued, and its answer comes from a later turn.
+    #[must_use]
+    pub fn answer_client_request(
+        &mut self,
+        token: ConnToken,
+        req: &ArchivedClientRequest,
+        body: &[u8],
+    ) -> Option<ClientResponse> {
+        let result = match self.route_request(token, req, body) {
+            Ok(None) => return None,
+            Ok(Some(result)) => result,
+            Err(e) => Err(e),
+        };
+        Some(ClientResponse {
+            request_id: req.request_id.get(),
+            result,
+        })
+    }
+
+    /// Returns `Err` to refuse at once, `Ok(Some(_))` with a read served at once, `Ok(None)`
+    /// when the request was proposed or queued.
     fn route_request(
         &mut self,
         token: ConnToken,
         req: &ArchivedClientRequest,
         body: &[u8],
-    ) -> Result<(), RequestError> {
+    ) -> Result<Option<crate::range::Outcome>, RequestError> {
         let key = req.op.routing_key();
         let unrouted = req.route.is_none();
         // Under the directory's lock, only the range's identity is read: its descriptor is
@@ -2248,7 +2264,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 at_tick: self.ticks,
             });
             self.metrics.proposals += 1;
-            return Ok(());
+            return Ok(None);
         }
         self.metrics.reads += 1;
         match req.consistency {
@@ -2264,15 +2280,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                         reason: UnavailableReason::CatchingUp,
                     });
                 }
-                let result = r.range.read(&req.op);
-                self.responses.push((
-                    token,
-                    ClientResponse {
-                        request_id: req.request_id.get(),
-                        result,
-                    },
-                ));
-                Ok(())
+                Ok(Some(r.range.read(&req.op)))
             }
             msg::ArchivedReadConsistency::Linearizable | msg::ArchivedReadConsistency::Follower => {
                 let linearizable =
@@ -2285,13 +2293,18 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                         reason: UnavailableReason::NoLeader,
                     });
                 }
+                let lease_ok = r.raft.role() == Role::Leader
+                    && r.raft.has_lease()
+                    && r.raft.term_at(r.raft.commit()) == Some(r.raft.term());
+                if lease_ok && r.range.applied_index() >= r.raft.commit().0 {
+                    // Leader lease with everything known committed applied: served now,
+                    // from the state every acknowledged write is already in.
+                    return Ok(Some(r.range.read(&req.op)));
+                }
                 let id = self.next_read;
                 self.next_read += 1;
                 let mut copy = AlignedVec::with_capacity(body.len());
                 copy.extend_from_slice(body);
-                let lease_ok = r.raft.role() == Role::Leader
-                    && r.raft.has_lease()
-                    && r.raft.term_at(r.raft.commit()) == Some(r.raft.term());
                 if lease_ok {
                     // Leader lease (thesis §6.4.1): no round trip; serve once applied up to
                     // the commit index known now.
@@ -2312,10 +2325,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                         at_tick: self.ticks,
                     },
                 );
-                if lease_ok {
-                    self.serve_reads(group);
-                }
-                Ok(())
+                Ok(None)
             }
         }
     }

@@ -97,6 +97,19 @@ impl One {
         consistency: ReadConsistency,
         route: Option<quasar_rpc::message::Route>,
     ) -> u64 {
+        let (id, body) = self.encode(op, consistency, route);
+        let archived = access_body::<ClientRequest>(&body).expect("valid");
+        self.store.on_client_request(5, archived, &body);
+        id
+    }
+
+    /// A request's frame body, as the runtime hands it to the store, and its id.
+    fn encode(
+        &mut self,
+        op: Operation,
+        consistency: ReadConsistency,
+        route: Option<quasar_rpc::message::Route>,
+    ) -> (u64, AlignedVec<16>) {
         let id = self.next;
         self.next += 1;
         let req = ClientRequest {
@@ -112,9 +125,18 @@ impl One {
         let start = encoded.frame.start + quasar_rpc::frame::HEADER_LEN;
         let mut body = AlignedVec::<16>::new();
         body.extend_from_slice(&frame[start..start + encoded.body_len as usize]);
+        (id, body)
+    }
+
+    /// Hands the store a request as the runtime does; returns the answer given at once.
+    fn answer_now(
+        &mut self,
+        op: Operation,
+        consistency: ReadConsistency,
+    ) -> Option<ClientResponse> {
+        let (_, body) = self.encode(op, consistency, None);
         let archived = access_body::<ClientRequest>(&body).expect("valid");
-        self.store.on_client_request(5, archived, &body);
-        id
+        self.store.answer_client_request(5, archived, &body)
     }
 
     /// Hands the store a write of `key` (value `v`) without running a turn; returns its id.
@@ -419,6 +441,58 @@ fn a_single_node_writes_reads_and_refuses_the_meta_range() {
         },
     );
     assert!(matches!(stale.result, Ok(Reply::Get(Some(_)))), "{stale:?}");
+}
+
+#[test]
+fn a_lease_read_is_answered_at_once_and_a_read_index_read_by_a_turn() {
+    let mut one = leader();
+    assert!(matches!(
+        one.put(b"k", b"v").result,
+        Ok(Reply::Written { .. })
+    ));
+    let get = || Operation::Get { key: b"k".to_vec() };
+    let now = one
+        .answer_now(get(), ReadConsistency::Linearizable)
+        .expect("a lease read needs no turn");
+    match now.result {
+        Ok(Reply::Get(Some(v))) => assert_eq!(v.value, b"v"),
+        other => panic!("lease read answered {other:?}"),
+    }
+    assert!(one.store.reads.is_empty(), "nothing left pending");
+    assert!(
+        one.store.responses.is_empty(),
+        "nothing queued for the turn"
+    );
+    // A write proposed but not yet applied: a lease read still answers at once (the write
+    // is not acknowledged, so the read may come before it) from the applied state.
+    let w = one.submit_put(b"k2");
+    let before = one
+        .answer_now(
+            Operation::Get {
+                key: b"k2".to_vec(),
+            },
+            ReadConsistency::Linearizable,
+        )
+        .expect("answered at once");
+    assert!(matches!(before.result, Ok(Reply::Get(None))), "{before:?}");
+    for _ in 0..50 {
+        if one.answered(w) {
+            break;
+        }
+        one.turn();
+    }
+    assert!(one.answered(w), "the write is answered");
+
+    let mut cfg = config(1);
+    cfg.lease_reads = false;
+    let mut one = open(MemDisk::new(), MemSnapshots::default(), cfg);
+    one.settle(40);
+    assert!(
+        one.answer_now(get(), ReadConsistency::Linearizable)
+            .is_none(),
+        "a ReadIndex read waits for a turn"
+    );
+    assert_eq!(one.store.reads.len(), 1);
 }
 
 #[test]
