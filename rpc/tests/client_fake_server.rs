@@ -169,6 +169,15 @@ fn serve_forever(
     }
 }
 
+/// An executor for an `AsyncClient`.
+fn executor() -> glommio::LocalExecutor {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(256 << 10)
+        .preempt_timer(Duration::from_millis(2))
+        .make()
+        .expect("executor")
+}
+
 #[test]
 fn async_client_matches_answers_sent_out_of_order() {
     let server = FakeServer::start(|conn| {
@@ -186,29 +195,24 @@ fn async_client_matches_answers_sent_out_of_order() {
         while conn.recv().is_some() {}
     });
     let cfg = config(&[(1, &server)]);
-    let results = LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(256 << 10)
-        .preempt_timer(Duration::from_millis(2))
-        .make()
-        .expect("executor")
-        .run(async move {
-            let client = AsyncClient::new(cfg);
-            let tasks: Vec<_> = [b"a", b"b", b"c"]
-                .into_iter()
-                .map(|key| {
-                    let client = client.clone();
-                    glommio::spawn_local(async move { client.get(key).await })
-                })
-                .collect();
-            let mut out = Vec::new();
-            for t in tasks {
-                let got = glommio::timer::timeout(Duration::from_secs(10), async { Ok(t.await) })
-                    .await
-                    .expect("answer in time");
-                out.push(got);
-            }
-            out
-        });
+    let results = executor().run(async move {
+        let client = AsyncClient::new(cfg);
+        let tasks: Vec<_> = [b"a", b"b", b"c"]
+            .into_iter()
+            .map(|key| {
+                let client = client.clone();
+                glommio::spawn_local(async move { client.get(key).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            let got = glommio::timer::timeout(Duration::from_secs(10), async { Ok(t.await) })
+                .await
+                .expect("answer in time");
+            out.push(got);
+        }
+        out
+    });
     for (key, got) in [b"a", b"b", b"c"].into_iter().zip(results) {
         let got = got.expect("get").expect("value");
         assert_eq!(got.value, key.to_vec(), "answer matched to its own request");
@@ -343,27 +347,22 @@ fn async_client_times_out_a_request_without_answer_and_keeps_the_connection() {
     let mut cfg = config(&[(1, &server)]);
     cfg.request_timeout = Duration::from_millis(200);
     cfg.max_attempts = 1;
-    let (first, took, second) = LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(256 << 10)
-        .preempt_timer(Duration::from_millis(2))
-        .make()
-        .expect("executor")
-        .run(async move {
-            let client = AsyncClient::new(cfg);
-            let began = Instant::now();
-            let first = glommio::timer::timeout(Duration::from_secs(10), async {
-                Ok(client.get(b"k").await)
-            })
-            .await
-            .expect("the timeout ends the request, not the test's bound");
-            let took = began.elapsed();
-            let second = glommio::timer::timeout(Duration::from_secs(10), async {
-                Ok(client.get(b"k").await)
-            })
-            .await
-            .expect("answer in time");
-            (first, took, second)
-        });
+    let (first, took, second) = executor().run(async move {
+        let client = AsyncClient::new(cfg);
+        let began = Instant::now();
+        let first = glommio::timer::timeout(Duration::from_secs(10), async {
+            Ok(client.get(b"k").await)
+        })
+        .await
+        .expect("the timeout ends the request, not the test's bound");
+        let took = began.elapsed();
+        let second = glommio::timer::timeout(Duration::from_secs(10), async {
+            Ok(client.get(b"k").await)
+        })
+        .await
+        .expect("answer in time");
+        (first, took, second)
+    });
     match first {
         Err(ClientError::Unavailable { attempts: 1, .. }) => {}
         other => panic!("expected Unavailable after one timed-out attempt, got {other:?}"),
