@@ -6,6 +6,8 @@
 //!
 //! ```text
 //!  inputs (any order):  tick()  on_raft_batch(batch)  on_client_request(token, req)
+//!                       (answer_client_request: the same, an answer given at once, a
+//!                       lease read or a refusal, returned for the runtime to send now)
 //!  process()      every group with work hands over its Ready; ONE WAL append for all of
 //!                 them; messages that may leave before the sync go to the outbox; the
 //!                 committed client writes (durable on a majority already) are applied
