@@ -317,7 +317,6 @@ fn a_client_whose_cached_leader_died_fails_over() {
     assert!(wrong.is_empty(), "{:?}", &wrong[..wrong.len().min(10)]);
 }
 
-/// The sum of `name`'s samples (every label) in a Prometheus text exposition.
 /// After node `lost` stopped: waits (bounded) for a new leader of the user range among the
 /// nodes still running, and returns a client that knows only those.
 fn client_of_survivors(cluster: &mut Cluster, lost: u64) -> BlockingClient {
@@ -328,6 +327,7 @@ fn client_of_survivors(cluster: &mut Cluster, lost: u64) -> BlockingClient {
     cluster.client_of(&survivors)
 }
 
+/// The sum of `name`'s samples (every label) in a Prometheus text exposition.
 fn metric_in(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
