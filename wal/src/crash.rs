@@ -18,6 +18,7 @@ pub const POINTS: &[&str] = &[
     "wal-segment-before-rename",
     "wal-segment-after-rename",
     "wal-gc-before-remove",
+    "wal-segment-retire",
     "wal-rewrite",
     "snapshot-before-rename",
     "snapshot-after-rename",
