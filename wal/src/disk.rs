@@ -187,7 +187,8 @@ fn preparer(
                 Ok(Job::Prepare(job)) => queued.push_back(job),
                 Ok(Job::Retire(path)) => retire_file(dir, &path, shared),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                // The log is gone: nobody will use the segment.
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
             spare = shared.take_spare();
         }
