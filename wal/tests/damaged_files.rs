@@ -2,11 +2,12 @@
 //! decision table in `recovery.rs` and a message naming the file and offset.
 #![expect(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
+mod common;
+
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use glommio::{LocalExecutorBuilder, Placement};
+use common::in_executor;
 use quasar_wal::{
     Batch, GroupId, HardState, LogIndex, Lsn, SegmentId, Term, Wal, WalConfig, WalError,
 };
@@ -24,21 +25,6 @@ fn config() -> WalConfig {
 
 fn payload(batch: u64) -> Vec<u8> {
     (0..200).map(|i| (batch as usize * 13 + i) as u8).collect()
-}
-
-fn in_executor<T, F, Fut>(f: F) -> T
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-    T: Send + 'static,
-{
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(256 << 10)
-        .preempt_timer(Duration::from_millis(2))
-        .spawn(f)
-        .expect("executor starts")
-        .join()
-        .expect("executor runs")
 }
 
 /// What a written log looks like: the segment holding the last batch, and the positions

@@ -4,12 +4,14 @@
 //! reopens whole with the spares beside it.
 #![expect(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use glommio::{LocalExecutorBuilder, Placement};
+use common::in_executor;
 use quasar_wal::disk::MAX_SPARES;
 use quasar_wal::record::SEGMENT_HEADER_RECORD_LEN;
 use quasar_wal::{Batch, GroupId, LogIndex, SegmentId, Term, Wal, WalConfig};
@@ -25,21 +27,6 @@ fn config(segment: usize) -> WalConfig {
         prepared_segments: 1,
         ..WalConfig::default()
     }
-}
-
-fn in_executor<T, F, Fut>(f: F) -> T
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-    T: Send + 'static,
-{
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(256 << 10)
-        .preempt_timer(Duration::from_millis(2))
-        .spawn(f)
-        .expect("executor starts")
-        .join()
-        .expect("executor runs")
 }
 
 fn payload(index: u64) -> Vec<u8> {
