@@ -1541,7 +1541,7 @@ impl<D: Disk> Wal<D> {
                         .retire(oldest)
                         .map_err(self.io("remove", oldest))?;
                     self.segments.pop_front();
-                    tracing::info!(segment = %oldest, "WAL segment deleted");
+                    tracing::info!(segment = %oldest, "WAL segment retired (kept as a spare or deleted)");
                     report.segments_removed.push(oldest);
                 }
             }
