@@ -77,7 +77,8 @@
 //!    system already holds: no allocation, no journal commit, no discard, which on the
 //!    2-core VM's ext4 (mounted with `discard`) stalled the WAL's own fdatasyncs for 12–32
 //!    ms at every segment turnover. A spare's old records never verify again: a record's
-//!    CRC is seeded with the id of the segment it was written in, and ids are not reused.
+//!    CRC is seeded with the id of the segment it was written in, and a retired segment's
+//!    id is below every id a spare is prepared for (new ids follow the active segment).
 //!
 //! # Recovery (every open)
 //!
