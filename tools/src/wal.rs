@@ -336,8 +336,11 @@ mod tests {
     use super::*;
     use quasar_wal::{Batch, GroupId, HardState, LogIndex, Term, Wal, WalConfig};
 
-    /// A small real WAL: two groups, each batch synced before the next is written (so
-    /// later sync marks prove earlier batches durable).
+    /// A small real WAL over two 1 MiB segments: groups 1 and 2 with small entries and
+    /// group 3 with 64 KiB ones (so that the log rolls into its second segment: a segment
+    /// prepared ahead may still be waiting for a spare when the log closes), each batch
+    /// synced before the next is written (so later sync marks prove earlier batches
+    /// durable).
     fn write_wal(dir: &Path) {
         let config = WalConfig {
             segment_size_bytes: 1 << 20,
@@ -349,8 +352,9 @@ mod tests {
             .make()
             .unwrap()
             .run(async move {
+                let big = vec![7u8; 64 << 10];
                 for i in 1..=20u64 {
-                    let mut batch = Batch::with_capacity(3);
+                    let mut batch = Batch::with_capacity(4);
                     let commit = HardState {
                         term: Term(1),
                         vote: 1,
@@ -359,6 +363,7 @@ mod tests {
                     batch
                         .entries(GroupId(1), LogIndex(i), [(Term(1), &b"put a=1"[..])])
                         .entries(GroupId(2), LogIndex(i), [(Term(1), &b"put b=2"[..])])
+                        .entries(GroupId(3), LogIndex(i), [(Term(1), &big[..])])
                         .hard_state(GroupId(1), commit);
                     wal.append(&batch).unwrap();
                     wal.sync().await.unwrap();
@@ -416,9 +421,9 @@ mod tests {
         let files = segment_files(dir.path());
         assert!(
             files.len() >= 2,
-            "the WAL prepares segments ahead: {files:?}"
+            "the log rolled into a second segment: {files:?}"
         );
-        // Rename the second segment out of the way and add a third id after the gap.
+        // Move the second segment (it holds data) to a later id, leaving a gap.
         let second =
             SegmentId::from_file_name(files[1].file_name().unwrap().to_str().unwrap()).unwrap();
         let gap_after = dir.path().join(SegmentId(second.0 + 5).file_name());
