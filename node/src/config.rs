@@ -93,6 +93,11 @@ pub struct StartArgs {
     /// segments roll, get collected and rewritten often: for tests.
     #[arg(long, env = "QUASAR_WAL_SEGMENT_BYTES", value_name = "BYTES")]
     pub wal_segment_bytes: Option<u64>,
+    /// How many WAL fdatasyncs a shard may have in flight at once (1 to 8; default 2).
+    /// With more than one, what a turn appends while a sync runs gets a sync of its own at
+    /// once instead of waiting for the running one to end; they complete in order.
+    #[arg(long, env = "QUASAR_WAL_SYNCS_IN_FLIGHT", value_name = "N")]
+    pub wal_syncs_in_flight: Option<usize>,
     /// Split a range in the middle once it holds this many key and value bytes (also the
     /// largest range a merge may produce); 0: never by size.
     #[arg(long, env = "QUASAR_SPLIT_BYTES", value_name = "BYTES")]
@@ -143,6 +148,7 @@ struct FileConfig {
     snapshot_entries: Option<u64>,
     snapshot_bytes: Option<u64>,
     wal_segment_bytes: Option<u64>,
+    wal_syncs_in_flight: Option<usize>,
     split_bytes: Option<u64>,
     split_keys: Option<u64>,
     split_writes_per_sec: Option<u64>,
@@ -170,6 +176,9 @@ pub const DEFAULT_SNAPSHOT_BYTES: u64 = 64 << 20;
 pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 << 20;
 const MIN_WAL_SEGMENT_BYTES: u64 = 8 << 20;
 const MAX_WAL_SEGMENT_BYTES: u64 = (4 << 30) - 4096;
+/// `--wal-syncs-in-flight` by default, and its bound.
+pub const DEFAULT_WAL_SYNCS_IN_FLIGHT: usize = 2;
+const MAX_WAL_SYNCS_IN_FLIGHT: usize = 8;
 /// Ranges split at 64 MiB of keys and values; not by key count or load unless asked.
 pub const DEFAULT_SPLIT_BYTES: u64 = 64 << 20;
 
@@ -195,6 +204,7 @@ pub struct NodeConfig {
     pub snapshot_entries: u64,
     pub snapshot_bytes: u64,
     pub wal_segment_bytes: u64,
+    pub wal_syncs_in_flight: usize,
     pub split_bytes: u64,
     pub split_keys: u64,
     pub split_writes_per_sec: u64,
@@ -301,6 +311,18 @@ impl NodeConfig {
                      largest batch) to {MAX_WAL_SEGMENT_BYTES}"
                 ),
                 "leave it at the default (64 MiB) unless a test wants segments to roll often",
+            ));
+        }
+        let wal_syncs_in_flight = args
+            .wal_syncs_in_flight
+            .or(file.wal_syncs_in_flight)
+            .unwrap_or(DEFAULT_WAL_SYNCS_IN_FLIGHT);
+        if !(1..=MAX_WAL_SYNCS_IN_FLIGHT).contains(&wal_syncs_in_flight) {
+            return Err(invalid(
+                "wal-syncs-in-flight",
+                wal_syncs_in_flight,
+                format!("must be from 1 (one sync at a time) to {MAX_WAL_SYNCS_IN_FLIGHT}"),
+                "leave it at the default (2)",
             ));
         }
         let shards = args.shards.or(file.shards).unwrap_or(cores.max(1));
@@ -479,6 +501,7 @@ impl NodeConfig {
                 .or(file.snapshot_bytes)
                 .unwrap_or(DEFAULT_SNAPSHOT_BYTES),
             wal_segment_bytes,
+            wal_syncs_in_flight,
             split_bytes: args
                 .split_bytes
                 .or(file.split_bytes)
@@ -790,6 +813,22 @@ mod tests {
             a.wal_segment_bytes = Some(bad);
             let err = NodeConfig::resolve(&a, 1).unwrap_err().to_string();
             assert!(err.contains("wal-segment-bytes"), "{err}");
+        }
+    }
+
+    #[test]
+    fn wal_syncs_in_flight_is_bounded_and_named_when_refused() {
+        let mut a = args(1);
+        assert_eq!(
+            NodeConfig::resolve(&a, 1).unwrap().wal_syncs_in_flight,
+            DEFAULT_WAL_SYNCS_IN_FLIGHT
+        );
+        a.wal_syncs_in_flight = Some(1);
+        assert_eq!(NodeConfig::resolve(&a, 1).unwrap().wal_syncs_in_flight, 1);
+        for bad in [0, MAX_WAL_SYNCS_IN_FLIGHT + 1] {
+            a.wal_syncs_in_flight = Some(bad);
+            let err = NodeConfig::resolve(&a, 1).unwrap_err().to_string();
+            assert!(err.contains("wal-syncs-in-flight"), "{err}");
         }
     }
 

@@ -140,6 +140,7 @@ pub fn run_node(cfg: &NodeConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             wal: WalConfig {
                 segment_size_bytes: usize::try_from(cfg.wal_segment_bytes)
                     .context("--wal-segment-bytes does not fit this machine's address space")?,
+                syncs_in_flight: cfg.wal_syncs_in_flight,
                 ..WalConfig::default()
             },
             listen: quasar_rpc::transport::shard_addr(

@@ -5,30 +5,33 @@
 //! ```text
 //!  frames (transport tasks) --on_frame--> store inputs, wake the loop (not for an
 //!        empty liveness batch)
-//!  sync task: fdatasync up to a target --done--> wake the loop
-//!  loop: wait (wake | sync done | next tick; every group asleep: the tick of the next
-//!        liveness beat, then the ticks slept through in a row) -> tick?
-//!        -> sync done? on_sync_done, finish_synced() -> send batches, answer clients
-//!        -> process() (while a sync runs only if the store allows) -> send, answer
-//!        -> no sync running? begin one for what needs it, or finish() -> send, answer
+//!  sync tasks: fdatasync up to a target --done--> wake the loop
+//!  loop: wait (wake | oldest sync done | next tick; every group asleep: the tick of the
+//!        next liveness beat, then the ticks slept through in a row) -> tick?
+//!        -> oldest syncs done? on_sync_done, finish_synced() each -> send, answer
+//!        -> process() (while syncs run only if the store allows) -> send, answer
+//!        -> needs a sync and fewer than `WalConfig::syncs_in_flight` run? begin one;
+//!           none running? finish() -> send, answer
 //!        -> publish status now and then
-//!  stop: stop accepting, finish the sync in flight, close
+//!  stop: stop accepting, finish the syncs in flight, close
 //! ```
 //!
-//! The fdatasync runs in a task of its own. With `StoreConfig::pipelined_turns` (off: see
-//! there) the loop goes on handling what arrives meanwhile: a leader appends and replicates
-//! new proposals at once, and commits, applies and answers the writes its followers
-//! acknowledge; what those turns append waits for the next sync, which begins as soon as
-//! the running one completed. Without it the loop waits for the sync before the next
-//! `process()`, as a turn always did. Acknowledgements and votes leave only after the sync
-//! covering them (`Store::finish_synced`).
+//! Each fdatasync runs in a task of its own. With `StoreConfig::pipelined_turns` (on by
+//! default) the loop goes on handling what arrives meanwhile: a leader appends and
+//! replicates new proposals at once, and commits, applies and answers the writes its
+//! followers acknowledge. What those turns append gets a sync of its own at once while
+//! fewer than `WalConfig::syncs_in_flight` (the node's `--wal-syncs-in-flight`, 2 by
+//! default) run, and otherwise waits for the next one. Syncs are completed in the order
+//! they began: one that ends first waits for the older. Without pipelined turns the loop
+//! waits for the sync before the next `process()`. Acknowledgements and votes leave only
+//! after the sync covering them (`Store::finish_synced`).
 //!
 //! Everything the node's other threads see (status, metrics, health) goes through
 //! [`NodeShared`], updated by each shard a few times per second; cross-core channels are
 //! not on the hot path.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::{Rc, Weak};
@@ -648,7 +651,8 @@ async fn run_shard_inner(
     // This thread's CPU time, for `Status`: found once, read when asked.
     let thread_stat = crate::cpu::this_thread_stat_path();
     let mut last_publish = Instant::now();
-    let mut sync: Option<SyncInFlight> = None;
+    // The syncs in flight, oldest first (`WalConfig::syncs_in_flight` of them at most).
+    let mut syncs: VecDeque<SyncInFlight> = VecDeque::new();
     let result = loop {
         if shared.stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -658,7 +662,7 @@ async fn run_shard_inner(
         clock.stride.set(stride);
         let next_tick =
             clock.accounted.get() + spec.tick.saturating_mul(u32::try_from(stride).unwrap_or(1));
-        let busy = sync.as_ref().is_some_and(SyncInFlight::is_done) || {
+        let busy = syncs.front().is_some_and(SyncInFlight::is_done) || {
             let s = store.borrow();
             s.may_process() && s.has_work()
         };
@@ -679,7 +683,7 @@ async fn run_shard_inner(
             store.borrow_mut().tick();
             clock.accounted.set(clock.accounted.get() + spec.tick);
         }
-        if let Err(e) = turn(shard, &store, &transport, &handler, &shared, &mut sync).await {
+        if let Err(e) = turn(shard, &store, &transport, &handler, &shared, &mut syncs).await {
             break Err(e);
         }
         if last_publish.elapsed() >= Duration::from_millis(100) {
@@ -703,14 +707,17 @@ async fn run_shard_inner(
         // Let the transport's tasks run between turns.
         glommio::executor().yield_if_needed().await;
     };
-    // The sync in flight completes (its writes are answered) before the shard closes.
-    let result = match (result, sync.take()) {
-        (Ok(()), Some(s)) => complete_sync(shard, &store, &shared, s).await.map(|()| {
+    // The syncs in flight complete (their writes are answered) before the shard closes.
+    let mut result = result;
+    while let Some(s) = syncs.pop_front() {
+        if result.is_err() {
+            break;
+        }
+        result = complete_sync(shard, &store, &shared, s).await.map(|()| {
             send_outbox(shard, &store, &transport);
             answer_clients(shard, &store, &handler, &shared);
-        }),
-        (result, _) => result,
-    };
+        });
+    }
     publish(shard, &store, &transport, &shared, &thread_stat);
     transport.stop();
     handler.store.borrow_mut().take();
@@ -798,9 +805,9 @@ fn begin_sync(
     Ok(Some(SyncInFlight { target, done, task }))
 }
 
-/// Completes a sync begun by `begin_sync` (waiting for it if it still runs): the WAL learns
-/// what is durable, and the `Ready`s it covered are finished. A failed fsync poisons the
-/// WAL: the shard stops, it never retries.
+/// Completes the oldest sync begun by `begin_sync` (waiting for it if it still runs): the
+/// WAL learns what is durable, and the `Ready`s it covered are finished. A failed fsync
+/// poisons the WAL: the shard stops, it never retries.
 async fn complete_sync(
     shard: u32,
     store: &Rc<RefCell<ShardStore>>,
@@ -826,23 +833,28 @@ async fn complete_sync(
         .map_err(|source| RuntimeError::Store { shard, source })
 }
 
-/// One turn: a completed sync finished; new work processed (while a sync runs too, if the
-/// store allows); then, with no sync running, a sync begun for what needs one, or the
-/// turn's work finished at once. Sends and answers follow each step.
+/// One turn: the completed syncs finished, oldest first (a newer one that completed
+/// waits for the older); new work processed (while syncs run too, if the store allows);
+/// then a sync begun for what needs one if the WAL allows another in flight, or, with
+/// none in flight, the turn's work finished at once. Sends and answers follow each step.
 async fn turn(
     shard: u32,
     store: &Rc<RefCell<ShardStore>>,
     transport: &Transport,
     handler: &Rc<Handler>,
     shared: &NodeShared,
-    sync: &mut Option<SyncInFlight>,
+    syncs: &mut VecDeque<SyncInFlight>,
 ) -> Result<(), RuntimeError> {
-    if sync.as_ref().is_some_and(SyncInFlight::is_done) {
-        if let Some(s) = sync.take() {
+    let mut completed = false;
+    while syncs.front().is_some_and(SyncInFlight::is_done) {
+        if let Some(s) = syncs.pop_front() {
             complete_sync(shard, store, shared, s).await?;
-            send_outbox(shard, store, transport);
-            answer_clients(shard, store, handler, shared);
+            completed = true;
         }
+    }
+    if completed {
+        send_outbox(shard, store, transport);
+        answer_clients(shard, store, handler, shared);
     }
     if !store.borrow().may_process() {
         return Ok(());
@@ -861,14 +873,14 @@ async fn turn(
     // Writes `process` applied (committed and durable on a majority) are answered now,
     // while the sync runs.
     answer_clients(shard, store, handler, shared);
-    if sync.is_some() {
-        return Ok(());
-    }
     if needs_sync {
-        *sync = begin_sync(shard, store, handler)?;
-        if sync.is_some() {
+        if let Some(s) = begin_sync(shard, store, handler)? {
+            syncs.push_back(s);
             return Ok(());
         }
+    }
+    if !syncs.is_empty() {
+        return Ok(());
     }
     store
         .borrow_mut()

@@ -12,10 +12,22 @@
 //! QUASAR_SIM_LOG=1 ...                                             # echo the event log
 //! ```
 
-use quasar_shard::sim::harness::{run_canary, run_seeds};
+use quasar_shard::sim::harness::{run_canary, run_seeds, SimFailure, SimSummary};
 use quasar_shard::sim::node::{run, Canary, NodeSimConfig};
 
 const FILE: &str = "sim_node";
+
+/// Runs a seed kept as a regression with one WAL sync in flight at a time, the setting it
+/// was found with: a second sync in flight (`syncs_in_flight`, 2 by default since
+/// 2026-12-05) draws the simulator's numbers in another order, and the seed would replay
+/// another history. The seed sweeps run the default.
+fn replay(seed: u64, cfg: &NodeSimConfig) -> Result<SimSummary, SimFailure> {
+    let cfg = NodeSimConfig {
+        syncs_in_flight: 1,
+        ..cfg.clone()
+    };
+    run(seed, &cfg)
+}
 
 /// Replays one seed of replicas moving with pipelined turns on (where the regressions below
 /// were found; the default) and panics with its event log if it fails.
@@ -24,7 +36,7 @@ fn replay_moving_with_pipelined_turns(seed: u64) {
         pipelined_turns: true,
         ..NodeSimConfig::moving()
     };
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
@@ -98,7 +110,7 @@ fn whole_nodes_stay_linearizable_when_busy() {
 fn a_turn_larger_than_a_wal_segment_is_split() {
     let cfg = NodeSimConfig::busy();
     let seed = 7_642_589_265_540_349_825;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}", f.reason);
     }
 }
@@ -145,7 +157,7 @@ fn a_snapshot_saved_before_its_wal_mark_is_reconciled_at_open() {
         (NodeSimConfig::stormy(), 7_024_067_252_894_391_527),
         (NodeSimConfig::harsh(), 497_467_414_158_503_710),
     ] {
-        if let Err(f) = run(seed, &cfg) {
+        if let Err(f) = replay(seed, &cfg) {
             failures.push(format!("seed {seed}: {}", f.reason));
         }
     }
@@ -161,7 +173,7 @@ fn a_long_snapshot_transfer_completes() {
     let mut cfg = NodeSimConfig::busy();
     cfg.snapshot_chunk_bytes = 1024;
     let seed = 1_350_788_995_684_345_383;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}", f.reason);
     }
 }
@@ -234,7 +246,7 @@ fn whole_nodes_stay_linearizable_while_replicas_move() {
 fn a_woken_leader_does_not_trust_acknowledgements_from_before_quiescence() {
     let cfg = NodeSimConfig::reshaping();
     let seed = 4_393_642_599_005_640_267;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
@@ -250,7 +262,7 @@ fn a_woken_leader_does_not_trust_acknowledgements_from_before_quiescence() {
 fn a_split_keeps_an_adopted_right_range_that_already_took_a_snapshot() {
     let cfg = NodeSimConfig::reshaping();
     let seed = 6_121_230_822_780_967_395;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
@@ -265,7 +277,7 @@ fn a_split_keeps_an_adopted_right_range_that_already_took_a_snapshot() {
 fn a_snapshot_transfer_stops_when_its_sender_loses_leadership() {
     let cfg = late_files();
     let seed = 7_317_789_177_937_852_253;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
@@ -284,7 +296,7 @@ fn a_snapshot_transfer_stops_when_its_sender_loses_leadership() {
 fn a_merge_waits_until_the_left_range_is_back_on_the_frozen_ranges_replicas() {
     let cfg = NodeSimConfig::moving();
     let seed = 3_768_445_539_953_835_761;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
@@ -307,7 +319,7 @@ fn a_restarted_learner_learns_its_quiesced_leader() {
         4_816_771_954_206_898_225,
         7_141_104_936_999_291_497,
     ] {
-        if let Err(f) = run(seed, &cfg) {
+        if let Err(f) = replay(seed, &cfg) {
             panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
         }
     }
@@ -323,7 +335,7 @@ fn a_restarted_learner_learns_its_quiesced_leader() {
 fn a_replica_of_a_range_merged_away_while_it_was_down_is_destroyed() {
     let cfg = NodeSimConfig::moving();
     for seed in [7_159_729_931_111_560_934, 1_482_331_442_475_412_499] {
-        if let Err(f) = run(seed, &cfg) {
+        if let Err(f) = replay(seed, &cfg) {
             panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
         }
     }
@@ -340,7 +352,7 @@ fn a_replica_of_a_range_merged_away_while_it_was_down_is_destroyed() {
 fn a_range_holding_an_uncommitted_merge_keeps_the_range_it_absorbs() {
     let cfg = late_files();
     let seed = 2_619_684_357_820_023_573;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
@@ -355,7 +367,7 @@ fn a_range_holding_an_uncommitted_merge_keeps_the_range_it_absorbs() {
 fn a_range_id_is_never_allocated_twice() {
     let cfg = late_files();
     let seed = 8_965_642_337_163_514_092;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
@@ -370,7 +382,7 @@ fn a_range_id_is_never_allocated_twice() {
 fn a_replica_added_back_after_removal_restarts_with_an_empty_log() {
     let cfg = NodeSimConfig::moving();
     let seed = 6_396_534_635_094_692_057;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
@@ -386,7 +398,7 @@ fn a_replica_added_back_after_removal_restarts_with_an_empty_log() {
 fn an_empty_replica_awaiting_its_snapshot_does_not_vote() {
     let cfg = NodeSimConfig::moving();
     let seed = 6_078_738_522_880_997_938;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
@@ -408,7 +420,7 @@ fn a_voter_that_missed_the_split_stalls_a_move() {
         ..NodeSimConfig::moving()
     };
     let seed = 2_368_108_311_524_870_767;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
@@ -443,7 +455,7 @@ fn a_removed_voter_asleep_behind_a_live_leader_learns_it_was_removed() {
             pipelined_turns,
             ..NodeSimConfig::moving()
         };
-        if let Err(f) = run(seed, &cfg) {
+        if let Err(f) = replay(seed, &cfg) {
             panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
         }
     }
@@ -463,7 +475,7 @@ fn a_removed_voter_asleep_behind_a_live_leader_learns_it_was_removed() {
 fn a_merge_replayed_after_a_restart_still_finds_the_absorbed_range() {
     let cfg = NodeSimConfig::reshaping();
     for seed in [5_312_390_070_161_643_562, 6_784_042_152_497_509_549] {
-        if let Err(f) = run(seed, &cfg) {
+        if let Err(f) = replay(seed, &cfg) {
             panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
         }
     }
@@ -479,7 +491,7 @@ fn a_merge_replayed_after_a_restart_still_finds_the_absorbed_range() {
 fn a_snapshot_sent_after_a_merge_covers_the_merge() {
     let cfg = late_files();
     for seed in [8_763_771_002_256_385_158, 3_847_604_864_853_223_655] {
-        if let Err(f) = run(seed, &cfg) {
+        if let Err(f) = replay(seed, &cfg) {
             panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
         }
     }
@@ -520,7 +532,7 @@ fn a_restart_replays_the_splits_and_merges_of_ranges_without_files() {
         5_209_098_442_551_551_810,
         1_974_709_286_402_689_078,
     ] {
-        if let Err(f) = run(seed, &cfg) {
+        if let Err(f) = replay(seed, &cfg) {
             panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
         }
     }
@@ -536,7 +548,7 @@ fn a_restart_replays_the_splits_and_merges_of_ranges_without_files() {
 fn a_parent_and_its_split_child_install_snapshots_in_one_turn() {
     let cfg = late_files();
     let seed = 500_551_399_371_992_569;
-    if let Err(f) = run(seed, &cfg) {
+    if let Err(f) = replay(seed, &cfg) {
         panic!("seed {seed}: {}\n{}", f.reason, f.log_tail);
     }
 }
@@ -618,6 +630,20 @@ fn serial_turns_through_crashes_partitions_and_failed_fsyncs() {
         total.writes_acked > 0 && total.reads_served > 0 && total.crashes > 0,
         "no progress or no faults: {total:?}"
     );
+}
+
+/// One WAL sync in flight at a time (`--wal-syncs-in-flight=1`; 2 by default) while
+/// replicas move: a pipelined turn's appends wait for the running sync to end.
+#[test]
+fn one_sync_at_a_time_while_replicas_move() {
+    let cfg = NodeSimConfig {
+        syncs_in_flight: 1,
+        ..NodeSimConfig::moving()
+    };
+    let total = run_seeds(FILE, "one_sync_at_a_time_while_replicas_move", 40, |seed| {
+        run(seed, &cfg)
+    });
+    assert!(total.replica_moves > 0, "no replica moved: {total:?}");
 }
 
 /// Turns that wait for their sync while replicas move.

@@ -66,8 +66,12 @@
 //!    setup) against 12–15k for pwrite+fdatasync of the same bytes, and the WAL went from 3.8k to 5.8k
 //!    syncs/s at one writer (500k to 680k entries/s at four) when it moved to `pwrite`.
 //! 3. `begin_sync`: one `fdatasync` per segment written since the last sync (normally
-//!    one), issued through glommio; `on_sync_done` moves `durable_lsn`. A failed sync
-//!    poisons the log: every later call returns `WalError::Poisoned`. (`SyncMethod::Blocking`
+//!    one), issued through glommio; `on_sync_done` moves `durable_lsn`. Up to
+//!    `WalConfig::syncs_in_flight` syncs may run at once (the node runs 2: what a turn
+//!    appends while a sync runs is synced at once, and the disk serves both); they are
+//!    reported in the order they began, so `durable_lsn` never passes bytes of an older
+//!    sync that is still running. A failed sync poisons the log: every later call returns
+//!    `WalError::Poisoned`. (`SyncMethod::Blocking`
 //!    issues a direct fdatasync on the executor thread instead; it exists for measurements.)
 //! 4. `collect_garbage`: segments no group needs are retired once the records that
 //!    released them are durable (`Disk::retire`: the background thread renames up to
@@ -216,6 +220,10 @@ pub struct WalConfig {
     pub rewrite_budget_bytes: usize,
     /// How `open_dir` logs issue fdatasync (io_uring unless measuring).
     pub sync_method: SyncMethod,
+    /// How many syncs may be in flight at once (at least 1). With 2, a sync may begin for
+    /// what was appended while the previous one runs, instead of waiting for it: the disk
+    /// works on both at once. Syncs complete in the order they began (`on_sync_done`).
+    pub syncs_in_flight: usize,
     /// Threads that recover a log on open: 0 picks the machine's parallelism (at most 4)
     /// for logs of 64 MiB or more and one thread below; any other value is used as given.
     pub recovery_threads: usize,
@@ -230,6 +238,7 @@ impl Default for WalConfig {
             max_old_segments: 4,
             rewrite_budget_bytes: 16 << 20,
             sync_method: SyncMethod::Uring,
+            syncs_in_flight: 1,
             recovery_threads: 0,
         }
     }
@@ -447,7 +456,8 @@ pub struct Wal<D: Disk = MmapDisk> {
     dirty: Vec<SegmentId>,
     appended: Lsn,
     durable: Lsn,
-    sync_in_flight: Option<Lsn>,
+    /// The targets of the syncs begun and not yet done, oldest first (ascending).
+    syncs_in_flight: VecDeque<Lsn>,
     syncs_completed: u64,
     poisoned: Option<String>,
     /// Why the next segments cannot be prepared (a full disk ...); `None`: they can.
@@ -830,7 +840,7 @@ impl<D: Disk> Wal<D> {
             dirty: Vec::new(),
             appended: position,
             durable: position,
-            sync_in_flight: None,
+            syncs_in_flight: VecDeque::new(),
             syncs_completed: 0,
             poisoned: None,
             space_shortage: None,
@@ -964,9 +974,15 @@ impl<D: Disk> Wal<D> {
         self.durable
     }
 
-    /// The position the sync begun by `begin_sync` makes durable, while it is in flight.
+    /// The position the syncs in flight make durable once they are all done (that of the
+    /// newest one); `None` when none is in flight.
     pub fn sync_in_flight(&self) -> Option<Lsn> {
-        self.sync_in_flight
+        self.syncs_in_flight.back().copied()
+    }
+
+    /// How many syncs are in flight (begun by `begin_sync`, not yet `on_sync_done`).
+    pub fn syncs_in_flight(&self) -> usize {
+        self.syncs_in_flight.len()
     }
 
     /// Syncs completed since open (one per `on_sync_done` success).
@@ -1294,11 +1310,20 @@ impl<D: Disk> Wal<D> {
         Ok(())
     }
 
-    /// Starts a sync of everything appended so far. `None` when a sync is already in
-    /// flight or nothing is waiting. Await `SyncJob::run`, then call `on_sync_done`.
+    /// Starts a sync of everything appended so far. `None` when `syncs_in_flight` syncs
+    /// are in flight already, or nothing appended waits for one. Await `SyncJob::run`,
+    /// then call `on_sync_done`; with several in flight, in the order they began.
+    ///
+    /// A second sync in flight fdatasyncs the segments written since the first began. It
+    /// may complete first, but it is reported after the first (`on_sync_done` takes them
+    /// in order), so a position is never called durable before every sync that covers
+    /// bytes below it completed.
     pub fn begin_sync(&mut self) -> Result<Option<SyncJob>, WalError> {
         self.check_poisoned()?;
-        if self.sync_in_flight.is_some() || self.appended == self.durable {
+        let covered = self.sync_in_flight().unwrap_or(self.durable);
+        if self.syncs_in_flight.len() >= self.config.syncs_in_flight.max(1)
+            || self.appended <= covered
+        {
             return Ok(None);
         }
         let target = self.appended;
@@ -1306,20 +1331,20 @@ impl<D: Disk> Wal<D> {
         for seg in std::mem::take(&mut self.dirty) {
             syncs.push(self.disk.sync(seg));
         }
-        self.sync_in_flight = Some(target);
+        self.syncs_in_flight.push_back(target);
         Ok(Some(SyncJob { target, syncs }))
     }
 
-    /// Completes the sync started by `begin_sync` with the result of `SyncJob::run`.
-    /// A failure poisons the log; it is never retried (the kernel may have dropped the
-    /// dirty pages it failed to write).
+    /// Completes the oldest sync in flight (started by `begin_sync`) with the result of
+    /// its `SyncJob::run`. A failure poisons the log; it is never retried (the kernel may
+    /// have dropped the dirty pages it failed to write).
     pub fn on_sync_done(&mut self, target: Lsn, result: io::Result<()>) -> Result<Lsn, WalError> {
         assert_eq!(
-            self.sync_in_flight,
+            self.syncs_in_flight.front().copied(),
             Some(target),
-            "on_sync_done for a sync that is not in flight"
+            "on_sync_done for a sync that is not the oldest in flight"
         );
-        self.sync_in_flight = None;
+        self.syncs_in_flight.pop_front();
         if let Err(e) = result {
             let reason = format!("fdatasync up to {target} failed: {e}");
             tracing::error!(%reason, "WAL poisoned");
@@ -1714,6 +1739,8 @@ impl Future for YieldNow {
 /// One WAL shared by many tasks of one executor, with group commit: `sync_to(lsn)` joins
 /// the sync in flight or starts the next one, so one fdatasync covers every task's
 /// appends made before it began.
+/// Its tasks complete syncs as they end, so the log runs one sync at a time
+/// (`WalConfig::syncs_in_flight` is taken as 1).
 pub struct SharedWal<D: Disk = MmapDisk> {
     wal: Rc<RefCell<Wal<D>>>,
     notify: Rc<Notify>,
@@ -1729,7 +1756,8 @@ impl<D: Disk> Clone for SharedWal<D> {
 }
 
 impl<D: Disk> SharedWal<D> {
-    pub fn new(wal: Wal<D>) -> SharedWal<D> {
+    pub fn new(mut wal: Wal<D>) -> SharedWal<D> {
+        wal.config.syncs_in_flight = 1;
         SharedWal {
             wal: Rc::new(RefCell::new(wal)),
             notify: Rc::new(Notify::default()),
@@ -1757,7 +1785,7 @@ impl<D: Disk> SharedWal<D> {
             if !yielded {
                 let idle = {
                     let wal = self.wal.borrow();
-                    wal.sync_in_flight.is_none() && wal.durable_lsn() < lsn
+                    wal.syncs_in_flight.is_empty() && wal.durable_lsn() < lsn
                 };
                 if idle {
                     yielded = true;

@@ -47,6 +47,70 @@ fn nothing_is_durable_before_its_sync_completes() {
 }
 
 #[test]
+fn two_syncs_in_flight_complete_in_the_order_they_began() {
+    let mut wal = Wal::open(
+        MemDisk::new(),
+        WalConfig {
+            syncs_in_flight: 2,
+            ..config()
+        },
+    )
+    .unwrap();
+    let start = wal.durable_lsn();
+    let lsn1 = wal.append(&one_entry(1, 1, b"a")).unwrap();
+    let first = wal.begin_sync().unwrap().expect("a sync is due");
+    assert!(
+        wal.begin_sync().unwrap().is_none(),
+        "nothing appended since the first began"
+    );
+    let lsn2 = wal.append(&one_entry(2, 1, b"b")).unwrap();
+    let second = wal.begin_sync().unwrap().expect("a second sync may begin");
+    assert_eq!((first.target(), second.target()), (lsn1, lsn2));
+    assert_eq!(wal.syncs_in_flight(), 2);
+    assert_eq!(wal.sync_in_flight(), Some(lsn2));
+    wal.append(&one_entry(1, 2, b"c")).unwrap();
+    assert!(wal.begin_sync().unwrap().is_none(), "at most two in flight");
+    // The second may finish first; it is reported after the first.
+    let done2 = block_on(second.run());
+    assert_eq!(wal.durable_lsn(), start);
+    assert_eq!(wal.on_sync_done(lsn1, block_on(first.run())).unwrap(), lsn1);
+    assert_eq!(wal.durable_lsn(), lsn1);
+    assert_eq!(wal.on_sync_done(lsn2, done2).unwrap(), lsn2);
+    assert_eq!((wal.durable_lsn(), wal.syncs_in_flight()), (lsn2, 0));
+}
+
+#[test]
+fn a_failed_first_sync_poisons_the_second_in_flight() {
+    let mut wal = Wal::open(
+        MemDisk::new(),
+        WalConfig {
+            syncs_in_flight: 2,
+            ..config()
+        },
+    )
+    .unwrap();
+    wal.append(&one_entry(1, 1, b"synced")).unwrap();
+    block_on(wal.sync()).unwrap();
+    let durable = wal.durable_lsn();
+    wal.disk_mut().fail_after(0);
+    let lsn1 = wal.append(&one_entry(1, 2, b"lost")).unwrap();
+    let first = wal.begin_sync().unwrap().expect("a sync is due");
+    let lsn2 = wal.append(&one_entry(1, 3, b"lost too")).unwrap();
+    let second = wal.begin_sync().unwrap().expect("a second sync may begin");
+    let (done1, done2) = (block_on(first.run()), block_on(second.run()));
+    assert!(matches!(
+        wal.on_sync_done(lsn1, done1),
+        Err(WalError::Poisoned { .. })
+    ));
+    // Whatever the second reports, nothing after the failed sync becomes durable.
+    assert!(matches!(
+        wal.on_sync_done(lsn2, done2),
+        Err(WalError::Poisoned { .. })
+    ));
+    assert_eq!(wal.durable_lsn(), durable);
+}
+
+#[test]
 fn one_sync_covers_every_waiting_task() {
     let wal = SharedWal::new(Wal::open(MemDisk::new(), config()).unwrap());
     let lsns: Vec<_> = (1..=4)

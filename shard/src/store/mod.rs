@@ -21,6 +21,11 @@
 //!  [runtime]      flush the outbox, send take_responses() to their connections
 //! ```
 //!
+//! With a sync in flight (`sync_started` ... `finish_synced`), `process()` may run again
+//! (`pipelined_turns`, `may_process`), and the runtime may begin another sync for what it
+//! appended (`WalConfig::syncs_in_flight`); `finish_synced` finishes the oldest one's
+//! `Ready`s, in the order the syncs began.
+//!
 //! Snapshot files never hold the turn long: a range's file is encoded a slice per `tick()`
 //! (`RangeState::continue_snapshot`, copy on write for keys written meanwhile), then handed
 //! to the snapshot store's writer thread (`SnapshotStore::save_in_background`); `process()`
@@ -518,6 +523,15 @@ enum AdminWait {
     },
 }
 
+/// The `Ready`s of one turn (or several pipelined ones) under one sync in flight.
+struct SyncingTurn {
+    readys: Vec<(msg::GroupId, Box<Ready>)>,
+    /// Whether all `finish_synced` will do for `readys` is send acknowledgements, serve
+    /// reads and advance the cores: no snapshot, every committed entry applied before the
+    /// sync. Only then may `process` run while the sync is in flight (`may_process`).
+    plain: bool,
+}
+
 /// The store of one shard.
 pub struct Store<D: Disk, S: SnapshotStore> {
     cfg: StoreConfig,
@@ -538,13 +552,11 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     /// removed replica whose log was already empty: its removal waits for the WAL's end,
     /// see `removed`): the next turn syncs even if it appends nothing that needs it.
     sync_wanted: bool,
-    /// The `Ready`s whose records the sync in flight covers (`sync_started`), finished by
-    /// `finish_synced` once it completed.
-    syncing: Vec<(msg::GroupId, Box<Ready>)>,
-    /// Whether all `finish_synced` will do for `syncing` is send acknowledgements, serve
-    /// reads and advance the cores: no snapshot, every committed entry applied before the
-    /// sync. Only then may `process` run while the sync is in flight (`may_process`).
-    syncing_plain: bool,
+    /// The syncs in flight, oldest first: the `Ready`s whose records each covers
+    /// (`sync_started`), finished by `finish_synced` once it completed, in this order.
+    syncing: VecDeque<SyncingTurn>,
+    /// Emptied `Ready` vectors, kept for their capacity.
+    spare_turns: Vec<Vec<(msg::GroupId, Box<Ready>)>>,
     /// The end of the last batch written without a sync of its own (only commit indexes):
     /// unsynced bytes up to here do not make the next turn sync.
     lazy_lsn: quasar_wal::Lsn,
@@ -656,8 +668,8 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             in_flight: Vec::new(),
             in_flight_needs_sync: false,
             sync_wanted: false,
-            syncing: Vec::new(),
-            syncing_plain: false,
+            syncing: VecDeque::new(),
+            spare_turns: Vec::new(),
             lazy_lsn: quasar_wal::Lsn::ZERO,
             reads: BTreeMap::new(),
             next_read: 1,
@@ -1336,7 +1348,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let mut busy: Vec<msg::GroupId> = self
             .in_flight
             .iter()
-            .chain(&self.syncing)
+            .chain(self.syncing.iter().flat_map(|t| &t.readys))
             .map(|(g, _)| *g)
             .collect();
         busy.sort_unstable();
@@ -2464,12 +2476,13 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         Ok(self.in_flight_needs_sync)
     }
 
-    /// Whether `process` may run now: no sync in flight, or (with `pipelined_turns`) one
-    /// whose `Ready`s need nothing more of `finish_synced` than acknowledgements, reads and
-    /// the cores' advance (see `syncing_plain`). Otherwise the runtime waits for the sync
-    /// first.
+    /// Whether `process` may run now: no sync in flight, or (with `pipelined_turns`) only
+    /// syncs whose `Ready`s need nothing more of `finish_synced` than acknowledgements,
+    /// reads and the cores' advance (see `SyncingTurn::plain`). Otherwise the runtime waits
+    /// for the syncs first.
     pub fn may_process(&self) -> bool {
-        self.syncing.is_empty() || (self.cfg.pipelined_turns && self.syncing_plain)
+        self.syncing.is_empty()
+            || (self.cfg.pipelined_turns && self.syncing.iter().all(|t| t.plain))
     }
 
     /// Whether a sync begun by the runtime is waiting for `finish_synced`.
@@ -2479,27 +2492,37 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
 
     /// The runtime began a sync covering everything `process` appended so far
     /// (`Wal::begin_sync`): the gathered `Ready`s wait for it, and `finish_synced` finishes
-    /// them once `Wal::on_sync_done` reported it complete.
+    /// them once `Wal::on_sync_done` reported it complete. A sync may begin while earlier
+    /// ones run (`WalConfig::syncs_in_flight`), only after a pipelined turn (`may_process`).
     pub fn sync_started(&mut self) {
         assert!(
-            self.syncing.is_empty(),
-            "a second sync begun before finish_synced"
+            self.may_process(),
+            "a sync begun while one of non-plain Readys is in flight"
         );
         let groups = &self.groups;
-        self.syncing_plain = self.in_flight.iter().all(|(g, rd)| {
+        let plain = self.in_flight.iter().all(|(g, rd)| {
             let applied = groups.get(g).map(|r| r.range.applied_index());
             rd.snapshot.is_none()
                 && applied.is_some_and(|a| rd.apply.last().is_none_or(|e| e.index.0 <= a))
         });
-        std::mem::swap(&mut self.syncing, &mut self.in_flight);
+        let readys = std::mem::replace(
+            &mut self.in_flight,
+            self.spare_turns.pop().unwrap_or_default(),
+        );
+        self.syncing.push_back(SyncingTurn { readys, plain });
         self.in_flight_needs_sync = false;
     }
 
-    /// Phase 2 for the `Ready`s of the sync that just completed (`sync_started`).
+    /// Phase 2 for the `Ready`s of the oldest sync in flight, which just completed
+    /// (`sync_started`).
     pub fn finish_synced(&mut self) -> Result<(), StoreError> {
-        let done = std::mem::take(&mut self.syncing);
-        self.syncing_plain = false;
-        self.syncing = self.finish_readys(done)?;
+        let Some(turn) = self.syncing.pop_front() else {
+            return Ok(());
+        };
+        let emptied = self.finish_readys(turn.readys)?;
+        if self.spare_turns.len() < 2 {
+            self.spare_turns.push(emptied);
+        }
         Ok(())
     }
 

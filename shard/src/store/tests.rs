@@ -39,7 +39,11 @@ fn config(shards: u32) -> StoreConfig {
 }
 
 fn open(disk: MemDisk, snaps: MemSnapshots, cfg: StoreConfig) -> One {
-    let wal = Wal::open(disk, wal_config()).expect("wal opens");
+    open_with_wal(disk, snaps, cfg, wal_config())
+}
+
+fn open_with_wal(disk: MemDisk, snaps: MemSnapshots, cfg: StoreConfig, wal: WalConfig) -> One {
+    let wal = Wal::open(disk, wal).expect("wal opens");
     let dir = Arc::new(RwLock::new(Directory::bootstrap(&[NodeId(1)])));
     let store = Store::open(cfg, wal, snaps, dir, 7).expect("store opens");
     One { store, next: 1 }
@@ -207,7 +211,12 @@ fn leader() -> One {
 
 /// A single voter with `cfg` that leads both ranges.
 fn leader_with(cfg: StoreConfig) -> One {
-    let mut one = open(MemDisk::new(), MemSnapshots::default(), cfg);
+    leader_with_wal(cfg, wal_config())
+}
+
+/// `leader_with` over a WAL configured as `wal`.
+fn leader_with_wal(cfg: StoreConfig, wal: WalConfig) -> One {
+    let mut one = open_with_wal(MemDisk::new(), MemSnapshots::default(), cfg, wal);
     one.settle(40);
     assert_eq!(
         one.store.leader_count(),
@@ -379,6 +388,55 @@ fn a_turn_runs_while_the_previous_sync_is_in_flight_and_its_writes_wait_for_thei
     assert_eq!(again.get(b"a").as_deref(), Some(&b"v"[..]));
     assert_eq!(again.get(b"b"), None);
     again.store.check_invariants();
+}
+
+#[test]
+fn a_second_sync_begins_while_the_first_is_in_flight_and_they_finish_in_order() {
+    let mut cfg = config(1);
+    cfg.pipelined_turns = true;
+    let wal = WalConfig {
+        syncs_in_flight: 2,
+        ..wal_config()
+    };
+    let mut one = leader_with_wal(cfg, wal);
+    let first = one.submit_put(b"a");
+    assert!(one.store.process().expect("process"));
+    let (target1, result1) = one.begin_sync().expect("something to sync");
+    one.store.sync_started();
+    // A write arrives while the first sync runs: its turn begins a sync of its own.
+    let second = one.submit_put(b"b");
+    assert!(one.store.process().expect("process"));
+    let (target2, result2) = one
+        .begin_sync()
+        .expect("a second sync begins while the first is in flight");
+    one.store.sync_started();
+    assert!(target2 > target1);
+    assert!(!one.answered(first) && !one.answered(second));
+    one.store
+        .wal_mut()
+        .on_sync_done(target1, result1)
+        .expect("sync done");
+    one.store.finish_synced().expect("finish synced");
+    assert!(one.store.is_syncing(), "the second sync is still in flight");
+    // The first write is durable and committed: the next turn answers it, not the second.
+    one.store.process().expect("process");
+    assert!(one.answered(first));
+    assert!(
+        !one.answered(second),
+        "answered before its own sync completed"
+    );
+    one.store
+        .wal_mut()
+        .on_sync_done(target2, result2)
+        .expect("sync done");
+    one.store.finish_synced().expect("finish synced");
+    assert!(!one.store.is_syncing());
+    let appended = one.store.process().expect("process");
+    assert!(one.answered(second));
+    one.sync_and_finish(appended);
+    assert_eq!(one.get(b"a").as_deref(), Some(&b"v"[..]));
+    assert_eq!(one.get(b"b").as_deref(), Some(&b"v"[..]));
+    one.store.check_invariants();
 }
 
 #[test]

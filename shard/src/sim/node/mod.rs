@@ -30,7 +30,7 @@ pub mod clients;
 pub mod net;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -101,6 +101,9 @@ pub struct NodeSimConfig {
     pub slow_sync_rate: f64,
     /// The stores' `pipelined_turns` (on by default, as in the node).
     pub pipelined_turns: bool,
+    /// The WALs' `syncs_in_flight`: with 2 (as in the node), a pipelined turn may begin a
+    /// sync while the previous one is in flight; they complete in order.
+    pub syncs_in_flight: usize,
     /// Probability per step that a node's disk starts failing (fsync errors).
     pub fsync_failure_rate: f64,
     /// Snapshot bytes per chunk: small, so that transfers take several chunks.
@@ -151,6 +154,7 @@ impl NodeSimConfig {
             mid_turn_crash_rate: 0.002,
             slow_sync_rate: 0.3,
             pipelined_turns: true,
+            syncs_in_flight: 2,
             wal_segment_bytes: 8 << 10,
             snapshot_chunk_bytes: 1024,
             forced_snapshot_delay_ticks: 20,
@@ -314,8 +318,8 @@ struct Node {
     last_leader: HashMap<u64, Option<u64>>,
     /// The node's range directory (a real node rebuilds it at every start).
     dir: SharedDirectory,
-    /// A WAL sync begun and not yet reported complete: its target and result.
-    sync: Option<(quasar_wal::Lsn, std::io::Result<()>)>,
+    /// The WAL syncs begun and not yet reported complete, oldest first: target and result.
+    syncs: VecDeque<(quasar_wal::Lsn, std::io::Result<()>)>,
 }
 
 /// The connection token of the simulated operator's admin requests.
@@ -361,9 +365,10 @@ struct Sim {
     summary: SimSummary,
 }
 
-fn wal_config(segment_bytes: usize) -> WalConfig {
+fn wal_config(segment_bytes: usize, syncs_in_flight: usize) -> WalConfig {
     WalConfig {
         segment_size_bytes: segment_bytes,
+        syncs_in_flight,
         prepared_segments: 1,
         cache_bytes: 1 << 20,
         max_old_segments: 2,
@@ -482,8 +487,11 @@ impl Sim {
         incarnation: u64,
         dir: SharedDirectory,
     ) -> Result<SimStore, String> {
-        let wal = Wal::open(disk, wal_config(self.cfg.wal_segment_bytes))
-            .map_err(|e| format!("node {id}: WAL does not reopen: {e}"))?;
+        let wal = Wal::open(
+            disk,
+            wal_config(self.cfg.wal_segment_bytes, self.cfg.syncs_in_flight),
+        )
+        .map_err(|e| format!("node {id}: WAL does not reopen: {e}"))?;
         snaps.0.borrow_mut().save_polls = self.cfg.snapshot_save_turns;
         Store::open(
             store_config(id, &self.cfg),
@@ -509,7 +517,7 @@ impl Sim {
                 incarnation: 0,
                 last_leader: HashMap::new(),
                 dir,
-                sync: None,
+                syncs: VecDeque::new(),
             });
         }
         self.log(format!(
@@ -865,14 +873,14 @@ impl Sim {
         }
     }
 
-    /// One turn of node `i`, as `runtime::turn` does it: a sync in flight may complete
-    /// (finishing its `Ready`s), new work is processed (unless the sync in flight forbids
-    /// it), and with no sync in flight one begins (it may stay in flight, see
-    /// `slow_sync_rate`) or the work is finished at once. With `crash_before_sync` the node
-    /// dies after the append and the first sends, before a sync it would begin (returns
-    /// `Ok(false)`; the caller crashes it).
+    /// One turn of node `i`, as `runtime::turn` does it: the oldest sync in flight may
+    /// complete (finishing its `Ready`s), new work is processed (unless a sync in flight
+    /// forbids it), and a sync begins if the WAL allows one more in flight (it may stay in
+    /// flight, see `slow_sync_rate`), or with none in flight the work is finished at once.
+    /// With `crash_before_sync` the node dies after the append and the first sends, before
+    /// a sync it would begin (returns `Ok(false)`; the caller crashes it).
     fn turn(&mut self, i: usize, crash_before_sync: bool) -> Result<bool, StoreError> {
-        if self.nodes[i].sync.is_some() && self.sync_rng.chance(0.5) {
+        if !self.nodes[i].syncs.is_empty() && self.sync_rng.chance(0.5) {
             self.complete_sync(i)?;
         }
         let Some(store) = self.nodes[i].store.as_mut() else {
@@ -884,13 +892,11 @@ impl Sim {
         let needs_sync = store.process()?;
         // Writes applied by `process` are answered before the sync (and a crash).
         self.send_outputs(i);
-        if self.nodes[i].sync.is_some() {
-            return Ok(true);
-        }
+        let in_flight = self.nodes[i].syncs.len();
         let Some(store) = self.nodes[i].store.as_mut() else {
             return Ok(true);
         };
-        if needs_sync {
+        if needs_sync && in_flight < self.cfg.syncs_in_flight.max(1) {
             if crash_before_sync {
                 return Ok(false);
             }
@@ -899,22 +905,30 @@ impl Sim {
                 let target = job.target();
                 // The in-memory disk syncs when the job is made; the report may come later.
                 let result = ready(job.run());
-                self.nodes[i].sync = Some((target, result));
+                self.nodes[i].syncs.push_back((target, result));
                 if !self.sync_rng.chance(self.cfg.slow_sync_rate) {
                     self.complete_sync(i)?;
                 }
                 return Ok(true);
             }
         }
+        if in_flight > 0 {
+            return Ok(true);
+        }
+        let Some(store) = self.nodes[i].store.as_mut() else {
+            return Ok(true);
+        };
         store.finish()?;
         self.send_outputs(i);
         Ok(true)
     }
 
-    /// Reports node `i`'s sync in flight complete and finishes the `Ready`s it covered.
+    /// Reports node `i`'s oldest sync in flight complete and finishes the `Ready`s it
+    /// covered.
     fn complete_sync(&mut self, i: usize) -> Result<(), StoreError> {
         let node = &mut self.nodes[i];
-        let (Some(store), Some((target, result))) = (node.store.as_mut(), node.sync.take()) else {
+        let (Some(store), Some((target, result))) = (node.store.as_mut(), node.syncs.pop_front())
+        else {
             return Ok(());
         };
         store.wal_mut().on_sync_done(target, result)?;
@@ -1029,7 +1043,7 @@ impl Sim {
         let Some(store) = self.nodes[i].store.take() else {
             return;
         };
-        self.nodes[i].sync = None;
+        self.nodes[i].syncs.clear();
         self.summary.crashes += 1;
         let disk = if self.cfg.canary == Canary::Amnesia {
             self.nodes[i].snaps = SharedSnapshots::default();
