@@ -46,16 +46,18 @@ fn nothing_is_durable_before_its_sync_completes() {
     assert!(wal.durable_lsn() >= lsn && wal.durable_lsn() < lsn2);
 }
 
+/// A log that runs up to two syncs at once.
+fn two_syncs_in_flight() -> Wal<MemDisk> {
+    let config = WalConfig {
+        syncs_in_flight: 2,
+        ..config()
+    };
+    Wal::open(MemDisk::new(), config).unwrap()
+}
+
 #[test]
 fn two_syncs_in_flight_complete_in_the_order_they_began() {
-    let mut wal = Wal::open(
-        MemDisk::new(),
-        WalConfig {
-            syncs_in_flight: 2,
-            ..config()
-        },
-    )
-    .unwrap();
+    let mut wal = two_syncs_in_flight();
     let start = wal.durable_lsn();
     let lsn1 = wal.append(&one_entry(1, 1, b"a")).unwrap();
     let first = wal.begin_sync().unwrap().expect("a sync is due");
@@ -81,14 +83,7 @@ fn two_syncs_in_flight_complete_in_the_order_they_began() {
 
 #[test]
 fn a_failed_first_sync_poisons_the_second_in_flight() {
-    let mut wal = Wal::open(
-        MemDisk::new(),
-        WalConfig {
-            syncs_in_flight: 2,
-            ..config()
-        },
-    )
-    .unwrap();
+    let mut wal = two_syncs_in_flight();
     wal.append(&one_entry(1, 1, b"synced")).unwrap();
     block_on(wal.sync()).unwrap();
     let durable = wal.durable_lsn();

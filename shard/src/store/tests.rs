@@ -83,6 +83,16 @@ impl One {
         Some((target, result))
     }
 
+    /// Reports a sync begun with `begin_sync` + `sync_started` complete (the oldest in
+    /// flight) and finishes the `Ready`s it covered.
+    fn complete_sync(&mut self, target: quasar_wal::Lsn, result: std::io::Result<()>) {
+        self.store
+            .wal_mut()
+            .on_sync_done(target, result)
+            .expect("sync done");
+        self.store.finish_synced().expect("finish synced");
+    }
+
     fn settle(&mut self, ticks: usize) {
         for _ in 0..ticks {
             self.store.tick();
@@ -332,11 +342,7 @@ fn without_pipelined_turns_nothing_is_processed_while_a_sync_is_in_flight() {
         !one.store.may_process(),
         "the default turn waits for its sync"
     );
-    one.store
-        .wal_mut()
-        .on_sync_done(target, result)
-        .expect("sync done");
-    one.store.finish_synced().expect("finish synced");
+    one.complete_sync(target, result);
     assert!(one.store.may_process());
 }
 
@@ -366,11 +372,7 @@ fn a_turn_runs_while_the_previous_sync_is_in_flight_and_its_writes_wait_for_thei
     assert!(one.store.wal.appended_lsn() > target);
     assert!(!one.answered(first), "answered before its sync completed");
     assert!(!one.answered(second));
-    one.store
-        .wal_mut()
-        .on_sync_done(target, result)
-        .expect("sync done");
-    one.store.finish_synced().expect("finish synced");
+    one.complete_sync(target, result);
     assert!(!one.store.is_syncing());
     // The next turn commits and answers the first write (durable now); the second still
     // waits for the sync that covers it.
@@ -412,11 +414,7 @@ fn a_second_sync_begins_while_the_first_is_in_flight_and_they_finish_in_order() 
     one.store.sync_started();
     assert!(target2 > target1);
     assert!(!one.answered(first) && !one.answered(second));
-    one.store
-        .wal_mut()
-        .on_sync_done(target1, result1)
-        .expect("sync done");
-    one.store.finish_synced().expect("finish synced");
+    one.complete_sync(target1, result1);
     assert!(one.store.is_syncing(), "the second sync is still in flight");
     // The first write is durable and committed: the next turn answers it, not the second.
     one.store.process().expect("process");
@@ -425,11 +423,7 @@ fn a_second_sync_begins_while_the_first_is_in_flight_and_they_finish_in_order() 
         !one.answered(second),
         "answered before its own sync completed"
     );
-    one.store
-        .wal_mut()
-        .on_sync_done(target2, result2)
-        .expect("sync done");
-    one.store.finish_synced().expect("finish synced");
+    one.complete_sync(target2, result2);
     assert!(!one.store.is_syncing());
     let appended = one.store.process().expect("process");
     assert!(one.answered(second));
