@@ -52,7 +52,7 @@ fn two_syncs_in_flight() -> Wal<MemDisk> {
         syncs_in_flight: 2,
         ..config()
     };
-    Wal::open(MemDisk::new(), config).unwrap()
+    Wal::open(MemDisk::new(), config).expect("the log opens")
 }
 
 #[test]
