@@ -7,6 +7,8 @@ use super::types::NodeId;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub id: NodeId,
+    /// The group this node replicates: named in its log lines only (0: none given).
+    pub group: u64,
     /// A follower campaigns after a random timeout in
     /// `[election_timeout_ticks, 2 * election_timeout_ticks)` without hearing a leader.
     pub election_timeout_ticks: u32,
@@ -36,6 +38,7 @@ impl Config {
     pub fn new(id: NodeId) -> Config {
         Config {
             id,
+            group: 0,
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 2,
             pre_vote: true,

@@ -184,7 +184,7 @@ impl RaftNode {
             node.vote_guard_until_tick = node.ticks + u64::from(node.cfg.election_timeout_ticks);
         }
         node.reset_randomized_timeout();
-        debug!(node = node.id.0, term = node.term.0, commit = commit.0, last = %node.log.last_id(), "raft node started");
+        debug!(group = node.cfg.group, node = node.id.0, term = node.term.0, commit = commit.0, last = %node.log.last_id(), "raft node started");
         node.check_invariants();
         Ok(node)
     }
@@ -358,6 +358,7 @@ impl RaftNode {
         let index = self.append_local(EntryKind::ConfChange, change.encode());
         self.pending_conf_index = index;
         info!(
+            group = self.cfg.group,
             node = self.id.0,
             term = self.term.0,
             index = index.0,
@@ -412,6 +413,7 @@ impl RaftNode {
         }
         let caught_up = pr.matched == last;
         info!(
+            group = self.cfg.group,
             node = self.id.0,
             term = self.term.0,
             target = target.0,
@@ -432,7 +434,12 @@ impl RaftNode {
     /// message. A leader gives up its lease.
     pub fn quiesce(&mut self) {
         if !self.quiesced {
-            debug!(node = self.id.0, term = self.term.0, "quiesced");
+            debug!(
+                group = self.cfg.group,
+                node = self.id.0,
+                term = self.term.0,
+                "quiesced"
+            );
         }
         self.quiesced = true;
         for (_, pr) in &mut self.progress {
@@ -445,7 +452,12 @@ impl RaftNode {
         if !self.quiesced {
             return;
         }
-        debug!(node = self.id.0, term = self.term.0, "woken");
+        debug!(
+            group = self.cfg.group,
+            node = self.id.0,
+            term = self.term.0,
+            "woken"
+        );
         self.quiesced = false;
         // Time passed while the node did not tick: acknowledgements of heartbeats sent
         // before quiescing (and arriving during it) prove nothing about now. The lease
@@ -495,7 +507,12 @@ impl RaftNode {
         while self.conf_history.front().is_some_and(|(i, _)| *i <= index) {
             self.conf_history.pop_front();
         }
-        debug!(node = self.id.0, index = index.0, "log compacted");
+        debug!(
+            group = self.cfg.group,
+            node = self.id.0,
+            index = index.0,
+            "log compacted"
+        );
         self.log.compact(meta);
         self.check_invariants();
         Ok(())
@@ -720,6 +737,7 @@ impl RaftNode {
             self.election_elapsed = 0;
             if self.cfg.check_quorum && !self.quorum_recently_active() {
                 info!(
+                    group = self.cfg.group,
                     node = self.id.0,
                     term = self.term.0,
                     "leader lost its quorum (check-quorum): stepping down"
@@ -737,6 +755,7 @@ impl RaftNode {
             *elapsed += 1;
             if *elapsed >= self.cfg.election_timeout_ticks {
                 info!(
+                    group = self.cfg.group,
                     node = self.id.0,
                     term = self.term.0,
                     target = target.0,
@@ -751,6 +770,7 @@ impl RaftNode {
                 pr.snapshot_ticks += 1;
                 if pr.snapshot_ticks >= retry_after {
                     debug!(
+                        group = self.cfg.group,
                         node = self.id.0,
                         to = id.0,
                         "snapshot unreported: probing again"
@@ -794,7 +814,12 @@ impl RaftNode {
         self.transfer = None;
         self.progress.clear();
         self.read_only.clear();
-        debug!(node = self.id.0, term = self.term.0, "became pre-candidate");
+        debug!(
+            group = self.cfg.group,
+            node = self.id.0,
+            term = self.term.0,
+            "became pre-candidate"
+        );
         let last = self.log.last_id();
         let term = Term(self.term.0 + 1);
         for to in self.conf.members() {
@@ -827,6 +852,7 @@ impl RaftNode {
         self.election_elapsed = 0;
         self.reset_randomized_timeout();
         debug!(
+            group = self.cfg.group,
             node = self.id.0,
             term = self.term.0,
             ?campaign,
@@ -859,7 +885,12 @@ impl RaftNode {
             (VoteResult::Won, Role::PreCandidate) => self.become_candidate(Campaign::Election),
             (VoteResult::Won, Role::Candidate) => self.become_leader(),
             (VoteResult::Lost, Role::PreCandidate | Role::Candidate) => {
-                debug!(node = self.id.0, term = self.term.0, "election lost");
+                debug!(
+                    group = self.cfg.group,
+                    node = self.id.0,
+                    term = self.term.0,
+                    "election lost"
+                );
                 self.become_follower(self.term, None);
             }
             _ => {}
@@ -889,7 +920,7 @@ impl RaftNode {
         self.heartbeat_elapsed = 0;
         self.reset_randomized_timeout();
         if changed {
-            debug!(node = self.id.0, term = self.term.0, leader = ?leader.map(|l| l.0), "became follower");
+            debug!(group = self.cfg.group, node = self.id.0, term = self.term.0, leader = ?leader.map(|l| l.0), "became follower");
         }
     }
 
@@ -912,7 +943,7 @@ impl RaftNode {
         for (_, pr) in &mut self.progress {
             pr.recent_active = true;
         }
-        debug!(node = self.id.0, term = self.term.0, last = %self.log.last_id(), "became leader");
+        debug!(group = self.cfg.group, node = self.id.0, term = self.term.0, last = %self.log.last_id(), "became leader");
         // §3.6.2 / §6.4: an entry of the new term lets the leader commit (and serve reads).
         self.append_local(EntryKind::Normal, Bytes::new());
         // Conservatively treat every uncommitted entry as a possible conf change.
@@ -932,6 +963,7 @@ impl RaftNode {
         let index = self.append_local(EntryKind::ConfChange, ConfChange::LeaveJoint.encode());
         self.pending_conf_index = index;
         info!(
+            group = self.cfg.group,
             node = self.id.0,
             term = self.term.0,
             index = index.0,
@@ -1108,6 +1140,7 @@ impl RaftNode {
         let pending = self.log.snapshot.last.index;
         self.progress[i].1.become_snapshot(pending);
         info!(
+            group = self.cfg.group,
             node = self.id.0,
             term = self.term.0,
             to = to.0,
@@ -1181,7 +1214,7 @@ impl RaftNode {
                 Err(reason) => panic!("committed conf change at {at} does not apply: {reason}"),
             };
             info!(
-                node = self.id.0,
+                group = self.cfg.group, node = self.id.0,
                 term = self.term.0,
                 index = at.0,
                 ?change,
@@ -1224,6 +1257,7 @@ impl RaftNode {
                 }
             } else if !self.conf.is_voter(self.id) {
                 info!(
+                    group = self.cfg.group,
                     node = self.id.0,
                     term = self.term.0,
                     "leader removed from the configuration: stepping down"
@@ -1411,6 +1445,7 @@ impl RaftNode {
                     let guarded = self.ticks < self.vote_guard_until_tick;
                     if !forced && (in_lease || guarded) {
                         debug!(
+                            group = self.cfg.group,
                             node = self.id.0,
                             term = self.term.0,
                             from = m.from.0,
@@ -1491,6 +1526,7 @@ impl RaftNode {
             MessageBody::TimeoutNow => {
                 if self.role != Role::Leader && self.promotable() {
                     info!(
+                        group = self.cfg.group,
                         node = self.id.0,
                         term = self.term.0,
                         from = from.0,
@@ -1538,6 +1574,7 @@ impl RaftNode {
             || (kind == VoteKind::PreVote && term > self.term);
         let granted = can_vote && self.log.is_up_to_date(last) && last >= self.vote_floor;
         debug!(
+            group = self.cfg.group,
             node = self.id.0,
             term = self.term.0,
             from = from.0,
@@ -1607,7 +1644,7 @@ impl RaftNode {
             }
             None => {
                 let hint = self.log.find_conflict_by_term(prev.index, prev.term);
-                debug!(node = self.id.0, term = self.term.0, %prev, %hint, "append rejected");
+                debug!(group = self.cfg.group, node = self.id.0, term = self.term.0, %prev, %hint, "append rejected");
                 let body = MessageBody::AppendResp {
                     outcome: AppendOutcome::Rejected {
                         rejected: prev.index,
@@ -1657,6 +1694,7 @@ impl RaftNode {
                 if let Some((target, _)) = self.transfer {
                     if target == from && self.progress[i].1.matched == self.log.last_index() {
                         info!(
+                            group = self.cfg.group,
                             node = self.id.0,
                             term = self.term.0,
                             target = target.0,
@@ -1680,6 +1718,7 @@ impl RaftNode {
                 let pr = &mut self.progress[i].1;
                 if pr.maybe_decr_to(rejected, probe_last.next()) {
                     debug!(
+                        group = self.cfg.group,
                         node = self.id.0,
                         term = self.term.0,
                         to = from.0,
@@ -1751,7 +1790,7 @@ impl RaftNode {
     }
 
     fn restore_snapshot(&mut self, meta: SnapshotMeta) {
-        info!(node = self.id.0, term = self.term.0, snapshot = %meta.last, "restoring from snapshot");
+        info!(group = self.cfg.group, node = self.id.0, term = self.term.0, snapshot = %meta.last, "restoring from snapshot");
         let index = meta.last.index;
         self.conf = meta.conf_state.clone();
         self.conf_history.clear();

@@ -650,7 +650,7 @@ mod tests {
     use crate::range::{RangeLimits, RangeState};
 
     fn replica(d: RangeDescriptor) -> Replica {
-        let cfg = super::super::StoreConfig::new(NodeId(1), msg::ShardId(0), 1).raft();
+        let cfg = super::super::StoreConfig::new(NodeId(1), msg::ShardId(0), 1).raft(d.group);
         let raft = crate::raft::RaftNode::new(
             &cfg,
             Restored::new_group(crate::raft::ConfState::with_voters([NodeId(1)])),

@@ -174,8 +174,10 @@ impl StoreConfig {
         }
     }
 
-    fn raft(&self) -> RaftConfig {
+    /// The Raft configuration of this store's replica of `group`.
+    fn raft(&self, group: msg::GroupId) -> RaftConfig {
         let mut c = RaftConfig::new(self.node);
+        c.group = group.0;
         c.election_timeout_ticks = self.election_ticks;
         c.heartbeat_interval_ticks = self.heartbeat_ticks;
         // The lease must end before any follower may elect a new leader: below the
@@ -1210,7 +1212,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         }
         let last_snapshot = restored.snapshot.last.index;
         let raft = RaftNode::new(
-            &self.cfg.raft(),
+            &self.cfg.raft(group),
             restored,
             self.seed ^ quasar_rpc::transport::splitmix64(group.0),
         )

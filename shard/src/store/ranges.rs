@@ -1569,7 +1569,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                     epoch: msg::RangeEpoch(0),
                 };
                 let raft = match RaftNode::new(
-                    &self.cfg.raft(),
+                    &self.cfg.raft(g),
                     self.joining(g),
                     self.seed ^ quasar_rpc::transport::splitmix64(g.0),
                 ) {

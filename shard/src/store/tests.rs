@@ -551,7 +551,7 @@ fn a_lease_read_is_answered_at_once_and_a_read_index_read_by_a_turn() {
 fn without_lease_reads_a_linearizable_read_takes_the_read_index_path() {
     let mut cfg = config(1);
     cfg.lease_reads = false;
-    assert_eq!(cfg.raft().lease_ticks, 0);
+    assert_eq!(cfg.raft(quasar_rpc::message::GroupId(1)).lease_ticks, 0);
     let mut one = open(MemDisk::new(), MemSnapshots::default(), cfg);
     one.settle(40);
     assert!(matches!(
@@ -560,7 +560,7 @@ fn without_lease_reads_a_linearizable_read_takes_the_read_index_path() {
     ));
     assert_eq!(one.get(b"k"), Some(b"v".to_vec()));
     assert!(
-        config(1).raft().lease_ticks > 0,
+        config(1).raft(quasar_rpc::message::GroupId(1)).lease_ticks > 0,
         "lease reads are the default"
     );
 }
