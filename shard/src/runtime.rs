@@ -873,7 +873,9 @@ async fn turn(
     // Writes `process` applied (committed and durable on a majority) are answered now,
     // while the sync runs.
     answer_clients(shard, store, handler, shared);
-    if needs_sync {
+    // A sync begins beside those in flight only if the store has nothing waiting for a
+    // turn without one (`may_overlap_syncs`); the WAL bounds how many run.
+    if needs_sync && (syncs.is_empty() || store.borrow().may_overlap_syncs()) {
         if let Some(s) = begin_sync(shard, store, handler)? {
             syncs.push_back(s);
             return Ok(());

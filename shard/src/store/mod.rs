@@ -559,6 +559,9 @@ pub struct Store<D: Disk, S: SnapshotStore> {
     syncing: VecDeque<SyncingTurn>,
     /// Emptied `Ready` vectors, kept for their capacity.
     spare_turns: Vec<Vec<(msg::GroupId, Box<Ready>)>>,
+    /// A pipelined `process` left a received snapshot to the next unpipelined one (see
+    /// `may_overlap_syncs`).
+    snapshot_deferred: bool,
     /// The end of the last batch written without a sync of its own (only commit indexes):
     /// unsynced bytes up to here do not make the next turn sync.
     lazy_lsn: quasar_wal::Lsn,
@@ -672,6 +675,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             sync_wanted: false,
             syncing: VecDeque::new(),
             spare_turns: Vec::new(),
+            snapshot_deferred: false,
             lazy_lsn: quasar_wal::Lsn::ZERO,
             reads: BTreeMap::new(),
             next_read: 1,
@@ -2406,8 +2410,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         let start = self.in_flight.len();
         // Only a pending group can have work (see `groups`).
         let in_flight = &mut self.in_flight;
+        let mut deferred = false;
         self.groups.for_each_pending(|r| {
             if pipelined && r.raft.has_pending_snapshot() {
+                deferred = true;
                 return;
             }
             if r.compact_below.is_some() || r.raft.has_ready() {
@@ -2416,6 +2422,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
                 }
             }
         });
+        self.snapshot_deferred = deferred;
         // Install received snapshots first: their files must be durable before the WAL
         // record that restarts the log after them.
         for i in start..self.in_flight.len() {
@@ -2485,6 +2492,18 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
     pub fn may_process(&self) -> bool {
         self.syncing.is_empty()
             || (self.cfg.pipelined_turns && self.syncing.iter().all(|t| t.plain))
+    }
+
+    /// Whether the runtime may begin a sync while others are in flight
+    /// (`WalConfig::syncs_in_flight` above 1): not while something waits for a turn with no
+    /// sync in flight (a received snapshot to install, a forced snapshot file, a removed
+    /// replica; see `process`). Overlapping syncs under steady load would leave no such
+    /// turn; without the overlap the syncs in flight drain, and the next turn is one.
+    pub fn may_overlap_syncs(&self) -> bool {
+        !self.snapshot_deferred
+            && self.leaving.is_empty()
+            && self.forced_snapshots.is_empty()
+            && self.forced_waiting.is_empty()
     }
 
     /// Whether a sync begun by the runtime is waiting for `finish_synced`.

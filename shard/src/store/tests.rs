@@ -953,6 +953,82 @@ fn a_replica_holds_its_rare_parts_out_of_line() {
     );
 }
 
+/// Under steady writes, overlapping syncs (`WalConfig::syncs_in_flight` 2) would always
+/// leave one in flight when `process` runs, and a forced snapshot file is written only by
+/// a turn with none in flight: the store stops the overlap while one waits.
+#[test]
+fn overlapping_syncs_under_steady_writes_leave_a_turn_for_a_forced_snapshot() {
+    use quasar_rpc::message::{AdminOp, AdminReply};
+    use std::collections::VecDeque;
+    /// One runtime turn with a write: a sync completes only when two are in flight or the
+    /// store forbids the overlap, and a new one begins whenever allowed.
+    fn turn(one: &mut One, syncs: &mut VecDeque<(quasar_wal::Lsn, std::io::Result<()>)>) {
+        one.submit_put(format!("key-{:03}", one.next).as_bytes());
+        one.store.tick();
+        if syncs.len() == 2 || (!syncs.is_empty() && !one.store.may_overlap_syncs()) {
+            if let Some((target, result)) = syncs.pop_front() {
+                one.complete_sync(target, result);
+            }
+        }
+        if !one.store.may_process() {
+            return;
+        }
+        let needs_sync = one.store.process().expect("process");
+        one.store.recycle_outbox();
+        if needs_sync && (syncs.is_empty() || one.store.may_overlap_syncs()) {
+            if let Some(sync) = one.begin_sync() {
+                one.store.sync_started();
+                syncs.push_back(sync);
+                return;
+            }
+        }
+        if syncs.is_empty() {
+            one.store.finish().expect("finish");
+        }
+    }
+    let mut cfg = config(1);
+    cfg.pipelined_turns = true;
+    // Not due before the writes below keep syncs in flight.
+    cfg.forced_snapshot_delay_ticks = 100_000;
+    let wal = WalConfig {
+        syncs_in_flight: 2,
+        ..wal_config()
+    };
+    let mut one = leader_with_wal(cfg, wal);
+    assert!(one.store.may_overlap_syncs());
+    let range = one.user_ranges()[0].clone();
+    put_ok(&mut one, "key-a");
+    let split = one.admin(AdminOp::SplitRange {
+        range: range.id,
+        split_key: b"key-m".to_vec(),
+        expected_epoch: range.epoch,
+    });
+    let child = match split.result {
+        Ok(AdminReply::Split { right, .. }) => right.group,
+        other => panic!("split answered {other:?}"),
+    };
+    assert!(
+        !one.store.may_overlap_syncs(),
+        "the child's file is scheduled"
+    );
+    let mut syncs = VecDeque::new();
+    for _ in 0..10 {
+        turn(&mut one, &mut syncs);
+    }
+    let now = one.store.ticks;
+    for (_, due) in &mut one.store.forced_snapshots {
+        *due = now;
+    }
+    for _ in 0..200 {
+        if one.store.snaps.groups().expect("list").contains(&child) {
+            one.store.check_invariants();
+            return;
+        }
+        turn(&mut one, &mut syncs);
+    }
+    panic!("the split child's file was never written while writes kept syncs in flight");
+}
+
 #[test]
 fn a_chain_of_split_children_writes_its_files_last_child_first_and_survives_a_crash() {
     use quasar_rpc::message::{AdminOp, AdminReply};

@@ -896,7 +896,8 @@ impl Sim {
         let Some(store) = self.nodes[i].store.as_mut() else {
             return Ok(true);
         };
-        if needs_sync && in_flight < self.cfg.syncs_in_flight.max(1) {
+        let overlap = in_flight == 0 || store.may_overlap_syncs();
+        if needs_sync && overlap && in_flight < self.cfg.syncs_in_flight.max(1) {
             if crash_before_sync {
                 return Ok(false);
             }
