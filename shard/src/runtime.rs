@@ -10,7 +10,8 @@
 //!        next liveness beat, then the ticks slept through in a row) -> tick?
 //!        -> oldest syncs done? on_sync_done, finish_synced() each -> send, answer
 //!        -> process() (while syncs run only if the store allows) -> send, answer
-//!        -> needs a sync and fewer than `WalConfig::syncs_in_flight` run? begin one;
+//!        -> needs a sync, fewer than `WalConfig::syncs_in_flight` run, and none or the
+//!           store allows the overlap (`may_overlap_syncs`)? begin one;
 //!           none running? finish() -> send, answer
 //!        -> publish status now and then
 //!  stop: stop accepting, finish the syncs in flight, close
