@@ -452,10 +452,13 @@ impl Disk for MmapDisk {
             if name.ends_with(".wal.spare") {
                 // A removed segment kept for reuse: its bytes are dead.
                 let mut spares = self.shared.spares.lock().unwrap_or_else(|e| e.into_inner());
-                if spares.len() < MAX_SPARES && !spares.contains(&entry.path()) {
-                    spares.push(entry.path());
-                } else if !spares.contains(&entry.path()) {
-                    std::fs::remove_file(entry.path())?;
+                let path = entry.path();
+                if !spares.contains(&path) {
+                    if spares.len() < MAX_SPARES {
+                        spares.push(path);
+                    } else {
+                        std::fs::remove_file(path)?;
+                    }
                 }
                 continue;
             }

@@ -976,7 +976,7 @@ impl<D: Disk> Wal<D> {
 
     /// The position the syncs in flight make durable once they are all done (that of the
     /// newest one); `None` when none is in flight.
-    pub fn sync_in_flight(&self) -> Option<Lsn> {
+    pub fn in_flight_sync_target(&self) -> Option<Lsn> {
         self.syncs_in_flight.back().copied()
     }
 
@@ -1320,7 +1320,7 @@ impl<D: Disk> Wal<D> {
     /// bytes below it completed.
     pub fn begin_sync(&mut self) -> Result<Option<SyncJob>, WalError> {
         self.check_poisoned()?;
-        let covered = self.sync_in_flight().unwrap_or(self.durable);
+        let covered = self.in_flight_sync_target().unwrap_or(self.durable);
         if self.syncs_in_flight.len() >= self.config.syncs_in_flight.max(1)
             || self.appended <= covered
         {

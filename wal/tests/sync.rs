@@ -69,7 +69,7 @@ fn two_syncs_in_flight_complete_in_the_order_they_began() {
     let second = wal.begin_sync().unwrap().expect("a second sync may begin");
     assert_eq!((first.target(), second.target()), (lsn1, lsn2));
     assert_eq!(wal.syncs_in_flight(), 2);
-    assert_eq!(wal.sync_in_flight(), Some(lsn2));
+    assert_eq!(wal.in_flight_sync_target(), Some(lsn2));
     wal.append(&one_entry(1, 2, b"c")).unwrap();
     assert!(wal.begin_sync().unwrap().is_none(), "at most two in flight");
     // The second may finish first; it is reported after the first.

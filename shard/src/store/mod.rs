@@ -2442,11 +2442,11 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         // Records written outside the turn's batch (a removed replica's log dropped, a log
         // rewritten forward) are synced with it; records written lazily, or covered by the
         // sync in flight, are not waited for.
-        let covered = self
-            .wal
-            .durable_lsn()
-            .max(self.lazy_lsn)
-            .max(self.wal.sync_in_flight().unwrap_or(quasar_wal::Lsn::ZERO));
+        let covered = self.wal.durable_lsn().max(self.lazy_lsn).max(
+            self.wal
+                .in_flight_sync_target()
+                .unwrap_or(quasar_wal::Lsn::ZERO),
+        );
         let unsynced_before = self.wal.appended_lsn() > covered;
         let appended = write_turn(
             &mut self.wal,
