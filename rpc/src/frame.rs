@@ -45,8 +45,9 @@ use rkyv::{Archive, Deserialize, Portable, Serialize};
 pub const MAGIC: u32 = u32::from_le_bytes(*b"QSRF");
 /// Wire protocol version written by this build and the only one it accepts.
 /// Version 2: the handshake carries an optional bearer token; new refusals and the
-/// `PermissionDenied` request error (TLS and authentication).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// `PermissionDenied` request error (TLS and authentication). Version 3: `RaftBatch::commits`
+/// (commit notices without an answer).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Size of the fixed frame header in bytes.
 pub const HEADER_LEN: usize = 24;
 /// Alignment of every body inside an aligned buffer, and the granule of body lengths.

@@ -273,6 +273,7 @@ fn out_of_range_relative_pointer_fails_bytecheck() {
         }],
         heartbeats: vec![],
         heartbeat_responses: vec![],
+        commits: vec![],
     };
     let clean = encoded(&batch);
     let body = &clean[HEADER_LEN..];

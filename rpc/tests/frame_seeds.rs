@@ -77,6 +77,11 @@ fn raft(messages: Vec<RaftMessage>, heartbeats: Vec<Heartbeat>) -> RaftBatch {
             seq: 9,
             tick: 40,
         }],
+        commits: vec![CommitNotice {
+            group: GroupId(122),
+            term: Term(3),
+            commit: LogIndex(17),
+        }],
     }
 }
 

@@ -192,6 +192,11 @@ fn raft_batch() -> BoxedStrategy<RaftBatch> {
             seq: s,
             tick: s.rotate_left(7),
         });
+    let commit = (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(g, t, c)| CommitNotice {
+        group: GroupId(g),
+        term: Term(t),
+        commit: LogIndex(c),
+    });
     (
         node(),
         node(),
@@ -199,15 +204,17 @@ fn raft_batch() -> BoxedStrategy<RaftBatch> {
         vec(message, 0..6),
         vec(heartbeat, 0..6),
         vec(heartbeat_resp, 0..6),
+        vec(commit, 0..6),
     )
         .prop_map(
-            |(from, to, shard, messages, heartbeats, heartbeat_responses)| RaftBatch {
+            |(from, to, shard, messages, heartbeats, heartbeat_responses, commits)| RaftBatch {
                 from,
                 to,
                 to_shard: ShardId(shard),
                 messages,
                 heartbeats,
                 heartbeat_responses,
+                commits,
             },
         )
         .boxed()

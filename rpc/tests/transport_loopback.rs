@@ -107,6 +107,7 @@ fn batch(from: u64, to: u64, group: u64, payload_bytes: usize) -> RaftBatch {
         }],
         heartbeats: vec![],
         heartbeat_responses: vec![],
+        commits: vec![],
     }
 }
 

@@ -31,6 +31,7 @@ fn big_batch(payload_bytes: usize) -> RaftBatch {
         }],
         heartbeats: vec![],
         heartbeat_responses: vec![],
+        commits: vec![],
     }
 }
 

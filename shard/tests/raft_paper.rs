@@ -289,6 +289,73 @@ fn leader_counts_its_own_entries_only_once_persisted() {
 }
 
 #[test]
+fn s3_5_a_moved_commit_index_reaches_followers_up_to_what_they_acknowledged_unanswered() {
+    let mut c = three();
+    elect(&mut c, 1);
+    let i = propose(&mut c, 1, "a");
+    c.process_ready(1);
+    c.deliver(&[2, 3]);
+    c.process_ready(2);
+    c.process_ready(3);
+    // Node 2's acknowledgement commits the entry; node 3's is still on its way.
+    let from_3: Vec<Message> = c
+        .queue
+        .iter()
+        .filter(|m| m.from == NodeId(3))
+        .cloned()
+        .collect();
+    c.queue.retain(|m| m.from != NodeId(3));
+    c.deliver(&[1]);
+    c.process_ready(1);
+    assert_eq!(c.node(1).commit(), i);
+    // Only the commit index moved: node 2 gets it in a `Commit` (not an empty append),
+    // and node 3, which has not acknowledged the entry, gets nothing yet.
+    let commits = |c: &Cluster, to: u64| -> Vec<LogIndex> {
+        c.queue
+            .iter()
+            .filter(|m| m.to == NodeId(to))
+            .map(|m| match m.body {
+                MessageBody::Commit { commit } => commit,
+                _ => panic!("only a commit notice expected, got {m}"),
+            })
+            .collect()
+    };
+    assert_eq!(commits(&c, 2), vec![i]);
+    assert!(commits(&c, 3).is_empty());
+    c.deliver(&[2]);
+    assert_eq!(c.node(2).commit(), i);
+    c.process_ready(2);
+    assert!(
+        c.queue.is_empty(),
+        "a commit notice is not answered: {:?}",
+        c.queue
+    );
+    // Node 3's acknowledgement arrives: its commit notice follows.
+    c.queue.extend(from_3);
+    c.deliver(&[1]);
+    c.process_ready(1);
+    assert_eq!(commits(&c, 3), vec![i]);
+    c.deliver(&[3]);
+    assert_eq!(c.node(3).commit(), i);
+    // A notice from a deposed leader's term is refused, and the sender told the newer term.
+    let stale = Message {
+        from: NodeId(1),
+        to: NodeId(3),
+        term: Term(0),
+        body: MessageBody::Commit { commit: i },
+    };
+    c.node_mut(3).step(stale).unwrap();
+    let rd = c
+        .node_mut(3)
+        .ready()
+        .expect("an answer to the stale leader");
+    assert!(rd
+        .send_now
+        .iter()
+        .any(|m| m.to == NodeId(1) && m.term == c.node(3).term()));
+}
+
+#[test]
 fn s3_10_transfer_waits_for_the_target_then_sends_timeout_now() {
     let mut c = three();
     elect(&mut c, 1);

@@ -10,7 +10,8 @@
 //!  RaftBatch { from, to, to_shard }
 //!   ├─ messages:            [ RaftMessage { group, term, body } ... ]
 //!   ├─ heartbeats:          [ Heartbeat { group, term, commit, seq, tick } ... ]  one per group,
-//!   └─ heartbeat_responses: [ HeartbeatResponse { group, term, seq, tick } ... ] coalesced per node
+//!   ├─ heartbeat_responses: [ HeartbeatResponse { group, term, seq, tick } ... ] coalesced per node
+//!   └─ commits:             [ CommitNotice { group, term, commit } ... ]  no answer
 //! ```
 
 use rkyv::{Archive, Deserialize, Serialize};
@@ -36,20 +37,28 @@ pub struct RaftBatch {
     pub heartbeats: Vec<Heartbeat>,
     /// Follower answers to heartbeats, at most one per group.
     pub heartbeat_responses: Vec<HeartbeatResponse>,
+    /// Leader commit indexes for followers that hold the entries (no answer expected).
+    pub commits: Vec<CommitNotice>,
 }
 crate::wire_message!(RaftBatch, FrameKind::RaftBatch);
 
 impl RaftBatch {
     /// Number of Raft messages carried (heartbeats counted one each).
     pub fn message_count(&self) -> usize {
-        self.messages.len() + self.heartbeats.len() + self.heartbeat_responses.len()
+        self.messages.len()
+            + self.heartbeats.len()
+            + self.heartbeat_responses.len()
+            + self.commits.len()
     }
 }
 
 impl ArchivedRaftBatch {
     /// Number of Raft messages carried (heartbeats counted one each).
     pub fn message_count(&self) -> usize {
-        self.messages.len() + self.heartbeats.len() + self.heartbeat_responses.len()
+        self.messages.len()
+            + self.heartbeats.len()
+            + self.heartbeat_responses.len()
+            + self.commits.len()
     }
 }
 
@@ -326,6 +335,20 @@ pub struct Heartbeat {
     pub seq: u64,
     /// The leader's tick count when sent (leases); echoed back.
     pub tick: u64,
+}
+
+/// A leader's commit index for one group, sent to a follower that acknowledged holding the
+/// log up to `commit` in the leader's term, when nothing else is due to it: unlike an empty
+/// append, it gets no answer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug))]
+pub struct CommitNotice {
+    /// The group.
+    pub group: GroupId,
+    /// Leader's term.
+    pub term: Term,
+    /// Commit index the follower may advance to (at most what it acknowledged).
+    pub commit: LogIndex,
 }
 
 /// A follower's answer to a [`Heartbeat`].

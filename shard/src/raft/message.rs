@@ -77,6 +77,16 @@ pub enum MessageBody {
         seq: u64,
         tick: u64,
     },
+    /// Commit propagation without an answer: the leader's commit index, at most what this
+    /// follower acknowledged holding in the leader's term (so it needs no log check, like
+    /// `Heartbeat`'s). Sent instead of an empty `Append` to a follower in replicate state when
+    /// only the commit index moved: its answer would tell the leader nothing (found with
+    /// `--ranges 64`: a write to a group with no other traffic cost eight messages, the two
+    /// empty appends carrying its commit and their two answers among them). Coalesced per
+    /// destination like heartbeats.
+    Commit {
+        commit: LogIndex,
+    },
     /// Install the snapshot described by `meta`; the runtime attaches the state machine data.
     Snapshot {
         meta: SnapshotMeta,
@@ -135,6 +145,7 @@ impl Message {
             } => "VoteResp",
             MessageBody::Heartbeat { .. } => "Heartbeat",
             MessageBody::HeartbeatResp { .. } => "HeartbeatResp",
+            MessageBody::Commit { .. } => "Commit",
             MessageBody::Snapshot { .. } => "Snapshot",
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::ReadIndex { .. } => "ReadIndex",
@@ -201,6 +212,7 @@ impl std::fmt::Display for Message {
                 write!(f, " commit={} seq={seq} tick={tick}", commit.0)
             }
             MessageBody::HeartbeatResp { seq, tick } => write!(f, " seq={seq} tick={tick}"),
+            MessageBody::Commit { commit } => write!(f, " commit={}", commit.0),
             MessageBody::Snapshot { meta } => write!(
                 f,
                 " last={} voters={:?}",

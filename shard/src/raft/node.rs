@@ -1052,6 +1052,17 @@ impl RaftNode {
                 // (found by the simulator: a learner added to an idle range).
                 let probe_due =
                     pr.state == ProgressState::Probe && pr.matched < self.log.last_index();
+                if !has_entries && pr.state == ProgressState::Replicate {
+                    // Only the commit index to tell: a `Commit` up to what the follower
+                    // acknowledged, which needs no answer (an empty append would get one).
+                    // What it holds unacknowledged learns its commit once acknowledged.
+                    let commit = self.log.committed.min(pr.matched);
+                    if commit_sent < commit {
+                        self.set_commit_sent(to, commit);
+                        self.send(to, MessageBody::Commit { commit }, Send::Now);
+                    }
+                    break;
+                }
                 if !has_entries && !needs_commit && !probe_due {
                     break;
                 }
@@ -1060,6 +1071,13 @@ impl RaftNode {
                     break;
                 }
             }
+        }
+    }
+
+    fn set_commit_sent(&mut self, to: NodeId, commit: LogIndex) {
+        match self.commit_sent.iter_mut().find(|(id, _)| *id == to) {
+            Some((_, c)) => *c = commit,
+            None => self.commit_sent.push((to, commit)),
         }
     }
 
@@ -1096,10 +1114,7 @@ impl RaftNode {
         let last = LogIndex(prev_index.0 + count as u64);
         let commit = self.log.committed;
         self.progress[i].1.sent(last, count);
-        match self.commit_sent.iter_mut().find(|(id, _)| *id == to) {
-            Some((_, c)) => *c = commit,
-            None => self.commit_sent.push((to, commit)),
-        }
+        self.set_commit_sent(to, commit);
         let body = MessageBody::Append {
             prev: LogId::new(prev_term, prev_index),
             entries,
@@ -1463,12 +1478,15 @@ impl RaftNode {
                 } => {}
                 MessageBody::Append { .. }
                 | MessageBody::Heartbeat { .. }
+                | MessageBody::Commit { .. }
                 | MessageBody::Snapshot { .. } => self.become_follower(m.term, Some(m.from)),
                 _ => self.become_follower(m.term, None),
             }
         } else if m.term < self.term {
             match &m.body {
-                MessageBody::Append { .. } | MessageBody::Heartbeat { .. }
+                MessageBody::Append { .. }
+                | MessageBody::Heartbeat { .. }
+                | MessageBody::Commit { .. }
                     if self.cfg.check_quorum || self.cfg.pre_vote =>
                 {
                     // Tell a stale leader about the newer term (it steps down).
@@ -1522,6 +1540,11 @@ impl RaftNode {
                 self.send(from, MessageBody::HeartbeatResp { seq, tick }, Send::Now);
             }
             MessageBody::HeartbeatResp { seq, tick } => self.on_heartbeat_resp(from, seq, tick),
+            MessageBody::Commit { commit } => {
+                self.follow(from);
+                let commit = commit.min(self.log.last_index());
+                self.commit_to(commit.max(self.log.committed));
+            }
             MessageBody::Snapshot { meta } => self.on_snapshot(from, meta),
             MessageBody::TimeoutNow => {
                 if self.role != Role::Leader && self.promotable() {

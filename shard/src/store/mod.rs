@@ -1533,6 +1533,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             is_small_use(&b.messages)
                 && is_small_use(&b.heartbeats)
                 && is_small_use(&b.heartbeat_responses)
+                && is_small_use(&b.commits)
         });
         self.outbox_quiet = if quiet { self.outbox_quiet + 1 } else { 0 };
         let shrink = self.outbox_quiet >= OUTBOX_SHRINK_AFTER;
@@ -1543,6 +1544,7 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
             clear_and_trim(&mut b.messages, shrink);
             clear_and_trim(&mut b.heartbeats, shrink);
             clear_and_trim(&mut b.heartbeat_responses, shrink);
+            clear_and_trim(&mut b.commits, shrink);
         }
     }
 
@@ -1615,6 +1617,10 @@ impl<D: Disk, S: SnapshotStore> Store<D, S> {
         for hb in batch.heartbeat_responses.iter() {
             let m = wire::heartbeat_response_from_wire(from, to, hb);
             self.step(hb.group.get(), m);
+        }
+        for c in batch.commits.iter() {
+            let m = wire::commit_from_wire(from, to, c);
+            self.step(c.group.get(), m);
         }
         for m in batch.messages.iter() {
             let group = m.group.get();

@@ -59,6 +59,14 @@ pub fn push_message(batch: &mut RaftBatch, group: wire::GroupId, msg: &Message) 
             });
             return;
         }
+        MessageBody::Commit { commit } => {
+            batch.commits.push(wire::CommitNotice {
+                group,
+                term,
+                commit: wire::LogIndex(commit.0),
+            });
+            return;
+        }
         MessageBody::Append {
             prev,
             entries,
@@ -280,6 +288,18 @@ pub fn heartbeat_from_wire(from: NodeId, to: NodeId, hb: &wire::ArchivedHeartbea
     }
 }
 
+/// The Raft commit notice of an archived coalesced one.
+pub fn commit_from_wire(from: NodeId, to: NodeId, c: &wire::ArchivedCommitNotice) -> Message {
+    Message {
+        from,
+        to,
+        term: Term(c.term.get().0),
+        body: MessageBody::Commit {
+            commit: LogIndex(c.commit.get().0),
+        },
+    }
+}
+
 /// The Raft heartbeat response of an archived coalesced one.
 pub fn heartbeat_response_from_wire(
     from: NodeId,
@@ -324,6 +344,10 @@ mod tests {
         }
         if let Some(hb) = archived.heartbeat_responses.first() {
             return heartbeat_response_from_wire(NodeId(1), NodeId(2), hb);
+        }
+        if let Some(c) = archived.commits.first() {
+            assert_eq!(c.group.get(), wire::GroupId(9));
+            return commit_from_wire(NodeId(1), NodeId(2), c);
         }
         assert_eq!(archived.messages.len(), 1);
         message_from_wire(NodeId(1), NodeId(2), &archived.messages[0])
@@ -386,6 +410,9 @@ mod tests {
                 tick: 99,
             },
             MessageBody::HeartbeatResp { seq: 8, tick: 99 },
+            MessageBody::Commit {
+                commit: LogIndex(6),
+            },
             MessageBody::TimeoutNow,
             MessageBody::ReadIndex {
                 request: ReadRequestId(12),
