@@ -32,10 +32,12 @@ pub enum Lookup<'a> {
     Forgotten,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Session {
     /// The log index of the session's last write: the eviction order.
     last_index: u64,
+    /// The index of its entry in `Sessions::by_age`: at most `last_index`.
+    aged_at: u64,
     /// Outcomes by sequence, oldest first, at most [`OUTCOMES_PER_SESSION`].
     outcomes: VecDeque<(Sequence, Outcome)>,
     /// Every sequence at or below this one has been forgotten (0: none).
@@ -46,10 +48,16 @@ struct Session {
 }
 
 /// The sessions of one range.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Sessions {
     by_id: HashMap<SessionId, Session>,
-    /// `(last_index, session)` of every session: the least recently used first.
+    /// `(aged_at, session)` for every session, the least recently used first, kept
+    /// lazily: `aged_at` is at most the session's `last_index` (a write that raises
+    /// `last_index` updates `by_id` alone, not this tree: two tree operations fewer per
+    /// write; one that lowers it, after a merge brought a neighbour's higher indexes, moves
+    /// the entry down). Eviction refreshes a stale first entry and looks again, so it still
+    /// evicts the session with the lowest `(last_index, id)`, the same on every replica
+    /// however stale their entries are.
     by_age: BTreeSet<(u64, SessionId)>,
     max_sessions: usize,
     /// How many sessions were evicted as a whole. Once any was, an unknown session writing
@@ -57,6 +65,29 @@ pub struct Sessions {
     /// clients start every session at sequence 1.
     evictions: u64,
 }
+
+impl PartialEq for Session {
+    fn eq(&self, other: &Session) -> bool {
+        self.last_index == other.last_index
+            && self.outcomes == other.outcomes
+            && self.forgotten_through == other.forgotten_through
+            && self.highest == other.highest
+    }
+}
+
+impl Eq for Session {}
+
+/// Equal tables hold the same sessions and outcomes; how stale `by_age`'s entries are
+/// is not part of the state.
+impl PartialEq for Sessions {
+    fn eq(&self, other: &Sessions) -> bool {
+        self.by_id == other.by_id
+            && self.max_sessions == other.max_sessions
+            && self.evictions == other.evictions
+    }
+}
+
+impl Eq for Sessions {}
 
 impl Sessions {
     pub fn new(max_sessions: usize) -> Sessions {
@@ -115,13 +146,18 @@ impl Sessions {
         }
         let s = self.by_id.entry(session).or_insert_with(|| Session {
             last_index: index,
+            aged_at: u64::MAX,
             outcomes: VecDeque::with_capacity(4),
             forgotten_through: 0,
             highest: 0,
         });
-        self.by_age.remove(&(s.last_index, session));
+        if index < s.aged_at {
+            // New, or its index went down (a merge): the entry must stay at or below it.
+            self.by_age.remove(&(s.aged_at, session));
+            self.by_age.insert((index, session));
+            s.aged_at = index;
+        }
         s.last_index = index;
-        self.by_age.insert((index, session));
         s.outcomes.push_back((sequence, outcome));
         s.highest = s.highest.max(sequence.0);
         if s.outcomes.len() > OUTCOMES_PER_SESSION {
@@ -153,6 +189,8 @@ impl Sessions {
         for (id, theirs) in other.by_id {
             match self.by_id.get_mut(&id) {
                 None => {
+                    let mut theirs = theirs;
+                    theirs.aged_at = theirs.last_index;
                     self.by_age.insert((theirs.last_index, id));
                     self.by_id.insert(id, theirs);
                 }
@@ -170,11 +208,8 @@ impl Sessions {
                     }
                     ours.forgotten_through = ours.forgotten_through.max(theirs.forgotten_through);
                     ours.highest = ours.highest.max(theirs.highest);
-                    if theirs.last_index > ours.last_index {
-                        self.by_age.remove(&(ours.last_index, id));
-                        ours.last_index = theirs.last_index;
-                        self.by_age.insert((ours.last_index, id));
-                    }
+                    // (`by_age`'s entry for it stays at or below the new value.)
+                    ours.last_index = ours.last_index.max(theirs.last_index);
                 }
             }
         }
@@ -184,12 +219,20 @@ impl Sessions {
     /// Forgets the least recently used sessions beyond the limit.
     fn evict_over_limit(&mut self) {
         while self.by_id.len() > self.max_sessions {
-            let Some(&(oldest_index, oldest)) = self.by_age.first() else {
+            let Some((index, id)) = self.by_age.pop_first() else {
                 break;
             };
-            self.by_age.remove(&(oldest_index, oldest));
-            self.by_id.remove(&oldest);
-            self.evictions += 1;
+            let Some(s) = self.by_id.get_mut(&id) else {
+                continue;
+            };
+            if s.last_index > index {
+                // Written since the entry was made: its place is further on.
+                s.aged_at = s.last_index;
+                self.by_age.insert((s.last_index, id));
+            } else {
+                self.by_id.remove(&id);
+                self.evictions += 1;
+            }
         }
     }
 
@@ -211,6 +254,9 @@ impl Sessions {
         forgotten_through: u64,
         outcomes: VecDeque<(Sequence, Outcome)>,
     ) {
+        if let Some(old) = self.by_id.get(&session) {
+            self.by_age.remove(&(old.aged_at, session));
+        }
         self.by_age.insert((last_index, session));
         let highest = outcomes
             .iter()
@@ -220,6 +266,7 @@ impl Sessions {
             session,
             Session {
                 last_index,
+                aged_at: last_index,
                 outcomes,
                 forgotten_through,
                 highest,
@@ -263,6 +310,64 @@ mod tests {
             s.lookup(SessionId(1), Sequence(4)),
             Lookup::Duplicate(&written(4))
         );
+    }
+
+    proptest::proptest! {
+        /// `by_age` is kept lazily; eviction must still pick what an eagerly kept order
+        /// picks (the lowest `(last_index, id)`), including after a merge's `absorb`.
+        #[test]
+        fn lazy_eviction_evicts_the_least_recently_used(
+            writes in proptest::collection::vec(0u64..12, 1..300),
+            merge_at in 0usize..300,
+            theirs in proptest::collection::vec((0u64..12, 1u64..400), 0..8),
+        ) {
+            let max = 5;
+            let mut table = Sessions::new(max);
+            let mut model: Vec<(u64, u64)> = Vec::new(); // (session, last_index)
+            let evict = |model: &mut Vec<(u64, u64)>| {
+                while model.len() > max {
+                    let oldest = model
+                        .iter()
+                        .map(|&(id, last)| (last, id))
+                        .min()
+                        .expect("not empty");
+                    model.retain(|&(id, _)| id != oldest.1);
+                }
+            };
+            for (i, &id) in writes.iter().enumerate() {
+                let index = i as u64 + 1;
+                if i == merge_at {
+                    // A merged neighbour's table: sessions known to both keep the later index.
+                    let mut other = Sessions::new(max);
+                    for &(id, last) in &theirs {
+                        if other.by_id.contains_key(&SessionId(id + 1)) {
+                            continue;
+                        }
+                        other.restore(SessionId(id + 1), last, 0, VecDeque::new());
+                        match model.iter_mut().find(|(m, _)| *m == id + 1) {
+                            Some((_, l)) => *l = (*l).max(last),
+                            None => model.push((id + 1, last)),
+                        }
+                    }
+                    table.absorb(other);
+                    evict(&mut model);
+                }
+                table.record(SessionId(id + 1), Sequence(index), index, written(index));
+                match model.iter_mut().find(|(m, _)| *m == id + 1) {
+                    Some((_, l)) => *l = index,
+                    None => model.push((id + 1, index)),
+                }
+                evict(&mut model);
+                let mut held: Vec<(u64, u64)> = table
+                    .by_id
+                    .iter()
+                    .map(|(id, s)| (id.0, s.last_index))
+                    .collect();
+                held.sort_unstable();
+                model.sort_unstable();
+                proptest::prop_assert_eq!(&held, &model);
+            }
+        }
     }
 
     #[test]
