@@ -1739,6 +1739,7 @@ impl Future for YieldNow {
 /// One WAL shared by many tasks of one executor, with group commit: `sync_to(lsn)` joins
 /// the sync in flight or starts the next one, so one fdatasync covers every task's
 /// appends made before it began.
+///
 /// Its tasks complete syncs as they end, so the log runs one sync at a time
 /// (`WalConfig::syncs_in_flight` is taken as 1).
 pub struct SharedWal<D: Disk = MmapDisk> {

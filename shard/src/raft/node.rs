@@ -1044,14 +1044,6 @@ impl RaftNode {
                 }
                 let has_entries = pr.next <= self.log.last_index();
                 let commit_sent = self.commit_sent_to(to);
-                let needs_commit =
-                    commit_sent < self.log.committed.min(pr.matched.max(pr.next.prev()));
-                // A follower in probe whose log may lack entries gets a probe (an empty append
-                // at `next`) even when nothing is new: the previous probe may have been lost,
-                // and without an answer the leader never learns where the follower stands
-                // (found by the simulator: a learner added to an idle range).
-                let probe_due =
-                    pr.state == ProgressState::Probe && pr.matched < self.log.last_index();
                 if !has_entries && pr.state == ProgressState::Replicate {
                     // Only the commit index to tell: a `Commit` up to what the follower
                     // acknowledged, which needs no answer (an empty append would get one).
@@ -1063,6 +1055,14 @@ impl RaftNode {
                     }
                     break;
                 }
+                let needs_commit =
+                    commit_sent < self.log.committed.min(pr.matched.max(pr.next.prev()));
+                // A follower in probe whose log may lack entries gets a probe (an empty append
+                // at `next`) even when nothing is new: the previous probe may have been lost,
+                // and without an answer the leader never learns where the follower stands
+                // (found by the simulator: a learner added to an idle range).
+                let probe_due =
+                    pr.state == ProgressState::Probe && pr.matched < self.log.last_index();
                 if !has_entries && !needs_commit && !probe_due {
                     break;
                 }

@@ -162,6 +162,17 @@ impl One {
         self.submit(op, ReadConsistency::Linearizable, None)
     }
 
+    /// The turn after the sync that covers the second of two puts (`a`, then `b`, both
+    /// `v`): it is answered, and both are applied.
+    fn second_put_lands(&mut self, second: u64) {
+        let appended = self.store.process().expect("process");
+        assert!(self.answered(second));
+        self.sync_and_finish(appended);
+        assert_eq!(self.get(b"a").as_deref(), Some(&b"v"[..]));
+        assert_eq!(self.get(b"b").as_deref(), Some(&b"v"[..]));
+        self.store.check_invariants();
+    }
+
     fn answered(&self, id: u64) -> bool {
         self.store
             .responses
@@ -321,12 +332,7 @@ fn a_committed_write_is_answered_before_the_sync_of_the_turn_that_applies_it() {
     );
     assert!(!one.answered(second), "the second is not durable yet");
     one.sync_and_finish(appended);
-    let appended = one.store.process().expect("process");
-    assert!(one.answered(second));
-    one.sync_and_finish(appended);
-    assert_eq!(one.get(b"a").as_deref(), Some(&b"v"[..]));
-    assert_eq!(one.get(b"b").as_deref(), Some(&b"v"[..]));
-    one.store.check_invariants();
+    one.second_put_lands(second);
 }
 
 #[test]
@@ -425,12 +431,7 @@ fn a_second_sync_begins_while_the_first_is_in_flight_and_they_finish_in_order() 
     );
     one.complete_sync(target2, result2);
     assert!(!one.store.is_syncing());
-    let appended = one.store.process().expect("process");
-    assert!(one.answered(second));
-    one.sync_and_finish(appended);
-    assert_eq!(one.get(b"a").as_deref(), Some(&b"v"[..]));
-    assert_eq!(one.get(b"b").as_deref(), Some(&b"v"[..]));
-    one.store.check_invariants();
+    one.second_put_lands(second);
 }
 
 #[test]
