@@ -15,7 +15,8 @@
 //! once instead of asking the seed first on every request). Only retryable errors are retried, with
 //! jittered exponential backoff (none after a redirect that names a new place to go; a short,
 //! steady poll while the range has no reachable leader, see `ClientConfig::election_poll`;
-//! a node an attempt could not reach is tried again only once the others were). A write
+//! a node an attempt could not reach is tried again only once the others were, or once
+//! replicas have named it as leader for longer than an election takes to notice). A write
 //! sent without any answer is *ambiguous*; if no later attempt settles it, the caller gets
 //! `ClientError::Ambiguous`, never a plain failure. So does a write whose outcome the server
 //! no longer remembers (`SessionExpired`: it may have applied).
@@ -239,9 +240,16 @@ pub struct Call {
     /// The leader that refused the last attempt because its disk is full: the retry (after
     /// a backoff) goes back to it, not to replicas that would only redirect.
     refused_by: Option<Target>,
-    /// Nodes an attempt of this call could not send to (no connection): picked again
-    /// only when every other candidate is in here too, and not believed as leader hints.
-    unreachable: SmallVec<[NodeId; 4]>,
+    /// Nodes an attempt of this call could not send to (no connection), each with `waited`
+    /// when it was last found so: picked again only when every other candidate is in here
+    /// too, and not believed as leader hints until `distrust` has passed (see
+    /// `believe_hint`).
+    unreachable: SmallVec<[(NodeId, Duration); 4]>,
+    /// The delays this call asked for so far: its clock, without reading one.
+    waited: Duration,
+    /// How long a hint naming an unreachable node is taken for a stale one: as long as the
+    /// call's election polls last.
+    distrust: Duration,
     /// The delays while the range has no reachable leader, how many such polls a call may
     /// make, and how many it made (they extend `max_attempts`).
     election_backoff: Backoff,
@@ -278,6 +286,8 @@ impl Call {
                 session.id().0 ^ sequence.0,
             ),
             unreachable: SmallVec::new(),
+            waited: Duration::ZERO,
+            distrust: config.election_poll.saturating_mul(config.election_polls),
             election_backoff: {
                 let poll = config.election_poll.max(Duration::from_millis(1));
                 Backoff::new(
@@ -303,12 +313,30 @@ impl Call {
     }
 
     fn reachable(&self, node: NodeId) -> bool {
-        !self.unreachable.contains(&node)
+        !self.unreachable.iter().any(|(n, _)| *n == node)
     }
 
     fn mark_unreachable(&mut self, node: NodeId) {
-        if self.reachable(node) {
-            self.unreachable.push(node);
+        let now = self.waited;
+        match self.unreachable.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, at)) => *at = now,
+            None => self.unreachable.push((node, now)),
+        }
+    }
+
+    /// Whether a leader hint naming `node` is followed. A node this call could not reach
+    /// is most likely gone, and a replica naming it has not noticed yet; but replicas that
+    /// still name it after `distrust` (the time an election takes to be noticed) are
+    /// probably right: it is back, and it is asked again (found unreachable again, it is
+    /// distrusted for as long once more).
+    fn believe_hint(&mut self, node: NodeId) -> bool {
+        match self.unreachable.iter().position(|(n, _)| *n == node) {
+            None => true,
+            Some(i) if self.waited >= self.unreachable[i].1 + self.distrust => {
+                self.unreachable.remove(i);
+                true
+            }
+            Some(_) => false,
         }
     }
 
@@ -397,8 +425,9 @@ impl Call {
                 let delay = match &e {
                     RequestError::NotLeader { range, leader_hint } => {
                         // A hint naming a node this call could not reach is stale (the
-                        // replica has not yet noticed its leader is gone): no leader.
-                        let hint = leader_hint.filter(|l| self.reachable(*l));
+                        // replica has not yet noticed its leader is gone): no leader. Unless
+                        // it has been named for longer than an election takes.
+                        let hint = leader_hint.filter(|l| self.believe_hint(*l));
                         cache.set_leader(*range, hint);
                         match hint {
                             Some(l) if l != target.node && redirected => {
@@ -470,6 +499,7 @@ impl Call {
             }
         };
         if self.attempts < self.max_attempts.saturating_add(self.election_polls_used) {
+            self.waited = self.waited.saturating_add(delay);
             return Next::Retry(delay);
         }
         let attempts = self.attempts;
@@ -574,16 +604,23 @@ mod tests {
         }
     }
 
+    /// A call whose first attempt, to the cached leader (node 1), found it unreachable; and
+    /// the delay it asked for.
+    fn refused_by_the_leader(config: &ClientConfig, seed: u64) -> (RangeCache, Call, Duration) {
+        let mut cache = cache_led_by(1);
+        let mut call = put(config, seed);
+        let t = call.target(config, &cache).unwrap();
+        assert_eq!(t.node, NodeId(1));
+        let refused = Err(AttemptError::NotSent("connection refused".into()));
+        let d = delay(call.on_answer(&mut cache, &t, refused));
+        (cache, call, d)
+    }
+
     #[test]
     fn a_dead_leader_is_polled_around_not_backed_off_from() {
         let config = config();
         for seed in 1..50 {
-            let mut cache = cache_led_by(1);
-            let mut call = put(&config, seed);
-            let t = call.target(&config, &cache).unwrap();
-            assert_eq!(t.node, NodeId(1));
-            let refused = Err(AttemptError::NotSent("connection refused".into()));
-            let d = delay(call.on_answer(&mut cache, &t, refused));
+            let (mut cache, mut call, d) = refused_by_the_leader(&config, seed);
             assert!(d <= config.election_poll, "{d:?}");
             // A replica that has not noticed yet still names the dead leader: not believed.
             let t = call.target(&config, &cache).unwrap();
@@ -644,6 +681,31 @@ mod tests {
         let d = delay(call.on_answer(&mut cache, &t, not_leader(Some(1))));
         assert_eq!(d, Duration::ZERO);
         assert_eq!(call.target(&config, &cache).unwrap().node, NodeId(1));
+    }
+
+    #[test]
+    fn a_leader_once_unreachable_is_believed_again_while_its_followers_keep_naming_it() {
+        // Nemesis seed 78: a call could not reach the leader once (it was restarting), and
+        // the followers went on naming it for seconds; the call took every such hint for a
+        // stale one and gave up after all its attempts, the leader never asked again.
+        let config = config();
+        for seed in 1..50 {
+            let (mut cache, mut call, mut waited) = refused_by_the_leader(&config, seed);
+            let mut back = None;
+            for attempt in 1..config.max_attempts {
+                let t = call.target(&config, &cache).unwrap();
+                if t.node == NodeId(1) {
+                    back = Some((attempt, waited));
+                    break;
+                }
+                waited += delay(call.on_answer(&mut cache, &t, not_leader(Some(1))));
+            }
+            let (attempt, waited) = back.expect("the named leader was never asked again");
+            // Not at once: a hint naming a node just found unreachable is distrusted for
+            // as long as the call's election polls last.
+            let window = config.election_poll * config.election_polls;
+            assert!(attempt > 1 && waited >= window, "{attempt} {waited:?}");
+        }
     }
 
     #[test]
