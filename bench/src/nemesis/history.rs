@@ -76,7 +76,14 @@ pub struct OpCounts {
     pub writes_acked: u64,
     /// The most frequent reasons of definite failures, with their counts.
     pub failure_reasons: Vec<(String, u64)>,
+    /// The first definite failures in full, with when they were called (ms since the run
+    /// began, the clock of the faults' `at_ms`) and how long they took: to find them in the
+    /// nodes' logs.
+    pub first_failures: Vec<String>,
 }
+
+/// How many failed operations `OpCounts::first_failures` lists.
+const FIRST_FAILURES: usize = 10;
 
 /// The shared history of a run.
 pub struct History {
@@ -258,6 +265,15 @@ pub fn check(ops: &[Op]) -> Verdicts {
                 v.ops.failed += 1;
                 let short: String = why.chars().take(80).collect();
                 *reasons.entry(short).or_default() += 1;
+                if v.ops.first_failures.len() < FIRST_FAILURES {
+                    v.ops.first_failures.push(format!(
+                        "client {} key {} called at {} ms, took {} ms: {why}",
+                        op.client,
+                        op.key,
+                        op.called / 1_000_000,
+                        op.returned.saturating_sub(op.called) / 1_000_000
+                    ));
+                }
             }
             Outcome::Ambiguous => v.ops.ambiguous += 1,
             Outcome::Read(_) => {
@@ -432,6 +448,28 @@ mod tests {
         assert_eq!(v.linearizability_violations.len(), 1, "{v:?}");
         assert_eq!(v.version_regressions.len(), 1, "{v:?}");
         assert!(!v.ok());
+    }
+
+    #[test]
+    fn failed_operations_are_listed_with_when_they_ran_and_their_whole_reason() {
+        let why = format!("gave up after 54 attempts ({})", "x".repeat(100));
+        let ops = [
+            op(
+                3,
+                Call::Get,
+                Outcome::Failed(why.clone()),
+                (2_000_000, 9_500_000),
+            ),
+            op(1, Call::Put(b"a".to_vec()), Outcome::Written(5), (0, 10)),
+        ];
+        let v = check(&ops);
+        assert_eq!(v.ops.failed, 1);
+        assert_eq!(
+            v.ops.first_failures,
+            vec![format!("client 3 key 1 called at 2 ms, took 7 ms: {why}")]
+        );
+        // The tally keeps its short form.
+        assert_eq!(v.ops.failure_reasons[0].0.chars().count(), 80);
     }
 
     #[test]
