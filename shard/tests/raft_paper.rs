@@ -447,6 +447,54 @@ fn s4_2_2_removed_leader_steps_down_after_commit() {
     assert!(leader == 2 || leader == 3);
 }
 
+/// A leader that commits its own removal while it holds entries its followers have not yet
+/// acknowledged (a busy range) still hands over at once, to the new voter that holds the
+/// most. Handing over only to a voter holding its whole log left such a range without a
+/// leader for an election timeout and more (the followers still honoured the removed
+/// leader's lease): clients gave up meanwhile (nemesis seed 81).
+#[test]
+fn s4_2_2_a_removed_leader_hands_over_even_with_entries_not_yet_acknowledged() {
+    let mut c = three();
+    elect(&mut c, 1);
+    let joint = c
+        .node_mut(1)
+        .propose_conf_change(&ConfState::with_voters(ids(&[2, 3])))
+        .unwrap();
+    // Run until the leader has appended the configuration without itself (it leaves the
+    // joint one on its own, in the entry after it) and sent it.
+    for _ in 0..50 {
+        while c.process_ready(1).is_some() {}
+        if c.node(1).last_id().index > joint {
+            break;
+        }
+        c.deliver(&[2, 3]);
+        for id in [2, 3] {
+            while c.process_ready(id).is_some() {}
+        }
+        c.deliver(&[1]);
+    }
+    assert_eq!(c.node(1).role(), Role::Leader, "{}", c.state());
+    // The followers take it and acknowledge it...
+    c.deliver(&[2, 3]);
+    for id in [2, 3] {
+        while c.process_ready(id).is_some() {}
+    }
+    // ... while the leader appends one more entry, which never reaches them.
+    propose(&mut c, 1, "late");
+    let acks: Vec<Message> = c.queue.drain(..).collect();
+    while c.process_ready(1).is_some() {}
+    c.queue.clear();
+    c.queue.extend(acks);
+    c.deliver(&[1]);
+    assert_ne!(c.node(1).role(), Role::Leader, "{}", c.state());
+    // No tick: the new leader comes from the handover, not from an election timeout.
+    c.stabilize_quiet();
+    let leader = c
+        .leader()
+        .expect("a leader without waiting for an election");
+    assert!(leader == 2 || leader == 3, "{}", c.state());
+}
+
 /// Elections without pre-vote, check-quorum or leases: each vote request is plain.
 fn plain_elections(cfg: &mut quasar_shard::raft::Config) {
     cfg.pre_vote = false;

@@ -1277,16 +1277,24 @@ impl RaftNode {
                     term = self.term.0,
                     "leader removed from the configuration: stepping down"
                 );
-                // Tell the members the commit first, and hand over to an up-to-date voter
-                // at once instead of waiting for an election timeout.
+                // Tell the members the commit first, and hand over at once instead of
+                // waiting for an election timeout (and, at followers that still honour this
+                // leader's lease, longer): to the voter that acknowledged the most, if it
+                // holds everything committed. Not only to one holding the whole log: a busy
+                // leader has appended entries past the change that nobody acknowledged
+                // yet, and waiting for one would leave the group without a leader. Those
+                // entries were never committed; a campaign that fails is a plain election.
                 self.flush_appends();
-                let last = self.log.last_index();
+                let committed = self.log.committed;
                 let heir = self
                     .progress
                     .iter()
-                    .filter(|(id, pr)| *id != self.id && pr.matched == last)
-                    .map(|(id, _)| *id)
-                    .find(|id| self.conf.is_voter(*id));
+                    .filter(|(id, pr)| {
+                        *id != self.id && pr.matched >= committed && self.conf.is_voter(*id)
+                    })
+                    // The first of the most caught up.
+                    .min_by_key(|(_, pr)| std::cmp::Reverse(pr.matched))
+                    .map(|(id, _)| *id);
                 if let Some(heir) = heir {
                     self.send_timeout_now(heir);
                 }
