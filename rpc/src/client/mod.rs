@@ -227,6 +227,12 @@ impl Session {
 pub struct Call {
     pub request: ClientRequest,
     attempts: u32,
+    /// Attempts that count against `max_attempts`: all but the redirects followed at once
+    /// (a replica naming the leader, or the range's new place), which take no time. A
+    /// stale hint bounced between two replicas (one names a leader that knows of none)
+    /// used to spend the whole budget in under a second, while the election that ends it
+    /// takes longer (nemesis seed 81).
+    counted: u32,
     max_attempts: u32,
     is_write: bool,
     /// Set while a sent write has had no definite answer.
@@ -247,6 +253,9 @@ pub struct Call {
     unreachable: SmallVec<[(NodeId, Duration); 4]>,
     /// The delays this call asked for so far: its clock, without reading one.
     waited: Duration,
+    /// How its attempts ended, counted by node and kind: told with the error when the call
+    /// gives up (where it went, and what it heard).
+    trail: SmallVec<[(NodeId, &'static str, u32); 6]>,
     /// How long a hint naming an unreachable node is taken for a stale one: as long as the
     /// call's election polls last.
     distrust: Duration,
@@ -274,6 +283,7 @@ impl Call {
                 op,
             },
             attempts: 0,
+            counted: 0,
             max_attempts: config.max_attempts.max(1),
             is_write,
             ambiguous: None,
@@ -287,6 +297,7 @@ impl Call {
             ),
             unreachable: SmallVec::new(),
             waited: Duration::ZERO,
+            trail: SmallVec::new(),
             distrust: config.election_poll.saturating_mul(config.election_polls),
             election_backoff: {
                 let poll = config.election_poll.max(Duration::from_millis(1));
@@ -418,6 +429,7 @@ impl Call {
     ) -> Next {
         self.attempts += 1;
         self.refused_by = None;
+        self.note_attempt(target.node, &answer);
         let delay = match answer {
             Ok(Ok(reply)) => return Next::Done(Ok(reply)),
             Ok(Err(e)) => {
@@ -498,18 +510,66 @@ impl Call {
                 self.unreached_delay(was_leader)
             }
         };
-        if self.attempts < self.max_attempts.saturating_add(self.election_polls_used) {
+        if !delay.is_zero() || self.counted == 0 {
+            self.counted += 1;
+        }
+        if self.counted < self.max_attempts.saturating_add(self.election_polls_used) {
             self.waited = self.waited.saturating_add(delay);
             return Next::Retry(delay);
         }
         let attempts = self.attempts;
+        let trail = self.trail();
         Next::Done(Err(match self.ambiguous.take() {
-            Some(last) => ClientError::Ambiguous { attempts, last },
+            Some(last) => ClientError::Ambiguous {
+                attempts,
+                last: format!("{last}; {trail}"),
+            },
             None => ClientError::Unavailable {
                 attempts,
-                last: std::mem::take(&mut self.last),
+                last: format!("{}; {trail}", self.last),
             },
         }))
+    }
+
+    fn note_attempt(
+        &mut self,
+        node: NodeId,
+        answer: &Result<Result<Reply, RequestError>, AttemptError>,
+    ) {
+        let kind = match answer {
+            Ok(Ok(_)) => return,
+            Ok(Err(RequestError::NotLeader {
+                leader_hint: Some(_),
+                ..
+            })) => "not leader, named one",
+            Ok(Err(RequestError::NotLeader { .. })) => "not leader, named none",
+            Ok(Err(RequestError::RangeMoved { .. } | RequestError::KeyNotInRange { .. })) => {
+                "range moved"
+            }
+            Ok(Err(RequestError::Unavailable { .. })) => "unavailable",
+            Ok(Err(_)) => "other error",
+            Err(AttemptError::NotSent(_)) => "not sent",
+            Err(AttemptError::Lost(_)) => "no answer",
+        };
+        match self
+            .trail
+            .iter_mut()
+            .find(|(n, k, _)| *n == node && *k == kind)
+        {
+            Some((_, _, count)) => *count += 1,
+            None => self.trail.push((node, kind, 1)),
+        }
+    }
+
+    /// Where the attempts went and how they ended, and how long the call waited between
+    /// them: `waited 1234 ms; node 1: not leader, named one x3, ...`.
+    fn trail(&self) -> String {
+        use std::fmt::Write;
+        let mut out = format!("waited {} ms", self.waited.as_millis());
+        for (node, kind, count) in &self.trail {
+            let _ = write!(out, "; node {}: {kind} x{count}", node.0);
+        }
+        out
     }
 
     /// The request for an attempt to `target`, under the request id of that connection.
@@ -659,7 +719,17 @@ mod tests {
         for _ in 0..config.max_attempts {
             let t = call.target(&config, &cache).unwrap();
             if let Next::Done(r) = call.on_answer(&mut cache, &t, not_leader(None)) {
-                assert!(matches!(r, Err(ClientError::Unavailable { .. })), "{r:?}");
+                // The error tells where the attempts went and what they heard.
+                let Err(ClientError::Unavailable { attempts, last }) = r else {
+                    panic!("{r:?}")
+                };
+                let told: u32 = last
+                    .split("not leader, named none x")
+                    .skip(1)
+                    .map(|n| n.split(';').next().unwrap().parse::<u32>().unwrap())
+                    .sum();
+                assert_eq!(told, attempts, "{last}");
+                assert!(last.contains("waited "), "{last}");
                 ended = true;
                 break;
             }
@@ -706,6 +776,36 @@ mod tests {
             let window = config.election_poll * config.election_polls;
             assert!(attempt > 1 && waited >= window, "{attempt} {waited:?}");
         }
+    }
+
+    #[test]
+    fn a_stale_hint_bounced_between_replicas_does_not_spend_the_budget_at_once() {
+        // Nemesis seed 81: node 2 still named node 1 as leader, node 1 (which had stepped
+        // down) knew of none: every other attempt was a redirect followed at once, and the
+        // call gave up after its 54 attempts having waited 370 ms, under an election.
+        let mut config = config();
+        config.election_polls = 24;
+        let mut cache = cache_led_by(2);
+        let mut call = put(&config, 11);
+        let mut waited = Duration::ZERO;
+        for _ in 0..1000 {
+            let t = call.target(&config, &cache).unwrap();
+            let answer = if t.node == NodeId(1) {
+                not_leader(None)
+            } else {
+                not_leader(Some(1))
+            };
+            match call.on_answer(&mut cache, &t, answer) {
+                Next::Retry(d) => waited += d,
+                Next::Done(r) => {
+                    assert!(matches!(r, Err(ClientError::Unavailable { .. })), "{r:?}");
+                    // The polls' span and then backoff up to a second: seconds, not a moment.
+                    assert!(waited > Duration::from_secs(5), "{waited:?}");
+                    return;
+                }
+            }
+        }
+        panic!("the call never ended");
     }
 
     #[test]
