@@ -62,7 +62,8 @@ pub struct ClientConfig {
     /// Bound on connecting and handshaking.
     pub io_timeout: Duration,
     /// Attempts per operation, the first included, besides up to `election_polls` more
-    /// while the range has no reachable leader.
+    /// while the range has no reachable leader. Redirects followed at once (a leader hint,
+    /// a range's new place; at most three in a row) do not count.
     pub max_attempts: u32,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
