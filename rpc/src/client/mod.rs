@@ -563,7 +563,7 @@ impl Call {
     }
 
     /// Where the attempts went and how they ended, and how long the call waited between
-    /// them: `waited 1234 ms; node 1: not leader, named one x3, ...`.
+    /// them: `waited 1234 ms; node 1: not leader, named one x3; node 2: no answer x1`.
     fn trail(&self) -> String {
         use std::fmt::Write;
         let mut out = format!("waited {} ms", self.waited.as_millis());
