@@ -256,7 +256,8 @@ pub struct Call {
     waited: Duration,
     /// How its attempts ended, counted by node and kind: told with the error when the call
     /// gives up (where it went, and what it heard).
-    trail: SmallVec<[(NodeId, &'static str, u32); 6]>,
+    /// Empty (no allocation) until an attempt fails.
+    trail: Vec<(NodeId, &'static str, u32)>,
     /// How long a hint naming an unreachable node is taken for a stale one: as long as the
     /// call's election polls last.
     distrust: Duration,
@@ -298,7 +299,7 @@ impl Call {
             ),
             unreachable: SmallVec::new(),
             waited: Duration::ZERO,
-            trail: SmallVec::new(),
+            trail: Vec::new(),
             distrust: config.election_poll.saturating_mul(config.election_polls),
             election_backoff: {
                 let poll = config.election_poll.max(Duration::from_millis(1));
@@ -511,7 +512,7 @@ impl Call {
                 self.unreached_delay(was_leader)
             }
         };
-        if !delay.is_zero() || self.counted == 0 {
+        if !delay.is_zero() {
             self.counted += 1;
         }
         if self.counted < self.max_attempts.saturating_add(self.election_polls_used) {
